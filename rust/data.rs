@@ -1,0 +1,83 @@
+//! Weighted training sets as borrowed views: X (n x d), targets y (n), weights w (n).
+
+use ndarray::{ArrayView1, ArrayView2};
+
+use crate::error::{check_finite, Error, Result};
+
+/// A weighted data set. Rows are points z_i = (x_i, y_i) with weight w_i >= 0
+/// (DESIGN.md section 1). `w = None` means every weight is 1.
+#[derive(Clone, Copy, Debug)]
+pub struct Dataset<'a> {
+    pub x: ArrayView2<'a, f64>,
+    pub y: ArrayView1<'a, f64>,
+    pub w: Option<ArrayView1<'a, f64>>,
+}
+
+impl<'a> Dataset<'a> {
+    /// A validated data set: consistent lengths, finite values, weights >= 0 with a positive sum.
+    /// `names` are the argument names used in error messages (X, y, sample_weight).
+    pub fn new(
+        x: ArrayView2<'a, f64>,
+        y: ArrayView1<'a, f64>,
+        w: Option<ArrayView1<'a, f64>>,
+        names: [&'static str; 2],
+    ) -> Result<Self> {
+        let [xname, yname] = names;
+        let n = x.nrows();
+        if n == 0 {
+            return Err(Error::Shape { arg: xname, msg: "has no rows".into() });
+        }
+        if y.len() != n {
+            return Err(Error::Shape {
+                arg: yname,
+                msg: format!("has {} entries but {xname} has {n} rows", y.len()),
+            });
+        }
+        check_finite(xname, x.iter())?;
+        check_finite(yname, y.iter())?;
+        if let Some(w) = w {
+            if w.len() != n {
+                return Err(Error::Weights { msg: format!("has {} entries but {xname} has {n} rows", w.len()) });
+            }
+            if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+                return Err(Error::Weights { msg: format!("contains NaN or infinity (first at index {i})") });
+            }
+            if let Some(i) = w.iter().position(|&v| v < 0.0) {
+                return Err(Error::Weights { msg: format!("must be >= 0, got {} at index {i}", w[i]) });
+            }
+            if !(w.sum() > 0.0) {
+                return Err(Error::Weights { msg: "all weights are zero".into() });
+            }
+        }
+        Ok(Self { x, y, w })
+    }
+
+    /// Points that need no weights (query points, new points): validated like `new`.
+    pub fn points(x: ArrayView2<'a, f64>, y: ArrayView1<'a, f64>, names: [&'static str; 2]) -> Result<Self> {
+        Self::new(x, y, None, names)
+    }
+
+    pub fn n(&self) -> usize {
+        self.x.nrows()
+    }
+    pub fn d(&self) -> usize {
+        self.x.ncols()
+    }
+    #[inline]
+    pub fn weight(&self, i: usize) -> f64 {
+        self.w.map_or(1.0, |w| w[i])
+    }
+    /// W = sum of weights.
+    pub fn total_weight(&self) -> f64 {
+        self.w.map_or(self.n() as f64, |w| w.sum())
+    }
+    /// Rows `start..end` as a data set of their own.
+    pub fn rows(&self, start: usize, end: usize) -> Dataset<'a> {
+        use ndarray::s;
+        Dataset {
+            x: self.x.slice_move(s![start..end, ..]),
+            y: self.y.slice_move(s![start..end]),
+            w: self.w.map(|w| w.slice_move(s![start..end])),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The core's error type. The bindings turn each variant into a Python exception
+//! (`upweight.errors`), so every message names the argument it is about.
+
+use std::fmt;
+
+/// Everything the core can refuse or fail at. No function of the core panics on user input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    /// An array has the wrong shape, or two arrays disagree.
+    Shape { arg: &'static str, msg: String },
+    /// NaN or infinity in an input.
+    NonFinite { arg: &'static str, index: usize },
+    /// Sample weights that are negative or all zero.
+    Weights { msg: String },
+    /// A target outside the family's support (logistic not 0/1, class id out of range, ...).
+    Label { arg: &'static str, index: usize, value: f64, expected: &'static str },
+    /// Any other invalid argument value.
+    Value { arg: &'static str, msg: String },
+    /// The (augmented) Hessian is not positive definite: the optimum is not unique.
+    Singular { msg: String },
+    /// A long call was cancelled (Ctrl-C in Python).
+    Interrupted,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Shape { arg, msg } => write!(f, "{arg}: {msg}"),
+            Error::NonFinite { arg, index } => {
+                write!(f, "{arg}: contains NaN or infinity (first at flat index {index})")
+            }
+            Error::Weights { msg } => write!(f, "sample_weight: {msg}"),
+            Error::Label { arg, index, value, expected } => {
+                write!(f, "{arg}: value {value} at index {index} is not a valid target; expected {expected}")
+            }
+            Error::Value { arg, msg } => write!(f, "{arg}: {msg}"),
+            Error::Singular { msg } => write!(f, "{msg}"),
+            Error::Interrupted => write!(f, "interrupted"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Index of the first non-finite entry, if any.
+pub(crate) fn first_non_finite<'a>(values: impl IntoIterator<Item = &'a f64>) -> Option<usize> {
+    values.into_iter().position(|v| !v.is_finite())
+}
+
+/// `Err(NonFinite)` naming `arg` if any value is NaN or infinite.
+pub(crate) fn check_finite<'a>(arg: &'static str, values: impl IntoIterator<Item = &'a f64>) -> Result<()> {
+    match first_non_finite(values) {
+        Some(index) => Err(Error::NonFinite { arg, index }),
+        None => Ok(()),
+    }
+}

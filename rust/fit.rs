@@ -1,0 +1,106 @@
+//! Weighted Newton's method with backtracking line search, stopping on the gradient norm.
+
+use ndarray::{Array1, ArrayView1, Axis};
+
+use crate::cancel::Cancel;
+use crate::error::{check_finite, Error, Result};
+use crate::model::Model;
+use crate::objective::Objective;
+use crate::solvers::Direct;
+
+#[derive(Clone, Debug)]
+pub struct FitOptions {
+    /// Stop when the largest absolute entry of the gradient of L_w is at most
+    /// `tol * max(1, that of the gradient at the start)`.
+    pub tol: f64,
+    pub max_iter: usize,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        Self { tol: 1e-10, max_iter: 100 }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FitResult {
+    pub theta: Array1<f64>,
+    /// Newton steps taken.
+    pub n_iter: usize,
+    /// max |grad L_w(theta)| at the returned theta.
+    pub grad_norm: f64,
+    pub converged: bool,
+    pub objective: f64,
+}
+
+fn inf_norm(v: &Array1<f64>) -> f64 {
+    v.iter().fold(0.0_f64, |m, x| m.max(x.abs()))
+}
+
+/// Minimise the objective from `theta0` (warm start) or from zero.
+///
+/// Each step solves H s = -g with the null-space augmented Cholesky (`solvers::Direct`), so
+/// iterates stay in the identifiable subspace; theta0 is first projected onto it.
+pub fn newton<M: Model + ?Sized>(
+    obj: &Objective<M>,
+    theta0: Option<ArrayView1<f64>>,
+    opts: &FitOptions,
+    cancel: &Cancel,
+) -> Result<FitResult> {
+    if !(opts.tol >= 0.0) {
+        return Err(Error::Value { arg: "tol", msg: format!("must be >= 0, got {}", opts.tol) });
+    }
+    let p = obj.n_params();
+    let null = obj.model.null_space(obj.l2);
+    let mut theta = match theta0 {
+        Some(t) => {
+            if t.len() != p {
+                return Err(Error::Shape { arg: "theta0", msg: format!("has {} entries, expected {p}", t.len()) });
+            }
+            check_finite("theta0", t.iter())?;
+            let mut t = t.to_owned();
+            if let Some(nb) = &null {
+                // remove the component along the flat directions
+                let coeffs = nb.t().dot(&t);
+                t -= &nb.dot(&coeffs);
+            }
+            t
+        }
+        None => Array1::zeros(p),
+    };
+    let (mut f, mut g) = obj.value_grad(theta.view(), cancel)?;
+    let tol = opts.tol * inf_norm(&g).max(1.0);
+    let mut n_iter = 0;
+    while inf_norm(&g) > tol && n_iter < opts.max_iter {
+        cancel.check()?;
+        let h = obj.hessian(theta.view(), cancel)?;
+        let solver = Direct::new(h, null.as_ref().map(|n| n.view()))?;
+        let step = -solver.solve(g.view().insert_axis(Axis(1))).remove_axis(Axis(1));
+        let slope = g.dot(&step); // negative: a descent direction
+        n_iter += 1;
+        // Near the optimum the decrease is below the rounding of f: take the full step.
+        if -slope <= 1e-14 * (1.0 + f.abs()) {
+            theta += &step;
+            (f, g) = obj.value_grad(theta.view(), cancel)?;
+            continue;
+        }
+        let mut t = 1.0;
+        loop {
+            let trial = &theta + &(&step * t);
+            let ft = obj.value(trial.view(), cancel)?;
+            if ft.is_finite() && ft <= f + 1e-4 * t * slope {
+                theta = trial;
+                break;
+            }
+            t *= 0.5;
+            if t < 1e-12 {
+                // no decrease along the Newton direction: give up and report
+                let (_, gg) = obj.value_grad(theta.view(), cancel)?;
+                return Ok(FitResult { grad_norm: inf_norm(&gg), converged: false, objective: f, theta, n_iter });
+            }
+        }
+        (f, g) = obj.value_grad(theta.view(), cancel)?;
+    }
+    let grad_norm = inf_norm(&g);
+    Ok(FitResult { converged: grad_norm <= tol, grad_norm, objective: f, theta, n_iter })
+}

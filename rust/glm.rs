@@ -1,0 +1,309 @@
+//! Generalised linear models: theta = one row [coef_1..coef_d, intercept] per output, stored
+//! row-major (p = k (d + 1)); eta = X coef^T + intercept (DESIGN.md section 2).
+//!
+//! Every kernel is a matrix product on the block: the gradient of one example is its residual
+//! times its row z = [x, 1], so scores and Hessians never loop over examples outside BLAS-like
+//! code.
+
+use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::families::Family;
+use crate::linalg::{gemm, gemm_lower};
+use crate::model::Model;
+
+/// Which prediction `Glm::prediction_grads` differentiates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prediction {
+    /// The linear predictor eta (one per class for multinomial).
+    Linear,
+    /// The mean response: identity, sigmoid probability, Poisson rate, or class probabilities.
+    Mean,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Glm {
+    pub family: Family,
+    /// Number of input features d.
+    pub d: usize,
+}
+
+impl Glm {
+    pub fn new(family: Family, d: usize) -> Self {
+        Self { family, d }
+    }
+    /// k, the number of linear predictors.
+    pub fn k(&self) -> usize {
+        self.family.n_outputs()
+    }
+    /// Parameters per output row, d + 1.
+    fn row(&self) -> usize {
+        self.d + 1
+    }
+
+    /// Check that `theta` has p entries and `x` has d columns.
+    pub fn check_theta(&self, theta: ArrayView1<f64>) -> Result<()> {
+        if theta.len() != self.n_params() {
+            return Err(Error::Shape {
+                arg: "theta",
+                msg: format!("has {} entries, expected {} (k={} x (d+1)={})", theta.len(), self.n_params(), self.k(), self.row()),
+            });
+        }
+        crate::error::check_finite("theta", theta.iter())
+    }
+
+    pub fn check_features(&self, arg: &'static str, x: ArrayView2<f64>) -> Result<()> {
+        if x.ncols() != self.d {
+            return Err(Error::Shape { arg, msg: format!("has {} columns but the model has {} features", x.ncols(), self.d) });
+        }
+        Ok(())
+    }
+
+    /// Linear predictors of the rows of `x`: (n x k).
+    pub fn eta(&self, theta: ArrayView1<f64>, x: ArrayView2<f64>) -> Array2<f64> {
+        let (k, r, d) = (self.k(), self.row(), self.d);
+        let t = theta.into_shape_with_order((k, r)).expect("theta length checked by caller");
+        let mut eta = Array2::zeros((x.nrows(), k));
+        gemm(eta.view_mut(), false, x, t.slice(s![.., ..d]).t(), 1.0);
+        eta += &t.column(d);
+        eta
+    }
+
+    /// Mean responses (n x k): identity, sigmoid, exp or softmax of eta.
+    pub fn predict_mean(&self, theta: ArrayView1<f64>, x: ArrayView2<f64>) -> Array2<f64> {
+        let mut eta = self.eta(theta, x);
+        let k = self.k();
+        let mut m = vec![0.0; k];
+        for mut row in eta.rows_mut() {
+            self.family.mean(row.as_slice().expect("owned rows are contiguous"), &mut m);
+            row.assign(&ArrayView1::from(&m));
+        }
+        eta
+    }
+
+    /// Residuals dl/deta (n x k) and, if asked, eta-Hessians (n x k x k) of the rows of `data`.
+    fn residuals(&self, theta: ArrayView1<f64>, data: &Dataset, with_hessian: bool) -> (Array2<f64>, Option<Array3<f64>>) {
+        let k = self.k();
+        let eta = self.eta(theta, data.x);
+        let mut res = Array2::zeros((data.n(), k));
+        let mut hess = with_hessian.then(|| Array3::zeros((data.n(), k, k)));
+        for i in 0..data.n() {
+            let e = eta.row(i);
+            let e = e.as_slice().expect("owned rows are contiguous");
+            let mut r = res.row_mut(i);
+            let r = r.as_slice_mut().expect("owned rows are contiguous");
+            match hess.as_mut() {
+                Some(h) => {
+                    let mut hi = h.index_axis_mut(Axis(0), i);
+                    self.family.residual_and_hessian(e, data.y[i], r, Some(hi.as_slice_mut().expect("contiguous")));
+                }
+                None => self.family.residual_and_hessian(e, data.y[i], r, None),
+            }
+        }
+        (res, hess)
+    }
+
+    /// Gradients of predictions at the rows of `x`: ((n k) x p), row t*k + c is the gradient in
+    /// theta of prediction c at point t (the linear predictor or the mean response).
+    pub fn prediction_grads(&self, theta: ArrayView1<f64>, x: ArrayView2<f64>, kind: Prediction) -> Array2<f64> {
+        let (k, r, d) = (self.k(), self.row(), self.d);
+        let eta = self.eta(theta, x);
+        let mut out = Array2::zeros((x.nrows() * k, self.n_params()));
+        let mut jac = vec![0.0; k * k];
+        for t in 0..x.nrows() {
+            match kind {
+                Prediction::Linear => jac.iter_mut().enumerate().for_each(|(i, j)| *j = if i % (k + 1) == 0 { 1.0 } else { 0.0 }),
+                Prediction::Mean => self.family.mean_jacobian(eta.row(t).as_slice().expect("contiguous"), &mut jac),
+            }
+            // d mean_c / d theta_(c', a) = J[c, c'] z_a
+            for c in 0..k {
+                let mut row = out.row_mut(t * k + c);
+                for c2 in 0..k {
+                    let jv = jac[c * k + c2];
+                    let mut seg = row.slice_mut(s![c2 * r..(c2 + 1) * r]);
+                    seg.slice_mut(s![..d]).assign(&(&x.row(t) * jv));
+                    seg[d] = jv;
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Model for Glm {
+    fn n_params(&self) -> usize {
+        self.k() * self.row()
+    }
+
+    fn n_features(&self) -> usize {
+        self.d
+    }
+
+    fn penalty_mask(&self) -> Array1<f64> {
+        Array1::from_shape_fn(self.n_params(), |j| if j % self.row() == self.d { 0.0 } else { 1.0 })
+    }
+
+    /// Softmax is unchanged when the same vector is added to every class's row: with l2 > 0 only
+    /// the intercept part of that vector is free (the penalty pins the coefficients), with
+    /// l2 = 0 all of it. The basis vectors are 1/sqrt(k) on one coordinate in every class.
+    fn null_space(&self, l2: f64) -> Option<Array2<f64>> {
+        let Family::Multinomial { n_classes: k } = self.family else { return None };
+        let r = self.row();
+        let free: Vec<usize> = if l2 > 0.0 { vec![self.d] } else { (0..r).collect() };
+        let mut basis = Array2::zeros((self.n_params(), free.len()));
+        for (j, &a) in free.iter().enumerate() {
+            for c in 0..k {
+                basis[[c * r + a, j]] = 1.0 / (k as f64).sqrt();
+            }
+        }
+        Some(basis)
+    }
+
+    fn check_targets(&self, arg: &'static str, y: ArrayView1<f64>) -> Result<()> {
+        self.family.check_targets(arg, y.iter())
+    }
+
+    fn losses(&self, theta: ArrayView1<f64>, data: &Dataset, mut out: ArrayViewMut1<f64>) {
+        let eta = self.eta(theta, data.x);
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.family.loss(eta.row(i).as_slice().expect("contiguous"), data.y[i]);
+        }
+    }
+
+    fn grads(&self, theta: ArrayView1<f64>, data: &Dataset, mut out: ArrayViewMut2<f64>) {
+        let (k, r, d) = (self.k(), self.row(), self.d);
+        let (res, _) = self.residuals(theta, data, false);
+        for i in 0..data.n() {
+            let x = data.x.row(i);
+            let mut g = out.row_mut(i);
+            for c in 0..k {
+                let rc = res[[i, c]];
+                let mut seg = g.slice_mut(s![c * r..(c + 1) * r]);
+                seg.slice_mut(s![..d]).zip_mut_with(&x, |o, &xv| *o = rc * xv);
+                seg[d] = rc;
+            }
+        }
+    }
+
+    /// out[t, i] = sum_c res[i, c] (x_i . v_c[.., t] + v_c[d, t]), one product X v_c per class.
+    fn grads_dot(&self, theta: ArrayView1<f64>, data: &Dataset, v: ArrayView2<f64>, mut out: ArrayViewMut2<f64>) {
+        let (k, r, d) = (self.k(), self.row(), self.d);
+        let (res, _) = self.residuals(theta, data, false);
+        if k == 1 {
+            gemm(out.view_mut(), false, v.slice(s![..d, ..]).t(), data.x.t(), 1.0);
+            let vint = v.row(d);
+            for (t, mut row) in out.rows_mut().into_iter().enumerate() {
+                let b = vint[t];
+                row.zip_mut_with(&res.column(0), |o, &ri| *o = (*o + b) * ri);
+            }
+            return;
+        }
+        out.fill(0.0);
+        let mut tmp = Array2::zeros(out.raw_dim());
+        for c in 0..k {
+            let vc = v.slice(s![c * r..(c + 1) * r, ..]);
+            gemm(tmp.view_mut(), false, vc.slice(s![..d, ..]).t(), data.x.t(), 1.0);
+            let vint = vc.row(d);
+            for (t, (mut orow, trow)) in out.rows_mut().into_iter().zip(tmp.rows()).enumerate() {
+                let b = vint[t];
+                ndarray::Zip::from(&mut orow).and(&trow).and(res.column(c)).for_each(|o, &tv, &ri| *o += (tv + b) * ri);
+            }
+        }
+    }
+
+    fn loss_grad_sum(&self, theta: ArrayView1<f64>, data: &Dataset) -> (f64, Array1<f64>) {
+        let (k, r, d) = (self.k(), self.row(), self.d);
+        let eta = self.eta(theta, data.x);
+        let mut wres = Array2::zeros((data.n(), k));
+        let mut loss = 0.0;
+        for i in 0..data.n() {
+            let w = data.weight(i);
+            let e = eta.row(i);
+            let e = e.as_slice().expect("contiguous");
+            let mut row = wres.row_mut(i);
+            let row = row.as_slice_mut().expect("contiguous");
+            self.family.residual_and_hessian(e, data.y[i], row, None);
+            if w != 0.0 {
+                loss += w * self.family.loss(e, data.y[i]);
+            }
+            row.iter_mut().for_each(|v| *v *= w);
+        }
+        // coef gradient of class c: X^T (w * res_c); intercept: sum(w * res_c)
+        let mut gx = Array2::zeros((d, k));
+        gemm(gx.view_mut(), false, data.x.t(), wres.view(), 1.0);
+        let mut g = Array1::zeros(self.n_params());
+        for c in 0..k {
+            g.slice_mut(s![c * r..c * r + d]).assign(&gx.column(c));
+            g[c * r + d] = wres.column(c).sum();
+        }
+        (loss, g)
+    }
+
+    /// Block (c, c') of the Hessian is Z^T diag(w A_cc') Z with A the eta-Hessians.
+    fn hessian_sum(&self, theta: ArrayView1<f64>, data: &Dataset, mut out: ArrayViewMut2<f64>) {
+        let (k, r, d) = (self.k(), self.row(), self.d);
+        let n = data.n();
+        let (_, hess) = self.residuals(theta, data, true);
+        let hess = hess.expect("requested");
+        let mut z = Array2::ones((n, r));
+        z.slice_mut(s![.., ..d]).assign(&data.x);
+        let mut dz = Array2::zeros((n, r));
+        for c in 0..k {
+            for c2 in 0..=c {
+                for i in 0..n {
+                    let a = data.weight(i) * hess[[i, c, c2]];
+                    dz.row_mut(i).zip_mut_with(&z.row(i), |o, &zv| *o = a * zv);
+                }
+                let block = out.slice_mut(s![c * r..(c + 1) * r, c2 * r..(c2 + 1) * r]);
+                if c == c2 {
+                    gemm_lower(block, true, z.t(), dz.view(), 1.0);
+                } else {
+                    gemm(block, true, z.t(), dz.view(), 1.0);
+                }
+            }
+        }
+    }
+
+    /// For each vector v_j: directional eta E = Z V_j^T (n x k), then per row w_i A_i E_i, then back
+    /// through Z^T. All vectors go through the same two products.
+    fn hvp_sum(&self, theta: ArrayView1<f64>, data: &Dataset, v: ArrayView2<f64>, mut out: ArrayViewMut2<f64>) {
+        let (k, r, d) = (self.k(), self.row(), self.d);
+        let (n, nv) = (data.n(), v.ncols());
+        let (_, hess) = self.residuals(theta, data, true);
+        let hess = hess.expect("requested");
+        // m[a, j*k + c] = v[c*r + a, j]
+        let mut m = Array2::zeros((r, nv * k));
+        for j in 0..nv {
+            for c in 0..k {
+                m.column_mut(j * k + c).assign(&v.slice(s![c * r..(c + 1) * r, j]));
+            }
+        }
+        let mut e = Array2::zeros((n, nv * k));
+        gemm(e.view_mut(), false, data.x, m.slice(s![..d, ..]), 1.0);
+        e += &m.row(d);
+        // t[i, j*k + c] = w_i sum_c' A_i[c, c'] e[i, j*k + c']
+        let mut t = Array2::zeros((n, nv * k));
+        for i in 0..n {
+            let w = data.weight(i);
+            for j in 0..nv {
+                for c in 0..k {
+                    let mut acc = 0.0;
+                    for c2 in 0..k {
+                        acc += hess[[i, c, c2]] * e[[i, j * k + c2]];
+                    }
+                    t[[i, j * k + c]] = w * acc;
+                }
+            }
+        }
+        let mut back = Array2::zeros((r, nv * k));
+        gemm(back.slice_mut(s![..d, ..]), false, data.x.t(), t.view(), 1.0);
+        back.row_mut(d).assign(&t.sum_axis(Axis(0)));
+        for j in 0..nv {
+            for c in 0..k {
+                let mut dst = out.slice_mut(s![c * r..(c + 1) * r, j]);
+                dst += &back.column(j * k + c);
+            }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! upweight: exact influence functions for weighted generalised linear models.
+//!
+//! The core is plain Rust on ndarray views (no Python types outside `bindings`):
+//! - [`data`]: weighted data sets; [`families`]: GLM losses in the linear predictor;
+//! - [`model`]: the model-level trait; [`glm`]: its GLM implementation;
+//! - [`objective`]: the weighted, penalised objective, its gradient, Hessian and HVPs;
+//! - [`solvers`]: H v = g; [`fit`]: weighted Newton; [`influence`]: I(z), scores, self-influence;
+//! - [`blocks`]: deterministic parallel loops over row blocks; [`linalg`]: faer glue.
+//!
+//! DESIGN.md in the repository defines every quantity, sign and formula.
+
+pub mod blocks;
+pub mod cancel;
+pub mod data;
+pub mod error;
+pub mod families;
+pub mod fit;
+pub mod glm;
+pub mod influence;
+pub mod linalg;
+pub mod model;
+pub mod objective;
+pub mod solvers;
+
+#[cfg(feature = "python")]
+mod bindings;
+
+pub use cancel::Cancel;
+pub use data::Dataset;
+pub use error::{Error, Result};
+pub use families::Family;
+pub use fit::{newton, FitOptions, FitResult};
+pub use glm::{Glm, Prediction};
+pub use influence::Influence;
+pub use model::Model;
+pub use objective::Objective;

@@ -1,0 +1,175 @@
+//! The core on its own: derivatives against finite differences, influence against exact refits
+//! (DESIGN.md section 1's checks), the seed example, and thread-count determinism.
+
+use ndarray::{array, Array1, Array2, Axis};
+use upweight::{newton, Cancel, Dataset, Family, FitOptions, Glm, Influence, Model, Objective};
+
+/// Small deterministic pseudo-random numbers (no dev-dependency needed).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 11) as f64) / ((1u64 << 53) as f64)
+    }
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.next().max(1e-300), self.next());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+fn problem(family: Family, n: usize, d: usize, seed: u64) -> (Array2<f64>, Array1<f64>, Array1<f64>) {
+    let mut rng = Lcg(seed);
+    let x = Array2::from_shape_fn((n, d), |_| rng.normal());
+    let truth: Vec<f64> = (0..d).map(|j| 0.5 - 0.3 * j as f64).collect();
+    let y = Array1::from_shape_fn(n, |i| {
+        let eta: f64 = x.row(i).iter().zip(&truth).map(|(a, b)| a * b).sum::<f64>() * 0.5;
+        match family {
+            Family::Squared => eta + 0.3 * rng.normal(),
+            Family::Logistic => (rng.next() < 1.0 / (1.0 + (-eta).exp())) as u8 as f64,
+            Family::Poisson => (eta.exp() * 2.0 * rng.next()).floor(),
+            Family::Multinomial { n_classes } => ((rng.next() * n_classes as f64) as usize % n_classes) as f64,
+        }
+    });
+    let mut w = Array1::from_shape_fn(n, |_| 0.5 + rng.next());
+    w[1] = 0.0; // a zero-weight point: present but absent
+    (x, y, w)
+}
+
+const FAMILIES: [Family; 4] = [Family::Squared, Family::Logistic, Family::Poisson, Family::Multinomial { n_classes: 3 }];
+
+fn fit<'a>(model: &'a Glm, data: Dataset<'a>, l2: f64) -> Array1<f64> {
+    let obj = Objective::new(model, data, l2).unwrap();
+    let res = newton(&obj, None, &FitOptions { tol: 1e-13, max_iter: 100 }, &Cancel::new()).unwrap();
+    assert!(res.converged, "{:?} did not converge: {}", model.family, res.grad_norm);
+    res.theta
+}
+
+#[test]
+fn gradient_and_hessian_match_finite_differences() {
+    for family in FAMILIES {
+        let (x, y, w) = problem(family, 40, 3, 1);
+        let model = Glm::new(family, 3);
+        let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+        let obj = Objective::new(&model, data, 0.05).unwrap();
+        let c = Cancel::new();
+        let p = model.n_params();
+        let theta = Array1::from_shape_fn(p, |j| 0.1 * (j as f64 - 1.5));
+        let (_, g) = obj.value_grad(theta.view(), &c).unwrap();
+        let h = obj.hessian(theta.view(), &c).unwrap();
+        let eps = 1e-6;
+        for j in 0..p {
+            let mut up = theta.clone();
+            let mut dn = theta.clone();
+            up[j] += eps;
+            dn[j] -= eps;
+            let fd = (obj.value(up.view(), &c).unwrap() - obj.value(dn.view(), &c).unwrap()) / (2.0 * eps);
+            assert!((fd - g[j]).abs() < 1e-7, "{family:?} grad {j}: {fd} vs {}", g[j]);
+            let gd = (obj.value_grad(up.view(), &c).unwrap().1 - obj.value_grad(dn.view(), &c).unwrap().1) / (2.0 * eps);
+            for i in 0..p {
+                assert!((gd[i] - h[[i, j]]).abs() < 1e-6, "{family:?} hess ({i},{j})");
+            }
+        }
+        // block HVP equals H V
+        let v = Array2::from_shape_fn((p, 3), |(i, j)| ((i * 7 + j * 3) % 5) as f64 - 2.0);
+        let hv = obj.hvp(theta.view(), v.view(), &c).unwrap();
+        let diff = (&hv - &h.dot(&v)).mapv(f64::abs).fold(0.0_f64, |a, &b| a.max(b));
+        assert!(diff < 1e-12, "{family:?} hvp differs by {diff}");
+    }
+}
+
+/// Central differences of exact refits with w_m +- h equal I(z_m) (DESIGN.md section 1).
+#[test]
+fn influence_equals_finite_difference_of_refits() {
+    for family in FAMILIES {
+        for l2 in [0.0, 0.1] {
+            if matches!(family, Family::Multinomial { .. }) && l2 == 0.0 {
+                continue; // covered with l2 > 0; the l2 = 0 multinomial is tested through Python
+            }
+            let (x, y, w) = problem(family, 60, 3, 7);
+            let model = Glm::new(family, 3);
+            let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+            let theta = fit(&model, data, l2);
+            let obj = Objective::new(&model, data, l2).unwrap();
+            let inf = Influence::new(&obj, theta.view(), &Cancel::new()).unwrap();
+            let params = inf.params(&model, &data, &Cancel::new()).unwrap();
+            for m in [0usize, 1, 5] {
+                let h = 1e-4;
+                let refit = |eps: f64| {
+                    let mut w2 = w.clone();
+                    w2[m] += eps;
+                    fit(&model, Dataset::new(x.view(), y.view(), Some(w2.view()), ["X", "y"]).unwrap(), l2)
+                };
+                // central when w_m > 0; one-sided for a zero weight (weights must stay >= 0)
+                let fd = if w[m] > 0.0 { (refit(h) - refit(-h)) / (2.0 * h) } else { (refit(h) - &theta) / h };
+                let row = params.row(m);
+                let scale = row.iter().fold(1e-3_f64, |a, &b| a.max(b.abs()));
+                let err = (&fd - &row).mapv(f64::abs).fold(0.0_f64, |a, &b| a.max(b));
+                let tol = if w[m] > 0.0 { 1e-5 } else { 1e-3 };
+                assert!(err / scale < tol, "{family:?} l2={l2} m={m}: rel err {}", err / scale);
+            }
+        }
+    }
+}
+
+/// The seed's worked example: (0,0), (1,1.5), (2,2), squared loss, y = m x + b.
+#[test]
+fn seed_example() {
+    let x = array![[0.0], [1.0], [2.0]];
+    let y = array![0.0, 1.5, 2.0];
+    let model = Glm::new(Family::Squared, 1);
+    let data = Dataset::new(x.view(), y.view(), None, ["X", "y"]).unwrap();
+    let theta = fit(&model, data, 0.0);
+    assert!((theta[0] - 1.0).abs() < 1e-12 && (theta[1] - 1.0 / 6.0).abs() < 1e-12);
+    let obj = Objective::new(&model, data, 0.0).unwrap();
+    let inf = Influence::new(&obj, theta.view(), &Cancel::new()).unwrap();
+    let params = inf.params(&model, &data, &Cancel::new()).unwrap();
+    // closed form: I(z_m) = -(Z^T Z)^{-1} z_m r_m with r_m = eta_m - y_m (the 2s and W cancel)
+    let expected = array![[1.0 / 12.0, -5.0 / 36.0], [0.0, 1.0 / 9.0], [-1.0 / 12.0, 1.0 / 36.0]];
+    assert!((&params - &expected).iter().all(|v| v.abs() < 1e-12), "{params}");
+    let s = inf.on_loss(&model, &data, &data, &Cancel::new()).unwrap();
+    for m in 0..3 {
+        // self-influence on one's own loss is negative
+        assert!(s[[m, m]] < 0.0);
+    }
+    // influence on the fitted slope sums to zero over points (the residuals are orthogonal to Z)
+    let total: Array1<f64> = params.sum_axis(Axis(0));
+    assert!(total.iter().all(|v| v.abs() < 1e-12));
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let family = Family::Multinomial { n_classes: 4 };
+    let (x, y, w) = problem(family, 3000, 5, 3);
+    let model = Glm::new(family, 5);
+    let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
+            let theta = fit(&model, data, 0.01);
+            let obj = Objective::new(&model, data, 0.01).unwrap();
+            let inf = Influence::new(&obj, theta.view(), &Cancel::new()).unwrap();
+            let test = data.rows(0, 50);
+            (theta.clone(), inf.on_loss(&model, &data, &test, &Cancel::new()).unwrap(), inf.self_influence(&model, &data, &Cancel::new()).unwrap())
+        })
+    };
+    let a = run(1);
+    let b = run(3);
+    assert_eq!(a.0, b.0);
+    assert_eq!(a.1, b.1);
+    assert_eq!(a.2, b.2);
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let x = array![[0.0], [1.0]];
+    let y = array![0.0, 2.0];
+    let model = Glm::new(Family::Logistic, 1);
+    let data = Dataset::new(x.view(), y.view(), None, ["X", "y"]).unwrap();
+    assert!(Objective::new(&model, data, 0.0).is_err()); // label 2 for logistic
+    assert!(Objective::new(&model, data, -1.0).is_err());
+    let w = array![-1.0, 1.0];
+    assert!(Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).is_err());
+    let w = array![0.0, 0.0];
+    assert!(Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).is_err());
+    let xn = array![[f64::NAN], [1.0]];
+    assert!(Dataset::new(xn.view(), y.view(), None, ["X", "y"]).is_err());
+}
