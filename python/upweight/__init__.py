@@ -1,0 +1,45 @@
+"""upweight: exact, fast influence functions for weighted generalised linear models.
+
+    import upweight as uw
+    model = uw.LogisticRegression(l2=1e-3).fit(X, y)
+    inf = uw.Influence(model, X, y)
+    S = inf.on_loss(X_test, y_test)     # (q, n); S[t, m] < 0: training point m helps test point t
+
+See DESIGN.md (in the repository) for every definition, sign and formula.
+"""
+
+from . import reference
+from ._core import num_threads
+from .datasets import load_breast_cancer
+from .errors import (
+    ConvergenceWarning,
+    InputError,
+    InputTypeError,
+    InternalError,
+    NotAtOptimumWarning,
+    NotFittedError,
+    SingularHessianError,
+    UpweightError,
+)
+from .influence import Influence
+from .models import LinearRegression, LogisticRegression, PoissonRegression
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvergenceWarning",
+    "Influence",
+    "InputError",
+    "InputTypeError",
+    "InternalError",
+    "LinearRegression",
+    "LogisticRegression",
+    "NotAtOptimumWarning",
+    "NotFittedError",
+    "PoissonRegression",
+    "SingularHessianError",
+    "UpweightError",
+    "load_breast_cancer",
+    "num_threads",
+    "reference",
+]

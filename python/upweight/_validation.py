@@ -1,0 +1,86 @@
+"""Argument checks shared by the public API. Each error names the argument."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .errors import InputError, InputTypeError
+
+
+def _numeric(a, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(a)
+    except Exception as exc:  # ragged lists and the like
+        raise InputTypeError(f"{name}: cannot be converted to a numeric array ({exc})") from None
+    if arr.dtype == bool:
+        return arr.astype(np.float64)
+    if arr.dtype.kind not in "iuf":
+        raise InputTypeError(
+            f"{name}: expected a real numeric array, got dtype {arr.dtype}"
+        )
+    return arr
+
+
+def as_matrix(a, name: str, n_features: int | None = None) -> np.ndarray:
+    """A 2-d float64 C-contiguous array (float32 and integer input are converted)."""
+    arr = _numeric(a, name)
+    if arr.ndim != 2:
+        raise InputError(f"{name}: expected a 2-d array (n_samples, n_features), got {arr.ndim}-d shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise InputError(f"{name}: has no rows")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise InputError(f"{name}: has {arr.shape[1]} columns but the model has {n_features} features")
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def as_vector(a, name: str, n: int | None = None) -> np.ndarray:
+    """A 1-d float64 C-contiguous array of length n."""
+    arr = _numeric(a, name)
+    if arr.ndim != 1:
+        raise InputError(f"{name}: expected a 1-d array, got {arr.ndim}-d shape {arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise InputError(f"{name}: has {arr.shape[0]} entries, expected {n} (one per row of X)")
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def as_weights(w, n: int) -> np.ndarray | None:
+    """Sample weights: None (all ones) or a nonnegative float64 vector with a positive sum."""
+    if w is None:
+        return None
+    if isinstance(w, numbers.Real):
+        w = np.full(n, float(w))
+    return as_vector(w, "sample_weight", n)
+
+
+def as_indices(idx, n: int, name: str = "idx") -> np.ndarray:
+    """Row indices in 0..n-1 (a boolean mask of length n is accepted too)."""
+    arr = np.asarray(idx)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise InputError(f"{name}: a boolean mask must have shape ({n},), got {arr.shape}")
+        return np.flatnonzero(arr)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise InputTypeError(f"{name}: expected a 1-d array of integer row indices, got dtype {arr.dtype} shape {arr.shape}")
+    bad = np.flatnonzero((arr < 0) | (arr >= n))
+    if bad.size:
+        raise InputError(f"{name}: index {arr[bad[0]]} at position {bad[0]} is out of range for {n} training points")
+    return arr.astype(np.intp)
+
+
+def as_nonneg_float(v, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise InputTypeError(f"{name}: expected a real number, got {type(v).__name__}")
+    v = float(v)
+    if not np.isfinite(v) or v < 0:
+        raise InputError(f"{name}: must be a finite number >= 0, got {v}")
+    return v
+
+
+def as_positive_int(v, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+        raise InputError(f"{name}: expected a positive integer, got {v!r}")
+    return int(v)
