@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _core
 from ._validation import as_matrix, as_nonneg_float, as_positive_int, as_vector, as_weights
-from .errors import ConvergenceWarning, InputError, NotFittedError
+from .errors import ConvergenceWarning, InputError, NotFittedError, SingularHessianError
 
 __all__ = ["LinearRegression", "LogisticRegression", "PoissonRegression"]
 
@@ -86,6 +86,7 @@ class _GLM:
         )
         self.n_features_in_ = d
         self._set_theta(theta)
+        self._check_separation(X, y, w, l2)
         self.n_iter_ = n_iter
         self.grad_norm_ = grad_norm
         self.converged_ = converged
@@ -111,6 +112,9 @@ class _GLM:
             self.theta_ = theta.reshape(k, -1)
             self.coef_ = self.theta_[:, :-1]
             self.intercept_ = self.theta_[:, -1]
+
+    def _check_separation(self, X, y, w, l2) -> None:
+        """Classification families only: see LogisticRegression."""
 
     def _check_fitted(self) -> None:
         if getattr(self, "theta_", None) is None:
@@ -222,6 +226,27 @@ class LogisticRegression(_GLM):
                 i = int(np.argmax(y >= k))
                 raise InputError(f"y: class id {y[i]:g} at index {i} is not below the fitted number of classes ({k})")
         return y
+
+    def _check_separation(self, X, y, w, l2) -> None:
+        """Without a penalty, classes that some theta classifies perfectly have no finite
+        optimum (scaling theta up always lowers the loss): Newton's gradient then vanishes at a
+        huge theta and influence would be meaningless, so refuse."""
+        if l2 > 0:
+            return
+        eta = self.decision_function(X)
+        if self.n_classes == 1:
+            correct = (2 * y - 1) * eta > 0
+        else:
+            correct = np.argmax(eta, axis=1) == y
+        if w is not None:
+            correct = correct | (w == 0)
+        if correct.all():
+            for attr in ("theta_", "coef_", "intercept_"):
+                delattr(self, attr)
+            raise SingularHessianError(
+                "the classes are perfectly separable, so the unpenalised loss has no finite minimiser "
+                "(and no Hessian to invert there): use l2 > 0"
+            )
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, shape (n, k) (k = 2 for binary)."""

@@ -1,0 +1,283 @@
+"""The public API: estimator conventions, bad input, numerical failure, warnings, process safety."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import upweight as uw
+
+
+def logistic_data(n=200, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    y = (rng.random(n) < 1 / (1 + np.exp(-X @ np.linspace(-1, 1, d)))).astype(float)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y = logistic_data()
+    model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+    return model, uw.Influence(model, X, y), X, y
+
+
+# --- estimator conventions -----------------------------------------------------------------
+
+def test_fit_returns_self_and_sets_attributes():
+    X, y = logistic_data()
+    model = uw.LogisticRegression(l2=1e-2)
+    assert model.fit(X, y) is model
+    assert model.theta_.shape == (5,) and model.coef_.shape == (4,)
+    assert model.theta_[-1] == model.intercept_
+    assert model.converged_ and model.grad_norm_ < 1e-10 and model.n_iter_ >= 1
+    assert model.predict_proba(X).shape == (200, 2)
+    assert set(np.unique(model.predict(X))) <= {0, 1}
+    assert model.get_params() == {"l2": 1e-2, "tol": 1e-10, "max_iter": 100, "warm_start": False, "n_classes": None}
+    assert model.set_params(l2=0.5).l2 == 0.5
+
+
+def test_multinomial_layout_and_pinned_intercepts():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((300, 3))
+    y = rng.integers(0, 4, 300)
+    model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+    assert model.theta_.shape == (4, 4) and model.coef_.shape == (4, 3) and model.intercept_.shape == (4,)
+    assert abs(model.intercept_.sum()) < 1e-12  # identified by pinning the free direction
+    P = model.predict_proba(X)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0)
+    inf = uw.Influence(model, X, y)
+    assert inf.params().shape == (300, 16)
+    assert inf.on_prediction(X[:5]).shape == (5, 4, 300)
+    # class-probability influence sums to zero over classes (probabilities sum to one)
+    np.testing.assert_allclose(inf.on_prediction(X[:5]).sum(axis=1), 0.0, atol=1e-12)
+
+
+def test_warm_start_reaches_the_same_optimum_faster():
+    X, y = logistic_data(n=500)
+    cold = uw.LogisticRegression(l2=1e-3).fit(X, y)
+    w = np.ones(500)
+    w[0] = 1.5
+    warm = uw.LogisticRegression(l2=1e-3, warm_start=True)
+    warm.theta_ = cold.theta_.copy()
+    warm.classes_ = cold.classes_
+    warm.n_features_in_ = 4
+    warm.fit(X, y, sample_weight=w)
+    ref = uw.LogisticRegression(l2=1e-3).fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(warm.theta_, ref.theta_, rtol=1e-9, atol=1e-12)
+    assert warm.n_iter_ < ref.n_iter_
+
+
+def test_layouts_that_must_work(fitted):
+    model, inf, X, y = fitted
+    S = inf.on_loss(X[:7], y[:7])
+    Xf = np.asfortranarray(X[:7])
+    Xs = np.repeat(X[:7], 2, axis=0)[::2]  # non-contiguous view
+    Xr = X[:7].copy()
+    Xr.setflags(write=False)
+    for Xt in (Xf, Xs, Xr):
+        np.testing.assert_array_equal(inf.on_loss(Xt, y[:7]), S)
+    assert inf.on_loss(X[:7].astype(np.float32), y[:7]).shape == S.shape
+    assert inf.on_loss(X[:7].tolist(), y[:7].astype(bool)).shape == S.shape
+
+
+# --- bad input: a clear error naming the argument -------------------------------------------
+
+def _fit(X=None, y=None, w=None, l2=1e-2, cls=uw.LogisticRegression):
+    X0, y0 = logistic_data(n=20, d=3)
+    return cls(l2=l2).fit(X0 if X is None else X, y0 if y is None else y, sample_weight=w)
+
+
+NAN_X = logistic_data(n=20, d=3)[0]
+NAN_X[4, 1] = np.nan
+
+BAD_FIT = [
+    ("X 1-d", dict(X=np.zeros(20)), uw.InputError, "X"),
+    ("X empty", dict(X=np.zeros((0, 3)), y=np.zeros(0)), uw.InputError, "X"),
+    ("X NaN", dict(X=NAN_X), uw.InputError, "X: contains NaN"),
+    ("X object", dict(X=np.array([["a"] * 3] * 20, dtype=object)), uw.InputTypeError, "X"),
+    ("X strings", dict(X=np.array([["a"] * 3] * 20)), uw.InputTypeError, "X"),
+    ("X complex", dict(X=np.ones((20, 3), dtype=complex)), uw.InputTypeError, "X"),
+    ("y length", dict(y=np.zeros(19)), uw.InputError, "y"),
+    ("y NaN", dict(y=np.r_[np.nan, np.zeros(19)]), uw.InputError, "y"),
+    ("y not a class id", dict(y=np.r_[0.5, np.zeros(19)]), uw.InputError, "y: value 0.5 at index 0"),
+    ("y negative class", dict(y=np.r_[np.zeros(19), -1]), uw.InputError, "index 19"),
+    ("weights negative", dict(w=np.r_[np.ones(19), -1.0]), uw.InputError, "sample_weight: must be >= 0"),
+    ("weights all zero", dict(w=np.zeros(20)), uw.InputError, "sample_weight: all weights are zero"),
+    ("weights length", dict(w=np.ones(3)), uw.InputError, "sample_weight"),
+    ("weights NaN", dict(w=np.r_[np.nan, np.ones(19)]), uw.InputError, "sample_weight"),
+    ("l2 negative", dict(l2=-1.0), uw.InputError, "l2"),
+    ("l2 NaN", dict(l2=float("nan")), uw.InputError, "l2"),
+    ("poisson negative count", dict(y=np.r_[-1.0, np.ones(19)], cls=uw.PoissonRegression), uw.InputError, "y: value -1"),
+]
+
+
+@pytest.mark.parametrize("case, kwargs, exc, message", BAD_FIT, ids=[c[0] for c in BAD_FIT])
+def test_bad_fit_input_names_the_argument(case, kwargs, exc, message):
+    with pytest.raises(exc, match=message.replace("(", r"\(")):
+        _fit(**kwargs)
+
+
+def test_bad_influence_input_names_the_argument(fitted):
+    model, inf, X, y = fitted
+    with pytest.raises(uw.InputError, match="X_test: has 3 columns"):
+        inf.on_loss(X[:, :3], y)
+    with pytest.raises(uw.InputError, match="y_test"):
+        inf.on_loss(X[:3], np.array([0, 1, 2]))
+    with pytest.raises(uw.InputError, match="y_test: has 2 entries"):
+        inf.on_loss(X[:3], y[:2])
+    with pytest.raises(uw.InputError, match="idx: index 200"):
+        inf.params(idx=[0, 200])
+    with pytest.raises(uw.InputError, match="idx: index -1"):
+        inf.params(idx=[-1])
+    with pytest.raises(uw.InputError, match="grad_f"):
+        inf.on(np.ones(4))
+    with pytest.raises(uw.InputError, match="grad_f: contains NaN"):
+        inf.on(np.r_[np.nan, np.ones(4)])
+    with pytest.raises(uw.InputError, match="x: has 2 columns"):
+        inf.new_point(np.ones(2), 1.0)
+    with pytest.raises(uw.InputError, match="kind"):
+        inf.on_prediction(X[:2], kind="logit")
+    with pytest.raises(uw.InputError, match="X: has 3 columns"):
+        uw.Influence(model, X[:, :3], y)
+    with pytest.raises(uw.InputError, match="model"):
+        uw.Influence(object(), X, y)
+
+
+def test_unfitted_models_are_refused():
+    X, y = logistic_data()
+    for cls in (uw.LinearRegression, uw.LogisticRegression, uw.PoissonRegression):
+        with pytest.raises(uw.NotFittedError):
+            uw.Influence(cls(), X, y)
+        with pytest.raises(uw.NotFittedError):
+            cls().predict(X)
+
+
+def test_errors_are_builtin_subclasses():
+    assert issubclass(uw.InputError, ValueError) and issubclass(uw.InputTypeError, TypeError)
+    assert issubclass(uw.SingularHessianError, np.linalg.LinAlgError)
+    assert issubclass(uw.NotFittedError, ValueError)
+
+
+# --- numerical failure: reported with the fix, never a silent NaN ----------------------------
+
+def test_collinear_features_without_penalty_raise_with_the_fix():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 1))
+    X = np.hstack([x, 2 * x])
+    y = x[:, 0] + rng.standard_normal(50)
+    with pytest.raises(uw.SingularHessianError, match="l2 > 0"):
+        uw.LinearRegression().fit(X, y)
+    model = uw.LinearRegression(l2=1e-3).fit(X, y)  # the fix works
+    assert np.isfinite(uw.Influence(model, X, y).params()).all()
+
+
+def test_fewer_points_than_parameters_needs_ridge():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((3, 6)), rng.standard_normal(3)
+    with pytest.raises(uw.SingularHessianError):
+        uw.LinearRegression().fit(X, y)
+    model = uw.LinearRegression(l2=0.1).fit(X, y)
+    assert np.isfinite(uw.Influence(model, X, y).params()).all()
+
+
+def test_separable_data_without_penalty_is_reported():
+    X = np.r_[np.linspace(-2, -0.5, 10), np.linspace(0.5, 2, 10)][:, None]
+    y = (X[:, 0] > 0).astype(float)
+    with pytest.raises(uw.SingularHessianError, match="separable.*l2 > 0"):
+        uw.LogisticRegression().fit(X, y)
+    with pytest.raises(uw.SingularHessianError, match="separable"):
+        uw.LogisticRegression().fit(np.r_[X, X + 5], np.r_[y, y + 2])  # multinomial, 4 classes
+    # with a penalty the optimum is finite and influence is defined
+    model = uw.LogisticRegression(l2=1e-3).fit(X, y)
+    assert np.isfinite(uw.Influence(model, X, y).self_influence()).all()
+
+
+def test_warnings_for_unconverged_fit_and_wrong_data(fitted):
+    X, y = logistic_data()
+    with pytest.warns(uw.ConvergenceWarning, match="max_iter"):
+        m = uw.LogisticRegression(l2=1e-3, max_iter=1).fit(X, y)
+    assert not m.converged_
+    model, _, X, y = fitted
+    with pytest.warns(uw.NotAtOptimumWarning, match="same X, y, sample_weight"):
+        uw.Influence(model, X[:150], y[:150])
+
+
+# --- process safety ---------------------------------------------------------------------------
+
+def test_concurrent_calls_on_one_influence_object(fitted):
+    _, inf, X, y = fitted
+    expected = inf.on_loss(X[:20], y[:20])
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: inf.on_loss(X[:20], y[:20]), range(16)))
+    for r in results:
+        np.testing.assert_array_equal(r, expected)
+
+
+DETERMINISM = """
+import hashlib, numpy as np, upweight as uw, sys
+h = lambda a: hashlib.sha256(a.tobytes()).hexdigest()
+rng = np.random.default_rng(5)
+X = rng.standard_normal((20000, 8)); y = rng.integers(0, 3, 20000)
+m = uw.LogisticRegression(l2=1e-3).fit(X, y)
+inf = uw.Influence(m, X, y)
+S = inf.on_loss(X[:30], y[:30])
+sys.stdout.write(f"{uw.num_threads()} {h(m.theta_)} {h(S)} {h(inf.self_influence())} {h(inf.params())}")
+"""
+
+
+def test_results_are_bitwise_identical_across_thread_counts():
+    outs = {}
+    for threads in ("1", "3"):
+        env = {**os.environ, "RAYON_NUM_THREADS": threads}
+        out = subprocess.run([sys.executable, "-c", DETERMINISM], env=env, capture_output=True, text=True, check=True).stdout
+        n, rest = out.split(" ", 1)
+        assert n == threads
+        outs[threads] = rest
+    assert outs["1"] == outs["3"]
+
+
+LONG_CALL = """
+import sys, time, numpy as np, upweight as uw
+rng = np.random.default_rng(0)
+X = rng.standard_normal((60000, 1500)); y = rng.standard_normal(60000)
+print("start", flush=True)
+try:
+    while True:
+        uw.LinearRegression(l2=1.0).fit(X, y)   # each call forms a 1501 x 1501 Hessian: seconds
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_interrupts_a_long_call_quickly():
+    proc = subprocess.Popen([sys.executable, "-c", LONG_CALL], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "start"
+        time.sleep(1.5)  # well inside the first fit
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        latency = time.monotonic() - sent
+    finally:
+        proc.kill()
+    assert "interrupted" in out
+    assert latency < 2.0, f"took {latency:.2f}s to stop after SIGINT"
+
+
+def test_demo_runs():
+    out = subprocess.run([sys.executable, "-m", "upweight.cli", "demo", "--queries", "1"], capture_output=True, text=True, check=True).stdout
+    assert "most helpful training points" in out and "most harmful training points" in out
+    # the demo's own check: influence predicts the exact leave-one-out change
+    line = next(l for l in out.splitlines() if l.startswith("Check:"))
+    actual = float(line.split("by ")[1].split(" ")[0])
+    predicted = float(line.split("predicts ")[1].rstrip("."))
+    assert np.sign(actual) == np.sign(predicted) and abs(actual - predicted) < 0.25 * abs(actual)
