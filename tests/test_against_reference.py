@@ -394,8 +394,9 @@ def check_influence(case):
     assert I.shape == (case.n, case.p)
     assert_close(I, I_ref, SOLVE_RTOL)
     idx = np.random.default_rng(case.seed + 5).integers(0, case.n, size=3)
-    np.testing.assert_array_equal(inf.params(idx=idx), I[idx])
-    np.testing.assert_array_equal(inf.params(idx=list(idx)), I[idx])
+    # (equal up to rounding: the core solves a different number of right-hand sides at once)
+    assert_close(inf.params(idx=idx), I[idx], 1e-12)
+    assert_close(inf.params(idx=list(idx)), I[idx], 1e-12)
 
     # score matrix on test losses
     S_ref = ref.influence_on_loss(theta, X64, y, fam, Xt64, yt, w, l2)
