@@ -87,19 +87,17 @@ pub fn newton<M: Model + ?Sized>(
         let mut t = 1.0;
         loop {
             let trial = &theta + &(&step * t);
-            let ft = obj.value(trial.view(), cancel)?;
+            let (ft, gt) = obj.value_grad(trial.view(), cancel)?;
             if ft.is_finite() && ft <= f + 1e-4 * t * slope {
-                theta = trial;
+                (theta, f, g) = (trial, ft, gt);
                 break;
             }
             t *= 0.5;
             if t < 1e-12 {
-                // no decrease along the Newton direction: give up and report
-                let (_, gg) = obj.value_grad(theta.view(), cancel)?;
-                return Ok(FitResult { grad_norm: inf_norm(&gg), converged: false, objective: f, theta, n_iter });
+                // no decrease along the Newton direction: stop and report
+                return Ok(FitResult { grad_norm: inf_norm(&g), converged: false, objective: f, theta, n_iter });
             }
         }
-        (f, g) = obj.value_grad(theta.view(), cancel)?;
     }
     let grad_norm = inf_norm(&g);
     Ok(FitResult { converged: grad_norm <= tol, grad_norm, objective: f, theta, n_iter })
