@@ -10,8 +10,7 @@ use crate::solvers::Direct;
 
 #[derive(Clone, Debug)]
 pub struct FitOptions {
-    /// Stop when the largest absolute entry of the gradient of L_w is at most
-    /// `tol * max(1, that of the gradient at the start)`.
+    /// Stop when the largest absolute entry of the gradient of L_w is at most this.
     pub tol: f64,
     pub max_iter: usize,
 }
@@ -69,7 +68,7 @@ pub fn newton<M: Model + ?Sized>(
         None => Array1::zeros(p),
     };
     let (mut f, mut g) = obj.value_grad(theta.view(), cancel)?;
-    let tol = opts.tol * inf_norm(&g).max(1.0);
+    let tol = opts.tol;
     let mut n_iter = 0;
     while inf_norm(&g) > tol && n_iter < opts.max_iter {
         cancel.check()?;
@@ -79,9 +78,14 @@ pub fn newton<M: Model + ?Sized>(
         let slope = g.dot(&step); // negative: a descent direction
         n_iter += 1;
         // Near the optimum the decrease is below the rounding of f: take the full step.
+        // Stop if that no longer shrinks the gradient: it is at the level of rounding error.
         if -slope <= 1e-14 * (1.0 + f.abs()) {
-            theta += &step;
-            (f, g) = obj.value_grad(theta.view(), cancel)?;
+            let trial = &theta + &step;
+            let (ft, gt) = obj.value_grad(trial.view(), cancel)?;
+            if inf_norm(&gt) >= inf_norm(&g) {
+                break;
+            }
+            (theta, f, g) = (trial, ft, gt);
             continue;
         }
         let mut t = 1.0;

@@ -68,7 +68,8 @@ class _GLM:
 
         Sets ``theta_``, ``coef_``, ``intercept_``, ``n_iter_``, ``grad_norm_`` (max absolute
         gradient entry at the solution), ``converged_`` and ``objective_``. Warns with
-        :class:`ConvergenceWarning` if ``tol`` was not reached in ``max_iter`` steps.
+        :class:`ConvergenceWarning` if the gradient norm did not reach ``tol`` (an absolute bound
+        on max |grad L_w|) within ``max_iter`` steps, or stalled above it at rounding level.
         """
         X = as_matrix(X, "X")
         n, d = X.shape
@@ -95,7 +96,8 @@ class _GLM:
             warnings.warn(
                 f"{type(self).__name__}: Newton's method stopped after {n_iter} iterations with "
                 f"gradient norm {grad_norm:.3g} > tol={tol:g}; influence values assume an exact "
-                "optimum. Increase max_iter, or use l2 > 0 if the data are separable.",
+                "optimum. Increase max_iter, use l2 > 0 if the data are nearly separable, or raise "
+                "tol if the gradient stalled at rounding level (large-valued targets or features).",
                 ConvergenceWarning,
                 stacklevel=2,
             )
