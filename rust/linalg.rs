@@ -18,10 +18,10 @@ pub fn faer_ref<'a>(a: &'a ArrayView2<'_, f64>) -> MatRef<'a, f64> {
 
 /// Zero-copy mutable faer view of an ndarray view (any strides).
 pub fn faer_mut<'a>(a: &'a mut ArrayViewMut2<'_, f64>) -> MatMut<'a, f64> {
-    let s = a.strides().to_vec();
+    let (rs, cs) = (a.strides()[0], a.strides()[1]);
     let (r, c) = a.dim();
     // SAFETY: as above, and the ndarray view is borrowed mutably for 'a.
-    unsafe { MatMut::from_raw_parts_mut(a.as_mut_ptr(), r, c, s[0], s[1]) }
+    unsafe { MatMut::from_raw_parts_mut(a.as_mut_ptr(), r, c, rs, cs) }
 }
 
 /// `dst = alpha * a @ b` (`accumulate = false`) or `dst += alpha * a @ b`.

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::linalg::Cholesky;
 
 /// Right-hand sides per parallel task in `Direct::solve`.
-const RHS_CHUNK: usize = 32;
+const RHS_CHUNK: usize = 128;
 
 /// Direct solver: Cholesky of the (null-space augmented) Hessian.
 pub struct Direct {
