@@ -5,7 +5,7 @@
 //! times its row z = [x, 1], so scores and Hessians never loop over examples outside BLAS-like
 //! code.
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
+use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, ShapeBuilder, Zip};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -190,25 +190,27 @@ impl Model for Glm {
     fn grads_dot(&self, theta: ArrayView1<f64>, data: &Dataset, v: ArrayView2<f64>, mut out: ArrayViewMut2<f64>) {
         let (k, r, d) = (self.k(), self.row(), self.d);
         let (res, _) = self.residuals(theta, data, false);
+        // layout-agnostic elementwise updates: out may be a transposed view (see Influence::on)
         if k == 1 {
             gemm(out.view_mut(), false, v.slice(s![..d, ..]).t(), data.x.t(), 1.0);
-            let vint = v.row(d);
-            for (t, mut row) in out.rows_mut().into_iter().enumerate() {
-                let b = vint[t];
-                row.zip_mut_with(&res.column(0), |o, &ri| *o = (*o + b) * ri);
-            }
+            let vint = v.row(d).insert_axis(Axis(1));
+            let r0 = res.column(0).insert_axis(Axis(0));
+            Zip::from(&mut out).and_broadcast(&vint).and_broadcast(&r0).for_each(|o, &b, &ri| *o = (*o + b) * ri);
             return;
         }
         out.fill(0.0);
-        let mut tmp = Array2::zeros(out.raw_dim());
+        let fortran = out.ncols() > 1 && out.strides()[0] == 1;
+        let mut tmp = Array2::zeros(out.raw_dim().set_f(fortran));
         for c in 0..k {
             let vc = v.slice(s![c * r..(c + 1) * r, ..]);
             gemm(tmp.view_mut(), false, vc.slice(s![..d, ..]).t(), data.x.t(), 1.0);
-            let vint = vc.row(d);
-            for (t, (mut orow, trow)) in out.rows_mut().into_iter().zip(tmp.rows()).enumerate() {
-                let b = vint[t];
-                ndarray::Zip::from(&mut orow).and(&trow).and(res.column(c)).for_each(|o, &tv, &ri| *o += (tv + b) * ri);
-            }
+            let vint = vc.row(d).insert_axis(Axis(1));
+            let rc = res.column(c).insert_axis(Axis(0));
+            Zip::from(&mut out)
+                .and(&tmp)
+                .and_broadcast(&vint)
+                .and_broadcast(&rc)
+                .for_each(|o, &tv, &b, &ri| *o += (tv + b) * ri);
         }
     }
 

@@ -6,7 +6,7 @@
 //!   grad f . I(z_m) = -(g_m . V_f + c_f) / W,   V_f = H^{-1} grad f,  c_f = 2 l2 coef_masked . V_f
 //! so scoring q functions is q solves then one matrix product per block of training rows.
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
 use rayon::prelude::*;
 
 use crate::blocks::BLOCK_ROWS;
@@ -145,18 +145,19 @@ impl Influence {
         let v = self.solver.solve(grad_f.t());
         let c = v.t().dot(&self.penalty_grad);
         let scale = -1.0 / self.total_weight;
-        let mut s = Array2::zeros((grad_f.nrows(), train.n()));
-        s.axis_chunks_iter_mut(Axis(1), BLOCK_ROWS).into_par_iter().enumerate().try_for_each(|(b, mut chunk)| {
+        // S is filled as S^T (n x r, row blocks contiguous), so each block's product writes a
+        // column-major (r x B) destination, the layout faer is fastest with; returned as (r x n).
+        let mut st = Array2::zeros((train.n(), grad_f.nrows()));
+        let cb = c.view().insert_axis(Axis(0));
+        st.axis_chunks_iter_mut(Axis(0), BLOCK_ROWS).into_par_iter().enumerate().try_for_each(|(b, mut chunk)| {
             cancel.check()?;
             let start = b * BLOCK_ROWS;
-            let block = train.rows(start, start + chunk.ncols());
-            model.grads_dot(self.theta.view(), &block, v.view(), chunk.view_mut());
-            for (mut row, &cj) in chunk.rows_mut().into_iter().zip(c.iter()) {
-                row.mapv_inplace(|x| scale * (x + cj));
-            }
+            let block = train.rows(start, start + chunk.nrows());
+            model.grads_dot(self.theta.view(), &block, v.view(), chunk.view_mut().reversed_axes());
+            Zip::from(&mut chunk).and_broadcast(&cb).for_each(|x, &cj| *x = scale * (*x + cj));
             Ok::<(), Error>(())
         })?;
-        Ok(s)
+        Ok(st.reversed_axes())
     }
 
     /// Score matrix S (q x n): S[t, m] = grad l(z_t) . I(z_m), influence of training point m on
