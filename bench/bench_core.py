@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -70,7 +69,8 @@ def measure(kind: str, n: int, d: int, q: int, l2: float, repeat: int) -> dict:
         else:
             raise ValueError(kind)
         times.append(t2 - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB on Linux
+    # VmHWM: this process's peak RSS (ru_maxrss would carry the parent's over exec)
+    peak = int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
     return {"kind": kind, "best_s": min(times), "times_s": times, "peak_rss_mib": peak, **extra}
 
 

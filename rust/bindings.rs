@@ -2,15 +2,18 @@
 //! Ctrl-C working. No numerics live here.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use numpy::ndarray::{Array1, Array2, ArrayView1};
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 
-use crate::{newton, Cancel, Dataset, Error, Family, FitOptions, Glm, Influence, Model, Objective, Prediction};
+use crate::influence::{Method, SolverOptions};
+use crate::solvers::{CgOptions, SolveInfo};
+use crate::{newton, Cancel, Dataset, Error, Family, Features, FitOptions, Glm, Influence, Model, NpyFile, Objective, Prediction, Table};
 
 pyo3::import_exception!(upweight.errors, InputError);
 pyo3::import_exception!(upweight.errors, SingularHessianError);
@@ -98,6 +101,31 @@ fn prediction(kind: &str) -> PyResult<Prediction> {
     }
 }
 
+/// Training features as the Python layer passes them: float64 or float32 arrays, or a `.npy` path.
+#[derive(FromPyObject)]
+enum XArg<'py> {
+    F64(PyReadonlyArray2<'py, f64>),
+    F32(PyReadonlyArray2<'py, f32>),
+    Path(PathBuf),
+}
+
+impl XArg<'_> {
+    fn ncols(&self) -> PyResult<usize> {
+        Ok(match self {
+            XArg::F64(a) => a.as_array().ncols(),
+            XArg::F32(a) => a.as_array().ncols(),
+            XArg::Path(p) => NpyFile::open(p, "X").map_err(to_py)?.d,
+        })
+    }
+    fn features(&self) -> PyResult<Features<'_>> {
+        Ok(match self {
+            XArg::F64(a) => Features::F64(a.as_array()),
+            XArg::F32(a) => Features::F32(a.as_array()),
+            XArg::Path(p) => Features::Npy(NpyFile::open(p, "X").map_err(to_py)?),
+        })
+    }
+}
+
 /// Fit theta by weighted Newton. Returns (theta, n_iter, grad_norm, converged, objective).
 #[pyfunction]
 #[pyo3(signature = (family, n_classes, x, y, w, l2, tol, max_iter, theta0=None))]
@@ -106,7 +134,7 @@ fn fit<'py>(
     py: Python<'py>,
     family: &str,
     n_classes: usize,
-    x: PyReadonlyArray2<'py, f64>,
+    x: XArg<'py>,
     y: PyReadonlyArray1<'py, f64>,
     w: Option<PyReadonlyArray1<'py, f64>>,
     l2: f64,
@@ -114,11 +142,11 @@ fn fit<'py>(
     max_iter: usize,
     theta0: Option<PyReadonlyArray1<'py, f64>>,
 ) -> PyResult<(Bound<'py, PyArray1<f64>>, usize, f64, bool, f64)> {
-    let model = glm(family, n_classes, x.as_array().ncols())?;
-    let data = dataset(&x, &y, w.as_ref(), ["X", "y"])?;
+    let model = glm(family, n_classes, x.ncols()?)?;
+    let table = Table::new(x.features()?, y.as_array(), w.as_ref().map(|w| w.as_array())).map_err(to_py)?;
     let t0 = theta0.as_ref().map(|t| t.as_array());
     let res = run(py, |c| {
-        let obj = Objective::new(&model, data, l2)?;
+        let obj = Objective::new(&model, &table, l2)?;
         newton(&obj, t0, &FitOptions { tol, max_iter }, c)
     })?;
     Ok((res.theta.into_pyarray(py), res.n_iter, res.grad_norm, res.converged, res.objective))
@@ -184,7 +212,7 @@ fn objective<'py>(
     let model = glm(family, n_classes, x.as_array().ncols())?;
     let t = theta_checked(&model, &theta)?;
     let data = dataset(&x, &y, w.as_ref(), ["X", "y"])?;
-    let (v, g) = run(py, |c| Objective::new(&model, data, l2)?.value_grad(t, c))?;
+    let (v, g) = run(py, |c| Objective::new(&model, &data, l2)?.value_grad(t, c))?;
     Ok((v, g.into_pyarray(py)))
 }
 
@@ -204,7 +232,7 @@ fn hessian<'py>(
     let model = glm(family, n_classes, x.as_array().ncols())?;
     let t = theta_checked(&model, &theta)?;
     let data = dataset(&x, &y, w.as_ref(), ["X", "y"])?;
-    let h = run(py, |c| Objective::new(&model, data, l2)?.hessian(t, c))?;
+    let h = run(py, |c| Objective::new(&model, &data, l2)?.hessian(t, c))?;
     Ok(h.into_pyarray(py))
 }
 
@@ -226,7 +254,7 @@ fn hvp<'py>(
     let t = theta_checked(&model, &theta)?;
     let data = dataset(&x, &y, w.as_ref(), ["X", "y"])?;
     let v = v.as_array();
-    let out = run(py, |c| Objective::new(&model, data, l2)?.hvp(t, v, c))?;
+    let out = run(py, |c| Objective::new(&model, &data, l2)?.hvp(t, v, c))?;
     Ok(out.into_pyarray(py))
 }
 
@@ -275,33 +303,93 @@ fn prediction_grads<'py>(
     Ok(out.into_pyarray(py))
 }
 
-/// The factored Hessian of a fitted GLM, answering influence queries about its training set.
+/// Owned handle on the training features, so queries need not pass them again.
+enum XStore {
+    F64(Py<PyArray2<f64>>),
+    F32(Py<PyArray2<f32>>),
+    Npy(PathBuf),
+}
+
+type Info<'py> = (Bound<'py, PyArray1<usize>>, Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<bool>>);
+
+fn info_py(py: Python<'_>, info: SolveInfo) -> Info<'_> {
+    (
+        Array1::from(info.iterations).into_pyarray(py),
+        Array1::from(info.residuals).into_pyarray(py),
+        Array1::from(info.converged).into_pyarray(py),
+    )
+}
+
+/// Influence of a fitted GLM's training points: holds the training set and the prepared solver.
 #[pyclass(module = "upweight._core", frozen)]
 struct InfluenceCore {
     model: Glm,
     inner: Influence,
+    x: XStore,
+    y: Array1<f64>,
+    w: Option<Array1<f64>>,
+}
+
+impl InfluenceCore {
+    /// Run `f` on the training set as a row source (borrowing the stored arrays).
+    fn with_train<T>(&self, py: Python<'_>, f: impl FnOnce(&Table) -> PyResult<T>) -> PyResult<T> {
+        let (y, w) = (self.y.view(), self.w.as_ref().map(|w| w.view()));
+        match &self.x {
+            XStore::F64(a) => {
+                let ro = a.bind(py).readonly();
+                f(&Table { x: Features::F64(ro.as_array()), y, w })
+            }
+            XStore::F32(a) => {
+                let ro = a.bind(py).readonly();
+                f(&Table { x: Features::F32(ro.as_array()), y, w })
+            }
+            XStore::Npy(p) => f(&Table { x: Features::Npy(NpyFile::open(p, "X").map_err(to_py)?), y, w }),
+        }
+    }
 }
 
 #[pymethods]
 impl InfluenceCore {
     #[new]
-    #[pyo3(signature = (family, n_classes, theta, x, y, w, l2))]
+    #[pyo3(signature = (family, n_classes, theta, x, y, w, l2, method="direct", damping=0.0, rtol=1e-10, atol=0.0, max_iter=1000, precondition=true))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         py: Python<'py>,
         family: &str,
         n_classes: usize,
         theta: PyReadonlyArray1<'py, f64>,
-        x: PyReadonlyArray2<'py, f64>,
+        x: XArg<'py>,
         y: PyReadonlyArray1<'py, f64>,
         w: Option<PyReadonlyArray1<'py, f64>>,
         l2: f64,
+        method: &str,
+        damping: f64,
+        rtol: f64,
+        atol: f64,
+        max_iter: usize,
+        precondition: bool,
     ) -> PyResult<Self> {
-        let model = glm(family, n_classes, x.as_array().ncols())?;
+        let model = glm(family, n_classes, x.ncols()?)?;
         let t = theta_checked(&model, &theta)?;
-        let data = dataset(&x, &y, w.as_ref(), ["X", "y"])?;
-        let inner = run(py, |c| Influence::new(&Objective::new(&model, data, l2)?, t, c))?;
-        Ok(Self { model, inner })
+        let method = match method {
+            "direct" => Method::Direct,
+            "cg" => Method::Cg,
+            other => return Err(InputError::new_err(format!("solver: expected 'direct' or 'cg', got {other:?}"))),
+        };
+        for (name, v) in [("rtol", rtol), ("atol", atol)] {
+            if !(v >= 0.0) || !v.is_finite() {
+                return Err(InputError::new_err(format!("{name}: must be a finite number >= 0, got {v}")));
+            }
+        }
+        let opts = SolverOptions { method, damping, cg: CgOptions { rtol, atol, max_iter, precondition } };
+        let table = Table::new(x.features()?, y.as_array(), w.as_ref().map(|w| w.as_array())).map_err(to_py)?;
+        let inner = run(py, |c| Influence::new(&Objective::new(&model, &table, l2)?, t, opts, c))?;
+        let store = match &x {
+            XArg::F64(a) => XStore::F64(a.as_unbound().clone_ref(py)),
+            XArg::F32(a) => XStore::F32(a.as_unbound().clone_ref(py)),
+            XArg::Path(p) => XStore::Npy(p.clone()),
+        };
+        Ok(Self { model, inner, x: store, y: y.as_array().to_owned(), w: w.map(|w| w.as_array().to_owned()) })
     }
 
     /// max |grad L_w| at theta.
@@ -316,54 +404,77 @@ impl InfluenceCore {
         self.inner.total_weight()
     }
 
-    /// I(z) for each row of (X, y): (n x p).
-    fn params<'py>(&self, py: Python<'py>, x: PyReadonlyArray2<'py, f64>, y: PyReadonlyArray1<'py, f64>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    /// Number of training points.
+    #[getter]
+    fn n_samples(&self) -> usize {
+        self.y.len()
+    }
+
+    /// I(z) of every training point (n x p).
+    fn params_train<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyArray2<f64>>, Info<'py>)> {
+        let (out, info) = self.with_train(py, |t| run(py, |c| self.inner.params(&self.model, t, t, c)))?;
+        Ok((out.into_pyarray(py), info_py(py, info)))
+    }
+
+    /// I(z) of each row of (X, y), points given in memory (new points or gathered rows): (m x p).
+    fn params<'py>(&self, py: Python<'py>, x: PyReadonlyArray2<'py, f64>, y: PyReadonlyArray1<'py, f64>) -> PyResult<(Bound<'py, PyArray2<f64>>, Info<'py>)> {
         let pts = dataset(&x, &y, None, ["X", "y"])?;
-        let out = run(py, |c| self.inner.params(&self.model, &pts, c))?;
-        Ok(out.into_pyarray(py))
+        let (out, info) = self.with_train(py, |t| run(py, |c| self.inner.params(&self.model, t, &pts, c)))?;
+        Ok((out.into_pyarray(py), info_py(py, info)))
     }
 
-    /// Self-influence of each row of (X, y): (n,).
-    fn self_influence<'py>(&self, py: Python<'py>, x: PyReadonlyArray2<'py, f64>, y: PyReadonlyArray1<'py, f64>) -> PyResult<Bound<'py, PyArray1<f64>>> {
-        let pts = dataset(&x, &y, None, ["X", "y"])?;
-        let out = run(py, |c| self.inner.self_influence(&self.model, &pts, c))?;
-        Ok(out.into_pyarray(py))
+    /// Self-influence of every training point (n,).
+    fn self_influence<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyArray1<f64>>, Info<'py>)> {
+        let (out, info) = self.with_train(py, |t| run(py, |c| self.inner.self_influence(&self.model, t, t, c)))?;
+        Ok((out.into_pyarray(py), info_py(py, info)))
     }
 
-    /// S (r x n): influence of each training row on each f_j given grad_f (r x p).
-    fn on<'py>(
-        &self,
-        py: Python<'py>,
-        x: PyReadonlyArray2<'py, f64>,
-        y: PyReadonlyArray1<'py, f64>,
-        grad_f: PyReadonlyArray2<'py, f64>,
-    ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-        let train = dataset(&x, &y, None, ["X", "y"])?;
-        let g = grad_f.as_array();
-        let out = run(py, |c| self.inner.on(&self.model, &train, g, c))?;
-        Ok(out.into_pyarray(py))
-    }
-
-    /// Score matrix S (q x n) of training rows on test losses.
-    fn on_loss<'py>(
-        &self,
-        py: Python<'py>,
-        x: PyReadonlyArray2<'py, f64>,
-        y: PyReadonlyArray1<'py, f64>,
-        x_test: PyReadonlyArray2<'py, f64>,
-        y_test: PyReadonlyArray1<'py, f64>,
-    ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-        let train = dataset(&x, &y, None, ["X", "y"])?;
+    /// Per-example loss gradients of test points (q x p).
+    fn loss_grads<'py>(&self, py: Python<'py>, x_test: PyReadonlyArray2<'py, f64>, y_test: PyReadonlyArray1<'py, f64>) -> PyResult<Bound<'py, PyArray2<f64>>> {
         let test = dataset(&x_test, &y_test, None, ["X_test", "y_test"])?;
-        let out = run(py, |c| self.inner.on_loss(&self.model, &train, &test, c))?;
-        Ok(out.into_pyarray(py))
+        let g = run(py, |_| self.inner.loss_grads(&self.model, &test))?;
+        Ok(g.into_pyarray(py))
+    }
+
+    /// S (r x n): influence of each training point on each f_j given grad_f (r x p); with
+    /// `rows`, only those training points (r x len(rows)).
+    #[pyo3(signature = (grad_f, rows=None))]
+    fn on<'py>(&self, py: Python<'py>, grad_f: PyReadonlyArray2<'py, f64>, rows: Option<Vec<usize>>) -> PyResult<(Bound<'py, PyArray2<f64>>, Info<'py>)> {
+        let g = grad_f.as_array();
+        let (out, info) = self.with_train(py, |t| {
+            run(py, |c| match &rows {
+                None => self.inner.on(&self.model, t, t, g, c),
+                Some(idx) => {
+                    let sub = crate::source::gather(t, idx)?;
+                    self.inner.on(&self.model, t, &sub.as_dataset(), g, c)
+                }
+            })
+        })?;
+        Ok((out.into_pyarray(py), info_py(py, info)))
+    }
+
+    /// The k most helpful and most harmful training points per f_j, streamed:
+    /// (helpful_idx, helpful, harmful_idx, harmful), each (r x k).
+    #[allow(clippy::type_complexity)]
+    fn top_k<'py>(
+        &self,
+        py: Python<'py>,
+        grad_f: PyReadonlyArray2<'py, f64>,
+        k: usize,
+    ) -> PyResult<((Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>), Info<'py>)> {
+        let g = grad_f.as_array();
+        let (top, info) = self.with_train(py, |t| run(py, |c| self.inner.top_k(&self.model, t, t, g, k, c)))?;
+        Ok((
+            (top.helpful_idx.into_pyarray(py), top.helpful.into_pyarray(py), top.harmful_idx.into_pyarray(py), top.harmful.into_pyarray(py)),
+            info_py(py, info),
+        ))
     }
 
     /// H^{-1} g for the columns of g (p x r).
-    fn inverse_hvp<'py>(&self, py: Python<'py>, g: PyReadonlyArray2<'py, f64>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    fn inverse_hvp<'py>(&self, py: Python<'py>, g: PyReadonlyArray2<'py, f64>) -> PyResult<(Bound<'py, PyArray2<f64>>, Info<'py>)> {
         let g = g.as_array();
-        let out = run(py, |_| self.inner.inverse_hvp(g))?;
-        Ok(out.into_pyarray(py))
+        let (out, info) = self.with_train(py, |t| run(py, |c| self.inner.inverse_hvp(&self.model, t, g, c)))?;
+        Ok((out.into_pyarray(py), info_py(py, info)))
     }
 }
 

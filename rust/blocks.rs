@@ -28,7 +28,7 @@ pub fn blocks(n: usize, block: usize) -> Vec<Range<usize>> {
 pub fn map_reduce<T, M, A>(n: usize, max_partials: usize, cancel: &Cancel, map: M, add: A) -> Result<Option<T>>
 where
     T: Send,
-    M: Fn(Range<usize>) -> T + Sync,
+    M: Fn(Range<usize>) -> Result<T> + Sync,
     A: Fn(&mut T, T) + Sync,
 {
     let all = blocks(n, BLOCK_ROWS);
@@ -39,7 +39,7 @@ where
             let mut acc: Option<T> = None;
             for r in chunk {
                 cancel.check()?;
-                let v = map(r.clone());
+                let v = map(r.clone())?;
                 match acc.as_mut() {
                     Some(a) => add(a, v),
                     None => acc = Some(v),
@@ -89,7 +89,7 @@ mod tests {
         let run = |threads| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
-                map_reduce(xs.len(), 32, &Cancel::new(), |r| xs[r].iter().sum::<f64>(), |a, b| *a += b)
+                map_reduce(xs.len(), 32, &Cancel::new(), |r| Ok(xs[r].iter().sum::<f64>()), |a, b| *a += b)
                     .unwrap()
                     .unwrap()
             })
@@ -103,7 +103,7 @@ mod tests {
     fn cancelled_work_stops_with_interrupted() {
         let c = Cancel::new();
         c.cancel();
-        let r = map_reduce(10_000, 32, &c, |r| r.len(), |a, b| *a += b);
+        let r = map_reduce(10_000, 32, &c, |r| Ok(r.len()), |a, b| *a += b);
         assert_eq!(r.unwrap_err(), crate::error::Error::Interrupted);
     }
 }

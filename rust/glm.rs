@@ -267,6 +267,23 @@ impl Model for Glm {
         }
     }
 
+    /// Entry (c, a) is sum_i w_i A_i[c, c] z_ia^2.
+    fn hessian_diag_sum(&self, theta: ArrayView1<f64>, data: &Dataset, mut out: ArrayViewMut1<f64>) -> bool {
+        let (k, r, d) = (self.k(), self.row(), self.d);
+        let (_, hess) = self.residuals(theta, data, true);
+        let hess = hess.expect("requested");
+        let wa = Array2::from_shape_fn((data.n(), k), |(i, c)| data.weight(i) * hess[[i, c, c]]);
+        let x2 = data.x.mapv(|v| v * v);
+        let mut dx = Array2::zeros((d, k));
+        gemm(dx.view_mut(), false, x2.t(), wa.view(), 1.0);
+        for c in 0..k {
+            let mut seg = out.slice_mut(s![c * r..(c + 1) * r]);
+            seg.slice_mut(s![..d]).zip_mut_with(&dx.column(c), |o, v| *o += v);
+            seg[d] += wa.column(c).sum();
+        }
+        true
+    }
+
     /// For each vector v_j: directional eta E = Z V_j^T (n x k), then per row w_i A_i E_i, then back
     /// through Z^T. All vectors go through the same two products.
     fn hvp_sum(&self, theta: ArrayView1<f64>, data: &Dataset, v: ArrayView2<f64>, mut out: ArrayViewMut2<f64>) {

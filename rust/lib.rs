@@ -1,7 +1,7 @@
 //! upweight: exact influence functions for weighted generalised linear models.
 //!
 //! The core is plain Rust on ndarray views (no Python types outside `bindings`):
-//! - [`data`]: weighted data sets; [`families`]: GLM losses in the linear predictor;
+//! - [`data`]: weighted in-memory blocks; [`source`]: row sources (float32, `.npy` files); [`families`]: GLM losses in the linear predictor;
 //! - [`model`]: the model-level trait; [`glm`]: its GLM implementation;
 //! - [`objective`]: the weighted, penalised objective, its gradient, Hessian and HVPs;
 //! - [`solvers`]: H v = g; [`fit`]: weighted Newton; [`influence`]: I(z), scores, self-influence;
@@ -21,6 +21,7 @@ pub mod linalg;
 pub mod model;
 pub mod objective;
 pub mod solvers;
+pub mod source;
 
 #[cfg(feature = "python")]
 mod bindings;
@@ -34,3 +35,4 @@ pub use glm::{Glm, Prediction};
 pub use influence::Influence;
 pub use model::Model;
 pub use objective::Objective;
+pub use source::{Features, NpyFile, Rows, Table};

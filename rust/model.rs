@@ -44,6 +44,11 @@ pub trait Model: Sync {
     fn loss_grad_sum(&self, theta: ArrayView1<f64>, data: &Dataset) -> (f64, Array1<f64>);
     /// Adds sum_i w_i Hess l_i to the lower triangle of `out` (p x p); the rest is not read.
     fn hessian_sum(&self, theta: ArrayView1<f64>, data: &Dataset, out: ArrayViewMut2<f64>);
+    /// Adds the diagonal of sum_i w_i Hess l_i to `out` (p); returns false if the model cannot
+    /// (then solvers go without a Jacobi preconditioner).
+    fn hessian_diag_sum(&self, _theta: ArrayView1<f64>, _data: &Dataset, _out: ArrayViewMut1<f64>) -> bool {
+        false
+    }
     /// Adds sum_i w_i (Hess l_i) v to `out` for a block of vectors `v` (p x r).
     fn hvp_sum(&self, theta: ArrayView1<f64>, data: &Dataset, v: ArrayView2<f64>, out: ArrayViewMut2<f64>);
 }

@@ -6,7 +6,7 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
 use crate::blocks::map_reduce;
 use crate::cancel::Cancel;
-use crate::data::Dataset;
+use crate::source::{with_block, Rows};
 use crate::error::{check_finite, Error, Result};
 use crate::linalg::symmetrize_from_lower;
 use crate::model::Model;
@@ -17,7 +17,7 @@ const HESSIAN_PARTIALS_BYTES: usize = 256 << 20;
 
 pub struct Objective<'a, M: Model + ?Sized> {
     pub model: &'a M,
-    pub data: Dataset<'a>,
+    pub data: &'a dyn Rows,
     pub l2: f64,
     total_weight: f64,
     mask: Array1<f64>,
@@ -25,7 +25,7 @@ pub struct Objective<'a, M: Model + ?Sized> {
 
 impl<'a, M: Model + ?Sized> Objective<'a, M> {
     /// Validates that `data` fits the model (feature count, targets) and that `l2 >= 0`.
-    pub fn new(model: &'a M, data: Dataset<'a>, l2: f64) -> Result<Self> {
+    pub fn new(model: &'a M, data: &'a dyn Rows, l2: f64) -> Result<Self> {
         if !(l2 >= 0.0) || !l2.is_finite() {
             return Err(Error::Value { arg: "l2", msg: format!("must be a finite number >= 0, got {l2}") });
         }
@@ -35,7 +35,7 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
                 msg: format!("has {} columns but the model has {} features", data.d(), model.n_features()),
             });
         }
-        model.check_targets("y", data.y)?;
+        model.check_targets("y", data.y())?;
         Ok(Self { model, data, l2, total_weight: data.total_weight(), mask: model.penalty_mask() })
     }
 
@@ -79,7 +79,7 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
             self.data.n(),
             64,
             cancel,
-            |r| self.model.loss_grad_sum(theta, &self.data.rows(r.start, r.end)),
+            |r| with_block(self.data, r, |b| self.model.loss_grad_sum(theta, b)),
             |a, b| {
                 a.0 += b.0;
                 a.1 += &b.1;
@@ -101,8 +101,8 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
             cancel,
             |r| {
                 let mut h = Array2::zeros((p, p));
-                self.model.hessian_sum(theta, &self.data.rows(r.start, r.end), h.view_mut());
-                h
+                with_block(self.data, r, |b| self.model.hessian_sum(theta, b, h.view_mut()))?;
+                Ok(h)
             },
             |a, b| *a += &b,
         )?
@@ -113,6 +113,28 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
             h[[j, j]] += 2.0 * self.l2 * m;
         }
         Ok(h)
+    }
+
+    /// Diagonal of the Hessian at theta, penalty included, or `None` if the model cannot give it.
+    pub fn hessian_diag(&self, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<Option<Array1<f64>>> {
+        self.check_theta(theta)?;
+        let p = self.n_params();
+        let diag = map_reduce(
+            self.data.n(),
+            64,
+            cancel,
+            |r| {
+                let mut out = Array1::zeros(p);
+                let ok = with_block(self.data, r, |b| self.model.hessian_diag_sum(theta, b, out.view_mut()))?;
+                Ok(ok.then_some(out))
+            },
+            |a, b| match (a.is_some(), b) {
+                (true, Some(b)) => *a.as_mut().expect("checked") += &b,
+                _ => *a = None,
+            },
+        )?
+        .flatten();
+        Ok(diag.map(|d| d / self.total_weight + &(&self.mask * (2.0 * self.l2))))
     }
 
     /// Hessian-vector products H v for a block of vectors (p x r), without forming H.
@@ -130,8 +152,8 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
             cancel,
             |rows| {
                 let mut out = Array2::zeros((p, r));
-                self.model.hvp_sum(theta, &self.data.rows(rows.start, rows.end), v, out.view_mut());
-                out
+                with_block(self.data, rows, |b| self.model.hvp_sum(theta, b, v, out.view_mut()))?;
+                Ok(out)
             },
             |a, b| *a += &b,
         )?

@@ -12,6 +12,7 @@ from . import reference
 from ._core import num_threads
 from .datasets import load_breast_cancer
 from .errors import (
+    ConvergenceError,
     ConvergenceWarning,
     InputError,
     InputTypeError,
@@ -21,12 +22,13 @@ from .errors import (
     SingularHessianError,
     UpweightError,
 )
-from .influence import Influence
+from .influence import Influence, SolveInfo, TopK
 from .models import LinearRegression, LogisticRegression, PoissonRegression
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvergenceError",
     "ConvergenceWarning",
     "Influence",
     "InputError",
@@ -37,6 +39,8 @@ __all__ = [
     "NotAtOptimumWarning",
     "NotFittedError",
     "PoissonRegression",
+    "SolveInfo",
+    "TopK",
     "SingularHessianError",
     "UpweightError",
     "load_breast_cancer",

@@ -1,5 +1,6 @@
 """Type stubs for the compiled core (rust/bindings.rs). Arrays are float64; theta is flattened."""
 
+import os
 from typing import final
 
 import numpy as np
@@ -20,11 +21,12 @@ __all__ = [
 ]
 
 _F64: TypeAlias = npt.NDArray[np.float64]
+_F32: TypeAlias = npt.NDArray[np.float32]
 
 def fit(
     family: str,
     n_classes: int,
-    x: _F64,
+    x: _F64 | _F32 | str | os.PathLike[str],
     y: _F64,
     w: _F64 | None,
     l2: float,
@@ -41,17 +43,38 @@ def predict(family: str, n_classes: int, theta: _F64, x: _F64, kind: str) -> _F6
 def prediction_grads(family: str, n_classes: int, theta: _F64, x: _F64, kind: str) -> _F64: ...
 def num_threads() -> int: ...
 
+_Info: TypeAlias = tuple[npt.NDArray[np.uintp], _F64, npt.NDArray[np.bool_]]
+
 @final
 class InfluenceCore:
     def __new__(
-        cls, family: str, n_classes: int, theta: _F64, x: _F64, y: _F64, w: _F64 | None, l2: float
+        cls,
+        family: str,
+        n_classes: int,
+        theta: _F64,
+        x: _F64 | _F32 | str | os.PathLike[str],
+        y: _F64,
+        w: _F64 | None,
+        l2: float,
+        method: str = "direct",
+        damping: float = 0.0,
+        rtol: float = 1e-10,
+        atol: float = 0.0,
+        max_iter: int = 1000,
+        precondition: bool = True,
     ) -> InfluenceCore: ...
     @property
     def grad_norm(self) -> float: ...
     @property
     def total_weight(self) -> float: ...
-    def params(self, x: _F64, y: _F64) -> _F64: ...
-    def self_influence(self, x: _F64, y: _F64) -> _F64: ...
-    def on(self, x: _F64, y: _F64, grad_f: _F64) -> _F64: ...
-    def on_loss(self, x: _F64, y: _F64, x_test: _F64, y_test: _F64) -> _F64: ...
-    def inverse_hvp(self, g: _F64) -> _F64: ...
+    @property
+    def n_samples(self) -> int: ...
+    def params_train(self) -> tuple[_F64, _Info]: ...
+    def params(self, x: _F64, y: _F64) -> tuple[_F64, _Info]: ...
+    def self_influence(self) -> tuple[_F64, _Info]: ...
+    def loss_grads(self, x_test: _F64, y_test: _F64) -> _F64: ...
+    def on(self, grad_f: _F64, rows: list[int] | None = None) -> tuple[_F64, _Info]: ...
+    def top_k(
+        self, grad_f: _F64, k: int
+    ) -> tuple[tuple[npt.NDArray[np.uintp], _F64, npt.NDArray[np.uintp], _F64], _Info]: ...
+    def inverse_hvp(self, g: _F64) -> tuple[_F64, _Info]: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
 
@@ -84,3 +85,57 @@ def as_positive_int(v, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
         raise InputError(f"{name}: expected a positive integer, got {v!r}")
     return int(v)
+
+
+def _npy_header(path: str):
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        return shape, fortran, dtype, f.tell()
+
+
+def training_features(X, n_features: int | None = None):
+    """(X, n, d) with X as the core takes it: a float64 or float32 C-contiguous array, or the path
+    of a .npy file read block by block (a path, or an ``np.load(..., mmap_mode="r")`` memmap of
+    one; the file is then never memory-mapped by upweight)."""
+    if isinstance(X, (str, os.PathLike)):
+        path = os.fspath(X)
+        if not os.path.isfile(path):
+            raise InputError(f"X: no such file {path!r}")
+        try:
+            shape, _, _, _ = _npy_header(path)
+        except Exception as exc:
+            raise InputError(f"X: {path!r} is not a readable .npy file ({exc})") from None
+        if len(shape) != 2 or (n_features is not None and shape[1] != n_features):
+            raise InputError(f"X: {path!r} holds shape {shape}, expected (n, {n_features or 'd'})")
+        return path, shape[0], shape[1]
+    if isinstance(X, np.memmap) and X.filename and str(X.filename).endswith(".npy") and X.ndim == 2:
+        try:
+            shape, fortran, dtype, offset = _npy_header(str(X.filename))
+            if shape == X.shape and not fortran and dtype in (np.float64, np.float32) and X.offset == offset:
+                if n_features is not None and X.shape[1] != n_features:
+                    raise InputError(f"X: has {X.shape[1]} columns but the model has {n_features} features")
+                return str(X.filename), X.shape[0], X.shape[1]
+        except (OSError, ValueError):
+            pass
+    if isinstance(X, np.ndarray) and X.dtype == np.float32 and X.ndim == 2:
+        if n_features is not None and X.shape[1] != n_features:
+            raise InputError(f"X: has {X.shape[1]} columns but the model has {n_features} features")
+        if X.shape[0] == 0:
+            raise InputError("X: has no rows")
+        return np.ascontiguousarray(X), X.shape[0], X.shape[1]
+    X = as_matrix(X, "X", n_features)
+    return X, X.shape[0], X.shape[1]
+
+
+def read_npy_rows(path: str, rows) -> np.ndarray:
+    """Rows of a 2-d .npy file as float64, read with seeks (no memory map)."""
+    shape, _, dtype, offset = _npy_header(path)
+    d = shape[1]
+    out = np.empty((len(rows), d))
+    with open(path, "rb") as f:
+        for j, i in enumerate(rows):
+            f.seek(offset + int(i) * d * dtype.itemsize)
+            out[j] = np.frombuffer(f.read(d * dtype.itemsize), dtype=dtype)
+    return out

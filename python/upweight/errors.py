@@ -34,6 +34,14 @@ class SingularHessianError(UpweightError, np.linalg.LinAlgError):
     """
 
 
+class ConvergenceError(UpweightError, RuntimeError):
+    """An iterative solve (conjugate gradients) stopped before reaching its tolerance.
+
+    The message gives the worst relative residual; raise ``max_iter``, add ``damping``, or pass
+    ``on_unconverged="warn"`` to accept the approximate answer.
+    """
+
+
 class InternalError(UpweightError, RuntimeError):
     """A bug in upweight (the Rust core failed an internal check). Please report it."""
 

@@ -1,4 +1,4 @@
-"""Exact influence of training points (DESIGN.md sections 1 and 4).
+"""Exact influence of training points (DESIGN.md sections 1, 3 and 4).
 
 For a model fitted on a weighted training set, the influence of point z_m is the derivative of
 the fitted parameters with respect to its weight,
@@ -13,18 +13,48 @@ removing a point changes theta by about -I(z_m). Koh & Liang's I_up equals W * I
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import _core
-from ._validation import as_indices, as_matrix, as_vector, as_weights
-from .errors import InputError, NotAtOptimumWarning
+from ._validation import as_indices, as_matrix, as_vector, as_weights, read_npy_rows, training_features
+from .errors import ConvergenceError, InputError, NotAtOptimumWarning
 
-__all__ = ["Influence"]
+__all__ = ["Influence", "SolveInfo", "TopK"]
 
 #: Gradient norm (max abs entry of grad L_w) above which ``Influence`` warns that theta is not
 #: an optimum of the objective on the data it was given.
 OPTIMUM_TOL = 1e-6
+
+#: ``solver="auto"`` uses the direct solver up to this many parameters, conjugate gradients
+#: above (H then no longer fits comfortably in memory and its O(n p^2) build dominates).
+AUTO_DIRECT_MAX_PARAMS = 2048
+
+
+@dataclass(frozen=True)
+class SolveInfo:
+    """What the last solve did, one entry per right-hand side."""
+
+    method: str
+    iterations: np.ndarray
+    residuals: np.ndarray  # final relative residual ||H x - b|| / ||b||
+    converged: np.ndarray
+
+    @property
+    def max_residual(self) -> float:
+        return float(self.residuals.max()) if self.residuals.size else 0.0
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Per query, the k most helpful (most negative score) and most harmful (most positive)
+    training points: index arrays and scores, each of shape (q, k)."""
+
+    helpful_idx: np.ndarray
+    helpful: np.ndarray
+    harmful_idx: np.ndarray
+    harmful: np.ndarray
 
 
 class Influence:
@@ -34,22 +64,44 @@ class Influence:
     ----------
     model : fitted ``LinearRegression``, ``LogisticRegression`` or ``PoissonRegression``
     X, y, sample_weight : the training set the model was fitted on (same weights and order).
+        X may be float64 or float32 (kept as float32, widened block by block), or the path of a
+        ``.npy`` file (or its ``np.load(..., mmap_mode="r")`` memmap): it is then read block by
+        block, never held in memory.
+    solver : "direct" (form H, Cholesky), "cg" (matrix-free conjugate gradients on
+        Hessian-vector products, Jacobi-preconditioned), or "auto" (direct up to
+        ``AUTO_DIRECT_MAX_PARAMS`` parameters).
+    damping : solve (H + damping I) v = g instead of H v = g.
+    rtol, atol, max_iter, precondition : conjugate-gradient stopping rule and preconditioner.
+    on_unconverged : "raise" (default) or "warn" when a CG solve misses its tolerance.
 
-    The Hessian is formed and factored once here; every query reuses it. Parameter vectors are
-    flattened as ``model.theta_.reshape(-1)``: p = d + 1, or k (d + 1) for multinomial.
+    Parameter vectors are flattened as ``model.theta_.reshape(-1)``: p = d + 1, or k (d + 1) for
+    multinomial. After each query, ``solve_info`` reports iterations and relative residuals.
     """
 
-    def __init__(self, model, X, y, sample_weight=None):
+    def __init__(self, model, X, y, sample_weight=None, *, solver: str = "auto", damping: float = 0.0,
+                 rtol: float = 1e-10, atol: float = 0.0, max_iter: int = 1000, precondition: bool = True,
+                 on_unconverged: str = "raise"):
         if not hasattr(model, "_flat_theta"):
             raise InputError(f"model: expected a fitted upweight estimator, got {type(model).__name__}")
         theta = model._flat_theta()
+        if solver not in ("auto", "direct", "cg"):
+            raise InputError(f"solver: expected 'auto', 'direct' or 'cg', got {solver!r}")
+        if on_unconverged not in ("raise", "warn"):
+            raise InputError(f"on_unconverged: expected 'raise' or 'warn', got {on_unconverged!r}")
         self.model = model
-        self.X = as_matrix(X, "X", model.n_features_in_)
-        n = self.X.shape[0]
+        self.X, n, _ = training_features(X, model.n_features_in_)
         self.y = model._targets(y, n, fitting=False)
         self.sample_weight = as_weights(sample_weight, n)
         self.l2 = float(model.l2)
-        self._core = _core.InfluenceCore(model.family, model.n_classes, theta, self.X, self.y, self.sample_weight, self.l2)
+        if solver == "auto":
+            solver = "direct" if theta.size <= AUTO_DIRECT_MAX_PARAMS else "cg"
+        self.solver = solver
+        self.on_unconverged = on_unconverged
+        self.solve_info: SolveInfo | None = None
+        self._core = _core.InfluenceCore(
+            model.family, model.n_classes, theta, self.X, self.y, self.sample_weight, self.l2,
+            solver, float(damping), float(rtol), float(atol), int(max_iter), bool(precondition),
+        )
         if self._core.grad_norm > OPTIMUM_TOL:
             warnings.warn(
                 f"the model's parameters do not minimise the objective on this data (max |gradient| = "
@@ -62,11 +114,11 @@ class Influence:
     # -- basic facts ------------------------------------------------------------------------
     @property
     def n_samples(self) -> int:
-        return self.X.shape[0]
+        return self._core.n_samples
 
     @property
     def n_params(self) -> int:
-        return self.model.n_classes * (self.X.shape[1] + 1)
+        return self.model.n_classes * (self.model.n_features_in_ + 1)
 
     @property
     def total_weight(self) -> float:
@@ -78,13 +130,32 @@ class Influence:
         """max |grad L_w(theta)| on the training data: ~0 at the optimum."""
         return self._core.grad_norm
 
+    def _checked(self, result):
+        """Record the solve's info; refuse (or warn about) an unconverged CG solve."""
+        out, (iterations, residuals, converged) = result
+        self.solve_info = SolveInfo(self.solver, iterations, residuals, converged)
+        if not converged.all():
+            bad = int(np.argmin(converged))
+            msg = (f"conjugate gradients did not converge for {int((~converged).sum())} of {converged.size} "
+                   f"right-hand sides (first: #{bad}, relative residual {residuals[bad]:.2e} after "
+                   f"{iterations[bad]} iterations); raise max_iter, add damping, or use solver='direct'")
+            if self.on_unconverged == "raise":
+                raise ConvergenceError(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        return out
+
+    def _training_rows(self, rows: np.ndarray):
+        """Features and targets of the training rows ``rows``, in memory."""
+        if isinstance(self.X, str):
+            return read_npy_rows(self.X, rows), np.ascontiguousarray(self.y[rows])
+        return np.ascontiguousarray(self.X[rows], dtype=np.float64), np.ascontiguousarray(self.y[rows])
+
     # -- parameters ---------------------------------------------------------------------------
     def params(self, idx=None) -> np.ndarray:
         """I(z_m) for all training points, or the rows ``idx``: shape (n or len(idx), p)."""
         if idx is None:
-            return self._core.params(self.X, self.y)
-        rows = as_indices(idx, self.n_samples)
-        return self._core.params(np.ascontiguousarray(self.X[rows]), np.ascontiguousarray(self.y[rows]))
+            return self._checked(self._core.params_train())
+        return self._checked(self._core.params(*self._training_rows(as_indices(idx, self.n_samples))))
 
     def new_point(self, x, y) -> np.ndarray:
         """I(z) of a point (or points) not in the training set: the derivative of theta with
@@ -93,51 +164,62 @@ class Influence:
         ``x`` of shape (d,) with scalar ``y`` gives (p,); ``x`` of shape (m, d) gives (m, p).
         """
         single = np.ndim(x) == 1
-        X = as_matrix(np.atleast_2d(x) if single else x, "x", self.X.shape[1])
+        X = as_matrix(np.atleast_2d(x) if single else x, "x", self.model.n_features_in_)
         yv = as_vector(np.atleast_1d(y), "y", X.shape[0])
         yv = self.model._targets(yv, X.shape[0], fitting=False)
-        out = self._core.params(X, yv)
+        out = self._checked(self._core.params(X, yv))
         return out[0] if single else out
 
     def self_influence(self) -> np.ndarray:
-        """grad l(z_m) . I(z_m) for every training point, shape (n,). Always <= 0 for l2 = 0;
-        the most negative values flag points the model fits only by bending towards them
-        (outliers, mislabelled points)."""
-        return self._core.self_influence(self.X, self.y)
+        """grad l(z_m) . I(z_m) for every training point, shape (n,), streamed over the training
+        rows. Always <= 0 for l2 = 0; the most negative values flag points the model fits only
+        by bending towards them (outliers, mislabelled points)."""
+        return self._checked(self._core.self_influence())
 
     def inverse_hvp(self, g) -> np.ndarray:
-        """H^{-1} g for a vector (p,) or the columns of a matrix (p, r)."""
+        """(H + damping I)^{-1} g for a vector (p,) or the columns of a matrix (p, r)."""
         g = np.asarray(g, dtype=np.float64)
         if g.ndim == 1:
-            return self._core.inverse_hvp(np.ascontiguousarray(g[:, None]))[:, 0]
-        return self._core.inverse_hvp(np.ascontiguousarray(as_matrix(g, "g")))
+            return self._checked(self._core.inverse_hvp(np.ascontiguousarray(g[:, None])))[:, 0]
+        return self._checked(self._core.inverse_hvp(np.ascontiguousarray(as_matrix(g, "g"))))
 
     # -- functions of theta ------------------------------------------------------------------
-    def on(self, grad_f) -> np.ndarray:
-        """Influence of every training point on f, given grad f(theta*).
+    def _grad_matrix(self, grad_f, name: str = "grad_f"):
+        g = np.asarray(grad_f)
+        single = g.ndim == 1
+        G = as_matrix(g[None, :] if single else g, name)
+        if G.shape[1] != self.n_params:
+            raise InputError(f"{name}: has {G.shape[1]} entries per row, expected p = {self.n_params}")
+        return G, single
+
+    def _rows(self, idx):
+        return None if idx is None else [int(i) for i in as_indices(idx, self.n_samples)]
+
+    def on(self, grad_f, idx=None) -> np.ndarray:
+        """Influence of every training point (or the rows ``idx``) on f, given grad f(theta*).
 
         ``grad_f`` of shape (p,) gives (n,); (r, p) gives (r, n) with row j for f_j.
         """
-        g = np.asarray(grad_f)
-        single = g.ndim == 1
-        G = as_matrix(g[None, :] if single else g, "grad_f")
-        if G.shape[1] != self.n_params:
-            raise InputError(f"grad_f: has {G.shape[1]} entries per row, expected p = {self.n_params}")
-        out = self._core.on(self.X, self.y, G)
+        G, single = self._grad_matrix(grad_f)
+        out = self._checked(self._core.on(G, self._rows(idx)))
         return out[0] if single else out
 
-    def on_loss(self, X_test, y_test) -> np.ndarray:
-        """Score matrix S of shape (q, n): S[t, m] = grad l(z_t) . I(z_m), the influence of
-        training point m on the loss at test point t. Negative: m helps t."""
-        Xt = as_matrix(X_test, "X_test", self.X.shape[1])
+    def _loss_grads(self, X_test, y_test) -> np.ndarray:
+        Xt = as_matrix(X_test, "X_test", self.model.n_features_in_)
         yt = as_vector(y_test, "y_test", Xt.shape[0])
         try:
             yt = self.model._targets(yt, Xt.shape[0], fitting=False)
         except InputError as exc:
             raise InputError(str(exc).replace("y:", "y_test:", 1)) from None
-        return self._core.on_loss(self.X, self.y, Xt, yt)
+        return self._core.loss_grads(Xt, yt)
 
-    def on_prediction(self, X_test, kind: str = "mean") -> np.ndarray:
+    def on_loss(self, X_test, y_test, idx=None) -> np.ndarray:
+        """Score matrix S of shape (q, n): S[t, m] = grad l(z_t) . I(z_m), the influence of
+        training point m on the loss at test point t. Negative: m helps t. With ``idx``, only
+        those training points: (q, len(idx)). For large n prefer :meth:`top_k`."""
+        return self._checked(self._core.on(self._loss_grads(X_test, y_test), self._rows(idx)))
+
+    def on_prediction(self, X_test, kind: str = "mean", idx=None) -> np.ndarray:
         """Influence of every training point on the predictions at ``X_test``.
 
         ``kind="mean"``: the mean response (regression value, probability of class 1, Poisson
@@ -146,11 +228,25 @@ class Influence:
         """
         if kind not in ("mean", "linear"):
             raise InputError(f"kind: expected 'mean' or 'linear', got {kind!r}")
-        Xt = as_matrix(X_test, "X_test", self.X.shape[1])
+        Xt = as_matrix(X_test, "X_test", self.model.n_features_in_)
         k = self.model.n_classes
         G = _core.prediction_grads(self.model.family, k, self.model._flat_theta(), Xt, kind)
-        S = self._core.on(self.X, self.y, G)
-        return S if k == 1 else S.reshape(Xt.shape[0], k, self.n_samples)
+        S = self._checked(self._core.on(G, self._rows(idx)))
+        return S if k == 1 else S.reshape(Xt.shape[0], k, S.shape[1])
+
+    def top_k(self, X_test, y_test, k: int = 10) -> TopK:
+        """For each test point, the ``k`` training points whose upweighting most lowers (helpful)
+        and most raises (harmful) its loss, streamed over the training rows: the (q, n) score
+        matrix is never held, so n can be far larger than memory."""
+        return self.top_k_on(self._loss_grads(X_test, y_test), k)
+
+    def top_k_on(self, grad_f, k: int = 10) -> TopK:
+        """:meth:`top_k` for any functions f given their gradients (r, p) at theta*."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"k: expected a positive integer, got {k!r}")
+        G, _ = self._grad_matrix(grad_f)
+        hi, h, xi, x = self._checked(self._core.top_k(G, int(k)))
+        return TopK(hi.astype(np.intp), h, xi.astype(np.intp), x)
 
     def __repr__(self) -> str:
-        return f"Influence({self.model!r}, n={self.n_samples}, p={self.n_params})"
+        return f"Influence({self.model!r}, n={self.n_samples}, p={self.n_params}, solver={self.solver!r})"

@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 
 from . import _core
-from ._validation import as_matrix, as_nonneg_float, as_positive_int, as_vector, as_weights
+from ._validation import as_matrix, as_nonneg_float, as_positive_int, as_vector, as_weights, training_features
 from .errors import ConvergenceWarning, InputError, NotFittedError, SingularHessianError
 
 __all__ = ["LinearRegression", "LogisticRegression", "PoissonRegression"]
@@ -66,13 +66,15 @@ class _GLM:
     def fit(self, X, y, sample_weight=None):
         """Fit by weighted Newton's method; returns self.
 
+        ``X`` may be float64 or float32 (used as float32, widened block by block), or the path of
+        a ``.npy`` file (or its ``np.load(..., mmap_mode="r")`` memmap), streamed block by block.
+
         Sets ``theta_``, ``coef_``, ``intercept_``, ``n_iter_``, ``grad_norm_`` (max absolute
         gradient entry at the solution), ``converged_`` and ``objective_``. Warns with
         :class:`ConvergenceWarning` if the gradient norm did not reach ``tol`` (an absolute bound
         on max |grad L_w|) within ``max_iter`` steps, or stalled above it at rounding level.
         """
-        X = as_matrix(X, "X")
-        n, d = X.shape
+        X, n, d = training_features(X)
         y = self._targets(y, n, fitting=True)
         w = as_weights(sample_weight, n)
         l2 = as_nonneg_float(self.l2, "l2")
@@ -87,7 +89,8 @@ class _GLM:
         )
         self.n_features_in_ = d
         self._set_theta(theta)
-        self._check_separation(X, y, w, l2)
+        if not isinstance(X, str):  # a file would have to be read again; its fit is not checked
+            self._check_separation(X, y, w, l2)
         self.n_iter_ = n_iter
         self.grad_norm_ = grad_norm
         self.converged_ = converged

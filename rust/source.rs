@@ -1,0 +1,310 @@
+//! Where a training set's rows come from. The streaming loops (objective, influence) read
+//! features one block of rows at a time through [`Rows`], so a training set can be an
+//! in-memory float64 or float32 array, or a `.npy` file far larger than memory that is read
+//! block by block (never memory-mapped: peak memory stays O(block x d)).
+//! Targets and weights (n floats each) are always in memory.
+
+use std::fs::File;
+use std::io::Read;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use ndarray::{s, Array2, ArrayView1, ArrayView2, CowArray, Ix2};
+
+use crate::data::Dataset;
+use crate::error::{check_finite, Error, Result};
+
+/// A training set read block by block.
+pub trait Rows: Sync {
+    fn n(&self) -> usize;
+    fn d(&self) -> usize;
+    fn y(&self) -> ArrayView1<'_, f64>;
+    fn w(&self) -> Option<ArrayView1<'_, f64>>;
+    /// Features of rows `start..end` as float64: borrowed when they are float64 in memory.
+    /// Sources not validated up front check what they read and name the first bad entry.
+    fn x_rows(&self, start: usize, end: usize) -> Result<CowArray<'_, f64, Ix2>>;
+
+    /// W, the sum of the weights.
+    fn total_weight(&self) -> f64 {
+        self.w().map_or(self.n() as f64, |w| w.sum())
+    }
+}
+
+/// Run `f` on rows `r` as an in-memory [`Dataset`].
+pub fn with_block<T>(src: &(impl Rows + ?Sized), r: Range<usize>, f: impl FnOnce(&Dataset) -> T) -> Result<T> {
+    let x = src.x_rows(r.start, r.end)?;
+    let data = Dataset {
+        x: x.view(),
+        y: src.y().slice_move(s![r.clone()]),
+        w: src.w().map(|w| w.slice_move(s![r])),
+    };
+    Ok(f(&data))
+}
+
+/// Rows `idx` of a source, gathered into memory.
+pub struct Gathered {
+    pub x: Array2<f64>,
+    pub y: ndarray::Array1<f64>,
+    pub w: Option<ndarray::Array1<f64>>,
+}
+
+impl Gathered {
+    pub fn as_dataset(&self) -> Dataset<'_> {
+        Dataset { x: self.x.view(), y: self.y.view(), w: self.w.as_ref().map(|w| w.view()) }
+    }
+}
+
+/// Gather rows `idx` (any order, repeats allowed) of `src`.
+pub fn gather(src: &(impl Rows + ?Sized), idx: &[usize]) -> Result<Gathered> {
+    let n = src.n();
+    if let Some(pos) = idx.iter().position(|&i| i >= n) {
+        return Err(Error::Value { arg: "idx", msg: format!("index {} at position {pos} is out of range for {n} training points", idx[pos]) });
+    }
+    let mut x = Array2::zeros((idx.len(), src.d()));
+    for (row, &i) in idx.iter().enumerate() {
+        x.row_mut(row).assign(&src.x_rows(i, i + 1)?.row(0));
+    }
+    let y = idx.iter().map(|&i| src.y()[i]).collect();
+    let w = src.w().map(|w| idx.iter().map(|&i| w[i]).collect());
+    Ok(Gathered { x, y, w })
+}
+
+impl Rows for Dataset<'_> {
+    fn n(&self) -> usize {
+        self.x.nrows()
+    }
+    fn d(&self) -> usize {
+        self.x.ncols()
+    }
+    fn y(&self) -> ArrayView1<'_, f64> {
+        self.y
+    }
+    fn w(&self) -> Option<ArrayView1<'_, f64>> {
+        self.w
+    }
+    fn x_rows(&self, start: usize, end: usize) -> Result<CowArray<'_, f64, Ix2>> {
+        Ok(CowArray::from(self.x.slice(s![start..end, ..])))
+    }
+}
+
+/// Feature storage other than an in-memory float64 array.
+pub enum Features<'a> {
+    F64(ArrayView2<'a, f64>),
+    /// float32 in memory: each block is widened to float64 when read.
+    F32(ArrayView2<'a, f32>),
+    /// A `.npy` file read block by block.
+    Npy(NpyFile),
+}
+
+/// A training set whose features may be float32 or on disk.
+pub struct Table<'a> {
+    pub x: Features<'a>,
+    pub y: ArrayView1<'a, f64>,
+    pub w: Option<ArrayView1<'a, f64>>,
+}
+
+impl<'a> Table<'a> {
+    /// Validates lengths, targets' finiteness and weights like [`Dataset::new`]; in-memory
+    /// features are checked for NaN/inf here, file features as they are read.
+    pub fn new(x: Features<'a>, y: ArrayView1<'a, f64>, w: Option<ArrayView1<'a, f64>>) -> Result<Self> {
+        let (n, _) = match &x {
+            Features::F64(a) => a.dim(),
+            Features::F32(a) => a.dim(),
+            Features::Npy(f) => (f.n, f.d),
+        };
+        match &x {
+            Features::F64(a) => check_finite("X", a.iter())?,
+            Features::F32(a) => {
+                if let Some(index) = a.iter().position(|v| !v.is_finite()) {
+                    return Err(Error::NonFinite { arg: "X", index });
+                }
+            }
+            Features::Npy(_) => {}
+        }
+        // reuse Dataset's checks of y and w on a zero-width view with the right row count
+        let empty = ndarray::Array2::<f64>::zeros((n, 0));
+        Dataset::new(empty.view(), y, w, ["X", "y"])?;
+        Ok(Self { x, y, w })
+    }
+}
+
+impl Rows for Table<'_> {
+    fn n(&self) -> usize {
+        self.y.len()
+    }
+    fn d(&self) -> usize {
+        match &self.x {
+            Features::F64(a) => a.ncols(),
+            Features::F32(a) => a.ncols(),
+            Features::Npy(f) => f.d,
+        }
+    }
+    fn y(&self) -> ArrayView1<'_, f64> {
+        self.y
+    }
+    fn w(&self) -> Option<ArrayView1<'_, f64>> {
+        self.w
+    }
+    fn x_rows(&self, start: usize, end: usize) -> Result<CowArray<'_, f64, Ix2>> {
+        match &self.x {
+            Features::F64(a) => Ok(CowArray::from(a.slice(s![start..end, ..]))),
+            Features::F32(a) => Ok(CowArray::from(a.slice(s![start..end, ..]).mapv(f64::from))),
+            Features::Npy(f) => f.read_rows(start, end).map(CowArray::from),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NpyDtype {
+    F32,
+    F64,
+}
+
+/// A C-ordered 2-d float32/float64 `.npy` file, read by rows with positioned reads (thread-safe).
+pub struct NpyFile {
+    file: File,
+    path: PathBuf,
+    pub n: usize,
+    pub d: usize,
+    pub dtype: NpyDtype,
+    offset: u64,
+}
+
+impl NpyFile {
+    /// Open and check a `.npy` file: 2-d, little-endian float32/float64, C order, not truncated.
+    /// Object arrays (which would need pickle) are refused.
+    pub fn open(path: &Path, arg: &'static str) -> Result<Self> {
+        let bad = |msg: String| Error::Value { arg, msg: format!("{}: {msg}", path.display()) };
+        let mut file = File::open(path).map_err(|e| bad(format!("cannot open ({e})")))?;
+        let mut magic = [0u8; 8];
+        file.read_exact(&mut magic).map_err(|_| bad("not a .npy file (too short)".into()))?;
+        if &magic[..6] != b"\x93NUMPY" {
+            return Err(bad("not a .npy file (bad magic bytes)".into()));
+        }
+        let (header_len, prefix) = match magic[6] {
+            1 => {
+                let mut b = [0u8; 2];
+                file.read_exact(&mut b).map_err(|_| bad("truncated header".into()))?;
+                (u16::from_le_bytes(b) as usize, 10)
+            }
+            2 | 3 => {
+                let mut b = [0u8; 4];
+                file.read_exact(&mut b).map_err(|_| bad("truncated header".into()))?;
+                (u32::from_le_bytes(b) as usize, 12)
+            }
+            v => return Err(bad(format!("unsupported .npy version {v}"))),
+        };
+        if header_len > 1 << 20 {
+            return Err(bad("implausibly large .npy header".into()));
+        }
+        let mut header = vec![0u8; header_len];
+        file.read_exact(&mut header).map_err(|_| bad("truncated header".into()))?;
+        let header = String::from_utf8_lossy(&header);
+        let field = |key: &str| -> Option<String> {
+            let at = header.find(&format!("'{key}'"))?;
+            let rest = header[at + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
+            let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find([',', '}'])? };
+            Some(rest[..end].trim().to_string())
+        };
+        let descr = field("descr").ok_or_else(|| bad("header has no 'descr'".into()))?;
+        let dtype = match descr.trim_matches('\'') {
+            "<f8" | "=f8" => NpyDtype::F64,
+            "<f4" | "=f4" => NpyDtype::F32,
+            "|O" | "O" => return Err(bad("holds Python objects (would need pickle, which upweight never loads)".into())),
+            other => return Err(bad(format!("dtype {other} is not supported; save it as float64 or float32"))),
+        };
+        if field("fortran_order").as_deref() != Some("False") {
+            return Err(bad("is Fortran-ordered; save it C-ordered (np.ascontiguousarray)".into()));
+        }
+        let shape = field("shape").ok_or_else(|| bad("header has no 'shape'".into()))?;
+        let dims: Vec<usize> = shape
+            .trim_matches(|c| c == '(' || c == ')')
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<usize>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| bad(format!("bad shape {shape}")))?;
+        let [n, d] = dims[..] else {
+            return Err(bad(format!("expected a 2-d array, got shape {shape}")));
+        };
+        if n == 0 {
+            return Err(bad("has no rows".into()));
+        }
+        let offset = (prefix + header_len) as u64;
+        let item = if dtype == NpyDtype::F64 { 8 } else { 4 };
+        let need = offset + (n * d * item) as u64;
+        let have = file.metadata().map_err(|e| bad(format!("cannot stat ({e})")))?.len();
+        if have < need {
+            return Err(bad(format!("is truncated: {n} x {d} values need {need} bytes, the file has {have}")));
+        }
+        Ok(Self { file, path: path.to_path_buf(), n, d, dtype, offset })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Rows `start..end` as float64, checked for NaN/inf.
+    pub fn read_rows(&self, start: usize, end: usize) -> Result<Array2<f64>> {
+        let count = (end - start) * self.d;
+        let item = if self.dtype == NpyDtype::F64 { 8 } else { 4 };
+        let mut bytes = vec![0u8; count * item];
+        let at = self.offset + (start * self.d * item) as u64;
+        self.file.read_exact_at(&mut bytes, at).map_err(|e| Error::Value {
+            arg: "X",
+            msg: format!("{}: read failed at row {start} ({e})", self.path.display()),
+        })?;
+        let values: Vec<f64> = match self.dtype {
+            NpyDtype::F64 => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect(),
+            NpyDtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64).collect(),
+        };
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite { arg: "X", index: start * self.d + i });
+        }
+        Ok(Array2::from_shape_vec((end - start, self.d), values).expect("length matches the shape"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write_npy(path: &Path, descr: &str, shape: (usize, usize), payload: &[u8]) {
+        let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({}, {}), }}", shape.0, shape.1);
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut f = File::create(path).unwrap();
+        f.write_all(b"\x93NUMPY\x01\x00").unwrap();
+        f.write_all(&(header.len() as u16).to_le_bytes()).unwrap();
+        f.write_all(header.as_bytes()).unwrap();
+        f.write_all(payload).unwrap();
+    }
+
+    #[test]
+    fn reads_blocks_of_f64_and_f32_files() {
+        let dir = std::env::temp_dir().join(format!("upweight-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vals: Vec<f64> = (0..12).map(|v| v as f64 * 0.5).collect();
+        let p64 = dir.join("a.npy");
+        write_npy(&p64, "<f8", (4, 3), &vals.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+        let f = NpyFile::open(&p64, "X").unwrap();
+        assert_eq!((f.n, f.d, f.dtype), (4, 3, NpyDtype::F64));
+        assert_eq!(f.read_rows(1, 3).unwrap(), ndarray::arr2(&[[1.5, 2.0, 2.5], [3.0, 3.5, 4.0]]));
+        let p32 = dir.join("b.npy");
+        write_npy(&p32, "<f4", (4, 3), &vals.iter().flat_map(|v| (*v as f32).to_le_bytes()).collect::<Vec<_>>());
+        assert_eq!(NpyFile::open(&p32, "X").unwrap().read_rows(3, 4).unwrap(), ndarray::arr2(&[[4.5, 5.0, 5.5]]));
+        // truncated and pickled files are refused with a message naming the problem
+        let pt = dir.join("t.npy");
+        write_npy(&pt, "<f8", (4, 3), &[0u8; 40]);
+        assert!(matches!(NpyFile::open(&pt, "X"), Err(Error::Value { msg, .. }) if msg.contains("truncated")));
+        let po = dir.join("o.npy");
+        write_npy(&po, "|O", (1, 1), &[0u8; 8]);
+        assert!(matches!(NpyFile::open(&po, "X"), Err(Error::Value { msg, .. }) if msg.contains("pickle")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
