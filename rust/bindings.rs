@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 
 use crate::influence::{Method, SolverOptions};
 use crate::solvers::{CgOptions, SolveInfo};
-use crate::{newton, Cancel, Dataset, Error, Family, Features, FitOptions, Glm, Influence, Model, NpyFile, Objective, Prediction, Table};
+use crate::{newton, Cancel, Dataset, Error, Family, Features, FitOptions, Glm, GradientModel, Influence, Model, NpyFile, Objective, Prediction, Table};
 
 pyo3::import_exception!(upweight.errors, InputError);
 pyo3::import_exception!(upweight.errors, SingularHessianError);
@@ -109,7 +109,29 @@ enum XArg<'py> {
     Path(PathBuf),
 }
 
+fn solver_options(method: &str, damping: f64, rtol: f64, atol: f64, max_iter: usize, precondition: bool) -> PyResult<SolverOptions> {
+    let method = match method {
+        "direct" => Method::Direct,
+        "cg" => Method::Cg,
+        other => return Err(InputError::new_err(format!("solver: expected 'direct' or 'cg', got {other:?}"))),
+    };
+    for (name, v) in [("rtol", rtol), ("atol", atol)] {
+        if !(v >= 0.0) || !v.is_finite() {
+            return Err(InputError::new_err(format!("{name}: must be a finite number >= 0, got {v}")));
+        }
+    }
+    Ok(SolverOptions { method, damping, cg: CgOptions { rtol, atol, max_iter, precondition } })
+}
+
 impl XArg<'_> {
+    fn store(&self, py: Python<'_>) -> XStore {
+        match self {
+            XArg::F64(a) => XStore::F64(a.as_unbound().clone_ref(py)),
+            XArg::F32(a) => XStore::F32(a.as_unbound().clone_ref(py)),
+            XArg::Path(p) => XStore::Npy(p.clone()),
+        }
+    }
+
     fn ncols(&self) -> PyResult<usize> {
         Ok(match self {
             XArg::F64(a) => a.as_array().ncols(),
@@ -323,7 +345,7 @@ fn info_py(py: Python<'_>, info: SolveInfo) -> Info<'_> {
 /// Influence of a fitted GLM's training points: holds the training set and the prepared solver.
 #[pyclass(module = "upweight._core", frozen)]
 struct InfluenceCore {
-    model: Glm,
+    model: Box<dyn Model + Send + Sync>,
     inner: Influence,
     x: XStore,
     y: Array1<f64>,
@@ -371,25 +393,49 @@ impl InfluenceCore {
     ) -> PyResult<Self> {
         let model = glm(family, n_classes, x.ncols()?)?;
         let t = theta_checked(&model, &theta)?;
-        let method = match method {
-            "direct" => Method::Direct,
-            "cg" => Method::Cg,
-            other => return Err(InputError::new_err(format!("solver: expected 'direct' or 'cg', got {other:?}"))),
-        };
-        for (name, v) in [("rtol", rtol), ("atol", atol)] {
-            if !(v >= 0.0) || !v.is_finite() {
-                return Err(InputError::new_err(format!("{name}: must be a finite number >= 0, got {v}")));
-            }
-        }
-        let opts = SolverOptions { method, damping, cg: CgOptions { rtol, atol, max_iter, precondition } };
+        let opts = solver_options(method, damping, rtol, atol, max_iter, precondition)?;
         let table = Table::new(x.features()?, y.as_array(), w.as_ref().map(|w| w.as_array())).map_err(to_py)?;
         let inner = run(py, |c| Influence::new(&Objective::new(&model, &table, l2)?, t, opts, c))?;
-        let store = match &x {
-            XArg::F64(a) => XStore::F64(a.as_unbound().clone_ref(py)),
-            XArg::F32(a) => XStore::F32(a.as_unbound().clone_ref(py)),
-            XArg::Path(p) => XStore::Npy(p.clone()),
+        Ok(Self { model: Box::new(model), inner, x: x.store(py), y: y.as_array().to_owned(), w: w.map(|w| w.as_array().to_owned()) })
+    }
+
+    /// Influence from per-example training gradients (rows of `x`, n x p): curvature is the
+    /// empirical Fisher (1/W) G^T diag(w) G, or `hessian` when given.
+    #[staticmethod]
+    #[pyo3(signature = (x, w, hessian=None, method="direct", damping=0.0, rtol=1e-10, atol=0.0, max_iter=1000, precondition=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn from_gradients<'py>(
+        py: Python<'py>,
+        x: XArg<'py>,
+        w: Option<PyReadonlyArray1<'py, f64>>,
+        hessian: Option<PyReadonlyArray2<'py, f64>>,
+        method: &str,
+        damping: f64,
+        rtol: f64,
+        atol: f64,
+        max_iter: usize,
+        precondition: bool,
+    ) -> PyResult<Self> {
+        let model = GradientModel { p: x.ncols()? };
+        let opts = solver_options(method, damping, rtol, atol, max_iter, precondition)?;
+        let features = x.features()?;
+        let n = match &features {
+            Features::F64(a) => a.nrows(),
+            Features::F32(a) => a.nrows(),
+            Features::Npy(f) => f.n,
         };
-        Ok(Self { model, inner, x: store, y: y.as_array().to_owned(), w: w.map(|w| w.as_array().to_owned()) })
+        let y = Array1::<f64>::zeros(n);
+        let table = Table::new(features, y.view(), w.as_ref().map(|w| w.as_array())).map_err(to_py)?;
+        let theta = Array1::<f64>::zeros(model.p);
+        let h = hessian.map(|h| h.as_array().to_owned());
+        let inner = run(py, |c| {
+            let obj = Objective::new(&model, &table, 0.0)?;
+            match h {
+                Some(h) => Influence::with_hessian(&obj, theta.view(), h, opts, c),
+                None => Influence::new(&obj, theta.view(), opts, c),
+            }
+        })?;
+        Ok(Self { model: Box::new(model), inner, x: x.store(py), y, w: w.map(|w| w.as_array().to_owned()) })
     }
 
     /// max |grad L_w| at theta.
@@ -412,27 +458,27 @@ impl InfluenceCore {
 
     /// I(z) of every training point (n x p).
     fn params_train<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyArray2<f64>>, Info<'py>)> {
-        let (out, info) = self.with_train(py, |t| run(py, |c| self.inner.params(&self.model, t, t, c)))?;
+        let (out, info) = self.with_train(py, |t| run(py, |c| self.inner.params(&*self.model, t, t, c)))?;
         Ok((out.into_pyarray(py), info_py(py, info)))
     }
 
     /// I(z) of each row of (X, y), points given in memory (new points or gathered rows): (m x p).
     fn params<'py>(&self, py: Python<'py>, x: PyReadonlyArray2<'py, f64>, y: PyReadonlyArray1<'py, f64>) -> PyResult<(Bound<'py, PyArray2<f64>>, Info<'py>)> {
         let pts = dataset(&x, &y, None, ["X", "y"])?;
-        let (out, info) = self.with_train(py, |t| run(py, |c| self.inner.params(&self.model, t, &pts, c)))?;
+        let (out, info) = self.with_train(py, |t| run(py, |c| self.inner.params(&*self.model, t, &pts, c)))?;
         Ok((out.into_pyarray(py), info_py(py, info)))
     }
 
     /// Self-influence of every training point (n,).
     fn self_influence<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyArray1<f64>>, Info<'py>)> {
-        let (out, info) = self.with_train(py, |t| run(py, |c| self.inner.self_influence(&self.model, t, t, c)))?;
+        let (out, info) = self.with_train(py, |t| run(py, |c| self.inner.self_influence(&*self.model, t, t, c)))?;
         Ok((out.into_pyarray(py), info_py(py, info)))
     }
 
     /// Per-example loss gradients of test points (q x p).
     fn loss_grads<'py>(&self, py: Python<'py>, x_test: PyReadonlyArray2<'py, f64>, y_test: PyReadonlyArray1<'py, f64>) -> PyResult<Bound<'py, PyArray2<f64>>> {
         let test = dataset(&x_test, &y_test, None, ["X_test", "y_test"])?;
-        let g = run(py, |_| self.inner.loss_grads(&self.model, &test))?;
+        let g = run(py, |_| self.inner.loss_grads(&*self.model, &test))?;
         Ok(g.into_pyarray(py))
     }
 
@@ -443,10 +489,10 @@ impl InfluenceCore {
         let g = grad_f.as_array();
         let (out, info) = self.with_train(py, |t| {
             run(py, |c| match &rows {
-                None => self.inner.on(&self.model, t, t, g, c),
+                None => self.inner.on(&*self.model, t, t, g, c),
                 Some(idx) => {
                     let sub = crate::source::gather(t, idx)?;
-                    self.inner.on(&self.model, t, &sub.as_dataset(), g, c)
+                    self.inner.on(&*self.model, t, &sub.as_dataset(), g, c)
                 }
             })
         })?;
@@ -463,7 +509,7 @@ impl InfluenceCore {
         k: usize,
     ) -> PyResult<((Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>), Info<'py>)> {
         let g = grad_f.as_array();
-        let (top, info) = self.with_train(py, |t| run(py, |c| self.inner.top_k(&self.model, t, t, g, k, c)))?;
+        let (top, info) = self.with_train(py, |t| run(py, |c| self.inner.top_k(&*self.model, t, t, g, k, c)))?;
         Ok((
             (top.helpful_idx.into_pyarray(py), top.helpful.into_pyarray(py), top.harmful_idx.into_pyarray(py), top.harmful.into_pyarray(py)),
             info_py(py, info),
@@ -473,7 +519,7 @@ impl InfluenceCore {
     /// H^{-1} g for the columns of g (p x r).
     fn inverse_hvp<'py>(&self, py: Python<'py>, g: PyReadonlyArray2<'py, f64>) -> PyResult<(Bound<'py, PyArray2<f64>>, Info<'py>)> {
         let g = g.as_array();
-        let (out, info) = self.with_train(py, |t| run(py, |c| self.inner.inverse_hvp(&self.model, t, g, c)))?;
+        let (out, info) = self.with_train(py, |t| run(py, |c| self.inner.inverse_hvp(&*self.model, t, g, c)))?;
         Ok((out.into_pyarray(py), info_py(py, info)))
     }
 }

@@ -44,8 +44,9 @@ impl Default for SolverOptions {
 
 enum Solver {
     Direct(Direct),
-    /// Jacobi preconditioner (inverse diagonal) and the null-space basis with its scale.
-    Cg { inv_diag: Option<Array1<f64>>, null: Option<(Array2<f64>, f64)> },
+    /// Jacobi preconditioner (inverse diagonal), the null-space basis with its scale, and an
+    /// explicit Hessian when the caller supplied one (else Hessian-vector products on the data).
+    Cg { inv_diag: Option<Array1<f64>>, null: Option<(Array2<f64>, f64)>, explicit: Option<Array2<f64>> },
 }
 
 /// The k most helpful (most negative score) and most harmful (most positive) training points
@@ -99,6 +100,25 @@ impl Best {
 impl Influence {
     /// Prepare the solver for the Hessian of `obj` at `theta` (for `Direct`: form and factor it).
     pub fn new<M: Model + ?Sized>(obj: &Objective<M>, theta: ArrayView1<f64>, opts: SolverOptions, cancel: &Cancel) -> Result<Self> {
+        Self::build(obj, theta, None, opts, cancel)
+    }
+
+    /// Like [`Influence::new`] with a Hessian supplied by the caller (p x p, symmetric) instead of
+    /// the objective's.
+    pub fn with_hessian<M: Model + ?Sized>(obj: &Objective<M>, theta: ArrayView1<f64>, h: Array2<f64>, opts: SolverOptions, cancel: &Cancel) -> Result<Self> {
+        let p = obj.n_params();
+        if h.dim() != (p, p) {
+            return Err(Error::Shape { arg: "hessian", msg: format!("has shape {:?}, expected ({p}, {p})", h.dim()) });
+        }
+        check_finite("hessian", h.iter())?;
+        let scale = h.iter().fold(0.0_f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
+        if let Some(((i, j), _)) = h.indexed_iter().find(|((i, j), v)| (**v - h[[*j, *i]]).abs() > 1e-10 * scale) {
+            return Err(Error::Value { arg: "hessian", msg: format!("is not symmetric (entry ({i}, {j}) differs from ({j}, {i}))") });
+        }
+        Self::build(obj, theta, Some(h), opts, cancel)
+    }
+
+    fn build<M: Model + ?Sized>(obj: &Objective<M>, theta: ArrayView1<f64>, explicit: Option<Array2<f64>>, opts: SolverOptions, cancel: &Cancel) -> Result<Self> {
         if !(opts.damping >= 0.0) || !opts.damping.is_finite() {
             return Err(Error::Value { arg: "damping", msg: format!("must be a finite number >= 0, got {}", opts.damping) });
         }
@@ -106,12 +126,19 @@ impl Influence {
         let null = obj.model.null_space(obj.l2);
         let solver = match opts.method {
             Method::Direct => {
-                let mut h = obj.hessian(theta, cancel)?;
+                let mut h = match explicit {
+                    Some(h) => h,
+                    None => obj.hessian(theta, cancel)?,
+                };
                 h.diag_mut().mapv_inplace(|v| v + opts.damping);
                 Solver::Direct(Direct::new(h, null.as_ref().map(|n| n.view()))?)
             }
             Method::Cg => {
-                let diag = obj.hessian_diag(theta, cancel)?.map(|d| d + opts.damping);
+                let diag = match &explicit {
+                    Some(h) => Some(h.diag().to_owned()),
+                    None => obj.hessian_diag(theta, cancel)?,
+                }
+                .map(|d| d + opts.damping);
                 let scale = diag.as_ref().and_then(|d| d.mean()).unwrap_or(1.0).abs().max(f64::MIN_POSITIVE);
                 let inv_diag = match (&diag, opts.cg.precondition) {
                     (Some(d), true) => {
@@ -124,7 +151,7 @@ impl Influence {
                     }
                     _ => None,
                 };
-                Solver::Cg { inv_diag, null: null.map(|n| (n, scale)) }
+                Solver::Cg { inv_diag, null: null.map(|n| (n, scale)), explicit }
             }
         };
         Ok(Self {
@@ -168,10 +195,13 @@ impl Influence {
                 }
                 Ok(direct.residuals(rhs.view(), b.view()))
             }
-            Solver::Cg { inv_diag, null } => {
+            Solver::Cg { inv_diag, null, explicit } => {
                 let obj = Objective::new(model, train, self.l2)?;
                 let apply = |v: ArrayView2<f64>| -> Result<Array2<f64>> {
-                    let mut hv = obj.hvp(self.theta.view(), v, cancel)?;
+                    let mut hv = match explicit {
+                        Some(h) => h.dot(&v),
+                        None => obj.hvp(self.theta.view(), v, cancel)?,
+                    };
                     hv.scaled_add(self.opts.damping, &v);
                     if let Some((nb, scale)) = null {
                         hv += &(nb.dot(&nb.t().dot(&v)) * *scale);

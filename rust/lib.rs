@@ -2,7 +2,8 @@
 //!
 //! The core is plain Rust on ndarray views (no Python types outside `bindings`):
 //! - [`data`]: weighted in-memory blocks; [`source`]: row sources (float32, `.npy` files); [`families`]: GLM losses in the linear predictor;
-//! - [`model`]: the model-level trait; [`glm`]: its GLM implementation;
+//! - [`model`]: the model-level trait; [`glm`]: its GLM implementation; [`gradients`]: user-supplied
+//!   per-example gradients (deep models) with the empirical Fisher;
 //! - [`objective`]: the weighted, penalised objective, its gradient, Hessian and HVPs;
 //! - [`solvers`]: H v = g; [`fit`]: weighted Newton; [`influence`]: I(z), scores, self-influence;
 //! - [`blocks`]: deterministic parallel loops over row blocks; [`linalg`]: faer glue.
@@ -16,6 +17,7 @@ pub mod error;
 pub mod families;
 pub mod fit;
 pub mod glm;
+pub mod gradients;
 pub mod influence;
 pub mod linalg;
 pub mod model;
@@ -32,6 +34,7 @@ pub use error::{Error, Result};
 pub use families::Family;
 pub use fit::{newton, FitOptions, FitResult};
 pub use glm::{Glm, Prediction};
+pub use gradients::GradientModel;
 pub use influence::Influence;
 pub use model::Model;
 pub use objective::Objective;

@@ -35,7 +35,7 @@ impl Direct {
                 msg: format!(
                     "{msg}. The objective has no unique minimiser (collinear or constant features, \
                      fewer points than parameters, or separable classes without a penalty): \
-                     use l2 > 0, or remove the redundant features"
+                     use l2 > 0 or damping > 0, or remove the redundant features"
                 ),
             },
             other => other,

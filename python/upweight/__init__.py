@@ -22,6 +22,7 @@ from .errors import (
     SingularHessianError,
     UpweightError,
 )
+from .gradients import GradientInfluence
 from .influence import Influence, SolveInfo, TopK
 from .models import LinearRegression, LogisticRegression, PoissonRegression
 
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConvergenceError",
     "ConvergenceWarning",
+    "GradientInfluence",
     "Influence",
     "InputError",
     "InputTypeError",

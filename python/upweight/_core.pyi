@@ -63,6 +63,18 @@ class InfluenceCore:
         max_iter: int = 1000,
         precondition: bool = True,
     ) -> InfluenceCore: ...
+    @staticmethod
+    def from_gradients(
+        x: _F64 | _F32 | str | os.PathLike[str],
+        w: _F64 | None,
+        hessian: _F64 | None = None,
+        method: str = "direct",
+        damping: float = 0.0,
+        rtol: float = 1e-10,
+        atol: float = 0.0,
+        max_iter: int = 1000,
+        precondition: bool = True,
+    ) -> InfluenceCore: ...
     @property
     def grad_norm(self) -> float: ...
     @property

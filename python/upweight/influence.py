@@ -57,7 +57,92 @@ class TopK:
     harmful: np.ndarray
 
 
-class Influence:
+def _solver_choice(solver: str, n_params: int, on_unconverged: str) -> str:
+    if solver not in ("auto", "direct", "cg"):
+        raise InputError(f"solver: expected 'auto', 'direct' or 'cg', got {solver!r}")
+    if on_unconverged not in ("raise", "warn"):
+        raise InputError(f"on_unconverged: expected 'raise' or 'warn', got {on_unconverged!r}")
+    if solver == "auto":
+        return "direct" if n_params <= AUTO_DIRECT_MAX_PARAMS else "cg"
+    return solver
+
+
+class _Queries:
+    """Queries shared by :class:`Influence` and :class:`GradientInfluence`: everything that only
+    needs gradients at theta* and the prepared solver."""
+
+    _core: _core.InfluenceCore
+    solver: str
+    on_unconverged: str
+    solve_info: SolveInfo | None
+
+    @property
+    def n_samples(self) -> int:
+        return self._core.n_samples
+
+    @property
+    def total_weight(self) -> float:
+        """W, the sum of the training weights."""
+        return self._core.total_weight
+
+    def _checked(self, result):
+        """Record the solve's info; refuse (or warn about) an unconverged CG solve."""
+        out, (iterations, residuals, converged) = result
+        self.solve_info = SolveInfo(self.solver, iterations, residuals, converged)
+        if not converged.all():
+            bad = int(np.argmin(converged))
+            msg = (f"conjugate gradients did not converge for {int((~converged).sum())} of {converged.size} "
+                   f"right-hand sides (first: #{bad}, relative residual {residuals[bad]:.2e} after "
+                   f"{iterations[bad]} iterations); raise max_iter, add damping, or use solver='direct'")
+            if self.on_unconverged == "raise":
+                raise ConvergenceError(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        return out
+
+    def _grad_matrix(self, grad_f, name: str = "grad_f"):
+        g = np.asarray(grad_f)
+        single = g.ndim == 1
+        G = as_matrix(g[None, :] if single else g, name)
+        if G.shape[1] != self.n_params:
+            raise InputError(f"{name}: has {G.shape[1]} entries per row, expected p = {self.n_params}")
+        return G, single
+
+    def _rows(self, idx):
+        return None if idx is None else [int(i) for i in as_indices(idx, self.n_samples)]
+
+    def self_influence(self) -> np.ndarray:
+        """grad l(z_m) . I(z_m) for every training point, shape (n,), streamed over the training
+        rows. Always <= 0 without a penalty; the most negative values flag points the model fits
+        only by bending towards them (outliers, mislabelled points)."""
+        return self._checked(self._core.self_influence())
+
+    def inverse_hvp(self, g) -> np.ndarray:
+        """(H + damping I)^{-1} g for a vector (p,) or the columns of a matrix (p, r)."""
+        g = np.asarray(g, dtype=np.float64)
+        if g.ndim == 1:
+            return self._checked(self._core.inverse_hvp(np.ascontiguousarray(g[:, None])))[:, 0]
+        return self._checked(self._core.inverse_hvp(np.ascontiguousarray(as_matrix(g, "g"))))
+
+    def on(self, grad_f, idx=None) -> np.ndarray:
+        """Influence of every training point (or the rows ``idx``) on f, given grad f(theta*).
+
+        ``grad_f`` of shape (p,) gives (n,); (r, p) gives (r, n) with row j for f_j.
+        """
+        G, single = self._grad_matrix(grad_f)
+        out = self._checked(self._core.on(G, self._rows(idx)))
+        return out[0] if single else out
+
+    def top_k_on(self, grad_f, k: int = 10) -> TopK:
+        """The ``k`` most helpful and most harmful training points for functions f given their
+        gradients (r, p) at theta*, streamed over the training rows."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"k: expected a positive integer, got {k!r}")
+        G, _ = self._grad_matrix(grad_f)
+        hi, h, xi, x = self._checked(self._core.top_k(G, int(k)))
+        return TopK(hi.astype(np.intp), h, xi.astype(np.intp), x)
+
+
+class Influence(_Queries):
     """Influence of the training points of a fitted model.
 
     Parameters
@@ -84,18 +169,12 @@ class Influence:
         if not hasattr(model, "_flat_theta"):
             raise InputError(f"model: expected a fitted upweight estimator, got {type(model).__name__}")
         theta = model._flat_theta()
-        if solver not in ("auto", "direct", "cg"):
-            raise InputError(f"solver: expected 'auto', 'direct' or 'cg', got {solver!r}")
-        if on_unconverged not in ("raise", "warn"):
-            raise InputError(f"on_unconverged: expected 'raise' or 'warn', got {on_unconverged!r}")
         self.model = model
         self.X, n, _ = training_features(X, model.n_features_in_)
         self.y = model._targets(y, n, fitting=False)
         self.sample_weight = as_weights(sample_weight, n)
         self.l2 = float(model.l2)
-        if solver == "auto":
-            solver = "direct" if theta.size <= AUTO_DIRECT_MAX_PARAMS else "cg"
-        self.solver = solver
+        self.solver = solver = _solver_choice(solver, theta.size, on_unconverged)
         self.on_unconverged = on_unconverged
         self.solve_info: SolveInfo | None = None
         self._core = _core.InfluenceCore(
@@ -113,36 +192,13 @@ class Influence:
 
     # -- basic facts ------------------------------------------------------------------------
     @property
-    def n_samples(self) -> int:
-        return self._core.n_samples
-
-    @property
     def n_params(self) -> int:
         return self.model.n_classes * (self.model.n_features_in_ + 1)
-
-    @property
-    def total_weight(self) -> float:
-        """W, the sum of the training weights."""
-        return self._core.total_weight
 
     @property
     def grad_norm(self) -> float:
         """max |grad L_w(theta)| on the training data: ~0 at the optimum."""
         return self._core.grad_norm
-
-    def _checked(self, result):
-        """Record the solve's info; refuse (or warn about) an unconverged CG solve."""
-        out, (iterations, residuals, converged) = result
-        self.solve_info = SolveInfo(self.solver, iterations, residuals, converged)
-        if not converged.all():
-            bad = int(np.argmin(converged))
-            msg = (f"conjugate gradients did not converge for {int((~converged).sum())} of {converged.size} "
-                   f"right-hand sides (first: #{bad}, relative residual {residuals[bad]:.2e} after "
-                   f"{iterations[bad]} iterations); raise max_iter, add damping, or use solver='direct'")
-            if self.on_unconverged == "raise":
-                raise ConvergenceError(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)
-        return out
 
     def _training_rows(self, rows: np.ndarray):
         """Features and targets of the training rows ``rows``, in memory."""
@@ -170,40 +226,7 @@ class Influence:
         out = self._checked(self._core.params(X, yv))
         return out[0] if single else out
 
-    def self_influence(self) -> np.ndarray:
-        """grad l(z_m) . I(z_m) for every training point, shape (n,), streamed over the training
-        rows. Always <= 0 for l2 = 0; the most negative values flag points the model fits only
-        by bending towards them (outliers, mislabelled points)."""
-        return self._checked(self._core.self_influence())
-
-    def inverse_hvp(self, g) -> np.ndarray:
-        """(H + damping I)^{-1} g for a vector (p,) or the columns of a matrix (p, r)."""
-        g = np.asarray(g, dtype=np.float64)
-        if g.ndim == 1:
-            return self._checked(self._core.inverse_hvp(np.ascontiguousarray(g[:, None])))[:, 0]
-        return self._checked(self._core.inverse_hvp(np.ascontiguousarray(as_matrix(g, "g"))))
-
     # -- functions of theta ------------------------------------------------------------------
-    def _grad_matrix(self, grad_f, name: str = "grad_f"):
-        g = np.asarray(grad_f)
-        single = g.ndim == 1
-        G = as_matrix(g[None, :] if single else g, name)
-        if G.shape[1] != self.n_params:
-            raise InputError(f"{name}: has {G.shape[1]} entries per row, expected p = {self.n_params}")
-        return G, single
-
-    def _rows(self, idx):
-        return None if idx is None else [int(i) for i in as_indices(idx, self.n_samples)]
-
-    def on(self, grad_f, idx=None) -> np.ndarray:
-        """Influence of every training point (or the rows ``idx``) on f, given grad f(theta*).
-
-        ``grad_f`` of shape (p,) gives (n,); (r, p) gives (r, n) with row j for f_j.
-        """
-        G, single = self._grad_matrix(grad_f)
-        out = self._checked(self._core.on(G, self._rows(idx)))
-        return out[0] if single else out
-
     def _loss_grads(self, X_test, y_test) -> np.ndarray:
         Xt = as_matrix(X_test, "X_test", self.model.n_features_in_)
         yt = as_vector(y_test, "y_test", Xt.shape[0])
@@ -239,14 +262,6 @@ class Influence:
         and most raises (harmful) its loss, streamed over the training rows: the (q, n) score
         matrix is never held, so n can be far larger than memory."""
         return self.top_k_on(self._loss_grads(X_test, y_test), k)
-
-    def top_k_on(self, grad_f, k: int = 10) -> TopK:
-        """:meth:`top_k` for any functions f given their gradients (r, p) at theta*."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InputError(f"k: expected a positive integer, got {k!r}")
-        G, _ = self._grad_matrix(grad_f)
-        hi, h, xi, x = self._checked(self._core.top_k(G, int(k)))
-        return TopK(hi.astype(np.intp), h, xi.astype(np.intp), x)
 
     def __repr__(self) -> str:
         return f"Influence({self.model!r}, n={self.n_samples}, p={self.n_params}, solver={self.solver!r})"

@@ -1,0 +1,72 @@
+//! Bring your own gradients: a "model" whose features *are* the per-example gradients.
+//!
+//! Users with deep models (PyTorch, JAX) have per-example training gradients g_i (often randomly
+//! projected, as TRAK and LoGra do) but no GLM. Row i of the data holds g_i, so every kernel is a
+//! product with the data: the curvature is the empirical Fisher
+//!   F = (1/W) sum_i w_i g_i g_i^T,
+//! and the influence of point m is -F^{-1} g_m / W (or with an explicit Hessian supplied by the
+//! caller). There is no penalty and no target; theta is not used.
+
+use ndarray::{Array1, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
+
+use crate::data::Dataset;
+use crate::error::Result;
+use crate::linalg::{gemm, gemm_lower};
+use crate::model::Model;
+
+#[derive(Clone, Copy, Debug)]
+pub struct GradientModel {
+    /// Number of parameters p (the width of the gradient rows).
+    pub p: usize,
+}
+
+impl Model for GradientModel {
+    fn n_params(&self) -> usize {
+        self.p
+    }
+    fn n_features(&self) -> usize {
+        self.p
+    }
+    fn penalty_mask(&self) -> Array1<f64> {
+        Array1::zeros(self.p)
+    }
+    fn check_targets(&self, _arg: &'static str, _y: ArrayView1<f64>) -> Result<()> {
+        Ok(())
+    }
+    /// No loss is known: the rows are gradients of a loss the caller evaluated elsewhere.
+    fn losses(&self, _theta: ArrayView1<f64>, _data: &Dataset, mut out: ArrayViewMut1<f64>) {
+        out.fill(0.0);
+    }
+    fn grads(&self, _theta: ArrayView1<f64>, data: &Dataset, mut out: ArrayViewMut2<f64>) {
+        out.assign(&data.x);
+    }
+    fn grads_dot(&self, _theta: ArrayView1<f64>, data: &Dataset, v: ArrayView2<f64>, out: ArrayViewMut2<f64>) {
+        gemm(out, false, v.t(), data.x.t(), 1.0);
+    }
+    /// (0, sum_i w_i g_i): the gradients are taken as given, at whatever point they were computed.
+    fn loss_grad_sum(&self, _theta: ArrayView1<f64>, data: &Dataset) -> (f64, Array1<f64>) {
+        let w = Array1::from_shape_fn(data.n(), |i| data.weight(i));
+        (0.0, data.x.t().dot(&w))
+    }
+    fn hessian_sum(&self, _theta: ArrayView1<f64>, data: &Dataset, out: ArrayViewMut2<f64>) {
+        let mut wg = data.x.to_owned();
+        for (i, mut row) in wg.rows_mut().into_iter().enumerate() {
+            row *= data.weight(i);
+        }
+        gemm_lower(out, true, data.x.t(), wg.view(), 1.0);
+    }
+    fn hessian_diag_sum(&self, _theta: ArrayView1<f64>, data: &Dataset, mut out: ArrayViewMut1<f64>) -> bool {
+        for (i, row) in data.x.rows().into_iter().enumerate() {
+            let w = data.weight(i);
+            Zip::from(&mut out).and(&row).for_each(|o, &g| *o += w * g * g);
+        }
+        true
+    }
+    fn hvp_sum(&self, _theta: ArrayView1<f64>, data: &Dataset, v: ArrayView2<f64>, out: ArrayViewMut2<f64>) {
+        let mut gv = data.x.dot(&v);
+        for (i, mut row) in gv.axis_iter_mut(Axis(0)).enumerate() {
+            row *= data.weight(i);
+        }
+        gemm(out, true, data.x.t(), gv.view(), 1.0);
+    }
+}
