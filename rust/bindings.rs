@@ -35,7 +35,18 @@ where
     T: Send,
     F: FnOnce(&Cancel) -> crate::Result<T> + Send,
 {
+    run_with(py, None, f)
+}
+
+/// [`run`], calling `progress(pass, rows_done, rows_total)` from this thread whenever the
+/// work has advanced (at most every 50 ms). An exception in the callback cancels the work.
+fn run_with<T, F>(py: Python<'_>, progress: Option<&Py<PyAny>>, f: F) -> PyResult<T>
+where
+    T: Send,
+    F: FnOnce(&Cancel) -> crate::Result<T> + Send,
+{
     let cancel = Cancel::new();
+    let mut last = None;
     std::thread::scope(|scope| {
         let (tx, mut rx) = mpsc::channel();
         let c = &cancel;
@@ -60,7 +71,15 @@ where
                     return Err(InternalError::new_err(format!("upweight internal error (please report): {msg}")));
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Err(e) = py.check_signals() {
+                    let mut outcome = py.check_signals();
+                    if let (Ok(()), Some(cb)) = (&outcome, progress) {
+                        let now = cancel.progress();
+                        if last != Some(now) && now.pass > 0 {
+                            last = Some(now);
+                            outcome = cb.call1(py, (now.pass, now.done, now.total)).map(|_| ());
+                        }
+                    }
+                    if let Err(e) = outcome {
                         cancel.cancel();
                         let _ = py.detach(move || rx.recv());
                         return Err(e);
@@ -150,7 +169,7 @@ impl XArg<'_> {
 
 /// Fit theta by weighted Newton. Returns (theta, n_iter, grad_norm, converged, objective).
 #[pyfunction]
-#[pyo3(signature = (family, n_classes, x, y, w, l2, tol, max_iter, theta0=None))]
+#[pyo3(signature = (family, n_classes, x, y, w, l2, tol, max_iter, theta0=None, progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn fit<'py>(
     py: Python<'py>,
@@ -163,11 +182,12 @@ fn fit<'py>(
     tol: f64,
     max_iter: usize,
     theta0: Option<PyReadonlyArray1<'py, f64>>,
+    progress: Option<Py<PyAny>>,
 ) -> PyResult<(Bound<'py, PyArray1<f64>>, usize, f64, bool, f64)> {
     let model = glm(family, n_classes, x.ncols()?)?;
     let table = Table::new(x.features()?, y.as_array(), w.as_ref().map(|w| w.as_array())).map_err(to_py)?;
     let t0 = theta0.as_ref().map(|t| t.as_array());
-    let res = run(py, |c| {
+    let res = run_with(py, progress.as_ref(), |c| {
         let obj = Objective::new(&model, &table, l2)?;
         newton(&obj, t0, &FitOptions { tol, max_iter }, c)
     })?;
@@ -350,9 +370,14 @@ struct InfluenceCore {
     x: XStore,
     y: Array1<f64>,
     w: Option<Array1<f64>>,
+    progress: Option<Py<PyAny>>,
 }
 
 impl InfluenceCore {
+    fn run<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&Cancel) -> crate::Result<T> + Send) -> PyResult<T> {
+        run_with(py, self.progress.as_ref(), f)
+    }
+
     /// Run `f` on the training set as a row source (borrowing the stored arrays).
     fn with_train<T>(&self, py: Python<'_>, f: impl FnOnce(&Table) -> PyResult<T>) -> PyResult<T> {
         let (y, w) = (self.y.view(), self.w.as_ref().map(|w| w.view()));
@@ -373,7 +398,7 @@ impl InfluenceCore {
 #[pymethods]
 impl InfluenceCore {
     #[new]
-    #[pyo3(signature = (family, n_classes, theta, x, y, w, l2, method="direct", damping=0.0, rtol=1e-10, atol=0.0, max_iter=1000, precondition=true))]
+    #[pyo3(signature = (family, n_classes, theta, x, y, w, l2, method="direct", damping=0.0, rtol=1e-10, atol=0.0, max_iter=1000, precondition=true, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         py: Python<'py>,
@@ -390,19 +415,20 @@ impl InfluenceCore {
         atol: f64,
         max_iter: usize,
         precondition: bool,
+        progress: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let model = glm(family, n_classes, x.ncols()?)?;
         let t = theta_checked(&model, &theta)?;
         let opts = solver_options(method, damping, rtol, atol, max_iter, precondition)?;
         let table = Table::new(x.features()?, y.as_array(), w.as_ref().map(|w| w.as_array())).map_err(to_py)?;
-        let inner = run(py, |c| Influence::new(&Objective::new(&model, &table, l2)?, t, opts, c))?;
-        Ok(Self { model: Box::new(model), inner, x: x.store(py), y: y.as_array().to_owned(), w: w.map(|w| w.as_array().to_owned()) })
+        let inner = run_with(py, progress.as_ref(), |c| Influence::new(&Objective::new(&model, &table, l2)?, t, opts, c))?;
+        Ok(Self { model: Box::new(model), inner, x: x.store(py), y: y.as_array().to_owned(), w: w.map(|w| w.as_array().to_owned()), progress })
     }
 
     /// Influence from per-example training gradients (rows of `x`, n x p): curvature is the
     /// empirical Fisher (1/W) G^T diag(w) G, or `hessian` when given.
     #[staticmethod]
-    #[pyo3(signature = (x, w, hessian=None, method="direct", damping=0.0, rtol=1e-10, atol=0.0, max_iter=1000, precondition=true))]
+    #[pyo3(signature = (x, w, hessian=None, method="direct", damping=0.0, rtol=1e-10, atol=0.0, max_iter=1000, precondition=true, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn from_gradients<'py>(
         py: Python<'py>,
@@ -415,6 +441,7 @@ impl InfluenceCore {
         atol: f64,
         max_iter: usize,
         precondition: bool,
+        progress: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let model = GradientModel { p: x.ncols()? };
         let opts = solver_options(method, damping, rtol, atol, max_iter, precondition)?;
@@ -428,14 +455,14 @@ impl InfluenceCore {
         let table = Table::new(features, y.view(), w.as_ref().map(|w| w.as_array())).map_err(to_py)?;
         let theta = Array1::<f64>::zeros(model.p);
         let h = hessian.map(|h| h.as_array().to_owned());
-        let inner = run(py, |c| {
+        let inner = run_with(py, progress.as_ref(), |c| {
             let obj = Objective::new(&model, &table, 0.0)?;
             match h {
                 Some(h) => Influence::with_hessian(&obj, theta.view(), h, opts, c),
                 None => Influence::new(&obj, theta.view(), opts, c),
             }
         })?;
-        Ok(Self { model: Box::new(model), inner, x: x.store(py), y, w: w.map(|w| w.as_array().to_owned()) })
+        Ok(Self { model: Box::new(model), inner, x: x.store(py), y, w: w.map(|w| w.as_array().to_owned()), progress })
     }
 
     /// max |grad L_w| at theta.
@@ -458,20 +485,20 @@ impl InfluenceCore {
 
     /// I(z) of every training point (n x p).
     fn params_train<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyArray2<f64>>, Info<'py>)> {
-        let (out, info) = self.with_train(py, |t| run(py, |c| self.inner.params(&*self.model, t, t, c)))?;
+        let (out, info) = self.with_train(py, |t| self.run(py, |c| self.inner.params(&*self.model, t, t, c)))?;
         Ok((out.into_pyarray(py), info_py(py, info)))
     }
 
     /// I(z) of each row of (X, y), points given in memory (new points or gathered rows): (m x p).
     fn params<'py>(&self, py: Python<'py>, x: PyReadonlyArray2<'py, f64>, y: PyReadonlyArray1<'py, f64>) -> PyResult<(Bound<'py, PyArray2<f64>>, Info<'py>)> {
         let pts = dataset(&x, &y, None, ["X", "y"])?;
-        let (out, info) = self.with_train(py, |t| run(py, |c| self.inner.params(&*self.model, t, &pts, c)))?;
+        let (out, info) = self.with_train(py, |t| self.run(py, |c| self.inner.params(&*self.model, t, &pts, c)))?;
         Ok((out.into_pyarray(py), info_py(py, info)))
     }
 
     /// Self-influence of every training point (n,).
     fn self_influence<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyArray1<f64>>, Info<'py>)> {
-        let (out, info) = self.with_train(py, |t| run(py, |c| self.inner.self_influence(&*self.model, t, t, c)))?;
+        let (out, info) = self.with_train(py, |t| self.run(py, |c| self.inner.self_influence(&*self.model, t, t, c)))?;
         Ok((out.into_pyarray(py), info_py(py, info)))
     }
 
@@ -488,7 +515,7 @@ impl InfluenceCore {
     fn on<'py>(&self, py: Python<'py>, grad_f: PyReadonlyArray2<'py, f64>, rows: Option<Vec<usize>>) -> PyResult<(Bound<'py, PyArray2<f64>>, Info<'py>)> {
         let g = grad_f.as_array();
         let (out, info) = self.with_train(py, |t| {
-            run(py, |c| match &rows {
+            self.run(py, |c| match &rows {
                 None => self.inner.on(&*self.model, t, t, g, c),
                 Some(idx) => {
                     let sub = crate::source::gather(t, idx)?;
@@ -509,7 +536,7 @@ impl InfluenceCore {
         k: usize,
     ) -> PyResult<((Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>), Info<'py>)> {
         let g = grad_f.as_array();
-        let (top, info) = self.with_train(py, |t| run(py, |c| self.inner.top_k(&*self.model, t, t, g, k, c)))?;
+        let (top, info) = self.with_train(py, |t| self.run(py, |c| self.inner.top_k(&*self.model, t, t, g, k, c)))?;
         Ok((
             (top.helpful_idx.into_pyarray(py), top.helpful.into_pyarray(py), top.harmful_idx.into_pyarray(py), top.harmful.into_pyarray(py)),
             info_py(py, info),
@@ -519,7 +546,7 @@ impl InfluenceCore {
     /// H^{-1} g for the columns of g (p x r).
     fn inverse_hvp<'py>(&self, py: Python<'py>, g: PyReadonlyArray2<'py, f64>) -> PyResult<(Bound<'py, PyArray2<f64>>, Info<'py>)> {
         let g = g.as_array();
-        let (out, info) = self.with_train(py, |t| run(py, |c| self.inner.inverse_hvp(&*self.model, t, g, c)))?;
+        let (out, info) = self.with_train(py, |t| self.run(py, |c| self.inner.inverse_hvp(&*self.model, t, g, c)))?;
         Ok((out.into_pyarray(py), info_py(py, info)))
     }
 }

@@ -33,6 +33,7 @@ where
 {
     let all = blocks(n, BLOCK_ROWS);
     let per_chunk = all.len().div_ceil(max_partials.max(1)).max(1);
+    cancel.begin(n);
     let partials: Vec<Result<Option<T>>> = all
         .par_chunks(per_chunk)
         .map(|chunk| {
@@ -40,6 +41,7 @@ where
             for r in chunk {
                 cancel.check()?;
                 let v = map(r.clone())?;
+                cancel.advance(r.len());
                 match acc.as_mut() {
                     Some(a) => add(a, v),
                     None => acc = Some(v),
@@ -66,9 +68,13 @@ pub fn for_each_block<F>(n: usize, block: usize, cancel: &Cancel, f: F) -> Resul
 where
     F: Fn(Range<usize>) -> Result<()> + Sync,
 {
+    cancel.begin(n);
     blocks(n, block).into_par_iter().try_for_each(|r| {
         cancel.check()?;
-        f(r)
+        let len = r.len();
+        f(r)?;
+        cancel.advance(len);
+        Ok(())
     })
 }
 

@@ -1,23 +1,40 @@
-//! Cooperative cancellation: long loops poll a [`Cancel`] flag between row blocks.
-//! The Python bindings set it on Ctrl-C; Rust callers may set it from any thread.
+//! The control channel of a long call: cooperative cancellation and progress.
+//!
+//! Streaming loops poll [`Cancel::check`] between row blocks and report the rows they finished
+//! with [`Cancel::advance`]; the Python bindings set the flag on Ctrl-C and read the progress
+//! from the calling thread to drive a callback or a progress bar.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 
 #[derive(Debug, Default)]
-pub struct Cancel(AtomicBool);
+pub struct Cancel {
+    cancelled: AtomicBool,
+    /// Passes over the data started so far.
+    passes: AtomicUsize,
+    done: AtomicUsize,
+    total: AtomicUsize,
+}
+
+/// A snapshot of progress: the current pass (1-based) and rows finished out of its total.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub pass: usize,
+    pub done: usize,
+    pub total: usize,
+}
 
 impl Cancel {
-    pub fn new() -> Self {
-        Self(AtomicBool::new(false))
+    pub const fn new() -> Self {
+        Self { cancelled: AtomicBool::new(false), passes: AtomicUsize::new(0), done: AtomicUsize::new(0), total: AtomicUsize::new(0) }
     }
     /// Ask every loop that polls this flag to stop at its next block boundary.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.cancelled.store(true, Ordering::Relaxed);
     }
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.cancelled.load(Ordering::Relaxed)
     }
     /// `Err(Interrupted)` once cancelled.
     pub fn check(&self) -> Result<()> {
@@ -27,7 +44,21 @@ impl Cancel {
             Ok(())
         }
     }
+    /// A pass over `total` rows starts.
+    pub fn begin(&self, total: usize) {
+        self.passes.fetch_add(1, Ordering::Relaxed);
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+    }
+    /// `rows` more rows of the current pass are finished.
+    pub fn advance(&self, rows: usize) {
+        self.done.fetch_add(rows, Ordering::Relaxed);
+    }
+    pub fn progress(&self) -> Progress {
+        Progress {
+            pass: self.passes.load(Ordering::Relaxed),
+            done: self.done.load(Ordering::Relaxed),
+            total: self.total.load(Ordering::Relaxed),
+        }
+    }
 }
-
-/// A flag that is never set, for callers that do not need cancellation.
-pub static NEVER: Cancel = Cancel(AtomicBool::new(false));

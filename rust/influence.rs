@@ -250,11 +250,12 @@ impl Influence {
         F: Fn(usize, &Array2<f64>, &Array2<f64>) + Sync,
     {
         let p = self.n_params();
+        cancel.begin(points.n());
         let infos: Vec<Result<SolveInfo>> = blocks(points.n(), BLOCK_ROWS)
             .into_par_iter()
             .map(|r| {
                 cancel.check()?;
-                let start = r.start;
+                let (start, len) = (r.start, r.len());
                 let g = with_block(points, r, |b| {
                     let mut g = Array2::zeros((b.n(), p));
                     model.grads(self.theta.view(), b, g.view_mut());
@@ -264,6 +265,7 @@ impl Influence {
                 // the rows are the right-hand sides: solve on the transposed view
                 let info = self.solve_in_place(model, train, v.view_mut().reversed_axes(), false, cancel)?;
                 f(start, &g, &v);
+                cancel.advance(len);
                 Ok(info)
             })
             .collect();
@@ -325,10 +327,13 @@ impl Influence {
         // S is filled as S^T (n x r, row blocks contiguous), so each block's product writes a
         // column-major (r x B) destination, the layout faer is fastest with; returned as (r x n).
         let mut st = Array2::zeros((points.n(), grad_f.nrows()));
+        cancel.begin(points.n());
         st.axis_chunks_iter_mut(Axis(0), BLOCK_ROWS).into_par_iter().enumerate().try_for_each(|(b, chunk)| {
             cancel.check()?;
-            let start = b * BLOCK_ROWS;
-            with_block(points, start..start + chunk.nrows(), |blk| self.score_block(model, blk, &v, &c, chunk))
+            let (start, len) = (b * BLOCK_ROWS, chunk.nrows());
+            with_block(points, start..start + len, |blk| self.score_block(model, blk, &v, &c, chunk))?;
+            cancel.advance(len);
+            Ok::<(), Error>(())
         })?;
         Ok((st.reversed_axes(), info))
     }
@@ -358,6 +363,7 @@ impl Influence {
         let all = blocks(points.n(), BLOCK_ROWS);
         // a fixed number of contiguous chunks (a function of n only): deterministic merge order
         let per_chunk = all.len().div_ceil(64).max(1);
+        cancel.begin(points.n());
         let partials: Vec<Result<Vec<(Best, Best)>>> = all
             .par_chunks(per_chunk)
             .map(|chunk| {
@@ -368,6 +374,7 @@ impl Influence {
                     let start = range.start;
                     let len = range.len();
                     with_block(points, range.clone(), |blk| self.score_block(model, blk, &v, &c, tmp.slice_mut(s![..len, ..])))?;
+                    cancel.advance(len);
                     for (i, row) in tmp.slice(s![..len, ..]).rows().into_iter().enumerate() {
                         for (j, &score) in row.iter().enumerate() {
                             best[j].0.push((score, start + i));

@@ -25,6 +25,7 @@ from .errors import (
 from .gradients import GradientInfluence
 from .influence import Influence, SolveInfo, TopK
 from .models import LinearRegression, LogisticRegression, PoissonRegression
+from .persist import load_model, save_model
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,8 @@ __all__ = [
     "SingularHessianError",
     "UpweightError",
     "load_breast_cancer",
+    "load_model",
     "num_threads",
     "reference",
+    "save_model",
 ]

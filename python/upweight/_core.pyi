@@ -1,6 +1,7 @@
 """Type stubs for the compiled core (rust/bindings.rs). Arrays are float64; theta is flattened."""
 
 import os
+from collections.abc import Callable
 from typing import final
 
 import numpy as np
@@ -33,6 +34,7 @@ def fit(
     tol: float,
     max_iter: int,
     theta0: _F64 | None = None,
+    progress: Callable[[int, int, int], object] | None = None,
 ) -> tuple[_F64, int, float, bool, float]: ...
 def losses(family: str, n_classes: int, theta: _F64, x: _F64, y: _F64) -> _F64: ...
 def per_example_grads(family: str, n_classes: int, theta: _F64, x: _F64, y: _F64) -> _F64: ...
@@ -62,6 +64,7 @@ class InfluenceCore:
         atol: float = 0.0,
         max_iter: int = 1000,
         precondition: bool = True,
+        progress: Callable[[int, int, int], object] | None = None,
     ) -> InfluenceCore: ...
     @staticmethod
     def from_gradients(
@@ -74,6 +77,7 @@ class InfluenceCore:
         atol: float = 0.0,
         max_iter: int = 1000,
         precondition: bool = True,
+        progress: Callable[[int, int, int], object] | None = None,
     ) -> InfluenceCore: ...
     @property
     def grad_norm(self) -> float: ...

@@ -1,4 +1,4 @@
-"""Command line interface: ``upweight demo`` and ``upweight seed``.
+"""Command line interface: ``upweight demo``, ``upweight seed``, ``upweight fit``, ``upweight score``.
 
 ``upweight demo`` fits a logistic regression to the bundled breast-cancer data and reports which
 training points most help and most hurt the worst-predicted test points, checking the top
@@ -69,6 +69,117 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class ProgressBar:
+    """A one-line progress bar on stderr, fed by upweight's progress callback."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled, self.drawn = label, enabled, False
+
+    def __call__(self, pass_: int, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        frac = min(done / total, 1.0)
+        bar = "#" * int(30 * frac)
+        sys.stderr.write(f"\r{self.label}: pass {pass_} [{bar:<30}] {done:,}/{total:,} rows {100 * frac:3.0f}%")
+        sys.stderr.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\n")
+            self.drawn = False
+
+
+ESTIMATORS = {"linear": "LinearRegression", "logistic": "LogisticRegression", "poisson": "PoissonRegression"}
+
+
+def _training_data(args):
+    from .tables import read_table
+
+    X, y = read_table(args.train, "train", args.target_column, args.y, stream=True)
+    if y is None:
+        raise _input_error("train: no target: pass --y FILE or a table with a target column (--target-column)")
+    w = None
+    if args.weights:
+        w = np.load(args.weights, allow_pickle=False)
+    return X, y, w
+
+
+def _input_error(msg: str):
+    from .errors import InputError
+
+    return InputError(msg)
+
+
+def _fit_model(args, X, y, w, bar):
+    import upweight as uw
+
+    model = getattr(uw, ESTIMATORS[args.family])(l2=args.l2, progress=bar)
+    model.fit(X, y, sample_weight=w)
+    bar.close()
+    model.progress = None
+    return model
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .persist import save_model
+
+    X, y, w = _training_data(args)
+    bar = ProgressBar("fit", not args.quiet)
+    model = _fit_model(args, X, y, w, bar)
+    save_model(model, args.output, force=args.force)
+    print(f"fitted {type(model).__name__} ({model.family}, l2={model.l2:g}) on {len(y)} points in "
+          f"{model.n_iter_} Newton iterations (gradient norm {model.grad_norm_:.1e}); saved to {args.output}")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    import upweight as uw
+    from .persist import load_model
+    from .tables import read_table, write_scores
+
+    X, y, w = _training_data(args)
+    bar = ProgressBar("score", not args.quiet)
+    if args.model:
+        model = load_model(args.model)
+    elif args.family:
+        model = _fit_model(args, X, y, w, ProgressBar("fit", not args.quiet))
+    else:
+        raise _input_error("model: pass --model FILE (from `upweight fit`) or --family to fit one")
+    inf = uw.Influence(model, X, y, sample_weight=w, solver=args.solver, damping=args.damping, progress=bar)
+    if args.what == "self":
+        arrays = {"self_influence": inf.self_influence()}
+    else:
+        if not args.query:
+            raise _input_error("query: --what top-k and --what full need --query FILE")
+        Xq, yq = read_table(args.query, "query", args.target_column, args.query_y)
+        if yq is None:
+            raise _input_error("query: no target: pass --query-y FILE or a table with a target column")
+        if args.what == "top-k":
+            top = inf.top_k(Xq, yq, k=args.k)
+            arrays = {"helpful_idx": top.helpful_idx, "helpful": top.helpful,
+                      "harmful_idx": top.harmful_idx, "harmful": top.harmful}
+        else:
+            arrays = {"scores": inf.on_loss(Xq, yq)}
+    bar.close()
+    write_scores(args.output, arrays, force=args.force)
+    print(f"wrote {args.what} scores for {inf.n_samples} training points to {args.output} "
+          f"(solver {inf.solver}, max relative residual {inf.solve_info.max_residual:.1e})")
+    return 0
+
+
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("train", help="training features: .npy (streamed block by block, may exceed memory), .npz (arrays X, y), .csv or .parquet (header row)")
+    p.add_argument("--y", metavar="FILE", help="training targets (.npy) when TRAIN holds features only")
+    p.add_argument("--target-column", metavar="NAME", help="target column (CSV/Parquet) or array (.npz) name (default: y)")
+    p.add_argument("--weights", metavar="FILE", help="sample weights (.npy), default all 1")
+    p.add_argument("--family", choices=sorted(ESTIMATORS), help="model family: linear (squared loss), logistic (binary, or multinomial for k > 2 class ids), poisson")
+    p.add_argument("--l2", type=float, default=0.0, help="ridge penalty l2 * ||coef||^2 on the mean loss (default 0)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="output file; written atomically (temporary file + rename)")
+    p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar on stderr")
+
+
 def _seed(args: argparse.Namespace) -> int:
     from .examples import seed_example
 
@@ -100,6 +211,33 @@ def build_parser() -> argparse.ArgumentParser:
         description="The worked example of the README: points (0,0), (1,1.5), (2,2), squared loss, y = m x + b.",
     )
     seed.set_defaults(func=_seed)
+
+    fit = sub.add_parser(
+        "fit",
+        help="fit a weighted GLM and save it for `upweight score`",
+        description="Fit a weighted GLM (Newton's method in the Rust core) and save its parameters to an .npz model file.",
+    )
+    _add_training_args(fit)
+    fit.set_defaults(func=_fit)
+
+    score = sub.add_parser(
+        "score",
+        help="score training points: top-k helpful/harmful per query, self-influence, or the full score matrix",
+        description="Influence of every training point: --what top-k (per query, the K training points whose "
+        "upweighting most lowers / raises its loss; streamed, memory O(block + q K)), --what self "
+        "(self-influence of each training point), or --what full (the q x n score matrix S[t, m]; "
+        "negative = helpful). The model comes from --model (see `upweight fit`) or is fitted here "
+        "with --family/--l2.",
+    )
+    _add_training_args(score)
+    score.add_argument("--model", metavar="FILE", help="a model saved by `upweight fit`")
+    score.add_argument("--query", metavar="FILE", help="query (test) points: .npy, .npz, .csv or .parquet")
+    score.add_argument("--query-y", metavar="FILE", help="query targets (.npy) when QUERY holds features only")
+    score.add_argument("--what", choices=["top-k", "self", "full"], default="top-k", help="what to compute (default top-k)")
+    score.add_argument("-k", "--k", type=int, default=10, help="how many helpful and harmful points per query (default 10)")
+    score.add_argument("--solver", choices=["auto", "direct", "cg"], default="auto", help="how to solve H v = g (default auto)")
+    score.add_argument("--damping", type=float, default=0.0, help="solve (H + damping I) v = g (default 0)")
+    score.set_defaults(func=_score)
     return parser
 
 
@@ -113,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"upweight: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("upweight: interrupted", file=sys.stderr)
+        print("\nupweight: interrupted; no output was written", file=sys.stderr)
         return 130
 
 

@@ -33,13 +33,13 @@ class GradientInfluence(_Queries):
         gradient of the training loss of point m at the trained parameters.
     hessian : optional (p, p) symmetric matrix to use as curvature instead of the Fisher.
     curvature : "fisher" (the empirical Fisher of ``train_grads``; the default).
-    damping, sample_weight, solver, rtol, atol, max_iter, precondition, on_unconverged : as for
+    damping, sample_weight, solver, rtol, atol, max_iter, precondition, on_unconverged, progress : as for
         :class:`upweight.Influence`.
     """
 
     def __init__(self, train_grads, *, hessian=None, curvature: str = "fisher", damping: float = 0.0,
                  sample_weight=None, solver: str = "auto", rtol: float = 1e-10, atol: float = 0.0,
-                 max_iter: int = 1000, precondition: bool = True, on_unconverged: str = "raise"):
+                 max_iter: int = 1000, precondition: bool = True, on_unconverged: str = "raise", progress=None):
         if curvature != "fisher":
             raise InputError(f"curvature: expected 'fisher' (or pass hessian=...), got {curvature!r}")
         self.train_grads, n, p = training_features(train_grads)
@@ -55,7 +55,7 @@ class GradientInfluence(_Queries):
         self.curvature = "explicit" if H is not None else "fisher"
         self._core = _core.InfluenceCore.from_gradients(
             self.train_grads, as_weights(sample_weight, n), H, self.solver, float(damping),
-            float(rtol), float(atol), int(max_iter), bool(precondition),
+            float(rtol), float(atol), int(max_iter), bool(precondition), progress,
         )
 
     def _test_grads(self, test_grads):

@@ -158,6 +158,9 @@ class Influence(_Queries):
     damping : solve (H + damping I) v = g instead of H v = g.
     rtol, atol, max_iter, precondition : conjugate-gradient stopping rule and preconditioner.
     on_unconverged : "raise" (default) or "warn" when a CG solve misses its tolerance.
+    progress : optional callable ``progress(pass, rows_done, rows_total)``, called from the
+        calling thread at most every 50 ms while a long call runs; raising in it cancels the call.
+        Every long call is interruptible with Ctrl-C.
 
     Parameter vectors are flattened as ``model.theta_.reshape(-1)``: p = d + 1, or k (d + 1) for
     multinomial. After each query, ``solve_info`` reports iterations and relative residuals.
@@ -165,7 +168,7 @@ class Influence(_Queries):
 
     def __init__(self, model, X, y, sample_weight=None, *, solver: str = "auto", damping: float = 0.0,
                  rtol: float = 1e-10, atol: float = 0.0, max_iter: int = 1000, precondition: bool = True,
-                 on_unconverged: str = "raise"):
+                 on_unconverged: str = "raise", progress=None):
         if not hasattr(model, "_flat_theta"):
             raise InputError(f"model: expected a fitted upweight estimator, got {type(model).__name__}")
         theta = model._flat_theta()
@@ -179,7 +182,7 @@ class Influence(_Queries):
         self.solve_info: SolveInfo | None = None
         self._core = _core.InfluenceCore(
             model.family, model.n_classes, theta, self.X, self.y, self.sample_weight, self.l2,
-            solver, float(damping), float(rtol), float(atol), int(max_iter), bool(precondition),
+            solver, float(damping), float(rtol), float(atol), int(max_iter), bool(precondition), progress,
         )
         if self._core.grad_norm > OPTIMUM_TOL:
             warnings.warn(

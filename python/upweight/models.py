@@ -27,15 +27,18 @@ class _GLM:
 
     _family: str = ""
 
-    def __init__(self, l2: float = 0.0, *, tol: float = 1e-10, max_iter: int = 100, warm_start: bool = False):
+    def __init__(self, l2: float = 0.0, *, tol: float = 1e-10, max_iter: int = 100, warm_start: bool = False,
+                 progress=None):
         self.l2 = l2
         self.tol = tol
         self.max_iter = max_iter
         self.warm_start = warm_start
+        self.progress = progress
 
     # -- scikit-learn protocol -------------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict:
-        return {"l2": self.l2, "tol": self.tol, "max_iter": self.max_iter, "warm_start": self.warm_start}
+        return {"l2": self.l2, "tol": self.tol, "max_iter": self.max_iter, "warm_start": self.warm_start,
+                "progress": self.progress}
 
     def set_params(self, **params):
         for key, value in params.items():
@@ -66,6 +69,7 @@ class _GLM:
     def fit(self, X, y, sample_weight=None):
         """Fit by weighted Newton's method; returns self.
 
+        ``progress(pass, rows_done, rows_total)``, if set, is called during long fits.
         ``X`` may be float64 or float32 (used as float32, widened block by block), or the path of
         a ``.npy`` file (or its ``np.load(..., mmap_mode="r")`` memmap), streamed block by block.
 
@@ -85,7 +89,7 @@ class _GLM:
         if prev is not None and prev.size == self.n_classes * (d + 1):
             theta0 = np.ascontiguousarray(prev.reshape(-1), dtype=np.float64)
         theta, n_iter, grad_norm, converged, objective = _core.fit(
-            self.family, self.n_classes, X, y, w, l2, tol, max_iter, theta0
+            self.family, self.n_classes, X, y, w, l2, tol, max_iter, theta0, self.progress
         )
         self.n_features_in_ = d
         self._set_theta(theta)
@@ -186,8 +190,9 @@ class LogisticRegression(_GLM):
     ``l2 == 0``, coefficients) sum to zero over classes.
     """
 
-    def __init__(self, l2: float = 0.0, *, n_classes: int | None = None, tol: float = 1e-10, max_iter: int = 100, warm_start: bool = False):
-        super().__init__(l2, tol=tol, max_iter=max_iter, warm_start=warm_start)
+    def __init__(self, l2: float = 0.0, *, n_classes: int | None = None, tol: float = 1e-10, max_iter: int = 100,
+                 warm_start: bool = False, progress=None):
+        super().__init__(l2, tol=tol, max_iter=max_iter, warm_start=warm_start, progress=progress)
         self.n_classes_param = n_classes
 
     def get_params(self, deep: bool = True) -> dict:

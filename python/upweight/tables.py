@@ -1,0 +1,130 @@
+"""Reading training/query tables and writing score files for the CLI.
+
+Inputs: ``.npy`` (a feature matrix; for training data it is streamed, never loaded), ``.npz``
+(arrays ``X`` and ``y``), ``.csv`` (a header row; the target column by name) and ``.parquet``
+(the same, if pyarrow is installed). Outputs: ``.npz``, ``.csv`` or ``.parquet``, written
+atomically. Pickled data is never loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import training_features
+from .errors import InputError
+from .persist import atomic_path
+
+
+def _pyarrow(arg: str):
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError(f"{arg}: reading or writing Parquet needs pyarrow (pip install pyarrow)") from None
+    return pq
+
+
+def read_table(path, arg: str, target_column: str | None, target_path=None, stream: bool = False):
+    """(X, y) from ``path``; y is None when neither a target column nor ``target_path`` is given.
+    With ``stream``, a ``.npy`` X is returned as its path, to be read block by block."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"{arg}: no such file {path!r}")
+    ext = Path(path).suffix.lower()
+    y = None
+    try:
+        if ext == ".npy":
+            X = path if stream else np.load(path, allow_pickle=False)
+            if stream:
+                try:
+                    training_features(path)  # checks it is a 2-d .npy file
+                except InputError as exc:
+                    raise InputError(str(exc).replace("X:", f"{arg}:", 1)) from None
+        elif ext == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                xkey = "X" if "X" in z else None
+                if xkey is None:
+                    raise InputError(f"{arg}: {path!r} has no array 'X' (found {sorted(z.files)})")
+                X = z[xkey]
+                key = target_column or "y"
+                if key in z:
+                    y = z[key]
+        elif ext in (".csv", ".parquet"):
+            if ext == ".csv":
+                with open(path) as f:
+                    header = f.readline().strip().split(",")
+                data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+            else:
+                table = _pyarrow(arg).read_table(path)
+                header = table.column_names
+                data = np.column_stack([table.column(c).to_numpy() for c in header]).astype(np.float64)
+            header = [h.strip() for h in header]
+            key = target_column or ("y" if "y" in header else None)
+            if key is not None:
+                if key not in header:
+                    raise InputError(f"{arg}: {path!r} has no column {key!r} (columns: {header})")
+                j = header.index(key)
+                y = data[:, j]
+                data = np.delete(data, j, axis=1)
+            X = data
+        else:
+            raise InputError(f"{arg}: unsupported file type {ext!r}; use .npy, .npz, .csv or .parquet")
+    except InputError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{arg}: cannot read {path!r} as {ext} ({exc})") from None
+    if target_path is not None:
+        y = np.load(os.fspath(target_path), allow_pickle=False) if str(target_path).endswith(".npy") else read_table(target_path, arg + "-y", None)[0].ravel()
+    return X, y
+
+
+def write_scores(path, arrays: dict[str, np.ndarray], force: bool = False) -> None:
+    """Write named arrays to ``path`` (.npz, .csv or .parquet) atomically (temporary file, then
+    rename). 2-d arrays in CSV/Parquet are written one row per query."""
+    ext = Path(path).suffix.lower()
+    if ext not in (".npz", ".csv", ".parquet"):
+        raise InputError(f"output: unsupported file type {ext!r}; use .npz, .csv or .parquet")
+    if ext == ".parquet":
+        _pyarrow("output")
+    with atomic_path(path, force) as tmp:
+        if ext == ".npz":
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+            return
+        columns = _long_form(arrays)
+        if ext == ".csv":
+            names = list(columns)
+            rows = np.column_stack([np.asarray(columns[c], dtype=np.float64) for c in names])
+            ints = [c for c in names if np.issubdtype(np.asarray(columns[c]).dtype, np.integer)]
+            fmt = ["%d" if c in ints else "%.17g" for c in names]
+            np.savetxt(tmp, rows, delimiter=",", header=",".join(names), comments="", fmt=fmt)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.table({k: np.asarray(v) for k, v in columns.items()}), tmp)
+
+
+def _long_form(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One table: top-k as (query, rank, helpful_index, helpful_score, harmful_index,
+    harmful_score); self-influence as (index, self_influence); a full matrix as (query, index,
+    score)."""
+    if "helpful_idx" in arrays:
+        q, k = arrays["helpful_idx"].shape
+        return {
+            "query": np.repeat(np.arange(q), k),
+            "rank": np.tile(np.arange(1, k + 1), q),
+            "helpful_index": arrays["helpful_idx"].ravel(),
+            "helpful_score": arrays["helpful"].ravel(),
+            "harmful_index": arrays["harmful_idx"].ravel(),
+            "harmful_score": arrays["harmful"].ravel(),
+        }
+    if "self_influence" in arrays:
+        s = arrays["self_influence"]
+        return {"index": np.arange(len(s)), "self_influence": s}
+    S = arrays["scores"]
+    q, n = S.shape
+    return {"query": np.repeat(np.arange(q), n), "index": np.tile(np.arange(n), q), "score": S.ravel()}

@@ -1,0 +1,155 @@
+"""The command line: fit, score (top-k, self-influence, full matrix), file formats, atomic and
+safe outputs, progress, interrupts, help."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import upweight as uw
+
+
+def cli(*args, check=True):
+    res = subprocess.run([sys.executable, "-m", "upweight.cli", *map(str, args)], capture_output=True, text=True)
+    if check:
+        assert res.returncode == 0, res.stderr
+    return res
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3000, 6))
+    y = (rng.random(3000) < 1 / (1 + np.exp(-X @ np.linspace(-1, 1, 6)))).astype(float)
+    np.save(d / "X.npy", X)
+    np.save(d / "y.npy", y)
+    np.savez(d / "query.npz", X=X[:7] + 0.1, y=y[:7])
+    header = ",".join([f"f{j}" for j in range(6)] + ["y"])
+    np.savetxt(d / "train.csv", np.column_stack([X, y]), delimiter=",", header=header, comments="", fmt="%.17g")
+    model = uw.LogisticRegression(l2=1e-3).fit(X, y)
+    return d, X, y, model
+
+
+def test_fit_then_score_top_k_matches_the_api(data):
+    d, X, y, model = data
+    cli("fit", d / "X.npy", "--y", d / "y.npy", "--family", "logistic", "--l2", "1e-3", "-o", d / "m.npz", "--force")
+    loaded = uw.load_model(d / "m.npz")
+    np.testing.assert_array_equal(loaded.theta_, model.theta_)
+    cli("score", d / "X.npy", "--y", d / "y.npy", "--model", d / "m.npz", "--query", d / "query.npz", "-k", "4", "-o", d / "top.npz", "--force")
+    top = uw.Influence(model, X, y).top_k(X[:7] + 0.1, y[:7], k=4)
+    with np.load(d / "top.npz") as z:
+        np.testing.assert_array_equal(z["helpful_idx"], top.helpful_idx)
+        np.testing.assert_array_equal(z["harmful"], top.harmful)
+    cli("score", d / "train.csv", "--family", "logistic", "--l2", "1e-3", "--query", d / "query.npz", "-k", "4", "-o", d / "top.csv", "--force")
+    table = np.loadtxt(d / "top.csv", delimiter=",", skiprows=1)
+    assert open(d / "top.csv").readline().strip() == "query,rank,helpful_index,helpful_score,harmful_index,harmful_score"
+    np.testing.assert_array_equal(table[:, 2].reshape(7, 4), top.helpful_idx)
+    np.testing.assert_allclose(table[:, 5].reshape(7, 4), top.harmful, rtol=1e-12)
+
+
+def test_score_self_influence_and_full_matrix(data):
+    d, X, y, model = data
+    inf = uw.Influence(model, X, y)
+    cli("score", d / "X.npy", "--y", d / "y.npy", "--family", "logistic", "--l2", "1e-3", "--what", "self", "-o", d / "self.csv", "--force")
+    s = np.loadtxt(d / "self.csv", delimiter=",", skiprows=1)
+    np.testing.assert_array_equal(s[:, 0], np.arange(3000))
+    np.testing.assert_allclose(s[:, 1], inf.self_influence(), rtol=1e-12)
+    cli("score", d / "X.npy", "--y", d / "y.npy", "--family", "logistic", "--l2", "1e-3", "--query", d / "query.npz",
+        "--what", "full", "--solver", "cg", "-o", d / "full.npz", "--force")
+    with np.load(d / "full.npz") as z:
+        np.testing.assert_allclose(z["scores"], inf.on_loss(X[:7] + 0.1, y[:7]), rtol=1e-7, atol=1e-12)
+
+
+def test_parquet_in_and_out(data):
+    pytest.importorskip("pyarrow")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d, X, y, model = data
+    pq.write_table(pa.table({**{f"f{j}": X[:, j] for j in range(6)}, "label": y}), d / "train.parquet")
+    cli("score", d / "train.parquet", "--target-column", "label", "--family", "logistic", "--l2", "1e-3",
+        "--what", "self", "-o", d / "self.parquet", "--force")
+    out = pq.read_table(d / "self.parquet")
+    np.testing.assert_allclose(out.column("self_influence").to_numpy(), uw.Influence(model, X, y).self_influence(), rtol=1e-12)
+
+
+def test_existing_outputs_are_kept_without_force(data):
+    d, *_ = data
+    out = d / "keep.npz"
+    out.write_bytes(b"precious")
+    res = cli("score", d / "X.npy", "--y", d / "y.npy", "--family", "logistic", "--what", "self", "--l2", "1e-3", "-o", out, check=False)
+    assert res.returncode == 2 and "exists" in res.stderr and "--force" in res.stderr
+    assert out.read_bytes() == b"precious"
+
+
+def test_bad_files_give_clear_errors(data):
+    d, *_ = data
+    (d / "fake.npy").write_text("a,b\n1,2\n")
+    res = cli("fit", d / "fake.npy", "--y", d / "y.npy", "--family", "linear", "-o", d / "x.npz", check=False)
+    assert res.returncode == 2 and "train" in res.stderr and "Traceback" not in res.stderr
+    res = cli("fit", d / "X.txt", "--family", "linear", "-o", d / "x.npz", check=False)
+    assert res.returncode == 2 and "no such file" in res.stderr
+    res = cli("score", d / "X.npy", "--y", d / "y.npy", "--family", "logistic", "--l2", "1", "-o", d / "x.npz", check=False)
+    assert res.returncode == 2 and "--query" in res.stderr
+    res = cli("score", d / "X.npy", "--y", d / "y.npy", "--family", "logistic", "--what", "self", "-o", d / "x.txt", check=False)
+    assert res.returncode == 2 and "unsupported file type" in res.stderr
+    assert not (d / "x.txt").exists()
+
+
+@pytest.mark.parametrize("command", ["fit", "score", "demo", "seed"])
+def test_help_is_complete(command):
+    out = cli(command, "--help").stdout
+    if command in ("fit", "score"):
+        for option in ("--y", "--target-column", "--weights", "--family", "--l2", "--output", "--force", "--quiet"):
+            assert option in out
+    if command == "score":
+        for option in ("--model", "--query", "--query-y", "--what", "--k", "--solver", "--damping"):
+            assert option in out
+
+
+def test_progress_callback_and_cancelling_from_it():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1_000_000, 30))
+    y = X @ np.linspace(-1, 1, 30) + rng.standard_normal(1_000_000)
+    calls = []
+    model = uw.LinearRegression(l2=1e-3, progress=lambda *a: calls.append(a)).fit(X, y)
+    inf = uw.Influence(model, X, y, progress=lambda *a: calls.append(a))
+    inf.self_influence()
+    inf.top_k(X[:50], y[:50], k=3)
+    assert calls and all(0 <= done <= total == 1_000_000 for _, done, total in calls)
+
+    def stop(*_):
+        raise RuntimeError("stop requested")
+
+    with pytest.raises(RuntimeError, match="stop requested"):
+        uw.Influence(model, X, y, progress=stop).self_influence()
+
+
+INTERRUPTED = """
+import numpy as np, upweight.cli as c, sys
+rng = np.random.default_rng(0)
+np.save(sys.argv[1] + "/X.npy", rng.standard_normal((2_000_000, 40)))
+np.save(sys.argv[1] + "/y.npy", rng.standard_normal(2_000_000))
+print("ready", flush=True)
+sys.exit(c.main(["score", sys.argv[1] + "/X.npy", "--y", sys.argv[1] + "/y.npy", "--family", "linear",
+                 "--l2", "1", "--what", "self", "--solver", "cg", "-o", sys.argv[1] + "/out.npz"]))
+"""
+
+
+@pytest.mark.slow
+def test_interrupted_score_leaves_no_output(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "pass" in err  # the progress bar was drawn
+    assert sorted(os.listdir(tmp_path)) == ["X.npy", "y.npy"]  # no output, no partial file
