@@ -169,7 +169,7 @@ impl XArg<'_> {
 
 /// Fit theta by weighted Newton. Returns (theta, n_iter, grad_norm, converged, objective).
 #[pyfunction]
-#[pyo3(signature = (family, n_classes, x, y, w, l2, tol, max_iter, theta0=None, progress=None))]
+#[pyo3(signature = (family, n_classes, x, y, w, l2, tol, max_iter, theta0=None, progress=None, method="direct"))]
 #[allow(clippy::too_many_arguments)]
 fn fit<'py>(
     py: Python<'py>,
@@ -183,13 +183,15 @@ fn fit<'py>(
     max_iter: usize,
     theta0: Option<PyReadonlyArray1<'py, f64>>,
     progress: Option<Py<PyAny>>,
+    method: &str,
 ) -> PyResult<(Bound<'py, PyArray1<f64>>, usize, f64, bool, f64)> {
     let model = glm(family, n_classes, x.ncols()?)?;
+    let method = solver_options(method, 0.0, 0.0, 0.0, 0, false)?.method;
     let table = Table::new(x.features()?, y.as_array(), w.as_ref().map(|w| w.as_array())).map_err(to_py)?;
     let t0 = theta0.as_ref().map(|t| t.as_array());
     let res = run_with(py, progress.as_ref(), |c| {
         let obj = Objective::new(&model, &table, l2)?;
-        newton(&obj, t0, &FitOptions { tol, max_iter }, c)
+        newton(&obj, t0, &FitOptions { tol, max_iter, method }, c)
     })?;
     Ok((res.theta.into_pyarray(py), res.n_iter, res.grad_norm, res.converged, res.objective))
 }

@@ -6,18 +6,22 @@ use crate::cancel::Cancel;
 use crate::error::{check_finite, Error, Result};
 use crate::model::Model;
 use crate::objective::Objective;
-use crate::solvers::Direct;
+use crate::influence::Method;
+use crate::solvers::{cg, fix_null_component, hessian_operator, jacobi, CgOptions, Direct};
 
 #[derive(Clone, Debug)]
 pub struct FitOptions {
     /// Stop when the largest absolute entry of the gradient of L_w is at most this.
     pub tol: f64,
     pub max_iter: usize,
+    /// How each Newton step H s = -g is solved: `Direct` forms H (O(n p^2) per step); `Cg` is
+    /// truncated Newton-CG on Hessian-vector products (O(n p) per CG iteration, H never formed).
+    pub method: Method,
 }
 
 impl Default for FitOptions {
     fn default() -> Self {
-        Self { tol: 1e-10, max_iter: 100 }
+        Self { tol: 1e-10, max_iter: 100, method: Method::Direct }
     }
 }
 
@@ -72,9 +76,7 @@ pub fn newton<M: Model + ?Sized>(
     let mut n_iter = 0;
     while inf_norm(&g) > tol && n_iter < opts.max_iter {
         cancel.check()?;
-        let h = obj.hessian(theta.view(), cancel)?;
-        let solver = Direct::new(h, null.as_ref().map(|n| n.view()))?;
-        let step = -solver.solve(g.view().insert_axis(Axis(1))).remove_axis(Axis(1));
+        let step = newton_step(obj, theta.view(), &g, null.as_ref(), opts.method, cancel)?;
         let slope = g.dot(&step); // negative: a descent direction
         n_iter += 1;
         // Near the optimum the decrease is below the rounding of f: take the full step.
@@ -105,4 +107,37 @@ pub fn newton<M: Model + ?Sized>(
     }
     let grad_norm = inf_norm(&g);
     Ok(FitResult { converged: grad_norm <= tol, grad_norm, objective: f, theta, n_iter })
+}
+
+/// The Newton direction -H^{-1} g. With `Cg`, CG runs to the Eisenstat-Walker forcing tolerance
+/// min(0.5, sqrt(||g||)) relative to ||g||: loose far from the optimum, tight near it
+/// (superlinear convergence), and any truncated CG iterate from zero is a descent direction.
+fn newton_step<M: Model + ?Sized>(
+    obj: &Objective<M>,
+    theta: ArrayView1<f64>,
+    g: &Array1<f64>,
+    null: Option<&ndarray::Array2<f64>>,
+    method: Method,
+    cancel: &Cancel,
+) -> Result<Array1<f64>> {
+    let rhs = g.view().insert_axis(Axis(1));
+    let x = match method {
+        Method::Direct => {
+            let h = obj.hessian(theta, cancel)?;
+            Direct::new(h, null.map(|n| n.view()))?.solve(rhs)
+        }
+        Method::Cg => {
+            let diag = obj.hessian_diag(theta, cancel)?;
+            let scale = diag.as_ref().and_then(|d| d.mean()).unwrap_or(1.0).abs().max(f64::MIN_POSITIVE);
+            let null = null.map(|n| (n, scale));
+            let inv_diag = jacobi(diag, 0.0, null);
+            let apply = hessian_operator(obj, theta, 0.0, null, None, cancel);
+            let gnorm = g.dot(g).sqrt();
+            let opts = CgOptions { rtol: gnorm.sqrt().min(0.5), atol: 0.0, max_iter: 500, precondition: true };
+            let mut x = cg(apply, inv_diag.as_ref(), rhs, &opts, cancel)?.0;
+            fix_null_component(&mut x, rhs, null);
+            x
+        }
+    };
+    Ok(-x.remove_axis(Axis(1)))
 }

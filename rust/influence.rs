@@ -16,7 +16,7 @@ use crate::data::Dataset;
 use crate::error::{check_finite, Error, Result};
 use crate::model::Model;
 use crate::objective::Objective;
-use crate::solvers::{cg, CgOptions, Direct, SolveInfo};
+use crate::solvers::{cg, fix_null_component, hessian_operator, jacobi, CgOptions, Direct, SolveInfo};
 use crate::source::{with_block, Rows};
 
 /// How H v = g is solved.
@@ -137,21 +137,12 @@ impl Influence {
                 let diag = match &explicit {
                     Some(h) => Some(h.diag().to_owned()),
                     None => obj.hessian_diag(theta, cancel)?,
-                }
-                .map(|d| d + opts.damping);
-                let scale = diag.as_ref().and_then(|d| d.mean()).unwrap_or(1.0).abs().max(f64::MIN_POSITIVE);
-                let inv_diag = match (&diag, opts.cg.precondition) {
-                    (Some(d), true) => {
-                        let mut d = d.clone();
-                        if let Some(nb) = &null {
-                            // diagonal of s N N^T
-                            d += &(nb.mapv(|v| v * v).sum_axis(Axis(1)) * scale);
-                        }
-                        Some(d.mapv(|v| if v > 0.0 { 1.0 / v } else { 1.0 }))
-                    }
-                    _ => None,
                 };
-                Solver::Cg { inv_diag, null: null.map(|n| (n, scale)), explicit }
+                // the null directions get the scale of the mean curvature
+                let scale = diag.as_ref().and_then(|d| d.mean()).map(|m| m + opts.damping).unwrap_or(1.0).abs().max(f64::MIN_POSITIVE);
+                let null = null.map(|n| (n, scale));
+                let inv_diag = if opts.cg.precondition { jacobi(diag, opts.damping, null.as_ref().map(|(n, s)| (n, *s))) } else { None };
+                Solver::Cg { inv_diag, null, explicit }
             }
         };
         Ok(Self {
@@ -197,18 +188,10 @@ impl Influence {
             }
             Solver::Cg { inv_diag, null, explicit } => {
                 let obj = Objective::new(model, train, self.l2)?;
-                let apply = |v: ArrayView2<f64>| -> Result<Array2<f64>> {
-                    let mut hv = match explicit {
-                        Some(h) => h.dot(&v),
-                        None => obj.hvp(self.theta.view(), v, cancel)?,
-                    };
-                    hv.scaled_add(self.opts.damping, &v);
-                    if let Some((nb, scale)) = null {
-                        hv += &(nb.dot(&nb.t().dot(&v)) * *scale);
-                    }
-                    Ok(hv)
-                };
-                let (x, info) = cg(apply, inv_diag.as_ref(), b.view(), &self.opts.cg, cancel)?;
+                let null = null.as_ref().map(|(n, s)| (n, *s));
+                let apply = hessian_operator(&obj, self.theta.view(), self.opts.damping, null, explicit.as_ref(), cancel);
+                let (mut x, info) = cg(apply, inv_diag.as_ref(), b.view(), &self.opts.cg, cancel)?;
+                fix_null_component(&mut x, b.view(), null);
                 b.assign(&x);
                 Ok(info)
             }

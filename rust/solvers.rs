@@ -4,11 +4,13 @@
 //! by factoring H + s N N^T instead of H: on gradients, which are orthogonal to N, this gives the
 //! minimum-norm (pseudo-inverse) solution, i.e. the solve happens in the identifiable subspace.
 
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 use crate::cancel::Cancel;
 use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::objective::Objective;
 use crate::linalg::Cholesky;
 
 /// Right-hand sides per parallel task in `Direct::solve`.
@@ -231,5 +233,50 @@ mod tests {
         let b = array![[0.0], [1.0]];
         let res = cg(|v: ArrayView2<f64>| Ok(indef.dot(&v)), None, b.view(), &CgOptions::default(), &Cancel::new());
         assert!(matches!(res, Err(Error::Singular { .. })));
+    }
+}
+
+/// The matrix-free operator v -> (H + damping I + s N N^T) v, with H the Hessian of `obj` at
+/// `theta` applied through Hessian-vector products (or `explicit` when given), N the null-space
+/// basis with scale s.
+pub fn hessian_operator<'a, M: Model + ?Sized>(
+    obj: &'a Objective<'a, M>,
+    theta: ArrayView1<'a, f64>,
+    damping: f64,
+    null: Option<(&'a Array2<f64>, f64)>,
+    explicit: Option<&'a Array2<f64>>,
+    cancel: &'a Cancel,
+) -> impl Fn(ArrayView2<f64>) -> Result<Array2<f64>> + 'a {
+    move |v: ArrayView2<f64>| {
+        let mut hv = match explicit {
+            Some(h) => h.dot(&v),
+            None => obj.hvp(theta, v, cancel)?,
+        };
+        hv.scaled_add(damping, &v);
+        if let Some((nb, scale)) = null {
+            hv += &(nb.dot(&nb.t().dot(&v)) * scale);
+        }
+        Ok(hv)
+    }
+}
+
+/// Jacobi preconditioner for [`hessian_operator`]: the inverse of its diagonal, given the
+/// Hessian's diagonal (`None` if the model cannot provide it).
+pub fn jacobi(diag: Option<Array1<f64>>, damping: f64, null: Option<(&Array2<f64>, f64)>) -> Option<Array1<f64>> {
+    let mut d = diag? + damping;
+    if let Some((nb, scale)) = null {
+        d += &(nb.mapv(|v| v * v).sum_axis(Axis(1)) * scale);
+    }
+    Some(d.mapv(|v| if v > 0.0 { 1.0 / v } else { 1.0 }))
+}
+
+/// Restore the exact null-space component of a solution of (H + s N N^T) x = b: on N the
+/// operator is s I, so that component is N N^T b / s. Preconditioned or truncated CG does not
+/// keep it exact (the Jacobi preconditioner mixes N into the search directions).
+pub fn fix_null_component(x: &mut Array2<f64>, b: ArrayView2<f64>, null: Option<(&Array2<f64>, f64)>) {
+    if let Some((nb, scale)) = null {
+        let drift = nb.dot(&nb.t().dot(x));
+        *x -= &drift;
+        x.scaled_add(1.0 / scale, &nb.dot(&nb.t().dot(&b)));
     }
 }

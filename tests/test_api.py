@@ -40,7 +40,7 @@ def test_fit_returns_self_and_sets_attributes():
     assert model.converged_ and model.grad_norm_ < 1e-10 and model.n_iter_ >= 1
     assert model.predict_proba(X).shape == (200, 2)
     assert set(np.unique(model.predict(X))) <= {0, 1}
-    assert model.get_params() == {"l2": 1e-2, "tol": 1e-10, "max_iter": 100, "warm_start": False, "progress": None, "n_classes": None}
+    assert model.get_params() == {"l2": 1e-2, "tol": 1e-10, "max_iter": 100, "warm_start": False, "solver": "auto", "progress": None, "n_classes": None}
     assert model.set_params(l2=0.5).l2 == 0.5
 
 

@@ -219,3 +219,15 @@ def test_training_file_several_times_larger_than_the_memory_limit(tmp_path):
     assert out["theta_err"] < 1e-3
     assert out["top_consistent"]
     assert out["peak_rss_mib"] < limit_mib
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_newton_cg_fit_reaches_the_direct_optimum(family):
+    model, X, y = problem(family, n=900)
+    direct = type(model)(l2=1e-2, solver="direct").fit(X, y)
+    cg = type(model)(l2=1e-2, solver="cg").fit(X, y)
+    assert cg.converged_ and cg.grad_norm_ <= 1e-10
+    # |theta error| <= |grad| / lambda_min(H), and lambda_min >= 2 l2 = 0.02 along coefficients
+    np.testing.assert_allclose(cg.theta_, direct.theta_, rtol=0, atol=1e-8)
+    if family == "multinomial":
+        assert abs(cg.intercept_.sum()) < 1e-12  # the pinned null direction stays exact

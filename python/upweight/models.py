@@ -28,8 +28,9 @@ class _GLM:
     _family: str = ""
 
     def __init__(self, l2: float = 0.0, *, tol: float = 1e-10, max_iter: int = 100, warm_start: bool = False,
-                 progress=None):
+                 solver: str = "auto", progress=None):
         self.l2 = l2
+        self.solver = solver
         self.tol = tol
         self.max_iter = max_iter
         self.warm_start = warm_start
@@ -38,7 +39,7 @@ class _GLM:
     # -- scikit-learn protocol -------------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict:
         return {"l2": self.l2, "tol": self.tol, "max_iter": self.max_iter, "warm_start": self.warm_start,
-                "progress": self.progress}
+                "solver": self.solver, "progress": self.progress}
 
     def set_params(self, **params):
         for key, value in params.items():
@@ -70,6 +71,9 @@ class _GLM:
         """Fit by weighted Newton's method; returns self.
 
         ``progress(pass, rows_done, rows_total)``, if set, is called during long fits.
+        ``solver``: each Newton step solves H s = -g "direct"ly (forms H) or by truncated
+        conjugate gradients on Hessian-vector products ("cg", H never formed); "auto" picks cg
+        above ``upweight.influence.AUTO_DIRECT_MAX_PARAMS`` parameters.
         ``X`` may be float64 or float32 (used as float32, widened block by block), or the path of
         a ``.npy`` file (or its ``np.load(..., mmap_mode="r")`` memmap), streamed block by block.
 
@@ -88,8 +92,15 @@ class _GLM:
         prev = getattr(self, "theta_", None) if self.warm_start else None
         if prev is not None and prev.size == self.n_classes * (d + 1):
             theta0 = np.ascontiguousarray(prev.reshape(-1), dtype=np.float64)
+        solver = self.solver
+        if solver not in ("auto", "direct", "cg"):
+            raise InputError(f"solver: expected 'auto', 'direct' or 'cg', got {solver!r}")
+        if solver == "auto":  # the same measured rule as Influence's
+            from .influence import AUTO_DIRECT_MAX_PARAMS
+
+            solver = "direct" if self.n_classes * (d + 1) <= AUTO_DIRECT_MAX_PARAMS else "cg"
         theta, n_iter, grad_norm, converged, objective = _core.fit(
-            self.family, self.n_classes, X, y, w, l2, tol, max_iter, theta0, self.progress
+            self.family, self.n_classes, X, y, w, l2, tol, max_iter, theta0, self.progress, solver
         )
         self.n_features_in_ = d
         self._set_theta(theta)
@@ -191,8 +202,8 @@ class LogisticRegression(_GLM):
     """
 
     def __init__(self, l2: float = 0.0, *, n_classes: int | None = None, tol: float = 1e-10, max_iter: int = 100,
-                 warm_start: bool = False, progress=None):
-        super().__init__(l2, tol=tol, max_iter=max_iter, warm_start=warm_start, progress=progress)
+                 warm_start: bool = False, solver: str = "auto", progress=None):
+        super().__init__(l2, tol=tol, max_iter=max_iter, warm_start=warm_start, solver=solver, progress=progress)
         self.n_classes_param = n_classes
 
     def get_params(self, deep: bool = True) -> dict:

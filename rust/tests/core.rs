@@ -40,7 +40,7 @@ const FAMILIES: [Family; 4] = [Family::Squared, Family::Logistic, Family::Poisso
 
 fn fit(model: &Glm, data: Dataset, l2: f64) -> Array1<f64> {
     let obj = Objective::new(model, &data, l2).unwrap();
-    let res = newton(&obj, None, &FitOptions { tol: 1e-13, max_iter: 100 }, &Cancel::new()).unwrap();
+    let res = newton(&obj, None, &FitOptions { tol: 1e-13, max_iter: 100, ..Default::default() }, &Cancel::new()).unwrap();
     assert!(res.converged, "{:?} did not converge: {}", model.family, res.grad_norm);
     res.theta
 }
