@@ -106,6 +106,21 @@ fn dataset<'a>(
     Dataset::new(x.as_array(), y.as_array(), w.map(|w| w.as_array()), names).map_err(to_py)
 }
 
+/// The model, checked theta and data set shared by the per-call kernels.
+fn glm_call<'a>(
+    family: &str,
+    n_classes: usize,
+    theta: &'a PyReadonlyArray1<'_, f64>,
+    x: &'a PyReadonlyArray2<'_, f64>,
+    y: &'a PyReadonlyArray1<'_, f64>,
+    w: Option<&'a PyReadonlyArray1<'_, f64>>,
+) -> PyResult<(Glm, ArrayView1<'a, f64>, Dataset<'a>)> {
+    let model = glm(family, n_classes, x.as_array().ncols())?;
+    let t = theta_checked(&model, theta)?;
+    let data = dataset(x, y, w, ["X", "y"])?;
+    Ok((model, t, data))
+}
+
 fn theta_checked<'a>(model: &Glm, theta: &'a PyReadonlyArray1<'_, f64>) -> PyResult<ArrayView1<'a, f64>> {
     let t = theta.as_array();
     model.check_theta(t).map_err(to_py)?;
@@ -206,9 +221,7 @@ fn losses<'py>(
     x: PyReadonlyArray2<'py, f64>,
     y: PyReadonlyArray1<'py, f64>,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-    let model = glm(family, n_classes, x.as_array().ncols())?;
-    let t = theta_checked(&model, &theta)?;
-    let data = dataset(&x, &y, None, ["X", "y"])?;
+    let (model, t, data) = glm_call(family, n_classes, &theta, &x, &y, None)?;
     let out = run(py, |_| {
         model.check_targets("y", data.y)?;
         let mut out = Array1::zeros(data.n());
@@ -228,9 +241,7 @@ fn per_example_grads<'py>(
     x: PyReadonlyArray2<'py, f64>,
     y: PyReadonlyArray1<'py, f64>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    let model = glm(family, n_classes, x.as_array().ncols())?;
-    let t = theta_checked(&model, &theta)?;
-    let data = dataset(&x, &y, None, ["X", "y"])?;
+    let (model, t, data) = glm_call(family, n_classes, &theta, &x, &y, None)?;
     let out = run(py, |_| {
         model.check_targets("y", data.y)?;
         let mut out = Array2::zeros((data.n(), model.n_params()));
@@ -253,9 +264,7 @@ fn objective<'py>(
     w: Option<PyReadonlyArray1<'py, f64>>,
     l2: f64,
 ) -> PyResult<(f64, Bound<'py, PyArray1<f64>>)> {
-    let model = glm(family, n_classes, x.as_array().ncols())?;
-    let t = theta_checked(&model, &theta)?;
-    let data = dataset(&x, &y, w.as_ref(), ["X", "y"])?;
+    let (model, t, data) = glm_call(family, n_classes, &theta, &x, &y, w.as_ref())?;
     let (v, g) = run(py, |c| Objective::new(&model, &data, l2)?.value_grad(t, c))?;
     Ok((v, g.into_pyarray(py)))
 }
@@ -273,9 +282,7 @@ fn hessian<'py>(
     w: Option<PyReadonlyArray1<'py, f64>>,
     l2: f64,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    let model = glm(family, n_classes, x.as_array().ncols())?;
-    let t = theta_checked(&model, &theta)?;
-    let data = dataset(&x, &y, w.as_ref(), ["X", "y"])?;
+    let (model, t, data) = glm_call(family, n_classes, &theta, &x, &y, w.as_ref())?;
     let h = run(py, |c| Objective::new(&model, &data, l2)?.hessian(t, c))?;
     Ok(h.into_pyarray(py))
 }
@@ -294,9 +301,7 @@ fn hvp<'py>(
     l2: f64,
     v: PyReadonlyArray2<'py, f64>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    let model = glm(family, n_classes, x.as_array().ncols())?;
-    let t = theta_checked(&model, &theta)?;
-    let data = dataset(&x, &y, w.as_ref(), ["X", "y"])?;
+    let (model, t, data) = glm_call(family, n_classes, &theta, &x, &y, w.as_ref())?;
     let v = v.as_array();
     let out = run(py, |c| Objective::new(&model, &data, l2)?.hvp(t, v, c))?;
     Ok(out.into_pyarray(py))
@@ -312,18 +317,10 @@ fn predict<'py>(
     x: PyReadonlyArray2<'py, f64>,
     kind: &str,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    let model = glm(family, n_classes, x.as_array().ncols())?;
-    let t = theta_checked(&model, &theta)?;
-    let kind = prediction(kind)?;
-    let x = x.as_array();
-    let out = run(py, |_| {
-        crate::error::check_finite("X", x.iter())?;
-        Ok(match kind {
-            Prediction::Linear => model.eta(t, x),
-            Prediction::Mean => model.predict_mean(t, x),
-        })
-    })?;
-    Ok(out.into_pyarray(py))
+    at_points(py, family, n_classes, &theta, &x, kind, |model, t, x, kind| match kind {
+        Prediction::Linear => model.eta(t, x),
+        Prediction::Mean => model.predict_mean(t, x),
+    })
 }
 
 /// Gradients in theta of the predictions at the rows of X: ((n k) x p).
@@ -336,13 +333,27 @@ fn prediction_grads<'py>(
     x: PyReadonlyArray2<'py, f64>,
     kind: &str,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    at_points(py, family, n_classes, &theta, &x, kind, |model, t, x, kind| model.prediction_grads(t, x, kind))
+}
+
+/// Checks shared by the prediction kernels, then `f` with the GIL released.
+#[allow(clippy::too_many_arguments)]
+fn at_points<'py>(
+    py: Python<'py>,
+    family: &str,
+    n_classes: usize,
+    theta: &PyReadonlyArray1<'py, f64>,
+    x: &PyReadonlyArray2<'py, f64>,
+    kind: &str,
+    f: impl FnOnce(&Glm, ArrayView1<f64>, numpy::ndarray::ArrayView2<f64>, Prediction) -> Array2<f64> + Send,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let model = glm(family, n_classes, x.as_array().ncols())?;
-    let t = theta_checked(&model, &theta)?;
+    let t = theta_checked(&model, theta)?;
     let kind = prediction(kind)?;
     let x = x.as_array();
     let out = run(py, |_| {
         crate::error::check_finite("X", x.iter())?;
-        Ok(model.prediction_grads(t, x, kind))
+        Ok(f(&model, t, x, kind))
     })?;
     Ok(out.into_pyarray(py))
 }
