@@ -113,7 +113,9 @@ class _Queries:
     def self_influence(self) -> np.ndarray:
         """grad l(z_m) . I(z_m) for every training point, shape (n,), streamed over the training
         rows. Always <= 0 without a penalty; the most negative values flag points the model fits
-        only by bending towards them (outliers, mislabelled points)."""
+        only by bending towards them (outliers, mislabelled points). Each training point is its
+        own right-hand side: with ``solver="cg"`` that is one CG solve per point (n passes over
+        the data per iteration in total), so prefer ``"direct"`` whenever H fits in memory."""
         return self._checked(self._core.self_influence())
 
     def inverse_hvp(self, g) -> np.ndarray:
