@@ -62,22 +62,6 @@ where
     Ok(total)
 }
 
-/// Run `f(block)` for every block of `0..n` in parallel, each writing its own output rows;
-/// `cancel` is polled before each block.
-pub fn for_each_block<F>(n: usize, block: usize, cancel: &Cancel, f: F) -> Result<()>
-where
-    F: Fn(Range<usize>) -> Result<()> + Sync,
-{
-    cancel.begin(n);
-    blocks(n, block).into_par_iter().try_for_each(|r| {
-        cancel.check()?;
-        let len = r.len();
-        f(r)?;
-        cancel.advance(len);
-        Ok(())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,11 +52,6 @@ impl<'a> Dataset<'a> {
         Ok(Self { x, y, w })
     }
 
-    /// Points that need no weights (query points, new points): validated like `new`.
-    pub fn points(x: ArrayView2<'a, f64>, y: ArrayView1<'a, f64>, names: [&'static str; 2]) -> Result<Self> {
-        Self::new(x, y, None, names)
-    }
-
     pub fn n(&self) -> usize {
         self.x.nrows()
     }
