@@ -13,6 +13,8 @@ use pyo3::prelude::*;
 
 use crate::influence::{Method, SolverOptions};
 use crate::solvers::{CgOptions, SolveInfo};
+use crate::matrix::Csr;
+use crate::source::{with_block, Rows};
 use crate::{newton, Cancel, Dataset, Error, Family, Features, FitOptions, Glm, GradientModel, Influence, Model, NpyFile, Objective, Prediction, Table};
 
 pyo3::import_exception!(upweight.errors, InputError);
@@ -106,19 +108,19 @@ fn dataset<'a>(
     Dataset::new(x.as_array(), y.as_array(), w.map(|w| w.as_array()), names).map_err(to_py)
 }
 
-/// The model, checked theta and data set shared by the per-call kernels.
+/// The model, checked theta and training set shared by the per-call kernels.
 fn glm_call<'a>(
     family: &str,
     n_classes: usize,
     theta: &'a PyReadonlyArray1<'_, f64>,
-    x: &'a PyReadonlyArray2<'_, f64>,
+    x: &'a XArg<'_>,
     y: &'a PyReadonlyArray1<'_, f64>,
     w: Option<&'a PyReadonlyArray1<'_, f64>>,
-) -> PyResult<(Glm, ArrayView1<'a, f64>, Dataset<'a>)> {
-    let model = glm(family, n_classes, x.as_array().ncols())?;
+) -> PyResult<(Glm, ArrayView1<'a, f64>, Table<'a>)> {
+    let model = glm(family, n_classes, x.ncols()?)?;
     let t = theta_checked(&model, theta)?;
-    let data = dataset(x, y, w, ["X", "y"])?;
-    Ok((model, t, data))
+    let table = Table::new(x.features()?, y.as_array(), w.map(|w| w.as_array())).map_err(to_py)?;
+    Ok((model, t, table))
 }
 
 fn theta_checked<'a>(model: &Glm, theta: &'a PyReadonlyArray1<'_, f64>) -> PyResult<ArrayView1<'a, f64>> {
@@ -135,12 +137,25 @@ fn prediction(kind: &str) -> PyResult<Prediction> {
     }
 }
 
-/// Training features as the Python layer passes them: float64 or float32 arrays, or a `.npy` path.
+/// Features as the Python layer passes them: float64 or float32 arrays, a `.npy` path, or a
+/// CSR matrix as (data, indices, indptr, n_columns).
 #[derive(FromPyObject)]
 enum XArg<'py> {
     F64(PyReadonlyArray2<'py, f64>),
     F32(PyReadonlyArray2<'py, f32>),
     Path(PathBuf),
+    Csr(CsrArg<'py>),
+}
+
+#[derive(FromPyObject)]
+struct CsrArg<'py>(PyReadonlyArray1<'py, f64>, PyReadonlyArray1<'py, i32>, PyReadonlyArray1<'py, i64>, usize);
+
+/// A CSR matrix from its arrays, validated (every call: the arrays are the caller's).
+fn csr<'a>(data: &'a PyReadonlyArray1<'_, f64>, indices: &'a PyReadonlyArray1<'_, i32>, indptr: &'a PyReadonlyArray1<'_, i64>, ncols: usize) -> PyResult<Csr<'a>> {
+    let data = data.as_slice().map_err(|_| InputError::new_err("X: sparse arrays must be contiguous"))?;
+    let indices = indices.as_slice().map_err(|_| InputError::new_err("X: sparse arrays must be contiguous"))?;
+    let indptr = indptr.as_slice().map_err(|_| InputError::new_err("X: sparse arrays must be contiguous"))?;
+    Csr::new(indptr, indices, data, ncols).map_err(to_py)
 }
 
 fn solver_options(method: &str, damping: f64, rtol: f64, atol: f64, max_iter: usize, precondition: bool) -> PyResult<SolverOptions> {
@@ -163,6 +178,12 @@ impl XArg<'_> {
             XArg::F64(a) => XStore::F64(a.as_unbound().clone_ref(py)),
             XArg::F32(a) => XStore::F32(a.as_unbound().clone_ref(py)),
             XArg::Path(p) => XStore::Npy(p.clone()),
+            XArg::Csr(CsrArg(data, indices, indptr, ncols)) => XStore::Csr(
+                data.as_unbound().clone_ref(py),
+                indices.as_unbound().clone_ref(py),
+                indptr.as_unbound().clone_ref(py),
+                *ncols,
+            ),
         }
     }
 
@@ -171,6 +192,7 @@ impl XArg<'_> {
             XArg::F64(a) => a.as_array().ncols(),
             XArg::F32(a) => a.as_array().ncols(),
             XArg::Path(p) => NpyFile::open(p, "X").map_err(to_py)?.d,
+            XArg::Csr(c) => c.3,
         })
     }
     fn features(&self) -> PyResult<Features<'_>> {
@@ -178,6 +200,7 @@ impl XArg<'_> {
             XArg::F64(a) => Features::F64(a.as_array()),
             XArg::F32(a) => Features::F32(a.as_array()),
             XArg::Path(p) => Features::Npy(NpyFile::open(p, "X").map_err(to_py)?),
+            XArg::Csr(CsrArg(data, indices, indptr, ncols)) => Features::Csr(csr(data, indices, indptr, *ncols)?),
         })
     }
 }
@@ -218,14 +241,14 @@ fn losses<'py>(
     family: &str,
     n_classes: usize,
     theta: PyReadonlyArray1<'py, f64>,
-    x: PyReadonlyArray2<'py, f64>,
+    x: XArg<'py>,
     y: PyReadonlyArray1<'py, f64>,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-    let (model, t, data) = glm_call(family, n_classes, &theta, &x, &y, None)?;
+    let (model, t, table) = glm_call(family, n_classes, &theta, &x, &y, None)?;
     let out = run(py, |_| {
-        model.check_targets("y", data.y)?;
-        let mut out = Array1::zeros(data.n());
-        model.losses(t, &data, out.view_mut());
+        model.check_targets("y", table.y())?;
+        let mut out = Array1::zeros(table.n());
+        with_block(&table, 0..table.n(), |data| model.losses(t, data, out.view_mut()))?;
         Ok(out)
     })?;
     Ok(out.into_pyarray(py))
@@ -238,14 +261,14 @@ fn per_example_grads<'py>(
     family: &str,
     n_classes: usize,
     theta: PyReadonlyArray1<'py, f64>,
-    x: PyReadonlyArray2<'py, f64>,
+    x: XArg<'py>,
     y: PyReadonlyArray1<'py, f64>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    let (model, t, data) = glm_call(family, n_classes, &theta, &x, &y, None)?;
+    let (model, t, table) = glm_call(family, n_classes, &theta, &x, &y, None)?;
     let out = run(py, |_| {
-        model.check_targets("y", data.y)?;
-        let mut out = Array2::zeros((data.n(), model.n_params()));
-        model.grads(t, &data, out.view_mut());
+        model.check_targets("y", table.y())?;
+        let mut out = Array2::zeros((table.n(), model.n_params()));
+        with_block(&table, 0..table.n(), |data| model.grads(t, data, out.view_mut()))?;
         Ok(out)
     })?;
     Ok(out.into_pyarray(py))
@@ -259,13 +282,13 @@ fn objective<'py>(
     family: &str,
     n_classes: usize,
     theta: PyReadonlyArray1<'py, f64>,
-    x: PyReadonlyArray2<'py, f64>,
+    x: XArg<'py>,
     y: PyReadonlyArray1<'py, f64>,
     w: Option<PyReadonlyArray1<'py, f64>>,
     l2: f64,
 ) -> PyResult<(f64, Bound<'py, PyArray1<f64>>)> {
-    let (model, t, data) = glm_call(family, n_classes, &theta, &x, &y, w.as_ref())?;
-    let (v, g) = run(py, |c| Objective::new(&model, &data, l2)?.value_grad(t, c))?;
+    let (model, t, table) = glm_call(family, n_classes, &theta, &x, &y, w.as_ref())?;
+    let (v, g) = run(py, |c| Objective::new(&model, &table, l2)?.value_grad(t, c))?;
     Ok((v, g.into_pyarray(py)))
 }
 
@@ -277,13 +300,13 @@ fn hessian<'py>(
     family: &str,
     n_classes: usize,
     theta: PyReadonlyArray1<'py, f64>,
-    x: PyReadonlyArray2<'py, f64>,
+    x: XArg<'py>,
     y: PyReadonlyArray1<'py, f64>,
     w: Option<PyReadonlyArray1<'py, f64>>,
     l2: f64,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    let (model, t, data) = glm_call(family, n_classes, &theta, &x, &y, w.as_ref())?;
-    let h = run(py, |c| Objective::new(&model, &data, l2)?.hessian(t, c))?;
+    let (model, t, table) = glm_call(family, n_classes, &theta, &x, &y, w.as_ref())?;
+    let h = run(py, |c| Objective::new(&model, &table, l2)?.hessian(t, c))?;
     Ok(h.into_pyarray(py))
 }
 
@@ -295,15 +318,15 @@ fn hvp<'py>(
     family: &str,
     n_classes: usize,
     theta: PyReadonlyArray1<'py, f64>,
-    x: PyReadonlyArray2<'py, f64>,
+    x: XArg<'py>,
     y: PyReadonlyArray1<'py, f64>,
     w: Option<PyReadonlyArray1<'py, f64>>,
     l2: f64,
     v: PyReadonlyArray2<'py, f64>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    let (model, t, data) = glm_call(family, n_classes, &theta, &x, &y, w.as_ref())?;
+    let (model, t, table) = glm_call(family, n_classes, &theta, &x, &y, w.as_ref())?;
     let v = v.as_array();
-    let out = run(py, |c| Objective::new(&model, &data, l2)?.hvp(t, v, c))?;
+    let out = run(py, |c| Objective::new(&model, &table, l2)?.hvp(t, v, c))?;
     Ok(out.into_pyarray(py))
 }
 
@@ -314,7 +337,7 @@ fn predict<'py>(
     family: &str,
     n_classes: usize,
     theta: PyReadonlyArray1<'py, f64>,
-    x: PyReadonlyArray2<'py, f64>,
+    x: XArg<'py>,
     kind: &str,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
     at_points(py, family, n_classes, &theta, &x, kind, |model, t, x, kind| match kind {
@@ -330,30 +353,32 @@ fn prediction_grads<'py>(
     family: &str,
     n_classes: usize,
     theta: PyReadonlyArray1<'py, f64>,
-    x: PyReadonlyArray2<'py, f64>,
+    x: XArg<'py>,
     kind: &str,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
     at_points(py, family, n_classes, &theta, &x, kind, |model, t, x, kind| model.prediction_grads(t, x, kind))
 }
 
-/// Checks shared by the prediction kernels, then `f` with the GIL released.
+/// Checks shared by the prediction kernels, then `f` on all rows with the GIL released.
 #[allow(clippy::too_many_arguments)]
 fn at_points<'py>(
     py: Python<'py>,
     family: &str,
     n_classes: usize,
     theta: &PyReadonlyArray1<'py, f64>,
-    x: &PyReadonlyArray2<'py, f64>,
+    x: &XArg<'py>,
     kind: &str,
-    f: impl FnOnce(&Glm, ArrayView1<f64>, numpy::ndarray::ArrayView2<f64>, Prediction) -> Array2<f64> + Send,
+    f: impl FnOnce(&Glm, ArrayView1<f64>, crate::matrix::XView, Prediction) -> Array2<f64> + Send,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    let model = glm(family, n_classes, x.as_array().ncols())?;
+    let model = glm(family, n_classes, x.ncols()?)?;
     let t = theta_checked(&model, theta)?;
     let kind = prediction(kind)?;
-    let x = x.as_array();
+    let features = x.features()?;
+    let n = features.nrows();
+    let (y, w) = (Array1::zeros(n), None);
     let out = run(py, |_| {
-        crate::error::check_finite("X", x.iter())?;
-        Ok(f(&model, t, x, kind))
+        let table = Table::new(features, y.view(), w)?;
+        with_block(&table, 0..n, |data| f(&model, t, data.x, kind))
     })?;
     Ok(out.into_pyarray(py))
 }
@@ -363,6 +388,7 @@ enum XStore {
     F64(Py<PyArray2<f64>>),
     F32(Py<PyArray2<f32>>),
     Npy(PathBuf),
+    Csr(Py<PyArray1<f64>>, Py<PyArray1<i32>>, Py<PyArray1<i64>>, usize),
 }
 
 type Info<'py> = (Bound<'py, PyArray1<usize>>, Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<bool>>);
@@ -404,6 +430,10 @@ impl InfluenceCore {
                 f(&Table { x: Features::F32(ro.as_array()), y, w })
             }
             XStore::Npy(p) => f(&Table { x: Features::Npy(NpyFile::open(p, "X").map_err(to_py)?), y, w }),
+            XStore::Csr(data, indices, indptr, ncols) => {
+                let (data, indices, indptr) = (data.bind(py).readonly(), indices.bind(py).readonly(), indptr.bind(py).readonly());
+                f(&Table { x: Features::Csr(csr(&data, &indices, &indptr, *ncols)?), y, w })
+            }
         }
     }
 }
@@ -459,11 +489,7 @@ impl InfluenceCore {
         let model = GradientModel { p: x.ncols()? };
         let opts = solver_options(method, damping, rtol, atol, max_iter, precondition)?;
         let features = x.features()?;
-        let n = match &features {
-            Features::F64(a) => a.nrows(),
-            Features::F32(a) => a.nrows(),
-            Features::Npy(f) => f.n,
-        };
+        let n = features.nrows();
         let y = Array1::<f64>::zeros(n);
         let table = Table::new(features, y.view(), w.as_ref().map(|w| w.as_array())).map_err(to_py)?;
         let theta = Array1::<f64>::zeros(model.p);

@@ -3,12 +3,13 @@
 use ndarray::{ArrayView1, ArrayView2};
 
 use crate::error::{check_finite, Error, Result};
+use crate::matrix::XView;
 
 /// A weighted data set. Rows are points z_i = (x_i, y_i) with weight w_i >= 0
 /// (DESIGN.md section 1). `w = None` means every weight is 1.
 #[derive(Clone, Copy, Debug)]
 pub struct Dataset<'a> {
-    pub x: ArrayView2<'a, f64>,
+    pub x: XView<'a>,
     pub y: ArrayView1<'a, f64>,
     pub w: Option<ArrayView1<'a, f64>>,
 }
@@ -22,8 +23,15 @@ impl<'a> Dataset<'a> {
         w: Option<ArrayView1<'a, f64>>,
         names: [&'static str; 2],
     ) -> Result<Self> {
+        Self::check_rows(x.nrows(), y, w, names)?;
+        check_finite(names[0], x.iter())?;
+        Ok(Self { x: XView::Dense(x), y, w })
+    }
+
+    /// The checks that do not depend on how X is stored: n > 0 rows, y of length n and finite,
+    /// weights of length n, finite, >= 0 with a positive sum.
+    pub(crate) fn check_rows(n: usize, y: ArrayView1<'a, f64>, w: Option<ArrayView1<'a, f64>>, names: [&'static str; 2]) -> Result<()> {
         let [xname, yname] = names;
-        let n = x.nrows();
         if n == 0 {
             return Err(Error::Shape { arg: xname, msg: "has no rows".into() });
         }
@@ -33,7 +41,6 @@ impl<'a> Dataset<'a> {
                 msg: format!("has {} entries but {xname} has {n} rows", y.len()),
             });
         }
-        check_finite(xname, x.iter())?;
         check_finite(yname, y.iter())?;
         if let Some(w) = w {
             if w.len() != n {
@@ -49,7 +56,7 @@ impl<'a> Dataset<'a> {
                 return Err(Error::Weights { msg: "all weights are zero".into() });
             }
         }
-        Ok(Self { x, y, w })
+        Ok(())
     }
 
     pub fn n(&self) -> usize {
@@ -70,7 +77,7 @@ impl<'a> Dataset<'a> {
     pub fn rows(&self, start: usize, end: usize) -> Dataset<'a> {
         use ndarray::s;
         Dataset {
-            x: self.x.slice_move(s![start..end, ..]),
+            x: self.x.rows(start, end),
             y: self.y.slice_move(s![start..end]),
             w: self.w.map(|w| w.slice_move(s![start..end])),
         }

@@ -5,13 +5,13 @@
 //! times its row z = [x, 1], so scores and Hessians never loop over examples outside BLAS-like
 //! code.
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, ShapeBuilder, Zip};
+use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::families::Family;
-use crate::linalg::{gemm, gemm_lower};
-use crate::model::Model;
+use crate::matrix::XView;
+use crate::model::{scores_from_grads, Model};
 
 /// Which prediction `Glm::prediction_grads` differentiates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +53,7 @@ impl Glm {
         crate::error::check_finite("theta", theta.iter())
     }
 
-    pub fn check_features(&self, arg: &'static str, x: ArrayView2<f64>) -> Result<()> {
+    pub fn check_features(&self, arg: &'static str, x: XView) -> Result<()> {
         if x.ncols() != self.d {
             return Err(Error::Shape { arg, msg: format!("has {} columns but the model has {} features", x.ncols(), self.d) });
         }
@@ -61,17 +61,16 @@ impl Glm {
     }
 
     /// Linear predictors of the rows of `x`: (n x k).
-    pub fn eta(&self, theta: ArrayView1<f64>, x: ArrayView2<f64>) -> Array2<f64> {
+    pub fn eta(&self, theta: ArrayView1<f64>, x: XView) -> Array2<f64> {
         let (k, r, d) = (self.k(), self.row(), self.d);
         let t = theta.into_shape_with_order((k, r)).expect("theta length checked by caller");
-        let mut eta = Array2::zeros((x.nrows(), k));
-        gemm(eta.view_mut(), false, x, t.slice(s![.., ..d]).t(), 1.0);
+        let mut eta = x.dot(t.slice(s![.., ..d]).t());
         eta += &t.column(d);
         eta
     }
 
     /// Mean responses (n x k): identity, sigmoid, exp or softmax of eta.
-    pub fn predict_mean(&self, theta: ArrayView1<f64>, x: ArrayView2<f64>) -> Array2<f64> {
+    pub fn predict_mean(&self, theta: ArrayView1<f64>, x: XView) -> Array2<f64> {
         let mut eta = self.eta(theta, x);
         let k = self.k();
         let mut m = vec![0.0; k];
@@ -106,7 +105,7 @@ impl Glm {
 
     /// Gradients of predictions at the rows of `x`: ((n k) x p), row t*k + c is the gradient in
     /// theta of prediction c at point t (the linear predictor or the mean response).
-    pub fn prediction_grads(&self, theta: ArrayView1<f64>, x: ArrayView2<f64>, kind: Prediction) -> Array2<f64> {
+    pub fn prediction_grads(&self, theta: ArrayView1<f64>, x: XView, kind: Prediction) -> Array2<f64> {
         let (k, r, d) = (self.k(), self.row(), self.d);
         let eta = self.eta(theta, x);
         let mut out = Array2::zeros((x.nrows() * k, self.n_params()));
@@ -122,7 +121,7 @@ impl Glm {
                 for c2 in 0..k {
                     let jv = jac[c * k + c2];
                     let mut seg = row.slice_mut(s![c2 * r..(c2 + 1) * r]);
-                    seg.slice_mut(s![..d]).assign(&(&x.row(t) * jv));
+                    x.row_scaled_into(t, jv, seg.slice_mut(s![..d]));
                     seg[d] = jv;
                 }
             }
@@ -175,43 +174,36 @@ impl Model for Glm {
         let (k, r, d) = (self.k(), self.row(), self.d);
         let (res, _) = self.residuals(theta, data, false);
         for i in 0..data.n() {
-            let x = data.x.row(i);
             let mut g = out.row_mut(i);
             for c in 0..k {
                 let rc = res[[i, c]];
                 let mut seg = g.slice_mut(s![c * r..(c + 1) * r]);
-                seg.slice_mut(s![..d]).zip_mut_with(&x, |o, &xv| *o = rc * xv);
+                data.x.row_scaled_into(i, rc, seg.slice_mut(s![..d]));
                 seg[d] = rc;
             }
         }
     }
 
-    /// out[t, i] = sum_c res[i, c] (x_i . v_c[.., t] + v_c[d, t]), one product X v_c per class.
-    fn grads_dot(&self, theta: ArrayView1<f64>, data: &Dataset, v: ArrayView2<f64>, mut out: ArrayViewMut2<f64>) {
+    /// Dense rows: one product of the block's gradients (formed in place, B x p) with [v; c].
+    /// Sparse rows: per class, the sparse product X v_c, then the residuals, so a block costs
+    /// O(nnz q) and the gradients are never formed.
+    fn scores(&self, theta: ArrayView1<f64>, data: &Dataset, vc: ArrayView2<f64>, scale: f64, mut out: ArrayViewMut2<f64>) {
+        if let XView::Dense(_) = data.x {
+            return scores_from_grads(self, theta, data, vc, scale, out);
+        }
         let (k, r, d) = (self.k(), self.row(), self.d);
         let (res, _) = self.residuals(theta, data, false);
-        // layout-agnostic elementwise updates: out may be a transposed view (see Influence::on)
-        if k == 1 {
-            gemm(out.view_mut(), false, v.slice(s![..d, ..]).t(), data.x.t(), 1.0);
-            let vint = v.row(d).insert_axis(Axis(1));
-            let r0 = res.column(0).insert_axis(Axis(0));
-            Zip::from(&mut out).and_broadcast(&vint).and_broadcast(&r0).for_each(|o, &b, &ri| *o = (*o + b) * ri);
-            return;
-        }
-        out.fill(0.0);
-        let fortran = out.ncols() > 1 && out.strides()[0] == 1;
-        let mut tmp = Array2::zeros(out.raw_dim().set_f(fortran));
+        let p = self.n_params();
+        let mut tmp = Array2::zeros((data.n(), vc.ncols()));
+        out.assign(&vc.row(p).insert_axis(Axis(0)));
         for c in 0..k {
-            let vc = v.slice(s![c * r..(c + 1) * r, ..]);
-            gemm(tmp.view_mut(), false, vc.slice(s![..d, ..]).t(), data.x.t(), 1.0);
-            let vint = vc.row(d).insert_axis(Axis(1));
-            let rc = res.column(c).insert_axis(Axis(0));
-            Zip::from(&mut out)
-                .and(&tmp)
-                .and_broadcast(&vint)
-                .and_broadcast(&rc)
-                .for_each(|o, &tv, &b, &ri| *o += (tv + b) * ri);
+            let vcls = vc.slice(s![c * r..(c + 1) * r, ..]);
+            data.x.dot_into(vcls.slice(s![..d, ..]), tmp.view_mut());
+            let vint = vcls.row(d).insert_axis(Axis(0));
+            let rc = res.column(c).insert_axis(Axis(1));
+            Zip::from(&mut out).and(&tmp).and_broadcast(&vint).and_broadcast(&rc).for_each(|o, &tv, &b, &ri| *o += (tv + b) * ri);
         }
+        out.mapv_inplace(|o| o * scale);
     }
 
     fn loss_grad_sum(&self, theta: ArrayView1<f64>, data: &Dataset) -> (f64, Array1<f64>) {
@@ -233,7 +225,7 @@ impl Model for Glm {
         }
         // coef gradient of class c: X^T (w * res_c); intercept: sum(w * res_c)
         let mut gx = Array2::zeros((d, k));
-        gemm(gx.view_mut(), false, data.x.t(), wres.view(), 1.0);
+        data.x.t_dot_add(wres.view(), gx.view_mut());
         let mut g = Array1::zeros(self.n_params());
         for c in 0..k {
             g.slice_mut(s![c * r..c * r + d]).assign(&gx.column(c));
@@ -244,25 +236,14 @@ impl Model for Glm {
 
     /// Block (c, c') of the Hessian is Z^T diag(w A_cc') Z with A the eta-Hessians.
     fn hessian_sum(&self, theta: ArrayView1<f64>, data: &Dataset, mut out: ArrayViewMut2<f64>) {
-        let (k, r, d) = (self.k(), self.row(), self.d);
-        let n = data.n();
+        let (k, r) = (self.k(), self.row());
         let (_, hess) = self.residuals(theta, data, true);
         let hess = hess.expect("requested");
-        let mut z = Array2::ones((n, r));
-        z.slice_mut(s![.., ..d]).assign(&data.x);
-        let mut dz = Array2::zeros((n, r));
         for c in 0..k {
             for c2 in 0..=c {
-                for i in 0..n {
-                    let a = data.weight(i) * hess[[i, c, c2]];
-                    dz.row_mut(i).zip_mut_with(&z.row(i), |o, &zv| *o = a * zv);
-                }
+                let a = Array1::from_shape_fn(data.n(), |i| data.weight(i) * hess[[i, c, c2]]);
                 let block = out.slice_mut(s![c * r..(c + 1) * r, c2 * r..(c2 + 1) * r]);
-                if c == c2 {
-                    gemm_lower(block, true, z.t(), dz.view(), 1.0);
-                } else {
-                    gemm(block, true, z.t(), dz.view(), 1.0);
-                }
+                data.x.gram_add(a.view(), 0..r, 0..r, c == c2, block);
             }
         }
     }
@@ -273,9 +254,8 @@ impl Model for Glm {
         let (_, hess) = self.residuals(theta, data, true);
         let hess = hess.expect("requested");
         let wa = Array2::from_shape_fn((data.n(), k), |(i, c)| data.weight(i) * hess[[i, c, c]]);
-        let x2 = data.x.mapv(|v| v * v);
         let mut dx = Array2::zeros((d, k));
-        gemm(dx.view_mut(), false, x2.t(), wa.view(), 1.0);
+        data.x.sq_t_dot_add(wa.view(), dx.view_mut());
         for c in 0..k {
             let mut seg = out.slice_mut(s![c * r..(c + 1) * r]);
             seg.slice_mut(s![..d]).zip_mut_with(&dx.column(c), |o, v| *o += v);
@@ -298,8 +278,7 @@ impl Model for Glm {
                 m.column_mut(j * k + c).assign(&v.slice(s![c * r..(c + 1) * r, j]));
             }
         }
-        let mut e = Array2::zeros((n, nv * k));
-        gemm(e.view_mut(), false, data.x, m.slice(s![..d, ..]), 1.0);
+        let mut e = data.x.dot(m.slice(s![..d, ..]));
         e += &m.row(d);
         // t[i, j*k + c] = w_i sum_c' A_i[c, c'] e[i, j*k + c']
         let mut t = Array2::zeros((n, nv * k));
@@ -316,7 +295,7 @@ impl Model for Glm {
             }
         }
         let mut back = Array2::zeros((r, nv * k));
-        gemm(back.slice_mut(s![..d, ..]), false, data.x.t(), t.view(), 1.0);
+        data.x.t_dot_add(t.view(), back.slice_mut(s![..d, ..]));
         back.row_mut(d).assign(&t.sum_axis(Axis(0)));
         for j in 0..nv {
             for c in 0..k {

@@ -11,7 +11,7 @@ use ndarray::{Array1, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis
 
 use crate::data::Dataset;
 use crate::error::Result;
-use crate::linalg::{gemm, gemm_lower};
+use crate::linalg::gemm_lower;
 use crate::model::Model;
 
 #[derive(Clone, Copy, Debug)]
@@ -38,35 +38,33 @@ impl Model for GradientModel {
         out.fill(0.0);
     }
     fn grads(&self, _theta: ArrayView1<f64>, data: &Dataset, mut out: ArrayViewMut2<f64>) {
-        out.assign(&data.x);
-    }
-    fn grads_dot(&self, _theta: ArrayView1<f64>, data: &Dataset, v: ArrayView2<f64>, out: ArrayViewMut2<f64>) {
-        gemm(out, false, v.t(), data.x.t(), 1.0);
+        out.assign(&data.x.to_dense());
     }
     /// (0, sum_i w_i g_i): the gradients are taken as given, at whatever point they were computed.
     fn loss_grad_sum(&self, _theta: ArrayView1<f64>, data: &Dataset) -> (f64, Array1<f64>) {
         let w = Array1::from_shape_fn(data.n(), |i| data.weight(i));
-        (0.0, data.x.t().dot(&w))
+        (0.0, data.x.to_dense().t().dot(&w))
     }
     fn hessian_sum(&self, _theta: ArrayView1<f64>, data: &Dataset, out: ArrayViewMut2<f64>) {
-        let mut wg = data.x.to_owned();
+        let x = data.x.to_dense();
+        let mut wg = x.to_owned();
         for (i, mut row) in wg.rows_mut().into_iter().enumerate() {
             row *= data.weight(i);
         }
-        gemm_lower(out, true, data.x.t(), wg.view(), 1.0);
+        gemm_lower(out, true, x.t(), wg.view(), 1.0);
     }
     fn hessian_diag_sum(&self, _theta: ArrayView1<f64>, data: &Dataset, mut out: ArrayViewMut1<f64>) -> bool {
-        for (i, row) in data.x.rows().into_iter().enumerate() {
+        for (i, row) in data.x.to_dense().rows().into_iter().enumerate() {
             let w = data.weight(i);
             Zip::from(&mut out).and(&row).for_each(|o, &g| *o += w * g * g);
         }
         true
     }
     fn hvp_sum(&self, _theta: ArrayView1<f64>, data: &Dataset, v: ArrayView2<f64>, out: ArrayViewMut2<f64>) {
-        let mut gv = data.x.dot(&v);
+        let mut gv = data.x.dot(v);
         for (i, mut row) in gv.axis_iter_mut(Axis(0)).enumerate() {
             row *= data.weight(i);
         }
-        gemm(out, true, data.x.t(), gv.view(), 1.0);
+        data.x.t_dot_add(gv.view(), out);
     }
 }

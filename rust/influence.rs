@@ -7,7 +7,7 @@
 //! so scoring q functions is q solves then one matrix product per block of training rows.
 //! With damping delta, H is replaced by H + delta I throughout.
 
-use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Zip};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 use crate::blocks::{blocks, BLOCK_ROWS};
@@ -284,29 +284,29 @@ impl Influence {
         Ok((out.into_inner().expect("no panics while held"), info))
     }
 
-    /// V = H^{-1} grad_f^T (p x r) and the penalty offsets c (r).
-    fn query_solve<M: Model + ?Sized>(&self, model: &M, train: &dyn Rows, grad_f: ArrayView2<f64>, cancel: &Cancel) -> Result<(Array2<f64>, Array1<f64>, SolveInfo)> {
+    /// [V; c] ((p + 1) x r): V = H^{-1} grad_f^T and the penalty offsets c = V^T 2 l2 coef*.
+    fn query_solve<M: Model + ?Sized>(&self, model: &M, train: &dyn Rows, grad_f: ArrayView2<f64>, cancel: &Cancel) -> Result<(Array2<f64>, SolveInfo)> {
         self.check_width("grad_f", grad_f.ncols())?;
         check_finite("grad_f", grad_f.iter())?;
-        let mut v = grad_f.t().to_owned();
-        let info = self.solve_in_place(model, train, v.view_mut(), true, cancel)?;
-        let c = v.t().dot(&self.penalty_grad);
-        Ok((v, c, info))
+        let p = self.n_params();
+        let mut vc = Array2::zeros((p + 1, grad_f.nrows()));
+        vc.slice_mut(s![..p, ..]).assign(&grad_f.t());
+        let info = self.solve_in_place(model, train, vc.slice_mut(s![..p, ..]), true, cancel)?;
+        let c = vc.slice(s![..p, ..]).t().dot(&self.penalty_grad);
+        vc.row_mut(p).assign(&c);
+        Ok((vc, info))
     }
 
-    /// Scores of the rows of `block` (B rows) into `out` (B x r).
-    fn score_block<M: Model + ?Sized>(&self, model: &M, block: &Dataset, v: &Array2<f64>, c: &Array1<f64>, mut out: ArrayViewMut2<f64>) {
-        let scale = -1.0 / self.total_weight;
-        model.grads_dot(self.theta.view(), block, v.view(), out.view_mut().reversed_axes());
-        let cb = c.view().insert_axis(Axis(0));
-        Zip::from(&mut out).and_broadcast(&cb).for_each(|x, &cj| *x = scale * (*x + cj));
+    /// Scores of the rows of `block` (B rows) into `out` (B x r), given `vc` = [V; c].
+    fn score_block<M: Model + ?Sized>(&self, model: &M, block: &Dataset, vc: &Array2<f64>, out: ArrayViewMut2<f64>) {
+        model.scores(self.theta.view(), block, vc.view(), -1.0 / self.total_weight, out);
     }
 
     /// Influence of every row of `points` on functions f_j given their gradients at theta*
     /// (`grad_f`, r x p): S (r x n), S[j, m] = grad f_j . I(z_m).
     pub fn on<M: Model + ?Sized>(&self, model: &M, train: &dyn Rows, points: &dyn Rows, grad_f: ArrayView2<f64>, cancel: &Cancel) -> Result<(Array2<f64>, SolveInfo)> {
         self.check_points(model, "X", points)?;
-        let (v, c, info) = self.query_solve(model, train, grad_f, cancel)?;
+        let (vc, info) = self.query_solve(model, train, grad_f, cancel)?;
         // S is filled as S^T (n x r, row blocks contiguous), so each block's product writes a
         // column-major (r x B) destination, the layout faer is fastest with; returned as (r x n).
         let mut st = Array2::zeros((points.n(), grad_f.nrows()));
@@ -314,7 +314,7 @@ impl Influence {
         st.axis_chunks_iter_mut(Axis(0), BLOCK_ROWS).into_par_iter().enumerate().try_for_each(|(b, chunk)| {
             cancel.check()?;
             let (start, len) = (b * BLOCK_ROWS, chunk.nrows());
-            with_block(points, start..start + len, |blk| self.score_block(model, blk, &v, &c, chunk))?;
+            with_block(points, start..start + len, |blk| self.score_block(model, blk, &vc, chunk))?;
             cancel.advance(len);
             Ok::<(), Error>(())
         })?;
@@ -340,7 +340,7 @@ impl Influence {
     /// streaming over blocks: the r x n matrix is never held (memory O(block x r + r x k)).
     pub fn top_k<M: Model + ?Sized>(&self, model: &M, train: &dyn Rows, points: &dyn Rows, grad_f: ArrayView2<f64>, k: usize, cancel: &Cancel) -> Result<(TopK, SolveInfo)> {
         self.check_points(model, "X", points)?;
-        let (v, c, info) = self.query_solve(model, train, grad_f, cancel)?;
+        let (vc, info) = self.query_solve(model, train, grad_f, cancel)?;
         let r = grad_f.nrows();
         let k = k.min(points.n());
         let all = blocks(points.n(), BLOCK_ROWS);
@@ -356,7 +356,7 @@ impl Influence {
                     cancel.check()?;
                     let start = range.start;
                     let len = range.len();
-                    with_block(points, range.clone(), |blk| self.score_block(model, blk, &v, &c, tmp.slice_mut(s![..len, ..])))?;
+                    with_block(points, range.clone(), |blk| self.score_block(model, blk, &vc, tmp.slice_mut(s![..len, ..])))?;
                     cancel.advance(len);
                     for (i, row) in tmp.slice(s![..len, ..]).rows().into_iter().enumerate() {
                         for (j, &score) in row.iter().enumerate() {

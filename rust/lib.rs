@@ -1,7 +1,7 @@
 //! upweight: exact influence functions for weighted generalised linear models.
 //!
 //! The core is plain Rust on ndarray views (no Python types outside `bindings`):
-//! - [`data`]: weighted in-memory blocks; [`source`]: row sources (float32, `.npy` files); [`families`]: GLM losses in the linear predictor;
+//! - [`data`]: weighted in-memory blocks; [`matrix`]: a block's X, dense or sparse (CSR); [`source`]: row sources (float32, `.npy` files); [`families`]: GLM losses in the linear predictor;
 //! - [`model`]: the model-level trait; [`glm`]: its GLM implementation; [`gradients`]: user-supplied
 //!   per-example gradients (deep models) with the empirical Fisher;
 //! - [`objective`]: the weighted, penalised objective, its gradient, Hessian and HVPs;
@@ -20,6 +20,7 @@ pub mod glm;
 pub mod gradients;
 pub mod influence;
 pub mod linalg;
+pub mod matrix;
 pub mod model;
 pub mod objective;
 pub mod solvers;

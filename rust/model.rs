@@ -7,7 +7,7 @@
 //! GLMs (`glm::Glm`) implement it with matrix-product fast paths; a non-linear model (an MLP
 //! with Gauss-Newton curvature) implements the same methods.
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
 use crate::data::Dataset;
 use crate::error::Result;
@@ -33,12 +33,11 @@ pub trait Model: Sync {
     fn losses(&self, theta: ArrayView1<f64>, data: &Dataset, out: ArrayViewMut1<f64>);
     /// Per-example gradients (unweighted) of every row of `data` into the rows of `out` (n x p).
     fn grads(&self, theta: ArrayView1<f64>, data: &Dataset, out: ArrayViewMut2<f64>);
-    /// `out (q x n) = v^T G^T` where the rows of G are the per-example gradients of `data` and
-    /// `v` is p x q: the score kernel. The default forms G; GLMs never do.
-    fn grads_dot(&self, theta: ArrayView1<f64>, data: &Dataset, v: ArrayView2<f64>, out: ArrayViewMut2<f64>) {
-        let mut g = Array2::zeros((data.n(), self.n_params()));
-        self.grads(theta, data, g.view_mut());
-        linalg::gemm(out, false, v.t(), g.t(), 1.0);
+    /// The score kernel: `out (B x q) = scale (G v + 1 c^T)` where the rows of G are the
+    /// per-example gradients of the block `data` and `vc = [v; c]` is (p + 1) x q. `out` may
+    /// have any layout.
+    fn scores(&self, theta: ArrayView1<f64>, data: &Dataset, vc: ArrayView2<f64>, scale: f64, out: ArrayViewMut2<f64>) {
+        scores_from_grads(self, theta, data, vc, scale, out)
     }
     /// Weighted sums over `data`: (sum_i w_i l_i, sum_i w_i grad l_i).
     fn loss_grad_sum(&self, theta: ArrayView1<f64>, data: &Dataset) -> (f64, Array1<f64>);
@@ -51,4 +50,14 @@ pub trait Model: Sync {
     }
     /// Adds sum_i w_i (Hess l_i) v to `out` for a block of vectors `v` (p x r).
     fn hvp_sum(&self, theta: ArrayView1<f64>, data: &Dataset, v: ArrayView2<f64>, out: ArrayViewMut2<f64>);
+}
+
+/// [`Model::scores`] as one matrix product: the block's gradients are written, scaled, into
+/// [scale G, scale 1] (B x (p + 1)) and multiplied by [v; c], so the output is written once.
+pub fn scores_from_grads<M: Model + ?Sized>(model: &M, theta: ArrayView1<f64>, data: &Dataset, vc: ArrayView2<f64>, scale: f64, out: ArrayViewMut2<f64>) {
+    let p = model.n_params();
+    let mut g = Array2::zeros((data.n(), p + 1));
+    model.grads(theta, data, g.slice_mut(s![.., ..p]));
+    g.column_mut(p).fill(1.0);
+    linalg::gemm(out, false, g.view(), vc, scale);
 }

@@ -14,6 +14,7 @@ use ndarray::{s, Array2, ArrayView1, ArrayView2, CowArray, Ix2};
 
 use crate::data::Dataset;
 use crate::error::{check_finite, Error, Result};
+use crate::matrix::{Csr, XView};
 
 /// A training set read block by block.
 pub trait Rows: Sync {
@@ -21,13 +22,29 @@ pub trait Rows: Sync {
     fn d(&self) -> usize;
     fn y(&self) -> ArrayView1<'_, f64>;
     fn w(&self) -> Option<ArrayView1<'_, f64>>;
-    /// Features of rows `start..end` as float64: borrowed when they are float64 in memory.
-    /// Sources not validated up front check what they read and name the first bad entry.
-    fn x_rows(&self, start: usize, end: usize) -> Result<CowArray<'_, f64, Ix2>>;
+    /// Features of rows `start..end` in float64: borrowed when they are float64 in memory
+    /// (dense or sparse). Sources not validated up front check what they read and name the
+    /// first bad entry.
+    fn x_rows(&self, start: usize, end: usize) -> Result<Block<'_>>;
 
     /// W, the sum of the weights.
     fn total_weight(&self) -> f64 {
         self.w().map_or(self.n() as f64, |w| w.sum())
+    }
+}
+
+/// The features of a block of rows as a source hands them out.
+pub enum Block<'a> {
+    Dense(CowArray<'a, f64, Ix2>),
+    Csr(Csr<'a>),
+}
+
+impl Block<'_> {
+    pub fn view(&self) -> XView<'_> {
+        match self {
+            Block::Dense(a) => XView::Dense(a.view()),
+            Block::Csr(c) => XView::Csr(*c),
+        }
     }
 }
 
@@ -42,16 +59,25 @@ pub fn with_block<T>(src: &(impl Rows + ?Sized), r: Range<usize>, f: impl FnOnce
     Ok(f(&data))
 }
 
-/// Rows `idx` of a source, gathered into memory.
+/// Rows `idx` of a source, gathered into memory (sparse rows stay sparse).
 pub struct Gathered {
-    pub x: Array2<f64>,
+    x: GatheredX,
     pub y: ndarray::Array1<f64>,
     pub w: Option<ndarray::Array1<f64>>,
 }
 
+enum GatheredX {
+    Dense(Array2<f64>),
+    Csr { indptr: Vec<i64>, indices: Vec<i32>, data: Vec<f64>, ncols: usize },
+}
+
 impl Gathered {
     pub fn as_dataset(&self) -> Dataset<'_> {
-        Dataset { x: self.x.view(), y: self.y.view(), w: self.w.as_ref().map(|w| w.view()) }
+        let x = match &self.x {
+            GatheredX::Dense(a) => XView::Dense(a.view()),
+            GatheredX::Csr { indptr, indices, data, ncols } => XView::Csr(Csr { indptr, indices, data, ncols: *ncols }),
+        };
+        Dataset { x, y: self.y.view(), w: self.w.as_ref().map(|w| w.view()) }
     }
 }
 
@@ -61,10 +87,24 @@ pub fn gather(src: &(impl Rows + ?Sized), idx: &[usize]) -> Result<Gathered> {
     if let Some(pos) = idx.iter().position(|&i| i >= n) {
         return Err(Error::Value { arg: "idx", msg: format!("index {} at position {pos} is out of range for {n} training points", idx[pos]) });
     }
-    let mut x = Array2::zeros((idx.len(), src.d()));
+    let mut dense: Option<Array2<f64>> = None;
+    let (mut indptr, mut indices, mut data) = (vec![0i64], Vec::new(), Vec::new());
     for (row, &i) in idx.iter().enumerate() {
-        x.row_mut(row).assign(&src.x_rows(i, i + 1)?.row(0));
+        match src.x_rows(i, i + 1)? {
+            Block::Csr(c) => {
+                let (cols, vals) = c.row(0);
+                indices.extend_from_slice(cols);
+                data.extend_from_slice(vals);
+                indptr.push(data.len() as i64);
+            }
+            Block::Dense(a) => dense.get_or_insert_with(|| Array2::zeros((idx.len(), src.d()))).row_mut(row).assign(&a.row(0)),
+        }
     }
+    let x = match dense {
+        Some(a) => GatheredX::Dense(a),
+        None if indptr.len() == idx.len() + 1 && !idx.is_empty() => GatheredX::Csr { indptr, indices, data, ncols: src.d() },
+        None => GatheredX::Dense(Array2::zeros((idx.len(), src.d()))),
+    };
     let y = idx.iter().map(|&i| src.y()[i]).collect();
     let w = src.w().map(|w| idx.iter().map(|&i| w[i]).collect());
     Ok(Gathered { x, y, w })
@@ -83,8 +123,11 @@ impl Rows for Dataset<'_> {
     fn w(&self) -> Option<ArrayView1<'_, f64>> {
         self.w
     }
-    fn x_rows(&self, start: usize, end: usize) -> Result<CowArray<'_, f64, Ix2>> {
-        Ok(CowArray::from(self.x.slice(s![start..end, ..])))
+    fn x_rows(&self, start: usize, end: usize) -> Result<Block<'_>> {
+        Ok(match self.x.rows(start, end) {
+            XView::Dense(a) => Block::Dense(CowArray::from(a)),
+            XView::Csr(c) => Block::Csr(c),
+        })
     }
 }
 
@@ -95,6 +138,8 @@ pub enum Features<'a> {
     F32(ArrayView2<'a, f32>),
     /// A `.npy` file read block by block.
     Npy(NpyFile),
+    /// Compressed sparse rows (validated by [`Csr::new`]).
+    Csr(Csr<'a>),
 }
 
 /// A training set whose features may be float32 or on disk.
@@ -108,11 +153,7 @@ impl<'a> Table<'a> {
     /// Validates lengths, targets' finiteness and weights like [`Dataset::new`]; in-memory
     /// features are checked for NaN/inf here, file features as they are read.
     pub fn new(x: Features<'a>, y: ArrayView1<'a, f64>, w: Option<ArrayView1<'a, f64>>) -> Result<Self> {
-        let (n, _) = match &x {
-            Features::F64(a) => a.dim(),
-            Features::F32(a) => a.dim(),
-            Features::Npy(f) => (f.n, f.d),
-        };
+        let n = x.nrows();
         match &x {
             Features::F64(a) => check_finite("X", a.iter())?,
             Features::F32(a) => {
@@ -120,12 +161,29 @@ impl<'a> Table<'a> {
                     return Err(Error::NonFinite { arg: "X", index });
                 }
             }
-            Features::Npy(_) => {}
+            Features::Npy(_) | Features::Csr(_) => {}
         }
-        // reuse Dataset's checks of y and w on a zero-width view with the right row count
-        let empty = ndarray::Array2::<f64>::zeros((n, 0));
-        Dataset::new(empty.view(), y, w, ["X", "y"])?;
+        Dataset::check_rows(n, y, w, ["X", "y"])?;
         Ok(Self { x, y, w })
+    }
+}
+
+impl Features<'_> {
+    pub fn nrows(&self) -> usize {
+        match self {
+            Features::F64(a) => a.nrows(),
+            Features::F32(a) => a.nrows(),
+            Features::Npy(f) => f.n,
+            Features::Csr(c) => c.nrows(),
+        }
+    }
+    pub fn ncols(&self) -> usize {
+        match self {
+            Features::F64(a) => a.ncols(),
+            Features::F32(a) => a.ncols(),
+            Features::Npy(f) => f.d,
+            Features::Csr(c) => c.ncols,
+        }
     }
 }
 
@@ -134,11 +192,7 @@ impl Rows for Table<'_> {
         self.y.len()
     }
     fn d(&self) -> usize {
-        match &self.x {
-            Features::F64(a) => a.ncols(),
-            Features::F32(a) => a.ncols(),
-            Features::Npy(f) => f.d,
-        }
+        self.x.ncols()
     }
     fn y(&self) -> ArrayView1<'_, f64> {
         self.y
@@ -146,12 +200,13 @@ impl Rows for Table<'_> {
     fn w(&self) -> Option<ArrayView1<'_, f64>> {
         self.w
     }
-    fn x_rows(&self, start: usize, end: usize) -> Result<CowArray<'_, f64, Ix2>> {
-        match &self.x {
-            Features::F64(a) => Ok(CowArray::from(a.slice(s![start..end, ..]))),
-            Features::F32(a) => Ok(CowArray::from(a.slice(s![start..end, ..]).mapv(f64::from))),
-            Features::Npy(f) => f.read_rows(start, end).map(CowArray::from),
-        }
+    fn x_rows(&self, start: usize, end: usize) -> Result<Block<'_>> {
+        Ok(match &self.x {
+            Features::F64(a) => Block::Dense(CowArray::from(a.slice(s![start..end, ..]))),
+            Features::F32(a) => Block::Dense(CowArray::from(a.slice(s![start..end, ..]).mapv(f64::from))),
+            Features::Npy(f) => Block::Dense(CowArray::from(f.read_rows(start, end)?)),
+            Features::Csr(c) => Block::Csr(c.rows(start, end)),
+        })
     }
 }
 

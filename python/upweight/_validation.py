@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
 
 import numpy as np
 
@@ -24,8 +25,58 @@ def _numeric(a, name: str) -> np.ndarray:
     return arr
 
 
+def is_sparse(a) -> bool:
+    """A scipy.sparse matrix or array (without importing scipy when the caller has not)."""
+    sp = sys.modules.get("scipy.sparse")
+    return sp is not None and sp.issparse(a)
+
+
+def as_csr(a, name: str, n_features: int | None = None) -> tuple:
+    """A scipy.sparse matrix as the core takes it: (data float64, indices int32, indptr int64,
+    n_columns), in canonical CSR form (sorted column indices, no duplicates). Never densified."""
+    if a.ndim != 2:
+        raise InputError(f"{name}: expected a 2-d sparse matrix, got {a.ndim}-d shape {a.shape}")
+    if a.dtype.kind not in "biuf":
+        raise InputTypeError(f"{name}: expected a real numeric sparse matrix, got dtype {a.dtype}")
+    n, d = a.shape
+    if n == 0:
+        raise InputError(f"{name}: has no rows")
+    if n_features is not None and d != n_features:
+        raise InputError(f"{name}: has {d} columns but the model has {n_features} features")
+    if d >= 2**31:
+        raise InputError(f"{name}: more than 2^31 - 1 columns are not supported")
+    csr = a.tocsr()
+    if not csr.has_canonical_format:
+        csr = csr.copy()
+        csr.sum_duplicates()
+    return (
+        np.ascontiguousarray(csr.data, dtype=np.float64),
+        np.ascontiguousarray(csr.indices, dtype=np.int32),
+        np.ascontiguousarray(csr.indptr, dtype=np.int64),
+        int(d),
+    )
+
+
+def as_points(a, name: str, n_features: int | None = None):
+    """Features for the core's per-point kernels: a CSR tuple (see :func:`as_csr`) for sparse
+    input, else a float64 array (:func:`as_matrix`)."""
+    if is_sparse(a):
+        return as_csr(a, name, n_features)
+    return as_matrix(a, name, n_features)
+
+
+def n_rows(points) -> int:
+    """Number of rows of what :func:`as_points` returned."""
+    return points[2].size - 1 if isinstance(points, tuple) else points.shape[0]
+
+
 def as_matrix(a, name: str, n_features: int | None = None) -> np.ndarray:
-    """A 2-d float64 C-contiguous array (float32 and integer input are converted)."""
+    """A 2-d float64 C-contiguous array (float32 and integer input are converted; sparse input
+    is densified: use it only where the result is dense anyway)."""
+    if is_sparse(a):
+        if n_features is not None and a.ndim == 2 and a.shape[1] != n_features:
+            raise InputError(f"{name}: has {a.shape[1]} columns but the model has {n_features} features")
+        a = a.toarray()
     arr = _numeric(a, name)
     if arr.ndim != 2:
         raise InputError(f"{name}: expected a 2-d array (n_samples, n_features), got {arr.ndim}-d shape {arr.shape}")
@@ -96,9 +147,13 @@ def _npy_header(path: str):
 
 
 def training_features(X, n_features: int | None = None):
-    """(X, n, d) with X as the core takes it: a float64 or float32 C-contiguous array, or the path
+    """(X, n, d) with X as the core takes it: a float64 or float32 C-contiguous array, the path
     of a .npy file read block by block (a path, or an ``np.load(..., mmap_mode="r")`` memmap of
-    one; the file is then never memory-mapped by upweight)."""
+    one; the file is then never memory-mapped by upweight), or a CSR tuple for scipy.sparse
+    input (:func:`as_csr`)."""
+    if is_sparse(X):
+        csr = as_csr(X, "X", n_features)
+        return csr, X.shape[0], X.shape[1]
     if isinstance(X, (str, os.PathLike)):
         path = os.fspath(X)
         if not os.path.isfile(path):

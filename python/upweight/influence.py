@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
-from ._validation import as_indices, as_matrix, as_vector, as_weights, read_npy_rows, training_features
+from ._validation import as_indices, as_matrix, as_points, as_vector, as_weights, is_sparse, n_rows, read_npy_rows, training_features
 from .errors import ConvergenceError, InputError, NotAtOptimumWarning
 
 __all__ = ["Influence", "SolveInfo", "TopK"]
@@ -151,9 +151,11 @@ class Influence(_Queries):
     ----------
     model : fitted ``LinearRegression``, ``LogisticRegression`` or ``PoissonRegression``
     X, y, sample_weight : the training set the model was fitted on (same weights and order).
-        X may be float64 or float32 (kept as float32, widened block by block), or the path of a
-        ``.npy`` file (or its ``np.load(..., mmap_mode="r")`` memmap): it is then read block by
-        block, never held in memory.
+        X may be float64 or float32 (kept as float32: scores are computed in float32, sums and
+        solves in float64), a scipy.sparse matrix (used in CSR form, never densified: every pass
+        costs O(nnz)), or the path of a ``.npy`` file (or its ``np.load(..., mmap_mode="r")``
+        memmap): it is then read block by block, never held in memory. Test points
+        (``X_test``) may be sparse too; their gradient matrix (q x p) is dense.
     solver : "direct" (form H, Cholesky), "cg" (matrix-free conjugate gradients on
         Hessian-vector products, Jacobi-preconditioned), or "auto" (direct up to
         ``AUTO_DIRECT_MAX_PARAMS`` parameters).
@@ -175,6 +177,7 @@ class Influence(_Queries):
             raise InputError(f"model: expected a fitted upweight estimator, got {type(model).__name__}")
         theta = model._flat_theta()
         self.model = model
+        self._sparse = X.tocsr() if is_sparse(X) else None
         self.X, n, _ = training_features(X, model.n_features_in_)
         self.y = model._targets(y, n, fitting=False)
         self.sample_weight = as_weights(sample_weight, n)
@@ -209,6 +212,8 @@ class Influence(_Queries):
         """Features and targets of the training rows ``rows``, in memory."""
         if isinstance(self.X, str):
             return read_npy_rows(self.X, rows), np.ascontiguousarray(self.y[rows])
+        if self._sparse is not None:
+            return np.ascontiguousarray(self._sparse[rows].toarray(), dtype=np.float64), np.ascontiguousarray(self.y[rows])
         return np.ascontiguousarray(self.X[rows], dtype=np.float64), np.ascontiguousarray(self.y[rows])
 
     # -- parameters ---------------------------------------------------------------------------
@@ -256,11 +261,11 @@ class Influence(_Queries):
         """
         if kind not in ("mean", "linear"):
             raise InputError(f"kind: expected 'mean' or 'linear', got {kind!r}")
-        Xt = as_matrix(X_test, "X_test", self.model.n_features_in_)
+        Xt = as_points(X_test, "X_test", self.model.n_features_in_)
         k = self.model.n_classes
         G = _core.prediction_grads(self.model.family, k, self.model._flat_theta(), Xt, kind)
         S = self._checked(self._core.on(G, self._rows(idx)))
-        return S if k == 1 else S.reshape(Xt.shape[0], k, S.shape[1])
+        return S if k == 1 else S.reshape(n_rows(Xt), k, S.shape[1])
 
     def top_k(self, X_test, y_test, k: int = 10) -> TopK:
         """For each test point, the ``k`` training points whose upweighting most lowers (helpful)

@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 
 from . import _core
-from ._validation import as_matrix, as_nonneg_float, as_positive_int, as_vector, as_weights, training_features
+from ._validation import as_nonneg_float, as_points, n_rows, as_positive_int, as_vector, as_weights, training_features
 from .errors import ConvergenceWarning, InputError, NotFittedError, SingularHessianError
 
 __all__ = ["LinearRegression", "LogisticRegression", "PoissonRegression"]
@@ -74,14 +74,16 @@ class _GLM:
         ``solver``: each Newton step solves H s = -g "direct"ly (forms H) or by truncated
         conjugate gradients on Hessian-vector products ("cg", H never formed); "auto" picks cg
         above ``upweight.influence.AUTO_DIRECT_MAX_PARAMS`` parameters.
-        ``X`` may be float64 or float32 (used as float32, widened block by block), or the path of
-        a ``.npy`` file (or its ``np.load(..., mmap_mode="r")`` memmap), streamed block by block.
+        ``X`` may be float64 or float32 (used as float32, widened block by block), a scipy.sparse
+        matrix (used in CSR form, never densified), or the path of a ``.npy`` file (or its
+        ``np.load(..., mmap_mode="r")`` memmap), streamed block by block.
 
         Sets ``theta_``, ``coef_``, ``intercept_``, ``n_iter_``, ``grad_norm_`` (max absolute
         gradient entry at the solution), ``converged_`` and ``objective_``. Warns with
         :class:`ConvergenceWarning` if the gradient norm did not reach ``tol`` (an absolute bound
         on max |grad L_w|) within ``max_iter`` steps, or stalled above it at rounding level.
         """
+        X_in = X
         X, n, d = training_features(X)
         y = self._targets(y, n, fitting=True)
         w = as_weights(sample_weight, n)
@@ -105,7 +107,7 @@ class _GLM:
         self.n_features_in_ = d
         self._set_theta(theta)
         if not isinstance(X, str):  # a file would have to be read again; its fit is not checked
-            self._check_separation(X, y, w, l2)
+            self._check_separation(X_in, y, w, l2)
         self.n_iter_ = n_iter
         self.grad_norm_ = grad_norm
         self.converged_ = converged
@@ -146,12 +148,12 @@ class _GLM:
 
     def decision_function(self, X) -> np.ndarray:
         """The linear predictor eta = X coef + intercept: (n,) or (n, k) for multinomial."""
-        X = as_matrix(X, "X", self._n_features())
+        X = as_points(X, "X", self._n_features())
         eta = _core.predict(self.family, self.n_classes, self._flat_theta(), X, "linear")
         return eta[:, 0] if self.n_classes == 1 else eta
 
     def _mean(self, X) -> np.ndarray:
-        X = as_matrix(X, "X", self._n_features())
+        X = as_points(X, "X", self._n_features())
         m = _core.predict(self.family, self.n_classes, self._flat_theta(), X, "mean")
         return m[:, 0] if self.n_classes == 1 else m
 
@@ -161,8 +163,8 @@ class _GLM:
 
     def loss(self, X, y) -> np.ndarray:
         """Per-example losses l(z_i; theta_) (DESIGN.md section 2), shape (n,)."""
-        X = as_matrix(X, "X", self._n_features())
-        y = self._targets(y, X.shape[0], fitting=False)
+        X = as_points(X, "X", self._n_features())
+        y = self._targets(y, n_rows(X), fitting=False)
         return _core.losses(self.family, self.n_classes, self._flat_theta(), X, y)
 
 
