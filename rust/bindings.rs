@@ -11,7 +11,7 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, P
 use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 
-use crate::influence::{Method, SolverOptions};
+use crate::influence::{Method, Scores, SolverOptions};
 use crate::solvers::{CgOptions, SolveInfo};
 use crate::matrix::Csr;
 use crate::source::{with_block, Rows};
@@ -549,20 +549,34 @@ impl InfluenceCore {
     }
 
     /// S (r x n): influence of each training point on each f_j given grad_f (r x p); with
-    /// `rows`, only those training points (r x len(rows)).
+    /// `rows`, only those training points (r x len(rows)). float32 when the training features
+    /// are float32 (computed in float32), else float64.
     #[pyo3(signature = (grad_f, rows=None))]
-    fn on<'py>(&self, py: Python<'py>, grad_f: PyReadonlyArray2<'py, f64>, rows: Option<Vec<usize>>) -> PyResult<(Bound<'py, PyArray2<f64>>, Info<'py>)> {
+    fn on<'py>(&self, py: Python<'py>, grad_f: PyReadonlyArray2<'py, f64>, rows: Option<Vec<usize>>) -> PyResult<(Bound<'py, PyAny>, Info<'py>)> {
         let g = grad_f.as_array();
         let (out, info) = self.with_train(py, |t| {
-            self.run(py, |c| match &rows {
-                None => self.inner.on(&*self.model, t, t, g, c),
-                Some(idx) => {
-                    let sub = crate::source::gather(t, idx)?;
-                    self.inner.on(&*self.model, t, &sub.as_dataset(), g, c)
-                }
+            let float32 = t.x_rows_f32(0, 0).is_some();
+            self.run(py, |c| {
+                let (s, info) = match &rows {
+                    None => self.inner.on(&*self.model, t, t, g, c)?,
+                    Some(idx) => {
+                        let sub = crate::source::gather(t, idx)?;
+                        self.inner.on(&*self.model, t, &sub.as_dataset(), g, c)?
+                    }
+                };
+                // gathered rows are scored in float64: return them in the training set's precision
+                let s = match (s, float32) {
+                    (Scores::F64(a), true) => Scores::F32(a.mapv(|v| v as f32)),
+                    (s, _) => s,
+                };
+                Ok((s, info))
             })
         })?;
-        Ok((out.into_pyarray(py), info_py(py, info)))
+        let out = match out {
+            Scores::F64(a) => a.into_pyarray(py).into_any(),
+            Scores::F32(a) => a.into_pyarray(py).into_any(),
+        };
+        Ok((out, info_py(py, info)))
     }
 
     /// The k most helpful and most harmful training points per f_j, streamed:

@@ -206,6 +206,29 @@ impl Model for Glm {
         out.mapv_inplace(|o| o * scale);
     }
 
+    /// eta in float64 from the float32 rows (a dot product per row and class: 1/q of the score
+    /// product's work), residuals in float64, gradients rounded to float32.
+    fn grads_f32(&self, theta: ArrayView1<f64>, x: ArrayView2<f32>, y: ArrayView1<f64>, mut out: ArrayViewMut2<f32>) -> bool {
+        let (k, r, d) = (self.k(), self.row(), self.d);
+        let mut eta = vec![0.0; k];
+        let mut res = vec![0.0; k];
+        for (i, xi) in x.rows().into_iter().enumerate() {
+            for (c, e) in eta.iter_mut().enumerate() {
+                let t = theta.slice(s![c * r..(c + 1) * r]);
+                *e = t[d] + xi.iter().zip(t.iter()).map(|(&xv, &tv)| xv as f64 * tv).sum::<f64>();
+            }
+            self.family.residual_and_hessian(&eta, y[i], &mut res, None);
+            let mut g = out.row_mut(i);
+            for c in 0..k {
+                let rc = res[c] as f32;
+                let mut seg = g.slice_mut(s![c * r..(c + 1) * r]);
+                seg.slice_mut(s![..d]).zip_mut_with(&xi, |o, &xv| *o = rc * xv);
+                seg[d] = rc;
+            }
+        }
+        true
+    }
+
     fn loss_grad_sum(&self, theta: ArrayView1<f64>, data: &Dataset) -> (f64, Array1<f64>) {
         let (k, r, d) = (self.k(), self.row(), self.d);
         let eta = self.eta(theta, data.x);

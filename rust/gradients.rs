@@ -40,6 +40,10 @@ impl Model for GradientModel {
     fn grads(&self, _theta: ArrayView1<f64>, data: &Dataset, mut out: ArrayViewMut2<f64>) {
         out.assign(&data.x.to_dense());
     }
+    fn grads_f32(&self, _theta: ArrayView1<f64>, x: ndarray::ArrayView2<f32>, _y: ArrayView1<f64>, mut out: ArrayViewMut2<f32>) -> bool {
+        out.assign(&x);
+        true
+    }
     /// (0, sum_i w_i g_i): the gradients are taken as given, at whatever point they were computed.
     fn loss_grad_sum(&self, _theta: ArrayView1<f64>, data: &Dataset) -> (f64, Array1<f64>) {
         let w = Array1::from_shape_fn(data.n(), |i| data.weight(i));

@@ -7,6 +7,8 @@
 //! so scoring q functions is q solves then one matrix product per block of training rows.
 //! With damping delta, H is replaced by H + delta I throughout.
 
+use std::ops::Range;
+
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
@@ -17,7 +19,8 @@ use crate::error::{check_finite, Error, Result};
 use crate::model::Model;
 use crate::objective::Objective;
 use crate::solvers::{cg, fix_null_component, hessian_operator, jacobi, CgOptions, Direct, SolveInfo};
-use crate::source::{with_block, Rows};
+use crate::model::scores_f32;
+use crate::source::{gather, with_block, Rows};
 
 /// How H v = g is solved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +89,15 @@ impl Best {
     fn better(&self, a: (f64, usize), b: (f64, usize)) -> bool {
         let (x, y) = (self.sign * a.0, self.sign * b.0);
         x < y || (x == y && a.1 < b.1)
+    }
+    /// A score must be strictly better than this to enter (ties keep the earlier index, and
+    /// rows are offered in increasing order): the worst kept score, or +-inf while not full.
+    fn bound(&self) -> f64 {
+        match self.items.len() == self.k {
+            true if self.k > 0 => self.items[self.k - 1].0,
+            true => -self.sign * f64::INFINITY,
+            false => self.sign * f64::INFINITY,
+        }
     }
     fn push(&mut self, item: (f64, usize)) {
         if self.k == 0 || (self.items.len() == self.k && !self.better(item, self.items[self.k - 1])) {
@@ -297,33 +309,68 @@ impl Influence {
         Ok((vc, info))
     }
 
-    /// Scores of the rows of `block` (B rows) into `out` (B x r), given `vc` = [V; c].
-    fn score_block<M: Model + ?Sized>(&self, model: &M, block: &Dataset, vc: &Array2<f64>, out: ArrayViewMut2<f64>) {
-        model.scores(self.theta.view(), block, vc.view(), -1.0 / self.total_weight, out);
+    /// Scores of the rows `range` of `points` into `out` (B x r), given `vc` = [V; c] and, when
+    /// the rows are float32 and the model has a float32 kernel, `vc32`: then in float32.
+    fn score_rows<M: Model + ?Sized>(&self, model: &M, points: &dyn Rows, range: Range<usize>, vc: &Array2<f64>, out: ScoreOut) -> Result<()> {
+        let scale = -1.0 / self.total_weight;
+        match out {
+            ScoreOut::F64(out) => with_block(points, range, |blk| model.scores(self.theta.view(), blk, vc.view(), scale, out)),
+            ScoreOut::F32(out, vc32) => {
+                let x = points.x_rows_f32(range.start, range.end).expect("checked by float32_kernel")?;
+                let y = points.y().slice_move(s![range]);
+                let done = scores_f32(model, self.theta.view(), x.view(), y, vc32.view(), scale as f32, out);
+                debug_assert!(done, "checked by float32_kernel");
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether scores over `points` run in float32: float32 rows and a model kernel for them.
+    fn float32_kernel<M: Model + ?Sized>(&self, model: &M, points: &dyn Rows) -> bool {
+        points.n() > 0
+            && points.x_rows_f32(0, 0).is_some()
+            && model.grads_f32(self.theta.view(), ndarray::Array2::<f32>::zeros((0, points.d())).view(), points.y().slice(s![..0]), ndarray::Array2::<f32>::zeros((0, self.n_params())).view_mut())
     }
 
     /// Influence of every row of `points` on functions f_j given their gradients at theta*
-    /// (`grad_f`, r x p): S (r x n), S[j, m] = grad f_j . I(z_m).
-    pub fn on<M: Model + ?Sized>(&self, model: &M, train: &dyn Rows, points: &dyn Rows, grad_f: ArrayView2<f64>, cancel: &Cancel) -> Result<(Array2<f64>, SolveInfo)> {
+    /// (`grad_f`, r x p): S (r x n), S[j, m] = grad f_j . I(z_m). Float32 rows are scored in
+    /// float32 ([`Scores::F32`]), with the solve and V in float64.
+    pub fn on<M: Model + ?Sized>(&self, model: &M, train: &dyn Rows, points: &dyn Rows, grad_f: ArrayView2<f64>, cancel: &Cancel) -> Result<(Scores, SolveInfo)> {
         self.check_points(model, "X", points)?;
         let (vc, info) = self.query_solve(model, train, grad_f, cancel)?;
-        // S is filled as S^T (n x r, row blocks contiguous), so each block's product writes a
-        // column-major (r x B) destination, the layout faer is fastest with; returned as (r x n).
-        let mut st = Array2::zeros((points.n(), grad_f.nrows()));
-        cancel.begin(points.n());
+        let (n, r) = (points.n(), grad_f.nrows());
+        let scores = if self.float32_kernel(model, points) {
+            let vc32 = vc.mapv(|v| v as f32);
+            Scores::F32(self.fill_scores(n, r, cancel, |range, out| self.score_rows(model, points, range, &vc, ScoreOut::F32(out, &vc32)))?)
+        } else {
+            Scores::F64(self.fill_scores(n, r, cancel, |range, out| self.score_rows(model, points, range, &vc, ScoreOut::F64(out)))?)
+        };
+        Ok((scores, info))
+    }
+
+    /// S (r x n) filled block by block with `block(rows, out (B x r))`, in parallel. S is filled
+    /// as S^T (n x r, row blocks contiguous), so each block's product writes a column-major
+    /// (r x B) destination, the layout faer is fastest with; returned as (r x n).
+    fn fill_scores<T, F>(&self, n: usize, r: usize, cancel: &Cancel, block: F) -> Result<Array2<T>>
+    where
+        T: Clone + Default + Send + Sync,
+        F: Fn(Range<usize>, ArrayViewMut2<T>) -> Result<()> + Sync,
+    {
+        let mut st = Array2::from_elem((n, r), T::default());
+        cancel.begin(n);
         st.axis_chunks_iter_mut(Axis(0), BLOCK_ROWS).into_par_iter().enumerate().try_for_each(|(b, chunk)| {
             cancel.check()?;
             let (start, len) = (b * BLOCK_ROWS, chunk.nrows());
-            with_block(points, start..start + len, |blk| self.score_block(model, blk, &vc, chunk))?;
+            block(start..start + len, chunk)?;
             cancel.advance(len);
             Ok::<(), Error>(())
         })?;
-        Ok((st.reversed_axes(), info))
+        Ok(st.reversed_axes())
     }
 
     /// Score matrix S (q x n): S[t, m] = grad l(z_t) . I(z_m), influence of training point m on
     /// the loss at test point t.
-    pub fn on_loss<M: Model + ?Sized>(&self, model: &M, train: &dyn Rows, test: &Dataset, cancel: &Cancel) -> Result<(Array2<f64>, SolveInfo)> {
+    pub fn on_loss<M: Model + ?Sized>(&self, model: &M, train: &dyn Rows, test: &Dataset, cancel: &Cancel) -> Result<(Scores, SolveInfo)> {
         let g = self.loss_grads(model, test)?;
         self.on(model, train, train, g.view(), cancel)
     }
@@ -338,11 +385,16 @@ impl Influence {
 
     /// For each f_j (`grad_f`, r x p), the `k` most helpful and most harmful rows of `points`,
     /// streaming over blocks: the r x n matrix is never held (memory O(block x r + r x k)).
+    /// Float32 rows are scored and selected in float32; the selected scores are then recomputed
+    /// in float64, so the values returned are exact (only near-ties at the k-th place can differ
+    /// from a float64 selection).
     pub fn top_k<M: Model + ?Sized>(&self, model: &M, train: &dyn Rows, points: &dyn Rows, grad_f: ArrayView2<f64>, k: usize, cancel: &Cancel) -> Result<(TopK, SolveInfo)> {
         self.check_points(model, "X", points)?;
         let (vc, info) = self.query_solve(model, train, grad_f, cancel)?;
         let r = grad_f.nrows();
         let k = k.min(points.n());
+        let f32_path = self.float32_kernel(model, points);
+        let vc32 = vc.mapv(|v| v as f32);
         let all = blocks(points.n(), BLOCK_ROWS);
         // a fixed number of contiguous chunks (a function of n only): deterministic merge order
         let per_chunk = all.len().div_ceil(64).max(1);
@@ -351,19 +403,25 @@ impl Influence {
             .par_chunks(per_chunk)
             .map(|chunk| {
                 let mut best = vec![(Best::new(k, 1.0), Best::new(k, -1.0)); r];
-                let mut tmp = Array2::zeros((BLOCK_ROWS, r));
+                // scores as (r x B): each query's block of scores is contiguous for the scan
+                let (mut t64, mut t32) = (Array2::<f64>::zeros((0, 0)), Array2::<f32>::zeros((0, 0)));
+                if f32_path { t32 = Array2::zeros((r, BLOCK_ROWS)) } else { t64 = Array2::zeros((r, BLOCK_ROWS)) }
                 for range in chunk {
                     cancel.check()?;
-                    let start = range.start;
-                    let len = range.len();
-                    with_block(points, range.clone(), |blk| self.score_block(model, blk, &vc, tmp.slice_mut(s![..len, ..])))?;
-                    cancel.advance(len);
-                    for (i, row) in tmp.slice(s![..len, ..]).rows().into_iter().enumerate() {
-                        for (j, &score) in row.iter().enumerate() {
-                            best[j].0.push((score, start + i));
-                            best[j].1.push((score, start + i));
+                    let (start, len) = (range.start, range.len());
+                    if f32_path {
+                        let out = t32.slice_mut(s![.., ..len]).reversed_axes();
+                        self.score_rows(model, points, range.clone(), &vc, ScoreOut::F32(out, &vc32))?;
+                        for (j, row) in t32.rows().into_iter().enumerate() {
+                            scan(&mut best[j], &row.as_slice().expect("contiguous")[..len], start);
+                        }
+                    } else {
+                        self.score_rows(model, points, range.clone(), &vc, ScoreOut::F64(t64.slice_mut(s![.., ..len]).reversed_axes()))?;
+                        for (j, row) in t64.rows().into_iter().enumerate() {
+                            scan(&mut best[j], &row.as_slice().expect("contiguous")[..len], start);
                         }
                     }
+                    cancel.advance(len);
                 }
                 Ok(best)
             })
@@ -375,6 +433,13 @@ impl Influence {
                 p.1.items.into_iter().for_each(|it| t.1.push(it));
             }
         }
+        if f32_path {
+            for (j, (help, harm)) in total.iter_mut().enumerate() {
+                for best in [help, harm] {
+                    self.rescore(model, points, &vc, j, best)?;
+                }
+            }
+        }
         let take = |sel: fn(&(Best, Best)) -> &Best| {
             let idx = Array2::from_shape_fn((r, k), |(j, i)| sel(&total[j]).items[i].1);
             let val = Array2::from_shape_fn((r, k), |(j, i)| sel(&total[j]).items[i].0);
@@ -383,5 +448,63 @@ impl Influence {
         let (helpful_idx, helpful) = take(|b| &b.0);
         let (harmful_idx, harmful) = take(|b| &b.1);
         Ok((TopK { helpful_idx, helpful, harmful_idx, harmful }, info))
+    }
+
+    /// Recompute the scores of `best`'s items for query `j` in float64 and restore the order.
+    fn rescore<M: Model + ?Sized>(&self, model: &M, points: &dyn Rows, vc: &Array2<f64>, j: usize, best: &mut Best) -> Result<()> {
+        let idx: Vec<usize> = best.items.iter().map(|it| it.1).collect();
+        if idx.is_empty() {
+            return Ok(());
+        }
+        let rows = gather(points, &idx)?;
+        let mut out = Array2::zeros((idx.len(), 1));
+        model.scores(self.theta.view(), &rows.as_dataset(), vc.slice(s![.., j..j + 1]), -1.0 / self.total_weight, out.view_mut());
+        let mut exact = Best::new(best.k, best.sign);
+        for (i, &m) in idx.iter().enumerate() {
+            exact.push((out[[i, 0]], m));
+        }
+        *best = exact;
+        Ok(())
+    }
+}
+
+/// Offer one query's scores of rows `start..` to its (helpful, harmful) lists. Only scores past
+/// a list's current k-th value reach `Best::push`, so the loop is a compare per score.
+fn scan<T: Copy + Into<f64>>(best: &mut (Best, Best), scores: &[T], start: usize) {
+    let (help, harm) = best;
+    let (mut lo, mut hi) = (help.bound(), harm.bound());
+    for (i, &s) in scores.iter().enumerate() {
+        let v: f64 = s.into();
+        if v < lo {
+            help.push((v, start + i));
+            lo = help.bound();
+        }
+        if v > hi {
+            harm.push((v, start + i));
+            hi = harm.bound();
+        }
+    }
+}
+
+/// Output of one block of the score kernel, float64 or float32 (with [V; c] in float32).
+enum ScoreOut<'a, 'b> {
+    F64(ArrayViewMut2<'a, f64>),
+    F32(ArrayViewMut2<'a, f32>, &'b Array2<f32>),
+}
+
+/// A score matrix in the precision its training rows were stored in.
+#[derive(Clone, Debug)]
+pub enum Scores {
+    F64(Array2<f64>),
+    F32(Array2<f32>),
+}
+
+impl Scores {
+    /// The scores in float64 (widened if they were computed in float32).
+    pub fn into_f64(self) -> Array2<f64> {
+        match self {
+            Scores::F64(s) => s,
+            Scores::F32(s) => s.mapv(f64::from),
+        }
     }
 }

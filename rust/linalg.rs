@@ -10,22 +10,22 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use crate::error::{Error, Result};
 
 /// Zero-copy faer view of an ndarray view (any strides).
-pub fn faer_ref<'a>(a: &'a ArrayView2<'_, f64>) -> MatRef<'a, f64> {
+pub fn faer_ref<'a, T>(a: &'a ArrayView2<'_, T>) -> MatRef<'a, T> {
     let s = a.strides();
     // SAFETY: the pointer, shape and strides come from a live ndarray view borrowed for 'a.
     unsafe { MatRef::from_raw_parts(a.as_ptr(), a.nrows(), a.ncols(), s[0], s[1]) }
 }
 
 /// Zero-copy mutable faer view of an ndarray view (any strides).
-pub fn faer_mut<'a>(a: &'a mut ArrayViewMut2<'_, f64>) -> MatMut<'a, f64> {
+pub fn faer_mut<'a, T>(a: &'a mut ArrayViewMut2<'_, T>) -> MatMut<'a, T> {
     let (rs, cs) = (a.strides()[0], a.strides()[1]);
     let (r, c) = a.dim();
     // SAFETY: as above, and the ndarray view is borrowed mutably for 'a.
     unsafe { MatMut::from_raw_parts_mut(a.as_mut_ptr(), r, c, rs, cs) }
 }
 
-/// `dst = alpha * a @ b` (`accumulate = false`) or `dst += alpha * a @ b`.
-pub fn gemm(mut dst: ArrayViewMut2<f64>, accumulate: bool, a: ArrayView2<f64>, b: ArrayView2<f64>, alpha: f64) {
+/// `dst = alpha * a @ b` (`accumulate = false`) or `dst += alpha * a @ b`, in float64 or float32.
+pub fn gemm<T: faer::traits::ComplexField + Copy>(mut dst: ArrayViewMut2<T>, accumulate: bool, a: ArrayView2<T>, b: ArrayView2<T>, alpha: T) {
     debug_assert_eq!(dst.nrows(), a.nrows());
     debug_assert_eq!(dst.ncols(), b.ncols());
     debug_assert_eq!(a.ncols(), b.nrows());

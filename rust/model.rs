@@ -39,6 +39,12 @@ pub trait Model: Sync {
     fn scores(&self, theta: ArrayView1<f64>, data: &Dataset, vc: ArrayView2<f64>, scale: f64, out: ArrayViewMut2<f64>) {
         scores_from_grads(self, theta, data, vc, scale, out)
     }
+    /// Per-example gradients of float32 rows `x` (targets `y`) in float32 into `out` (n x p), for
+    /// the float32 score kernel; intermediate quantities (linear predictors, residuals) are
+    /// computed in float64. Returns false if the model has no float32 path.
+    fn grads_f32(&self, _theta: ArrayView1<f64>, _x: ArrayView2<f32>, _y: ArrayView1<f64>, _out: ArrayViewMut2<f32>) -> bool {
+        false
+    }
     /// Weighted sums over `data`: (sum_i w_i l_i, sum_i w_i grad l_i).
     fn loss_grad_sum(&self, theta: ArrayView1<f64>, data: &Dataset) -> (f64, Array1<f64>);
     /// Adds sum_i w_i Hess l_i to the lower triangle of `out` (p x p); the rest is not read.
@@ -60,4 +66,18 @@ pub fn scores_from_grads<M: Model + ?Sized>(model: &M, theta: ArrayView1<f64>, d
     model.grads(theta, data, g.slice_mut(s![.., ..p]));
     g.column_mut(p).fill(1.0);
     linalg::gemm(out, false, g.view(), vc, scale);
+}
+
+/// The float32 score kernel, `out = scale (G v + 1 c^T)` with G from [`Model::grads_f32`] and
+/// `vc` = [v; c] in float32: one float32 product (twice the SIMD lanes of float64). Returns false
+/// if the model has no float32 path.
+pub fn scores_f32<M: Model + ?Sized>(model: &M, theta: ArrayView1<f64>, x: ArrayView2<f32>, y: ArrayView1<f64>, vc: ArrayView2<f32>, scale: f32, out: ArrayViewMut2<f32>) -> bool {
+    let p = model.n_params();
+    let mut g = Array2::zeros((x.nrows(), p + 1));
+    if !model.grads_f32(theta, x, y, g.slice_mut(s![.., ..p])) {
+        return false;
+    }
+    g.column_mut(p).fill(1.0);
+    linalg::gemm(out, false, g.view(), vc, scale);
+    true
 }

@@ -26,6 +26,11 @@ pub trait Rows: Sync {
     /// (dense or sparse). Sources not validated up front check what they read and name the
     /// first bad entry.
     fn x_rows(&self, start: usize, end: usize) -> Result<Block<'_>>;
+    /// The same rows in float32 when the source stores float32 (the score kernels then run in
+    /// float32), else `None`.
+    fn x_rows_f32(&self, _start: usize, _end: usize) -> Option<Result<CowArray<'_, f32, Ix2>>> {
+        None
+    }
 
     /// W, the sum of the weights.
     fn total_weight(&self) -> f64 {
@@ -208,6 +213,13 @@ impl Rows for Table<'_> {
             Features::Csr(c) => Block::Csr(c.rows(start, end)),
         })
     }
+    fn x_rows_f32(&self, start: usize, end: usize) -> Option<Result<CowArray<'_, f32, Ix2>>> {
+        match &self.x {
+            Features::F32(a) => Some(Ok(CowArray::from(a.slice(s![start..end, ..])))),
+            Features::Npy(f) if f.dtype == NpyDtype::F32 => Some(f.read_rows_f32(start, end).map(CowArray::from)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -303,22 +315,40 @@ impl NpyFile {
 
     /// Rows `start..end` as float64, checked for NaN/inf.
     pub fn read_rows(&self, start: usize, end: usize) -> Result<Array2<f64>> {
-        let count = (end - start) * self.d;
+        let bytes = self.read_bytes(start, end)?;
+        let values: Vec<f64> = match self.dtype {
+            NpyDtype::F64 => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect(),
+            NpyDtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64).collect(),
+        };
+        self.finite(start, values.iter().map(|v| v.is_finite()))?;
+        Ok(Array2::from_shape_vec((end - start, self.d), values).expect("length matches the shape"))
+    }
+
+    /// Rows `start..end` of a float32 file as float32, checked for NaN/inf.
+    pub fn read_rows_f32(&self, start: usize, end: usize) -> Result<Array2<f32>> {
+        debug_assert_eq!(self.dtype, NpyDtype::F32);
+        let bytes = self.read_bytes(start, end)?;
+        let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
+        self.finite(start, values.iter().map(|v| v.is_finite()))?;
+        Ok(Array2::from_shape_vec((end - start, self.d), values).expect("length matches the shape"))
+    }
+
+    fn read_bytes(&self, start: usize, end: usize) -> Result<Vec<u8>> {
         let item = if self.dtype == NpyDtype::F64 { 8 } else { 4 };
-        let mut bytes = vec![0u8; count * item];
+        let mut bytes = vec![0u8; (end - start) * self.d * item];
         let at = self.offset + (start * self.d * item) as u64;
         self.file.read_exact_at(&mut bytes, at).map_err(|e| Error::Value {
             arg: "X",
             msg: format!("{}: read failed at row {start} ({e})", self.path.display()),
         })?;
-        let values: Vec<f64> = match self.dtype {
-            NpyDtype::F64 => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect(),
-            NpyDtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64).collect(),
-        };
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(Error::NonFinite { arg: "X", index: start * self.d + i });
+        Ok(bytes)
+    }
+
+    fn finite(&self, start: usize, mut ok: impl Iterator<Item = bool>) -> Result<()> {
+        match ok.position(|f| !f) {
+            Some(i) => Err(Error::NonFinite { arg: "X", index: start * self.d + i }),
+            None => Ok(()),
         }
-        Ok(Array2::from_shape_vec((end - start, self.d), values).expect("length matches the shape"))
     }
 }
 

@@ -127,7 +127,7 @@ fn seed_example() {
     // closed form: I(z_m) = -(Z^T Z)^{-1} z_m r_m with r_m = eta_m - y_m (the 2s and W cancel)
     let expected = array![[1.0 / 12.0, -5.0 / 36.0], [0.0, 1.0 / 9.0], [-1.0 / 12.0, 1.0 / 36.0]];
     assert!((&params - &expected).iter().all(|v| v.abs() < 1e-12), "{params}");
-    let s = inf.on_loss(&model, &data, &data, &Cancel::new()).unwrap().0;
+    let s = inf.on_loss(&model, &data, &data, &Cancel::new()).unwrap().0.into_f64();
     for m in 0..3 {
         // self-influence on one's own loss is negative
         assert!(s[[m, m]] < 0.0);
@@ -149,7 +149,7 @@ fn results_do_not_depend_on_the_thread_count() {
             let obj = Objective::new(&model, &data, 0.01).unwrap();
             let inf = Influence::new(&obj, theta.view(), SolverOptions::default(), &Cancel::new()).unwrap();
             let test = data.rows(0, 50);
-            (theta.clone(), inf.on_loss(&model, &data, &test, &Cancel::new()).unwrap().0, inf.self_influence(&model, &data, &data, &Cancel::new()).unwrap().0)
+            (theta.clone(), inf.on_loss(&model, &data, &test, &Cancel::new()).unwrap().0.into_f64(), inf.self_influence(&model, &data, &data, &Cancel::new()).unwrap().0)
         })
     };
     let a = run(1);
@@ -192,7 +192,9 @@ fn cg_matches_direct_and_top_k_matches_sorting() {
         let cgi = Influence::new(&obj, theta.view(), opts, &c).unwrap();
         let test = data.rows(0, 40);
         let (s1, i1) = direct.on_loss(&model, &data, &test, &c).unwrap();
+        let s1 = s1.into_f64();
         let (s2, i2) = cgi.on_loss(&model, &data, &test, &c).unwrap();
+        let s2 = s2.into_f64();
         let scale = s1.iter().fold(0.0_f64, |a, &b| a.max(b.abs()));
         let err = (&s1 - &s2).iter().fold(0.0_f64, |a, &b| a.max(b.abs()));
         assert!(err / scale < 1e-8, "{family:?}: cg vs direct {err}");
@@ -271,12 +273,26 @@ fn float32_and_npy_sources_match_in_memory() {
         let obj = Objective::new(&model, src, 0.01).unwrap();
         let th = newton(&obj, None, &FitOptions::default(), &c).unwrap().theta;
         let inf = Influence::new(&obj, th.view(), SolverOptions::default(), &c).unwrap();
-        scores.push(inf.on_loss(&model, src, &mem.rows(0, 10), &c).unwrap().0);
+        scores.push(inf.on_loss(&model, src, &mem.rows(0, 10), &c).unwrap().0.into_f64());
         thetas.push(th);
     }
+    // fitting and solving are float64 for every source; float32 rows are scored in float32
     assert_eq!(thetas[0], thetas[1]);
     assert_eq!(thetas[0], thetas[2]);
-    assert_eq!(scores[0], scores[1]);
-    assert_eq!(scores[0], scores[2]);
+    assert_eq!(scores[1], scores[2]);
+    let scale = scores[0].iter().fold(0.0_f64, |a, &b| a.max(b.abs()));
+    let err = (&scores[0] - &scores[1]).iter().fold(0.0_f64, |a, &b| a.max(b.abs()));
+    assert!(err < 1e-6 * scale, "float32 scores off by {err} (scale {scale})");
+    // top-k from float32 scores reports float64 values
+    let obj = Objective::new(&model, &t32, 0.01).unwrap();
+    let inf = Influence::new(&obj, thetas[0].view(), SolverOptions::default(), &c).unwrap();
+    let g = inf.loss_grads(&model, &mem.rows(0, 10)).unwrap();
+    let (top32, _) = inf.top_k(&model, &t32, &t32, g.view(), 5, &c).unwrap();
+    let (top64, _) = inf.top_k(&model, &mem, &mem, g.view(), 5, &c).unwrap();
+    assert_eq!(top32.helpful_idx, top64.helpful_idx);
+    assert_eq!(top32.harmful_idx, top64.harmful_idx);
+    for (a, b) in top32.helpful.iter().chain(top32.harmful.iter()).zip(top64.helpful.iter().chain(top64.harmful.iter())) {
+        assert!((a - b).abs() <= 1e-13 * scale, "{a} vs {b}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
