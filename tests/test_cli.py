@@ -54,6 +54,24 @@ def test_fit_then_score_top_k_matches_the_api(data):
     np.testing.assert_allclose(table[:, 5].reshape(7, 4), top.harmful, rtol=1e-12)
 
 
+def test_sparse_npz_training_and_query_files(tmp_path):
+    sp = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(1)
+    X = sp.random(800, 50, density=0.1, format="csr", random_state=1)
+    y = (rng.random(800) < 0.4).astype(float)
+    sp.save_npz(tmp_path / "X.npz", X)
+    sp.save_npz(tmp_path / "Xq.npz", X[:5])
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "yq.npy", y[:5])
+    cli("score", tmp_path / "X.npz", "--y", tmp_path / "y.npy", "--family", "logistic", "--l2", "1e-2", "--query", tmp_path / "Xq.npz",
+        "--query-y", tmp_path / "yq.npy", "-k", "3", "-o", tmp_path / "top.npz")
+    model = uw.LogisticRegression(l2=1e-2).fit(X.toarray(), y)
+    top = uw.Influence(model, X.toarray(), y).top_k(X[:5].toarray(), y[:5], k=3)
+    with np.load(tmp_path / "top.npz") as z:
+        np.testing.assert_array_equal(z["helpful_idx"], top.helpful_idx)
+        np.testing.assert_allclose(z["harmful"], top.harmful, rtol=1e-9)
+
+
 def test_score_self_influence_and_full_matrix(data):
     d, X, y, model = data
     inf = uw.Influence(model, X, y)

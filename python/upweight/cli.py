@@ -169,7 +169,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("train", help="training features: .npy (streamed block by block, may exceed memory), .npz (arrays X, y), .csv or .parquet (header row)")
+    p.add_argument("train", help="training features: .npy (streamed block by block, may exceed memory), .npz (arrays X, y; or a scipy.sparse.save_npz matrix, used sparse), .csv or .parquet (header row)")
     p.add_argument("--y", metavar="FILE", help="training targets (.npy) when TRAIN holds features only")
     p.add_argument("--target-column", metavar="NAME", help="target column (CSV/Parquet) or array (.npz) name (default: y)")
     p.add_argument("--weights", metavar="FILE", help="sample weights (.npy), default all 1")

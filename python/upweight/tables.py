@@ -1,7 +1,8 @@
 """Reading training/query tables and writing score files for the CLI.
 
 Inputs: ``.npy`` (a feature matrix; for training data it is streamed, never loaded), ``.npz``
-(arrays ``X`` and ``y``), ``.csv`` (a header row; the target column by name) and ``.parquet``
+(arrays ``X`` and ``y``, or a sparse matrix written by ``scipy.sparse.save_npz``, used as CSR
+without densifying; targets then come from ``--*-y``), ``.csv`` (a header row; the target column by name) and ``.parquet``
 (the same, if pyarrow is installed). Outputs: ``.npz``, ``.csv`` or ``.parquet``, written
 atomically. Pickled data is never loaded.
 """
@@ -27,6 +28,14 @@ def _pyarrow(arg: str):
     return pq
 
 
+def _sparse_npz(path: str, arg: str):
+    try:
+        import scipy.sparse as sp
+    except ImportError:
+        raise InputError(f"{arg}: {path!r} holds a scipy.sparse matrix; reading it needs scipy (pip install scipy)") from None
+    return sp.load_npz(path).tocsr()
+
+
 def read_table(path, arg: str, target_column: str | None, target_path=None, stream: bool = False):
     """(X, y) from ``path``; y is None when neither a target column nor ``target_path`` is given.
     With ``stream``, a ``.npy`` X is returned as its path, to be read block by block."""
@@ -45,10 +54,15 @@ def read_table(path, arg: str, target_column: str | None, target_path=None, stre
                     raise InputError(str(exc).replace("X:", f"{arg}:", 1)) from None
         elif ext == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                xkey = "X" if "X" in z else None
+                if {"data", "indices", "indptr", "format", "shape"} <= set(z.files):
+                    X = _sparse_npz(path, arg)
+                    xkey = ""
+                else:
+                    xkey = "X" if "X" in z else None
                 if xkey is None:
                     raise InputError(f"{arg}: {path!r} has no array 'X' (found {sorted(z.files)})")
-                X = z[xkey]
+                if xkey:
+                    X = z[xkey]
                 key = target_column or "y"
                 if key in z:
                     y = z[key]
