@@ -74,38 +74,55 @@ pub struct Influence {
     solver: Solver,
 }
 
-/// Keeps the k best (score, index) pairs; `sign` = 1 keeps the smallest, -1 the largest.
+/// Keeps the k best (score, index) pairs; `sign` = 1 keeps the smallest, -1 the largest; ties
+/// go to the lower index. Candidates are appended to a buffer of up to 2k and compacted to the
+/// best k when it fills (amortised O(1) per candidate); `items()` gives the final sorted list.
 #[derive(Clone)]
 struct Best {
     k: usize,
     sign: f64,
     items: Vec<(f64, usize)>,
+    /// The k-th best after the last compaction (+-inf before the first): only better scores
+    /// can enter.
+    bound: (f64, usize),
 }
 
 impl Best {
     fn new(k: usize, sign: f64) -> Self {
-        Self { k, sign, items: Vec::with_capacity(k + 1) }
+        let bound = if k == 0 { (-sign * f64::INFINITY, 0) } else { (sign * f64::INFINITY, usize::MAX) };
+        Self { k, sign, items: Vec::with_capacity(2 * k), bound }
     }
     fn better(&self, a: (f64, usize), b: (f64, usize)) -> bool {
         let (x, y) = (self.sign * a.0, self.sign * b.0);
         x < y || (x == y && a.1 < b.1)
     }
-    /// A score must be strictly better than this to enter (ties keep the earlier index, and
-    /// rows are offered in increasing order): the worst kept score, or +-inf while not full.
+    /// A score must be strictly better than this to enter when rows are offered in increasing
+    /// index order (a tie then loses to the earlier index).
     fn bound(&self) -> f64 {
-        match self.items.len() == self.k {
-            true if self.k > 0 => self.items[self.k - 1].0,
-            true => -self.sign * f64::INFINITY,
-            false => self.sign * f64::INFINITY,
-        }
+        self.bound.0
     }
     fn push(&mut self, item: (f64, usize)) {
-        if self.k == 0 || (self.items.len() == self.k && !self.better(item, self.items[self.k - 1])) {
+        if self.k == 0 || !self.better(item, self.bound) {
             return;
         }
-        let pos = self.items.iter().position(|&o| self.better(item, o)).unwrap_or(self.items.len());
-        self.items.insert(pos, item);
+        self.items.push(item);
+        if self.items.len() >= 2 * self.k {
+            self.compact();
+        }
+    }
+    /// Keep the best k, sorted, and tighten the bound to the k-th.
+    fn compact(&mut self) {
+        let sign = self.sign;
+        self.items.sort_unstable_by(|a, b| (sign * a.0).total_cmp(&(sign * b.0)).then(a.1.cmp(&b.1)));
         self.items.truncate(self.k);
+        if self.items.len() == self.k {
+            self.bound = self.items[self.k - 1];
+        }
+    }
+    /// The best k (fewer if fewer were offered), best first.
+    fn items(&mut self) -> &[(f64, usize)] {
+        self.compact();
+        &self.items
     }
 }
 
@@ -428,9 +445,9 @@ impl Influence {
             .collect();
         let mut total = vec![(Best::new(k, 1.0), Best::new(k, -1.0)); r];
         for part in partials {
-            for (t, p) in total.iter_mut().zip(part?) {
-                p.0.items.into_iter().for_each(|it| t.0.push(it));
-                p.1.items.into_iter().for_each(|it| t.1.push(it));
+            for (t, mut p) in total.iter_mut().zip(part?) {
+                p.0.items().iter().for_each(|&it| t.0.push(it));
+                p.1.items().iter().for_each(|&it| t.1.push(it));
             }
         }
         if f32_path {
@@ -439,6 +456,10 @@ impl Influence {
                     self.rescore(model, points, &vc, j, best)?;
                 }
             }
+        }
+        for (help, harm) in total.iter_mut() {
+            help.compact();
+            harm.compact();
         }
         let take = |sel: fn(&(Best, Best)) -> &Best| {
             let idx = Array2::from_shape_fn((r, k), |(j, i)| sel(&total[j]).items[i].1);
@@ -452,7 +473,7 @@ impl Influence {
 
     /// Recompute the scores of `best`'s items for query `j` in float64 and restore the order.
     fn rescore<M: Model + ?Sized>(&self, model: &M, points: &dyn Rows, vc: &Array2<f64>, j: usize, best: &mut Best) -> Result<()> {
-        let idx: Vec<usize> = best.items.iter().map(|it| it.1).collect();
+        let idx: Vec<usize> = best.items().iter().map(|it| it.1).collect();
         if idx.is_empty() {
             return Ok(());
         }
