@@ -332,15 +332,15 @@ def m_w2_fit(c):
         model.fit(X, y)
     uw.save_model(model, c["tmp"] + "/w2_model.npz", force=True)
     return {"best_s": ph.seconds, "call_peak_mib": ph.peak, "n_iter": model.n_iter_, "grad_norm": model.grad_norm_,
-            "p": int(model.theta_.size), "solver": _resolved_fit_solver(model)}
+            "p": int(model.theta_.size), "solver": _resolved_fit_solver(model, X.shape[0])}
 
 
-def _resolved_fit_solver(model) -> str:
+def _resolved_fit_solver(model, n: int) -> str:
     solver = getattr(model, "solver", "direct")
     if solver == "auto":
-        from upweight.influence import AUTO_DIRECT_MAX_PARAMS
+        from upweight import _auto
 
-        solver = "direct" if model.theta_.size <= AUTO_DIRECT_MAX_PARAMS else "cg"
+        solver = "direct" if _auto.prefers_direct(_auto.Work(n, model.theta_.size, model.n_classes), 1) else "cg"
     return solver
 
 

@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use crate::influence::{Method, Scores, SolverOptions};
 use crate::solvers::{CgOptions, SolveInfo};
 use crate::matrix::Csr;
+use crate::refit::{refits, thetas, Change};
 use crate::source::{with_block, Rows};
 use crate::{newton, Cancel, Dataset, Error, Family, Features, FitOptions, Glm, GradientModel, Influence, Model, NpyFile, Objective, Prediction, Table};
 
@@ -169,7 +170,7 @@ fn solver_options(method: &str, damping: f64, rtol: f64, atol: f64, max_iter: us
             return Err(InputError::new_err(format!("{name}: must be a finite number >= 0, got {v}")));
         }
     }
-    Ok(SolverOptions { method, damping, cg: CgOptions { rtol, atol, max_iter, precondition } })
+    Ok(SolverOptions { method, damping, cg: CgOptions { rtol, atol, max_iter, precondition }, renormalize: true })
 }
 
 impl XArg<'_> {
@@ -232,6 +233,51 @@ fn fit<'py>(
         newton(&obj, t0, &FitOptions { tol, max_iter, method }, c)
     })?;
     Ok((res.theta.into_pyarray(py), res.n_iter, res.grad_norm, res.converged, res.objective))
+}
+
+/// Exact refits, in parallel, each from `theta0` with the weights of `points[j]` set to
+/// `weights[j]`. Returns (thetas (m x p), n_iter, grad_norm, converged), one entry per refit.
+#[pyfunction]
+#[pyo3(signature = (family, n_classes, theta0, x, y, w, l2, tol, max_iter, points, weights, method="direct", progress=None, l2s=None))]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn refit<'py>(
+    py: Python<'py>,
+    family: &str,
+    n_classes: usize,
+    theta0: PyReadonlyArray1<'py, f64>,
+    x: XArg<'py>,
+    y: PyReadonlyArray1<'py, f64>,
+    w: Option<PyReadonlyArray1<'py, f64>>,
+    l2: f64,
+    tol: f64,
+    max_iter: usize,
+    points: Vec<Vec<usize>>,
+    weights: Vec<Vec<f64>>,
+    method: &str,
+    progress: Option<Py<PyAny>>,
+    l2s: Option<Vec<f64>>,
+) -> PyResult<(Bound<'py, PyArray2<f64>>, Bound<'py, PyArray1<usize>>, Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<bool>>)> {
+    let (model, t, table) = glm_call(family, n_classes, &theta0, &x, &y, w.as_ref())?;
+    if points.len() != weights.len() {
+        return Err(InputError::new_err(format!("weights: {} weight lists for {} point lists", weights.len(), points.len())));
+    }
+    let method = solver_options(method, 0.0, 0.0, 0.0, 0, false)?.method;
+    if l2s.as_ref().is_some_and(|l| l.len() != points.len()) {
+        return Err(InputError::new_err("l2s: needs one l2 per refit"));
+    }
+    let changes: Vec<Change> = points
+        .into_iter()
+        .zip(weights)
+        .enumerate()
+        .map(|(j, (points, weights))| Change { points, weights, l2: l2s.as_ref().map(|l| l[j]) })
+        .collect();
+    let fits = run_with(py, progress.as_ref(), |c| refits(&model, &table, l2, t, &changes, &FitOptions { tol, max_iter, method }, c))?;
+    Ok((
+        thetas(&fits).into_pyarray(py),
+        Array1::from_iter(fits.iter().map(|f| f.n_iter)).into_pyarray(py),
+        Array1::from_iter(fits.iter().map(|f| f.grad_norm)).into_pyarray(py),
+        Array1::from_iter(fits.iter().map(|f| f.converged)).into_pyarray(py),
+    ))
 }
 
 /// Per-example losses l(z_i; theta).
@@ -405,6 +451,8 @@ fn info_py(py: Python<'_>, info: SolveInfo) -> Info<'_> {
 #[pyclass(module = "upweight._core", frozen)]
 struct InfluenceCore {
     model: Box<dyn Model + Send + Sync>,
+    /// The GLM behind `model`, when it is one (for GLM-only queries such as leverage).
+    glm: Option<Glm>,
     inner: Influence,
     x: XStore,
     y: Array1<f64>,
@@ -441,7 +489,7 @@ impl InfluenceCore {
 #[pymethods]
 impl InfluenceCore {
     #[new]
-    #[pyo3(signature = (family, n_classes, theta, x, y, w, l2, method="direct", damping=0.0, rtol=1e-10, atol=0.0, max_iter=1000, precondition=true, progress=None))]
+    #[pyo3(signature = (family, n_classes, theta, x, y, w, l2, method="direct", damping=0.0, rtol=1e-10, atol=0.0, max_iter=1000, precondition=true, progress=None, renormalize=true))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         py: Python<'py>,
@@ -459,13 +507,14 @@ impl InfluenceCore {
         max_iter: usize,
         precondition: bool,
         progress: Option<Py<PyAny>>,
+        renormalize: bool,
     ) -> PyResult<Self> {
         let model = glm(family, n_classes, x.ncols()?)?;
         let t = theta_checked(&model, &theta)?;
-        let opts = solver_options(method, damping, rtol, atol, max_iter, precondition)?;
+        let opts = SolverOptions { renormalize, ..solver_options(method, damping, rtol, atol, max_iter, precondition)? };
         let table = Table::new(x.features()?, y.as_array(), w.as_ref().map(|w| w.as_array())).map_err(to_py)?;
         let inner = run_with(py, progress.as_ref(), |c| Influence::new(&Objective::new(&model, &table, l2)?, t, opts, c))?;
-        Ok(Self { model: Box::new(model), inner, x: x.store(py), y: y.as_array().to_owned(), w: w.map(|w| w.as_array().to_owned()), progress })
+        Ok(Self { model: Box::new(model), glm: Some(model), inner, x: x.store(py), y: y.as_array().to_owned(), w: w.map(|w| w.as_array().to_owned()), progress })
     }
 
     /// Influence from per-example training gradients (rows of `x`, n x p): curvature is the
@@ -501,7 +550,7 @@ impl InfluenceCore {
                 None => Influence::new(&obj, theta.view(), opts, c),
             }
         })?;
-        Ok(Self { model: Box::new(model), inner, x: x.store(py), y, w: w.map(|w| w.as_array().to_owned()), progress })
+        Ok(Self { model: Box::new(model), glm: None, inner, x: x.store(py), y, w: w.map(|w| w.as_array().to_owned()), progress })
     }
 
     /// max |grad L_w| at theta.
@@ -596,6 +645,13 @@ impl InfluenceCore {
         ))
     }
 
+    /// Hat values of the training rows (GLMs with one output).
+    fn leverage<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let glm = self.glm.ok_or_else(|| InputError::new_err("model: leverage needs a GLM, not per-example gradients"))?;
+        let h = self.with_train(py, |t| self.run(py, |c| crate::diagnostics::leverage(&glm, &self.inner, t, c)))?;
+        Ok(h.into_pyarray(py))
+    }
+
     /// H^{-1} g for the columns of g (p x r).
     fn inverse_hvp<'py>(&self, py: Python<'py>, g: PyReadonlyArray2<'py, f64>) -> PyResult<(Bound<'py, PyArray2<f64>>, Info<'py>)> {
         let g = g.as_array();
@@ -613,6 +669,6 @@ fn num_threads() -> usize {
 #[pymodule]
 mod _core {
     #[pymodule_export]
-    use super::{fit, hessian, hvp, losses, num_threads, objective, per_example_grads, predict, prediction_grads, InfluenceCore};
+    use super::{fit, hessian, hvp, losses, num_threads, objective, per_example_grads, predict, prediction_grads, refit, InfluenceCore};
 }
 

@@ -5,12 +5,14 @@
 //! from the calling thread to drive a callback or a progress bar.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
 #[derive(Debug, Default)]
 pub struct Cancel {
-    cancelled: AtomicBool,
+    /// Shared with children (see [`Cancel::child`]).
+    cancelled: Arc<AtomicBool>,
     /// Passes over the data started so far.
     passes: AtomicUsize,
     done: AtomicUsize,
@@ -26,8 +28,13 @@ pub struct Progress {
 }
 
 impl Cancel {
-    pub const fn new() -> Self {
-        Self { cancelled: AtomicBool::new(false), passes: AtomicUsize::new(0), done: AtomicUsize::new(0), total: AtomicUsize::new(0) }
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// A channel for one of many sub-tasks (e.g. one refit among many): cancelling the parent
+    /// cancels it, and its own progress is not what the parent reports.
+    pub fn child(&self) -> Self {
+        Self { cancelled: Arc::clone(&self.cancelled), ..Self::default() }
     }
     /// Ask every loop that polls this flag to stop at its next block boundary.
     pub fn cancel(&self) {

@@ -81,6 +81,14 @@ impl Glm {
         eta
     }
 
+    /// The k x k eta-Hessians of the rows of `data`, flattened (n x k^2): the Hessian weight a_i
+    /// of DESIGN.md section 2 when k = 1.
+    pub fn eta_hessians(&self, theta: ArrayView1<f64>, data: &Dataset) -> Array2<f64> {
+        let k = self.k();
+        let (_, h) = self.residuals(theta, data, true);
+        h.expect("requested").into_shape_with_order((data.n(), k * k)).expect("contiguous")
+    }
+
     /// Residuals dl/deta (n x k) and, if asked, eta-Hessians (n x k x k) of the rows of `data`.
     fn residuals(&self, theta: ArrayView1<f64>, data: &Dataset, with_hessian: bool) -> (Array2<f64>, Option<Array3<f64>>) {
         let k = self.k();

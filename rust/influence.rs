@@ -37,11 +37,16 @@ pub struct SolverOptions {
     /// Solve (H + damping I) v = g.
     pub damping: f64,
     pub cg: CgOptions,
+    /// Include the penalty term 2 l2 coef* of I(z_m) (DESIGN.md section 1: the penalty sits
+    /// outside the weighted mean, so adding weight renormalises it). False for objectives
+    /// written as a *sum* of losses plus a fixed penalty (scikit-learn's Ridge and
+    /// LogisticRegression), whose penalty does not move with the total weight.
+    pub renormalize: bool,
 }
 
 impl Default for SolverOptions {
     fn default() -> Self {
-        Self { method: Method::Direct, damping: 0.0, cg: CgOptions::default() }
+        Self { method: Method::Direct, damping: 0.0, cg: CgOptions::default(), renormalize: true }
     }
 }
 
@@ -177,7 +182,7 @@ impl Influence {
         Ok(Self {
             theta: theta.to_owned(),
             l2: obj.l2,
-            penalty_grad: obj.penalty_grad(theta),
+            penalty_grad: if opts.renormalize { obj.penalty_grad(theta) } else { Array1::zeros(theta.len()) },
             total_weight: obj.total_weight(),
             grad_norm: grad.iter().fold(0.0_f64, |m, g| m.max(g.abs())),
             opts,

@@ -6,6 +6,8 @@
 //!   per-example gradients (deep models) with the empirical Fisher;
 //! - [`objective`]: the weighted, penalised objective, its gradient, Hessian and HVPs;
 //! - [`solvers`]: H v = g; [`fit`]: weighted Newton; [`influence`]: I(z), scores, self-influence;
+//! - [`refit`]: exact refits with changed weights, in parallel (the ground truth for influence);
+//!   [`diagnostics`]: leverage (hat values) of weighted GLMs;
 //! - [`blocks`]: deterministic parallel loops over row blocks; [`linalg`]: faer glue.
 //!
 //! DESIGN.md in the repository defines every quantity, sign and formula.
@@ -13,6 +15,7 @@
 pub mod blocks;
 pub mod cancel;
 pub mod data;
+pub mod diagnostics;
 pub mod error;
 pub mod families;
 pub mod fit;
@@ -23,6 +26,7 @@ pub mod linalg;
 pub mod matrix;
 pub mod model;
 pub mod objective;
+pub mod refit;
 pub mod solvers;
 pub mod source;
 

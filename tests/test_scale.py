@@ -49,18 +49,26 @@ def test_cg_agrees_with_direct(family):
     np.testing.assert_allclose(cg.on_prediction(X[:3]), direct.on_prediction(X[:3]), rtol=1e-7, atol=1e-12)
 
 
-def test_auto_picks_direct_for_small_p_and_cg_without_forming_h_for_large_p():
+def test_auto_follows_the_cost_model_per_query():
     model, X, y = problem("logistic")
-    assert uw.Influence(model.fit(X, y), X, y).solver == "direct"
-    # multinomial, k = 10, d = 250: p = 2510 > AUTO_DIRECT_MAX_PARAMS
+    assert uw.Influence(model.fit(X, y), X, y).solver == "direct"  # p = 6: H costs nothing
+    # multinomial, k = 10, d = 250: p = 2510
     rng = np.random.default_rng(1)
     Xb = rng.standard_normal((1500, 250))
     yb = rng.integers(0, 10, 1500)
     big = uw.LogisticRegression(l2=1e-1).fit(Xb, yb)
     inf = uw.Influence(big, Xb, yb)
+    # a query with 2 right-hand sides: CG is cheaper than forming and factoring H
     assert inf.solver == "cg" and inf.n_params == 2510
     top = inf.top_k(Xb[:2], yb[:2], k=3)
-    assert top.helpful_idx.shape == (2, 3) and inf.solve_info.converged.all()
+    assert top.helpful_idx.shape == (2, 3) and inf.solve_info.converged.all() and inf.solve_info.method == "cg"
+    # self-influence has n = 1500 right-hand sides: H is formed once, then kept
+    s = inf.self_influence()
+    assert inf.solve_info.method == "direct" and inf.solver == "direct"
+    np.testing.assert_allclose(s, uw.Influence(big, Xb, yb, solver="direct").self_influence(), rtol=1e-10)
+    top2 = inf.top_k(Xb[:2], yb[:2], k=3)
+    assert inf.solve_info.method == "direct"
+    np.testing.assert_array_equal(top2.helpful_idx, top.helpful_idx)
 
 
 def test_damping_changes_the_answer_consistently():

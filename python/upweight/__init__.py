@@ -10,7 +10,7 @@ See DESIGN.md (in the repository) for every definition, sign and formula.
 
 from . import reference
 from ._core import num_threads
-from .datasets import load_breast_cancer
+from .datasets import load_breast_cancer, load_digits
 from .errors import (
     ConvergenceError,
     ConvergenceWarning,
@@ -22,16 +22,19 @@ from .errors import (
     SingularHessianError,
     UpweightError,
 )
+from .diagnostics import Diagnostics, diagnostics
 from .gradients import GradientInfluence
 from .influence import Influence, SolveInfo, TopK
 from .models import LinearRegression, LogisticRegression, PoissonRegression
 from .persist import load_model, save_model
+from .validation import Prediction, TestLoss, compare, leave_k_out, leave_one_out, response_curve
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConvergenceError",
     "ConvergenceWarning",
+    "Diagnostics",
     "GradientInfluence",
     "Influence",
     "InputError",
@@ -42,13 +45,21 @@ __all__ = [
     "NotAtOptimumWarning",
     "NotFittedError",
     "PoissonRegression",
+    "Prediction",
     "SolveInfo",
+    "TestLoss",
     "TopK",
     "SingularHessianError",
     "UpweightError",
+    "compare",
+    "diagnostics",
+    "leave_k_out",
+    "leave_one_out",
     "load_breast_cancer",
+    "load_digits",
     "load_model",
     "num_threads",
     "reference",
+    "response_curve",
     "save_model",
 ]

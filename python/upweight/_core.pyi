@@ -19,6 +19,7 @@ __all__ = [
     "per_example_grads",
     "predict",
     "prediction_grads",
+    "refit",
 ]
 
 _F64: TypeAlias = npt.NDArray[np.float64]
@@ -40,6 +41,22 @@ def fit(
     progress: Callable[[int, int, int], object] | None = None,
     method: str = "direct",
 ) -> tuple[_F64, int, float, bool, float]: ...
+def refit(
+    family: str,
+    n_classes: int,
+    theta0: _F64,
+    x: _X,
+    y: _F64,
+    w: _F64 | None,
+    l2: float,
+    tol: float,
+    max_iter: int,
+    points: list[list[int]],
+    weights: list[list[float]],
+    method: str = "direct",
+    progress: Callable[[int, int, int], object] | None = None,
+    l2s: list[float] | None = None,
+) -> tuple[_F64, npt.NDArray[np.uintp], _F64, npt.NDArray[np.bool_]]: ...
 def losses(family: str, n_classes: int, theta: _F64, x: _X, y: _F64) -> _F64: ...
 def per_example_grads(family: str, n_classes: int, theta: _F64, x: _X, y: _F64) -> _F64: ...
 def objective(family: str, n_classes: int, theta: _F64, x: _X, y: _F64, w: _F64 | None, l2: float) -> tuple[float, _F64]: ...
@@ -69,6 +86,7 @@ class InfluenceCore:
         max_iter: int = 1000,
         precondition: bool = True,
         progress: Callable[[int, int, int], object] | None = None,
+        renormalize: bool = True,
     ) -> InfluenceCore: ...
     @staticmethod
     def from_gradients(
@@ -97,4 +115,5 @@ class InfluenceCore:
     def top_k(
         self, grad_f: _F64, k: int
     ) -> tuple[tuple[npt.NDArray[np.uintp], _F64, npt.NDArray[np.uintp], _F64], _Info]: ...
+    def leverage(self) -> _F64: ...
     def inverse_hvp(self, g: _F64) -> tuple[_F64, _Info]: ...

@@ -1,8 +1,9 @@
 """Command line interface: ``upweight demo``, ``upweight seed``, ``upweight fit``, ``upweight score``.
 
 ``upweight demo`` fits a logistic regression to the bundled breast-cancer data and reports which
-training points most help and most hurt the worst-predicted test points, checking the top
-influence against an exact refit without that point.
+training points most help and most hurt the worst-predicted test points, checks them against
+exact leave-one-out refits, and writes figures (response curve, leave-one-out scatter, and a
+gallery of the digits that most help and hurt a misclassified handwritten digit).
 """
 
 from __future__ import annotations
@@ -54,19 +55,77 @@ def _demo(args: argparse.Namespace) -> int:
         for m in order[::-1][: args.top]:
             print(row(m, S[j, m]))
 
-    # Check the strongest harmful point of the worst test point against an exact refit.
-    t, m = worst[0], int(np.argmax(S[0]))
-    keep = np.ones(len(ytr), dtype=bool)
-    keep[m] = False
-    refit = uw.LogisticRegression(l2=args.l2).fit(Xtr[keep], ytr[keep])
-    actual = float(refit.loss(Xte[t : t + 1], yte[t : t + 1])[0] - test_loss[t])
-    predicted = -float(S[0, m])
-    print(f"\nCheck: removing train #{train[m]} changes the loss of test #{test[t]} by {actual:+.4f} "
-          f"(exact refit); influence predicts {predicted:+.4f}.")
+    # Check against exact leave-one-out refits: the worst test point's listed points, then a
+    # sample of training points against every test loss.
+    t = worst[0]
+    listed = np.r_[np.argsort(S[0])[: args.top], np.argsort(S[0])[::-1][: args.top]]
+    loo = uw.leave_one_out(model, Xtr, ytr, idx=listed, X_test=Xte[t : t + 1], y_test=yte[t : t + 1])
+    print(f"\nCheck against exact refits without each listed point (test #{test[t]}):")
+    print("    train    predicted change of loss   actual (refit)")
+    for m, pr, ac in zip(listed, loo.predicted_loss[:, 0], loo.actual_loss[:, 0]):
+        print(f"    #{train[m]:<6} {pr:+24.5f} {ac:+16.5f}")
+    sample = rng.choice(len(ytr), size=min(100, len(ytr)), replace=False)
+    wide = uw.leave_one_out(model, Xtr, ytr, idx=sample, X_test=Xte, y_test=yte)
+    c = uw.compare(wide.predicted_loss, wide.actual_loss)
+    print(f"  {len(sample)} training points x {len(yte)} test losses: Pearson R {c.pearson:.4f}, "
+          f"Spearman {c.spearman:.4f}, slope {c.slope:.3f} (actual on predicted)")
     flagged = np.argsort(self_inf)[: args.top]
     print(f"Most self-influential training points (candidates for label noise): "
           + ", ".join(f"#{train[m]} (label {ytr[m]}, p {p_train[m]:.2f})" for m in flagged))
+    if args.plots:
+        _demo_plots(args, model, inf, Xtr, ytr, Xte, yte, t, int(np.argmax(S[0])), wide, train, test)
     return 0
+
+
+def _demo_plots(args, model, inf, Xtr, ytr, Xte, yte, t, m, wide, train, test) -> None:
+    """PNG figures beside the report: response curve, leave-one-out scatter, digits gallery."""
+    import os
+
+    import upweight as uw
+
+    try:
+        from . import plots
+
+        plots._pyplot()
+    except uw.InputError:
+        print("\n(figures skipped: pip install 'upweight[plot]' for matplotlib)")
+        return
+    os.makedirs(args.plots, exist_ok=True)
+    written = []
+    rc = uw.response_curve(model, Xtr, ytr, m=m, eps=np.linspace(-1.0, 4.0, 11), f=uw.TestLoss(Xte[t : t + 1], yte[t : t + 1]))
+    fig = plots.response_curve(rc, label=f"loss at test #{test[t]}")
+    fig.axes[0].set_xlabel(f"eps (weight added to train #{train[m]})")
+    written.append(_save(fig, args.plots, "response_curve.png"))
+    written.append(_save(plots.loo_scatter(wide.predicted_loss, wide.actual_loss), args.plots, "leave_one_out.png"))
+    # digits: a misclassified test image and the training images that most help and hurt it
+    Xd, yd = uw.load_digits()
+    rng = np.random.default_rng(args.seed)
+    perm = rng.permutation(len(yd))
+    te, tr = perm[:300], perm[300:]
+    digits = uw.LogisticRegression(l2=args.l2).fit(Xd[tr] / 16, yd[tr])
+    pred = digits.predict(Xd[te] / 16)
+    wrong = np.flatnonzero(pred != yd[te])
+    q = int(wrong[0]) if wrong.size else 0
+    top = uw.Influence(digits, Xd[tr] / 16, yd[tr]).top_k(Xd[te][q : q + 1] / 16, yd[te][q : q + 1], k=6)
+    fig = plots.gallery(
+        Xd[te][q], Xd[tr][top.helpful_idx[0]], Xd[tr][top.harmful_idx[0]],
+        query_title=f"test: {yd[te][q]} (predicted {pred[q]})",
+        helpful_titles=[f"helps: {yd[tr][i]}" for i in top.helpful_idx[0]],
+        harmful_titles=[f"hurts: {yd[tr][i]}" for i in top.harmful_idx[0]],
+    )
+    written.append(_save(fig, args.plots, "digits_gallery.png"))
+    print("\nFigures: " + ", ".join(written))
+
+
+def _save(fig, folder: str, name: str) -> str:
+    import os
+
+    path = os.path.join(folder, name)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
 
 
 class ProgressBar:
@@ -204,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--queries", type=int, default=3, help="how many worst-predicted test points to explain (default 3)")
     demo.add_argument("--top", type=int, default=5, help="how many helpful / harmful training points to list (default 5)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the train/test split (default 0)")
+    demo.add_argument("--plots", metavar="DIR", default="upweight_demo",
+                      help="folder for the PNG figures (response curve, leave-one-out scatter, digits gallery; "
+                      "needs matplotlib; default upweight_demo); --plots '' skips them")
     demo.set_defaults(func=_demo)
     seed = sub.add_parser(
         "seed",

@@ -18,3 +18,16 @@ def load_breast_cancer():
         header = f.readline().strip().split(",")
         table = np.loadtxt(f, delimiter=",")
     return table[:, :-1].copy(), table[:, -1].astype(np.int64), header[:-1]
+
+
+def load_digits():
+    """Handwritten digits (UCI, CC BY 4.0): 1797 images of 8 x 8 pixels with values 0..16.
+
+    Returns ``(X, y)`` with X float64 (1797, 64) (reshape a row to (8, 8) to see it) and y
+    int64 (1797,) the digit.
+    """
+    ref = resources.files("upweight") / "data" / "digits.csv.gz"
+    with ref.open("rb") as raw, gzip.open(raw, "rt") as f:
+        f.readline()
+        table = np.loadtxt(f, delimiter=",")
+    return table[:, :-1].copy(), table[:, -1].astype(np.int64)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core
+from . import _auto, _core
 from ._validation import as_matrix, as_weights, training_features
 from .errors import InputError
-from .influence import TopK, _Queries, _solver_choice
+from .influence import TopK, _check_solver, _Queries
 
 __all__ = ["GradientInfluence"]
 
@@ -44,7 +44,7 @@ class GradientInfluence(_Queries):
             raise InputError(f"curvature: expected 'fisher' (or pass hessian=...), got {curvature!r}")
         self.train_grads, n, p = training_features(train_grads)
         self.n_params = p
-        self.solver = _solver_choice(solver, p, on_unconverged)
+        _check_solver(solver, on_unconverged)
         self.on_unconverged = on_unconverged
         self.solve_info = None
         H = None
@@ -53,10 +53,14 @@ class GradientInfluence(_Queries):
             if H.shape != (p, p):
                 raise InputError(f"hessian: has shape {H.shape}, expected ({p}, {p}) to match train_grads")
         self.curvature = "explicit" if H is not None else "fisher"
-        self._core = _core.InfluenceCore.from_gradients(
-            self.train_grads, as_weights(sample_weight, n), H, self.solver, float(damping),
-            float(rtol), float(atol), int(max_iter), bool(precondition), progress,
-        )
+        self._w, self._H = as_weights(sample_weight, n), H
+        self._args = (float(damping), float(rtol), float(atol), int(max_iter), bool(precondition), progress)
+        if H is not None and solver == "auto":
+            solver = "direct"  # H is given: factor it once (each CG iteration would cost a p x p matvec)
+        self._start(solver, _auto.Work(n, p))
+
+    def _make_core(self, method: str):
+        return _core.InfluenceCore.from_gradients(self.train_grads, self._w, self._H, method, *self._args)
 
     def _test_grads(self, test_grads):
         G, _ = self._grad_matrix(test_grads, "test_grads")
@@ -65,7 +69,7 @@ class GradientInfluence(_Queries):
     def params(self, idx=None) -> np.ndarray:
         """I(z_m) = -(H + damping I)^{-1} g_m / W for all training points or the rows ``idx``."""
         if idx is None:
-            return self._checked(self._core.params_train())
+            return self._checked(self._core_for(self.n_samples).params_train())
         rows = self._rows(idx)
         if isinstance(self.train_grads, str):
             from ._validation import read_npy_rows
@@ -73,7 +77,7 @@ class GradientInfluence(_Queries):
             G = read_npy_rows(self.train_grads, rows)
         else:
             G = np.ascontiguousarray(self.train_grads[rows], dtype=np.float64)
-        return self._checked(self._core.params(G, np.zeros(len(rows))))
+        return self._checked(self._core_for(len(rows)).params(G, np.zeros(len(rows))))
 
     def on_loss(self, test_grads, idx=None) -> np.ndarray:
         """Score matrix (q, n) from test-loss gradients (q, p): S[t, m] < 0 means training point

@@ -13,11 +13,12 @@ removing a point changes theta by about -I(z_m). Koh & Liang's I_up equals W * I
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import _core
+from . import _auto, _core
 from ._validation import as_indices, as_matrix, as_points, as_vector, as_weights, is_sparse, n_rows, read_npy_rows, training_features
 from .errors import ConvergenceError, InputError, NotAtOptimumWarning
 
@@ -27,9 +28,6 @@ __all__ = ["Influence", "SolveInfo", "TopK"]
 #: an optimum of the objective on the data it was given.
 OPTIMUM_TOL = 1e-6
 
-#: ``solver="auto"`` uses the direct solver up to this many parameters, conjugate gradients
-#: above (H then no longer fits comfortably in memory and its O(n p^2) build dominates).
-AUTO_DIRECT_MAX_PARAMS = 2048
 
 
 @dataclass(frozen=True)
@@ -57,24 +55,54 @@ class TopK:
     harmful: np.ndarray
 
 
-def _solver_choice(solver: str, n_params: int, on_unconverged: str) -> str:
+def _check_solver(solver: str, on_unconverged: str) -> None:
     if solver not in ("auto", "direct", "cg"):
         raise InputError(f"solver: expected 'auto', 'direct' or 'cg', got {solver!r}")
     if on_unconverged not in ("raise", "warn"):
         raise InputError(f"on_unconverged: expected 'raise' or 'warn', got {on_unconverged!r}")
-    if solver == "auto":
-        return "direct" if n_params <= AUTO_DIRECT_MAX_PARAMS else "cg"
-    return solver
+
+
+def _work(n: int, p: int, k: int, X) -> _auto.Work:
+    """The cost model's view of a training set (see :mod:`upweight._auto`)."""
+    if isinstance(X, tuple):  # CSR
+        return _auto.Work(n, p, k, z=X[0].size / max(n, 1) + 1, sparse=True)
+    return _auto.Work(n, p, k)
 
 
 class _Queries:
     """Queries shared by :class:`Influence` and :class:`GradientInfluence`: everything that only
     needs gradients at theta* and the prepared solver."""
 
-    _core: _core.InfluenceCore
     solver: str
     on_unconverged: str
     solve_info: SolveInfo | None
+    _cores: dict
+    _auto_work: _auto.Work | None  # set when solver="auto": the shape the cost model sees
+
+    def _start(self, solver: str, work: _auto.Work) -> None:
+        """Build the first core. Under "auto": direct when the cost model prefers it even for a
+        single right-hand side, else CG (one cheap pass), upgraded per query by :meth:`_core_for`."""
+        self._cores = {}
+        self._auto_work = work if solver == "auto" else None
+        if solver == "auto":
+            solver = "direct" if _auto.prefers_direct(work, 1) else "cg"
+        self.solver = solver
+        self._cores[solver] = self._make_core(solver)
+
+    _make_core: Callable[[str], _core.InfluenceCore]  # builds a core for "direct" or "cg"
+
+    @property
+    def _core(self):
+        return self._cores[self.solver]
+
+    def _core_for(self, n_rhs: int):
+        """The core for a query with ``n_rhs`` right-hand sides. Under "auto" with CG in use, H is
+        formed (once, then kept) when the cost model says forming and factoring it is cheaper
+        than running CG for this query: e.g. self-influence, n right-hand sides."""
+        if self._auto_work is not None and self.solver == "cg" and _auto.prefers_direct(self._auto_work, n_rhs):
+            self._cores["direct"] = self._make_core("direct")
+            self.solver = "direct"
+        return self._core
 
     @property
     def n_samples(self) -> int:
@@ -116,14 +144,15 @@ class _Queries:
         only by bending towards them (outliers, mislabelled points). Each training point is its
         own right-hand side: with ``solver="cg"`` that is one CG solve per point (n passes over
         the data per iteration in total), so prefer ``"direct"`` whenever H fits in memory."""
-        return self._checked(self._core.self_influence())
+        return self._checked(self._core_for(self.n_samples).self_influence())
 
     def inverse_hvp(self, g) -> np.ndarray:
         """(H + damping I)^{-1} g for a vector (p,) or the columns of a matrix (p, r)."""
         g = np.asarray(g, dtype=np.float64)
         if g.ndim == 1:
-            return self._checked(self._core.inverse_hvp(np.ascontiguousarray(g[:, None])))[:, 0]
-        return self._checked(self._core.inverse_hvp(np.ascontiguousarray(as_matrix(g, "g"))))
+            return self._checked(self._core_for(1).inverse_hvp(np.ascontiguousarray(g[:, None])))[:, 0]
+        g = as_matrix(g, "g")
+        return self._checked(self._core_for(g.shape[1]).inverse_hvp(np.ascontiguousarray(g)))
 
     def on(self, grad_f, idx=None) -> np.ndarray:
         """Influence of every training point (or the rows ``idx``) on f, given grad f(theta*).
@@ -131,7 +160,7 @@ class _Queries:
         ``grad_f`` of shape (p,) gives (n,); (r, p) gives (r, n) with row j for f_j.
         """
         G, single = self._grad_matrix(grad_f)
-        out = self._checked(self._core.on(G, self._rows(idx)))
+        out = self._checked(self._core_for(G.shape[0]).on(G, self._rows(idx)))
         return out[0] if single else out
 
     def top_k_on(self, grad_f, k: int = 10) -> TopK:
@@ -140,7 +169,7 @@ class _Queries:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k: expected a positive integer, got {k!r}")
         G, _ = self._grad_matrix(grad_f)
-        hi, h, xi, x = self._checked(self._core.top_k(G, int(k)))
+        hi, h, xi, x = self._checked(self._core_for(G.shape[0]).top_k(G, int(k)))
         return TopK(hi.astype(np.intp), h, xi.astype(np.intp), x)
 
 
@@ -157,8 +186,10 @@ class Influence(_Queries):
         memmap): it is then read block by block, never held in memory. Test points
         (``X_test``) may be sparse too; their gradient matrix (q x p) is dense.
     solver : "direct" (form H, Cholesky), "cg" (matrix-free conjugate gradients on
-        Hessian-vector products, Jacobi-preconditioned), or "auto" (direct up to
-        ``AUTO_DIRECT_MAX_PARAMS`` parameters).
+        Hessian-vector products, Jacobi-preconditioned), or "auto": per query, the cheaper of
+        the two by a cost model measured on n, p, the row density and the number of right-hand
+        sides (:mod:`upweight._auto`); once formed, H is kept. ``solver`` tells which one the
+        next query will use.
     damping : solve (H + damping I) v = g instead of H v = g.
     rtol, atol, max_iter, precondition : conjugate-gradient stopping rule and preconditioner.
     on_unconverged : "raise" (default) or "warn" when a CG solve misses its tolerance.
@@ -182,13 +213,11 @@ class Influence(_Queries):
         self.y = model._targets(y, n, fitting=False)
         self.sample_weight = as_weights(sample_weight, n)
         self.l2 = float(model.l2)
-        self.solver = solver = _solver_choice(solver, theta.size, on_unconverged)
+        _check_solver(solver, on_unconverged)
         self.on_unconverged = on_unconverged
         self.solve_info: SolveInfo | None = None
-        self._core = _core.InfluenceCore(
-            model.family, model.n_classes, theta, self.X, self.y, self.sample_weight, self.l2,
-            solver, float(damping), float(rtol), float(atol), int(max_iter), bool(precondition), progress,
-        )
+        self._args = (float(damping), float(rtol), float(atol), int(max_iter), bool(precondition), progress)
+        self._start(solver, _work(n, theta.size, model.n_classes, self.X))
         if self._core.grad_norm > OPTIMUM_TOL:
             warnings.warn(
                 f"the model's parameters do not minimise the objective on this data (max |gradient| = "
@@ -197,6 +226,33 @@ class Influence(_Queries):
                 NotAtOptimumWarning,
                 stacklevel=2,
             )
+
+    @classmethod
+    def from_sklearn(cls, estimator, X, y, sample_weight=None, **kwargs) -> Influence:
+        """Influence for a fitted scikit-learn ``LinearRegression``, ``Ridge``,
+        ``LogisticRegression`` or ``PoissonRegressor``, with its penalty converted exactly
+        (:mod:`upweight.interop`); ``inf.model`` is the equivalent upweight model. Keyword
+        arguments go to :class:`Influence`."""
+        from .interop import from_sklearn
+
+        model, yv = from_sklearn(estimator, X, y, sample_weight)
+        return cls(model, X, yv, sample_weight, **kwargs)
+
+    @classmethod
+    def from_statsmodels(cls, results, **kwargs) -> Influence:
+        """Influence for fitted statsmodels ``OLS``, ``WLS`` or ``GLM`` (Gaussian, Binomial,
+        Poisson; canonical links) results, on the data they were fitted on (X without the
+        constant column: ``inf.X``)."""
+        from .interop import from_statsmodels
+
+        model, X, y, w = from_statsmodels(results)
+        return cls(model, X, y, w, **kwargs)
+
+    def _make_core(self, method: str):
+        m = self.model
+        # sum-of-losses objectives (scikit-learn's Ridge, LogisticRegression): no renormalisation term
+        renormalize = not getattr(m, "_penalty_sum", False)
+        return _core.InfluenceCore(m.family, m.n_classes, m._flat_theta(), self.X, self.y, self.sample_weight, self.l2, method, *self._args, renormalize)
 
     # -- basic facts ------------------------------------------------------------------------
     @property
@@ -220,8 +276,9 @@ class Influence(_Queries):
     def params(self, idx=None) -> np.ndarray:
         """I(z_m) for all training points, or the rows ``idx``: shape (n or len(idx), p)."""
         if idx is None:
-            return self._checked(self._core.params_train())
-        return self._checked(self._core.params(*self._training_rows(as_indices(idx, self.n_samples))))
+            return self._checked(self._core_for(self.n_samples).params_train())
+        rows = as_indices(idx, self.n_samples)
+        return self._checked(self._core_for(len(rows)).params(*self._training_rows(rows)))
 
     def new_point(self, x, y) -> np.ndarray:
         """I(z) of a point (or points) not in the training set: the derivative of theta with
@@ -233,7 +290,7 @@ class Influence(_Queries):
         X = as_matrix(np.atleast_2d(x) if single else x, "x", self.model.n_features_in_)
         yv = as_vector(np.atleast_1d(y), "y", X.shape[0])
         yv = self.model._targets(yv, X.shape[0], fitting=False)
-        out = self._checked(self._core.params(X, yv))
+        out = self._checked(self._core_for(X.shape[0]).params(X, yv))
         return out[0] if single else out
 
     # -- functions of theta ------------------------------------------------------------------
@@ -250,7 +307,8 @@ class Influence(_Queries):
         """Score matrix S of shape (q, n): S[t, m] = grad l(z_t) . I(z_m), the influence of
         training point m on the loss at test point t. Negative: m helps t. With ``idx``, only
         those training points: (q, len(idx)). For large n prefer :meth:`top_k`."""
-        return self._checked(self._core.on(self._loss_grads(X_test, y_test), self._rows(idx)))
+        G = self._loss_grads(X_test, y_test)
+        return self._checked(self._core_for(G.shape[0]).on(G, self._rows(idx)))
 
     def on_prediction(self, X_test, kind: str = "mean", idx=None) -> np.ndarray:
         """Influence of every training point on the predictions at ``X_test``.
@@ -264,8 +322,20 @@ class Influence(_Queries):
         Xt = as_points(X_test, "X_test", self.model.n_features_in_)
         k = self.model.n_classes
         G = _core.prediction_grads(self.model.family, k, self.model._flat_theta(), Xt, kind)
-        S = self._checked(self._core.on(G, self._rows(idx)))
+        S = self._checked(self._core_for(G.shape[0]).on(G, self._rows(idx)))
         return S if k == 1 else S.reshape(n_rows(Xt), k, S.shape[1])
+
+    def on_mean_loss(self, X_test, y_test, idx=None) -> np.ndarray:
+        """Influence of every training point (or the rows ``idx``) on the mean loss over the
+        test points: (n,). One solve, whatever the number of test points."""
+        return self.on(self._loss_grads(X_test, y_test).mean(axis=0), idx)
+
+    def on_loss_gap(self, X_a, y_a, X_b, y_b, idx=None) -> np.ndarray:
+        """Influence on the gap between two groups' mean test losses, mean loss(a) - mean
+        loss(b) (e.g. a fairness gap): (n,). Negative: upweighting the point narrows a gap in
+        which a is worse off (or widens one where b is)."""
+        g = self._loss_grads(X_a, y_a).mean(axis=0) - self._loss_grads(X_b, y_b).mean(axis=0)
+        return self.on(g, idx)
 
     def top_k(self, X_test, y_test, k: int = 10) -> TopK:
         """For each test point, the ``k`` training points whose upweighting most lowers (helpful)

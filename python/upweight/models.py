@@ -72,8 +72,8 @@ class _GLM:
 
         ``progress(pass, rows_done, rows_total)``, if set, is called during long fits.
         ``solver``: each Newton step solves H s = -g "direct"ly (forms H) or by truncated
-        conjugate gradients on Hessian-vector products ("cg", H never formed); "auto" picks cg
-        above ``upweight.influence.AUTO_DIRECT_MAX_PARAMS`` parameters.
+        conjugate gradients on Hessian-vector products ("cg", H never formed); "auto" picks the
+        cheaper per step by the cost model of :mod:`upweight._auto`.
         ``X`` may be float64 or float32 (used as float32, widened block by block), a scipy.sparse
         matrix (used in CSR form, never densified), or the path of a ``.npy`` file (or its
         ``np.load(..., mmap_mode="r")`` memmap), streamed block by block.
@@ -97,10 +97,11 @@ class _GLM:
         solver = self.solver
         if solver not in ("auto", "direct", "cg"):
             raise InputError(f"solver: expected 'auto', 'direct' or 'cg', got {solver!r}")
-        if solver == "auto":  # the same measured rule as Influence's
-            from .influence import AUTO_DIRECT_MAX_PARAMS
+        if solver == "auto":  # the cost model of Influence's "auto", for one right-hand side per step
+            from . import _auto
+            from .influence import _work
 
-            solver = "direct" if self.n_classes * (d + 1) <= AUTO_DIRECT_MAX_PARAMS else "cg"
+            solver = "direct" if _auto.prefers_direct(_work(n, self.n_classes * (d + 1), self.n_classes, X), 1) else "cg"
         theta, n_iter, grad_norm, converged, objective = _core.fit(
             self.family, self.n_classes, X, y, w, l2, tol, max_iter, theta0, self.progress, solver
         )

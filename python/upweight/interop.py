@@ -1,0 +1,158 @@
+"""Influence for models fitted with scikit-learn or statsmodels.
+
+Their objectives are converted to upweight's exactly (DESIGN.md section 1: the weighted *mean*
+loss plus ``l2 ||coef||^2``), so influence agrees with refitting *that* estimator:
+
+=============================================  ==============================================
+estimator (sample weights w, W = sum w)         upweight
+=============================================  ==============================================
+sklearn ``LinearRegression``                    ``LinearRegression(l2=0)``
+sklearn ``Ridge(alpha)``: sum w (y - eta)^2     ``LinearRegression(l2=alpha / W)``
++ alpha ||coef||^2
+sklearn ``LogisticRegression(C)``:              ``LogisticRegression(l2=1 / (2 C W))``
+C sum w l + ||coef||^2 / 2                      (``l2=0`` for no penalty or ``C=inf``)
+sklearn ``PoissonRegressor(alpha)``: half mean  ``PoissonRegression(l2=alpha / 2)``
+deviance + alpha / 2 ||coef||^2
+statsmodels ``OLS``, ``WLS`` (weights),         ``LinearRegression``, ``LogisticRegression``,
+``GLM`` (Gaussian / Binomial / Poisson with     ``PoissonRegression`` with ``l2=0``;
+canonical links; freq_weights x var_weights)    w = the weights
+=============================================  ==============================================
+
+Ridge and LogisticRegression penalise a *sum* of losses, so adding weight to a point does not
+renormalise their penalty: for them influence omits DESIGN.md's penalty term 2 l2 coef*
+(``Influence(renormalize=...)`` in the core) and exact refits (:mod:`upweight.validation`) use
+l2 = alpha / W with the refit's own W. PoissonRegressor averages its loss, as upweight does.
+
+The estimator's parameters are taken as a warm start and polished by upweight's Newton method
+to the exact optimum of that objective (an iterative solver's tolerance would otherwise enter
+the influence values); a :class:`NotAtOptimumWarning` says when the polish moved them by more
+than 1e-4 relative to their size.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from ._validation import as_weights
+from .errors import InputError, NotAtOptimumWarning
+from .models import LinearRegression, LogisticRegression, PoissonRegression
+
+__all__ = ["from_sklearn", "from_statsmodels"]
+
+
+def _polish(model, theta0: np.ndarray, X, y, w, source: str):
+    """Fit ``model`` from ``theta0`` to the exact optimum; warn if that moved it noticeably."""
+    model.warm_start = True
+    model._set_theta(theta0)
+    model.n_features_in_ = theta0.size // model.n_classes - 1
+    model.fit(X, y, sample_weight=w)
+    model.warm_start = False
+    theta = model.theta_.reshape(-1)
+    moved = float(np.abs(theta - theta0.reshape(-1)).max() / max(np.abs(theta).max(), 1e-300))
+    if moved > 1e-4:
+        warnings.warn(
+            f"{source}'s parameters were {moved:.1e} (relative) from the exact optimum of its objective; influence "
+            "refers to the exact optimum (refit with a tighter tol to make them agree)",
+            NotAtOptimumWarning,
+            stacklevel=3,
+        )
+    return model
+
+
+def _total_weight(w, n: int) -> float:
+    return float(n if w is None else np.sum(w))
+
+
+def _n_rows(X) -> int:
+    return X.shape[0]
+
+
+def from_sklearn(estimator, X, y, sample_weight=None):
+    """(model, y) for a fitted scikit-learn ``LinearRegression``, ``Ridge``,
+    ``LogisticRegression`` (binary or multinomial; l2 or no penalty) or ``PoissonRegressor``
+    fitted on (X, y, sample_weight): the equivalent upweight model, polished to the exact
+    optimum, and y as it takes it (class labels mapped to 0..k-1 in ``estimator.classes_``
+    order). ``Influence.from_sklearn`` wraps them in :class:`~upweight.Influence`."""
+    name = type(estimator).__name__
+    if not type(estimator).__module__.startswith("sklearn."):
+        raise InputError(f"estimator: expected a scikit-learn estimator, got {name}")
+    if not hasattr(estimator, "coef_"):
+        raise InputError(f"estimator: {name} is not fitted")
+    if not getattr(estimator, "fit_intercept", True):
+        raise InputError("estimator: fit_intercept=False is not supported (upweight's models always have an intercept)")
+    n = _n_rows(X)
+    w = as_weights(sample_weight, n)
+    W = _total_weight(w, n)
+    coef = np.atleast_2d(np.asarray(estimator.coef_, dtype=np.float64))
+    intercept = np.atleast_1d(np.asarray(estimator.intercept_, dtype=np.float64))
+    if name == "LinearRegression":
+        model, yv = LinearRegression(l2=0.0), y
+    elif name == "Ridge":
+        alpha = float(np.asarray(estimator.alpha))
+        if np.ndim(estimator.alpha) or coef.shape[0] != 1:
+            raise InputError("estimator: Ridge with one alpha and a single target is supported")
+        model, yv = LinearRegression(l2=alpha / W), y
+    elif name == "PoissonRegressor":
+        model, yv = PoissonRegression(l2=float(estimator.alpha) / 2), y
+    elif name == "LogisticRegression":
+        penalty = getattr(estimator, "penalty", "l2")
+        l1_ratio = getattr(estimator, "l1_ratio", None)
+        if penalty in ("l1", "elasticnet") or (l1_ratio not in (None, 0, 0.0) and penalty != "l2"):
+            raise InputError(f"estimator: only the l2 penalty (or none) is supported, got penalty={penalty!r}, l1_ratio={l1_ratio!r}")
+        C = float(estimator.C)
+        l2 = 0.0 if penalty is None or penalty == "none" or math.isinf(C) else 1.0 / (2.0 * C * W)
+        classes = np.asarray(estimator.classes_)
+        yv = np.searchsorted(classes, np.asarray(y))
+        if np.any(yv >= classes.size) or np.any(classes[np.minimum(yv, classes.size - 1)] != np.asarray(y)):
+            raise InputError("y: has labels the estimator was not fitted on")
+        model = LogisticRegression(l2=l2, n_classes=classes.size if classes.size > 2 else None)
+        model.classes_ = np.arange(classes.size)
+    else:
+        raise InputError(f"estimator: {name} is not supported (LinearRegression, Ridge, LogisticRegression, PoissonRegressor)")
+    theta0 = np.column_stack([coef, intercept]).reshape(-1)
+    if model.n_classes > 1 and coef.shape[0] == model.n_classes:
+        theta0 = (np.column_stack([coef, intercept]) - np.column_stack([coef, intercept]).mean(axis=0)).reshape(-1)
+    yv = np.asarray(yv, dtype=np.float64)
+    # Ridge and LogisticRegression penalise a *sum* of losses: adding weight to a point does not
+    # renormalise their penalty, so influence omits the 2 l2 coef* term and refits rescale l2
+    model._penalty_sum = name in ("Ridge", "LogisticRegression") and model.l2 > 0
+    return _polish(model, theta0, X, yv, w, name), yv
+
+
+def from_statsmodels(results):
+    """(model, X, y, sample_weight) equivalent to fitted statsmodels ``OLS``/``WLS``/``GLM``
+    results: X without the constant column, the upweight model polished to the exact optimum."""
+    m = results.model
+    name = type(m).__name__
+    exog = np.asarray(m.exog, dtype=np.float64)
+    y = np.asarray(m.endog, dtype=np.float64)
+    const = [j for j in range(exog.shape[1]) if np.all(exog[:, j] == 1.0)]
+    if len(const) != 1:
+        raise InputError("results: the model needs exactly one constant column (sm.add_constant): upweight's models always have an intercept")
+    j0 = const[0]
+    X = np.delete(exog, j0, axis=1)
+    params = np.asarray(results.params, dtype=np.float64)
+    theta0 = np.append(np.delete(params, j0), params[j0])
+    if name in ("OLS", "WLS"):
+        w = None if name == "OLS" else np.asarray(m.weights, dtype=np.float64) * np.ones(len(y))
+        model = LinearRegression(l2=0.0)
+    elif name == "GLM":
+        fam = type(m.family).__name__
+        link = type(m.family.link).__name__
+        canonical = {"Gaussian": ("Identity", LinearRegression), "Binomial": ("Logit", LogisticRegression), "Poisson": ("Log", PoissonRegression)}
+        if fam not in canonical or link != canonical[fam][0]:
+            raise InputError(f"results: GLM family {fam} with link {link} is not supported (Gaussian/identity, Binomial/logit, Poisson/log)")
+        w = np.asarray(m.freq_weights, dtype=np.float64) * np.asarray(m.var_weights, dtype=np.float64)
+        w = None if np.all(w == 1.0) else w
+        model = canonical[fam][1](l2=0.0)
+        if fam == "Binomial":
+            model.classes_ = np.arange(2)
+    else:
+        raise InputError(f"results: {name} is not supported (OLS, WLS, GLM)")
+    if getattr(results, "_results", results).__class__.__name__.startswith("Regularized"):
+        raise InputError("results: regularised fits (fit_regularized) are not supported")
+    model = _polish(model, theta0, X, y, w, name)
+    return model, X, y, w

@@ -1,0 +1,246 @@
+"""Checking influence against the real thing: exact refits (DESIGN.md section 1).
+
+The response R_m(eps) is the fitted theta with eps added to w_m; influence is its slope at
+eps = 0. These functions compute responses by refitting (in Rust, in parallel, each refit
+warm-started at theta*) so that predicted and actual changes can be compared:
+
+    rc = uw.response_curve(model, X, y, m=17, eps=np.linspace(-1, 1, 9), f=uw.TestLoss(Xt, yt))
+    loo = uw.leave_one_out(model, X, y, idx=range(100), X_test=Xt, y_test=yt)
+    uw.compare(loo.predicted_loss, loo.actual_loss)   # Pearson, Spearman, slope
+
+A model refits exactly as it was fitted: same family, l2, tol and solver, on the same data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _core
+from ._validation import as_indices, as_points, as_vector, as_weights, n_rows, training_features
+from .errors import ConvergenceWarning, InputError
+from .influence import Influence
+
+__all__ = ["Comparison", "LeaveOneOut", "LeaveKOut", "Prediction", "ResponseCurve", "TestLoss", "compare", "leave_k_out", "leave_one_out", "response_curve"]
+
+#: Refits stop when max |gradient| is at most this: tighter than an estimator's default so that
+#: refit differences (often ~1e-4 of theta) are not blurred by optimisation error.
+REFIT_TOL = 1e-12
+
+
+class TestLoss:
+    """f(theta) = the loss at each test point (q values); ``mean=True``: their mean (1 value)."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, X_test, y_test, mean: bool = False):
+        self.X_test, self.y_test, self.mean = X_test, y_test, mean
+
+    def _values(self, model, theta):
+        Xt = as_points(self.X_test, "X_test", model.n_features_in_)
+        yt = model._targets(as_vector(self.y_test, "y_test", n_rows(Xt)), n_rows(Xt), fitting=False)
+        v = _core.losses(model.family, model.n_classes, theta, Xt, yt)
+        return np.array([v.mean()]) if self.mean else v
+
+    def _grads(self, inf: Influence):
+        G = inf._loss_grads(self.X_test, self.y_test)
+        return G.mean(axis=0, keepdims=True) if self.mean else G
+
+
+class Prediction:
+    """f(theta) = the predictions at ``X_test``: ``kind="mean"`` (the mean response: value,
+    probability, rate, or every class probability) or ``"linear"``; (q,) or (q k,) values."""
+
+    def __init__(self, X_test, kind: str = "mean"):
+        if kind not in ("mean", "linear"):
+            raise InputError(f"kind: expected 'mean' or 'linear', got {kind!r}")
+        self.X_test, self.kind = X_test, kind
+
+    def _values(self, model, theta):
+        Xt = as_points(self.X_test, "X_test", model.n_features_in_)
+        return _core.predict(model.family, model.n_classes, theta, Xt, self.kind).reshape(-1)
+
+    def _grads(self, inf: Influence):
+        m = inf.model
+        Xt = as_points(self.X_test, "X_test", m.n_features_in_)
+        return _core.prediction_grads(m.family, m.n_classes, m._flat_theta(), Xt, self.kind)
+
+
+def _values(f, model, theta):
+    return theta.copy() if f is None else f._values(model, theta)
+
+
+@dataclass(frozen=True)
+class ResponseCurve:
+    """theta (and f) refitted with w_m + eps, beside the influence tangent theta* + eps I(z_m)."""
+
+    m: int
+    eps: np.ndarray  # (e,)
+    theta: np.ndarray  # (e, p) exact refits
+    theta_tangent: np.ndarray  # (e, p) theta* + eps I(z_m)
+    f: np.ndarray  # (e, r) f along the refits (theta itself when f is None)
+    f_tangent: np.ndarray  # (e, r) f(theta*) + eps grad f . I(z_m)
+    influence: np.ndarray  # (r,) the tangent's slope, grad f . I(z_m)
+
+
+@dataclass(frozen=True)
+class LeaveOneOut:
+    """Refits without each point of ``idx`` against influence's prediction -w_m I(z_m)."""
+
+    idx: np.ndarray  # (m,)
+    theta: np.ndarray  # (m, p) refits
+    actual_params: np.ndarray  # (m, p) theta_(-m) - theta*
+    predicted_params: np.ndarray  # (m, p) -w_m I(z_m)
+    actual_loss: np.ndarray | None  # (m, q) change of each test loss
+    predicted_loss: np.ndarray | None  # (m, q) -w_m S[t, m]
+
+
+@dataclass(frozen=True)
+class LeaveKOut:
+    """One refit without a whole group against the sum of its members' predictions."""
+
+    idx: np.ndarray
+    theta: np.ndarray  # (p,)
+    actual_params: np.ndarray
+    predicted_params: np.ndarray  # -sum_m w_m I(z_m)
+    actual_loss: np.ndarray | None  # (q,)
+    predicted_loss: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How well predicted changes match actual ones: Pearson and Spearman correlation and the
+    least-squares slope of actual on predicted (1 when influence is exact to first order)."""
+
+    pearson: float
+    spearman: float
+    slope: float
+    n: int
+
+
+def _setup(model, X, y, sample_weight):
+    if not hasattr(model, "_flat_theta"):
+        raise InputError(f"model: expected a fitted upweight estimator, got {type(model).__name__}")
+    theta = model._flat_theta()
+    Xc, n, _ = training_features(X, model.n_features_in_)
+    yv = model._targets(y, n, fitting=False)
+    w = as_weights(sample_weight, n)
+    return theta, Xc, yv, w, n
+
+
+def _refit(model, Xc, y, w, theta, points, weights, progress=None):
+    import warnings
+
+    from . import _auto
+    from .influence import _work
+
+    solver = getattr(model, "solver", "auto")
+    if solver == "auto":  # as the estimator's own fit would choose
+        solver = "direct" if _auto.prefers_direct(_work(len(y), theta.size, model.n_classes, Xc), 1) else "cg"
+    l2s = None
+    if getattr(model, "_penalty_sum", False):  # sum-of-losses objective: l2 = alpha / W moves with W
+        wv = np.ones(len(y)) if w is None else w
+        W = float(wv.sum())
+        l2s = [float(model.l2) * W / (W - float(np.sum(wv[list(p)])) + float(np.sum(v))) for p, v in zip(points, weights)]
+    thetas, n_iter, grad_norm, converged = _core.refit(
+        model.family, model.n_classes, theta, Xc, y, w, float(model.l2), REFIT_TOL, max(int(model.max_iter), 100),
+        [list(map(int, p)) for p in points], [list(map(float, v)) for v in weights], solver, progress, l2s,
+    )
+    if not converged.all():
+        bad = int(np.argmin(converged))
+        warnings.warn(f"refit #{bad} stopped at gradient norm {grad_norm[bad]:.2g} > {REFIT_TOL:g} after {n_iter[bad]} "
+                      "Newton steps; its difference from theta* carries that error", ConvergenceWarning, stacklevel=3)
+    return thetas
+
+
+def response_curve(model, X, y, m: int, eps, f=None, sample_weight=None, progress=None) -> ResponseCurve:
+    """The response of theta (or of ``f``: :class:`TestLoss`, :class:`Prediction`) to adding
+    ``eps`` to the weight of training point ``m``, by exact refits, and the influence tangent.
+
+    ``eps`` may be any grid with w_m + eps >= 0 (eps = -w_m removes the point)."""
+    theta, Xc, yv, w, n = _setup(model, X, y, sample_weight)
+    m = int(as_indices(m, n, "m")[0])
+    eps = np.atleast_1d(as_vector(np.atleast_1d(eps), "eps"))
+    wm = 1.0 if w is None else float(w[m])
+    if np.any(wm + eps < 0):
+        raise InputError(f"eps: w_m + eps must be >= 0 (w_m = {wm:g}), got eps = {eps.min():g}")
+    thetas = _refit(model, Xc, yv, w, theta, [[m]] * eps.size, [[wm + e] for e in eps], progress)
+    inf = Influence(model, X, y, sample_weight)
+    I = inf.params([m])[0]
+    if f is None:
+        slope, f0 = I, theta
+    else:
+        slope, f0 = inf.on(f._grads(inf), idx=[m])[:, 0], _values(f, model, theta)
+    fv = np.stack([_values(f, model, t) for t in thetas])
+    return ResponseCurve(m, eps, thetas, theta + eps[:, None] * I, fv, f0 + eps[:, None] * slope, slope)
+
+
+def leave_one_out(model, X, y, idx=None, X_test=None, y_test=None, sample_weight=None, progress=None) -> LeaveOneOut:
+    """Refit without each training point of ``idx`` (default: all), in parallel, and compare
+    the change of theta (and of each test loss, given ``X_test, y_test``) with influence's
+    first-order prediction -w_m I(z_m) (and -w_m S[t, m])."""
+    theta, Xc, yv, w, n = _setup(model, X, y, sample_weight)
+    idx = np.arange(n) if idx is None else as_indices(np.asarray(list(idx) if not isinstance(idx, np.ndarray) else idx), n)
+    thetas = _refit(model, Xc, yv, w, theta, [[int(i)] for i in idx], [[0.0]] * len(idx), progress)
+    inf = Influence(model, X, y, sample_weight)
+    wm = np.ones(len(idx)) if w is None else w[idx]
+    pred = -wm[:, None] * inf.params(idx)
+    actual_loss = predicted_loss = None
+    if X_test is not None:
+        f = TestLoss(X_test, y_test)
+        l0 = f._values(model, theta)
+        actual_loss = np.stack([f._values(model, t) for t in thetas]) - l0
+        predicted_loss = -wm[:, None] * inf.on_loss(X_test, y_test, idx=idx).T
+    return LeaveOneOut(idx, thetas, thetas - theta, pred, actual_loss, predicted_loss)
+
+
+def leave_k_out(model, X, y, group, X_test=None, y_test=None, sample_weight=None) -> LeaveKOut:
+    """Refit without every point of ``group`` at once; influence predicts the sum of the
+    members' effects, -sum_m w_m I(z_m) (first order: interactions inside the group are what
+    the difference shows)."""
+    theta, Xc, yv, w, n = _setup(model, X, y, sample_weight)
+    idx = as_indices(np.asarray(list(group) if not isinstance(group, np.ndarray) else group), n, "group")
+    if np.unique(idx).size != idx.size:
+        raise InputError("group: has repeated indices")
+    t = _refit(model, Xc, yv, w, theta, [idx.tolist()], [[0.0] * len(idx)])[0]
+    inf = Influence(model, X, y, sample_weight)
+    wm = np.ones(len(idx)) if w is None else w[idx]
+    pred = -(wm[:, None] * inf.params(idx)).sum(axis=0)
+    actual_loss = predicted_loss = None
+    if X_test is not None:
+        f = TestLoss(X_test, y_test)
+        actual_loss = f._values(model, t) - f._values(model, theta)
+        predicted_loss = -(inf.on_loss(X_test, y_test, idx=idx) * wm).sum(axis=1)
+    return LeaveKOut(idx, t, t - theta, pred, actual_loss, predicted_loss)
+
+
+def _ranks(a: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share the mean of their positions), as Spearman's rho needs."""
+    order = np.argsort(a, kind="mergesort")
+    ranks = np.empty(a.size)
+    ranks[order] = np.arange(a.size, dtype=float)
+    vals, inv = np.unique(a, return_inverse=True)
+    sums = np.bincount(inv, weights=ranks)
+    counts = np.bincount(inv)
+    return (sums / counts)[inv]
+
+
+def compare(predicted, actual) -> Comparison:
+    """Pearson and Spearman correlation, and the slope of ``actual`` regressed on ``predicted``
+    (with intercept), over all entries (flattened)."""
+    p = np.asarray(predicted, dtype=np.float64).ravel()
+    a = np.asarray(actual, dtype=np.float64).ravel()
+    if p.shape != a.shape:
+        raise InputError(f"actual: has {a.size} entries but predicted has {p.size}")
+    if p.size < 2 or not (np.isfinite(p).all() and np.isfinite(a).all()):
+        raise InputError("predicted, actual: need at least 2 finite entries")
+    pc, ac = p - p.mean(), a - a.mean()
+    denom = np.sqrt((pc @ pc) * (ac @ ac))
+    pearson = float(pc @ ac / denom) if denom > 0 else float("nan")
+    rp, ra = _ranks(p), _ranks(a)
+    rp, ra = rp - rp.mean(), ra - ra.mean()
+    rd = np.sqrt((rp @ rp) * (ra @ ra))
+    spearman = float(rp @ ra / rd) if rd > 0 else float("nan")
+    slope = float(pc @ ac / (pc @ pc)) if pc @ pc > 0 else float("nan")
+    return Comparison(pearson, spearman, slope, int(p.size))
