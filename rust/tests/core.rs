@@ -378,3 +378,56 @@ fn fused_passes_equal_the_separate_ones_bitwise() {
         assert!(diag.iter().zip(&d3.unwrap()).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 }
+
+/// The null-space augmentation through N's nonzeros gives the solution the dense s N N^T gave
+/// (bitwise up to p = 4096, where H is kept); above, H is factored in place, row- or
+/// column-major, and residuals come from the factor.
+#[test]
+fn direct_null_space_solve_is_unchanged() {
+    use upweight::linalg::Cholesky;
+    use upweight::solvers::Direct;
+    let family = Family::Multinomial { n_classes: 4 };
+    let (x, y, w) = problem(family, 500, 6, 25);
+    let model = Glm::new(family, 6);
+    let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+    let g = Array2::from_shape_fn((28, 3), |(i, j)| ((i * 5 + j) % 9) as f64 - 4.0);
+    for l2 in [0.0, 0.1] {
+        let obj = Objective::new(&model, &data, l2).unwrap();
+        let theta = Array1::from_shape_fn(28, |j| 0.05 * (j as f64 - 14.0));
+        let h = obj.hessian(theta.view(), &Cancel::new()).unwrap();
+        let nb = model.null_space(l2).unwrap();
+        let mut old = h.clone();
+        old.scaled_add(h.diag().mean().unwrap(), &nb.dot(&nb.t()));
+        let mut expected = g.clone();
+        Cholesky::factor(old.view()).unwrap().solve_in_place(expected.view_mut());
+        let direct = Direct::new(h, Some(nb.view())).unwrap();
+        assert!(same_bits(&direct.solve(g.view()), &expected), "l2 = {l2}");
+    }
+    // large p: a diagonally dominant H with the multinomial null space of k = 5, d = 819 (p = 4100)
+    let model = Glm::new(Family::Multinomial { n_classes: 5 }, 819);
+    let p = model.n_params();
+    let nb = model.null_space(0.1).unwrap();
+    let mut state = 7u64;
+    let mut rnd = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 11) as f64) / ((1u64 << 53) as f64) - 0.5
+    };
+    let mut h = Array2::from_shape_fn((p, p), |_| rnd());
+    h = &h + &h.t();
+    h.diag_mut().mapv_inplace(|v| v + p as f64);
+    let mut old = h.clone();
+    old.scaled_add(h.diag().mean().unwrap(), &nb.dot(&nb.t()));
+    let g = Array2::from_shape_fn((p, 2), |(i, j)| ((i * 3 + j) % 5) as f64 - 2.0);
+    let mut expected = g.clone();
+    Cholesky::factor(old.view()).unwrap().solve_in_place(expected.view_mut());
+    let mut column_major = Array2::zeros((p, p).f());
+    column_major.assign(&h);
+    for hh in [h, column_major] {
+        let direct = Direct::new(hh, Some(nb.view())).unwrap();
+        let x = direct.solve(g.view());
+        let err = max_abs(&(&x - &expected)) / max_abs(&expected);
+        assert!(err < 1e-13, "in place: {err:e}");
+        let info = direct.residuals(g.view(), x.view());
+        assert!(info.residuals.iter().all(|&r| r < 1e-13), "{:?}", info.residuals);
+    }
+}
