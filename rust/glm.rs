@@ -335,4 +335,64 @@ impl Model for Glm {
             }
         }
     }
+
+    /// Each class's d + 1 parameters, cut into near-equal pieces of at most 1024; when d + 1 is
+    /// below 512, whole classes grouped by up to 512 / (d + 1) per panel.
+    fn hessian_panels(&self) -> Vec<std::ops::Range<usize>> {
+        let (k, r) = (self.k(), self.row());
+        if r < 512 {
+            let per = 512 / r;
+            return (0..k.div_ceil(per)).map(|g| g * per * r..((g + 1) * per).min(k) * r).collect();
+        }
+        let pieces = r.div_ceil(1024);
+        (0..k).flat_map(|c| (0..pieces).map(move |j| c * r + j * r / pieces..c * r + (j + 1) * r / pieces)).collect()
+    }
+
+    /// Like `hessian_sum`, restricted to a tile: the piece (rows a of class c, columns b of class
+    /// c') is Z_a^T diag(w A_cc') Z_b, i.e. X_a^T (w A_cc' Z_b) plus, when a holds the intercept,
+    /// the row of column sums of w A_cc' Z_b. Panels are cut at class boundaries.
+    fn hessian_tile_sum(&self, theta: ArrayView1<f64>, data: &Dataset, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, mut out: ArrayViewMut2<f64>) {
+        let (k, r) = (self.k(), self.row());
+        let diagonal = rows == cols;
+        // the (piece of rows, piece of columns) pairs to add: on a diagonal tile, the lower ones
+        let mut pairs = Vec::new();
+        for (c, a) in class_pieces(rows.clone(), r) {
+            for (c2, b) in class_pieces(cols.clone(), r) {
+                let (i0, j0) = (c * r + a.start - rows.start, c2 * r + b.start - cols.start);
+                if !(diagonal && i0 < j0) {
+                    pairs.push((c, a.clone(), c2, b, i0, j0));
+                }
+            }
+        }
+        // w_i A_i[c, c'] for those pairs only (no n x k x k array)
+        let eta = self.eta(theta, data.x);
+        let mut wa = Array2::zeros((data.n(), pairs.len()));
+        let (mut res, mut hess) = (vec![0.0; k], vec![0.0; k * k]);
+        for i in 0..data.n() {
+            let e = eta.row(i);
+            self.family.residual_and_hessian(e.as_slice().expect("contiguous"), data.y[i], &mut res, Some(&mut hess));
+            let w = data.weight(i);
+            for (q, (c, _, c2, ..)) in pairs.iter().enumerate() {
+                wa[[i, q]] = w * hess[c * k + c2];
+            }
+        }
+        for (q, (_, a, _, b, i0, j0)) in pairs.into_iter().enumerate() {
+            let piece = out.slice_mut(s![i0..i0 + a.len(), j0..j0 + b.len()]);
+            data.x.gram_add(wa.column(q), a, b, diagonal && i0 == j0, piece);
+        }
+    }
+}
+
+/// The parameters `range` split at class boundaries (classes of `r` parameters): (class, range
+/// within the class).
+fn class_pieces(range: std::ops::Range<usize>, r: usize) -> Vec<(usize, std::ops::Range<usize>)> {
+    let mut out = Vec::new();
+    let mut start = range.start;
+    while start < range.end {
+        let c = start / r;
+        let end = range.end.min((c + 1) * r);
+        out.push((c, start - c * r..end - c * r));
+        start = end;
+    }
+    out
 }

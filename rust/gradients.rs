@@ -7,11 +7,13 @@
 //! and the influence of point m is -F^{-1} g_m / W (or with an explicit Hessian supplied by the
 //! caller). There is no penalty and no target; theta is not used.
 
-use ndarray::{Array1, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
+use std::ops::Range;
+
+use ndarray::{s, Array1, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 
 use crate::data::Dataset;
 use crate::error::Result;
-use crate::linalg::gemm_lower;
+use crate::linalg::{gemm, gemm_lower};
 use crate::model::Model;
 
 #[derive(Clone, Copy, Debug)]
@@ -56,6 +58,20 @@ impl Model for GradientModel {
             row *= data.weight(i);
         }
         gemm_lower(out, true, x.t(), wg.view(), 1.0);
+    }
+    /// G_I^T diag(w) G_J.
+    fn hessian_tile_sum(&self, _theta: ArrayView1<f64>, data: &Dataset, rows: Range<usize>, cols: Range<usize>, out: ArrayViewMut2<f64>) {
+        let x = data.x.to_dense();
+        let mut wg = x.slice(s![.., cols.clone()]).to_owned();
+        for (i, mut row) in wg.rows_mut().into_iter().enumerate() {
+            row *= data.weight(i);
+        }
+        let g = x.slice(s![.., rows.clone()]);
+        if rows == cols {
+            gemm_lower(out, true, g.t(), wg.view(), 1.0);
+        } else {
+            gemm(out, true, g.t(), wg.view(), 1.0);
+        }
     }
     fn hessian_diag_sum(&self, _theta: ArrayView1<f64>, data: &Dataset, mut out: ArrayViewMut1<f64>) -> bool {
         for (i, row) in data.x.to_dense().rows().into_iter().enumerate() {

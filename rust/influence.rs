@@ -156,27 +156,33 @@ impl Influence {
         if !(opts.damping >= 0.0) || !opts.damping.is_finite() {
             return Err(Error::Value { arg: "damping", msg: format!("must be a finite number >= 0, got {}", opts.damping) });
         }
-        let (_, grad) = obj.value_grad(theta, cancel)?;
         let null = obj.model.null_space(obj.l2);
-        let solver = match opts.method {
+        // the gradient (for grad_norm) comes from the same pass over the data as the curvature
+        let (grad, solver) = match opts.method {
             Method::Direct => {
-                let mut h = match explicit {
-                    Some(h) => h,
-                    None => obj.hessian(theta, cancel)?,
+                let (grad, mut h) = match explicit {
+                    Some(h) => (obj.value_grad(theta, cancel)?.1, h),
+                    None => {
+                        let (_, g, h) = obj.value_grad_hessian(theta, cancel)?;
+                        (g, h)
+                    }
                 };
                 h.diag_mut().mapv_inplace(|v| v + opts.damping);
-                Solver::Direct(Direct::new(h, null.as_ref().map(|n| n.view()))?)
+                (grad, Solver::Direct(Direct::new(h, null.as_ref().map(|n| n.view()))?))
             }
             Method::Cg => {
-                let diag = match &explicit {
-                    Some(h) => Some(h.diag().to_owned()),
-                    None => obj.hessian_diag(theta, cancel)?,
+                let (grad, diag) = match &explicit {
+                    Some(h) => (obj.value_grad(theta, cancel)?.1, Some(h.diag().to_owned())),
+                    None => {
+                        let (_, g, d) = obj.value_grad_hessian_diag(theta, cancel)?;
+                        (g, d)
+                    }
                 };
                 // the null directions get the scale of the mean curvature
                 let scale = diag.as_ref().and_then(|d| d.mean()).map(|m| m + opts.damping).unwrap_or(1.0).abs().max(f64::MIN_POSITIVE);
                 let null = null.map(|n| (n, scale));
                 let inv_diag = if opts.cg.precondition { jacobi(diag, opts.damping, null.as_ref().map(|(n, s)| (n, *s))) } else { None };
-                Solver::Cg { inv_diag, null, explicit }
+                (grad, Solver::Cg { inv_diag, null, explicit })
             }
         };
         Ok(Self {

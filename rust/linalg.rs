@@ -1,11 +1,14 @@
 //! Dense linear algebra on ndarray views, backed by faer (pure Rust, no system BLAS).
 //!
-//! Everything here runs single-threaded (`Par::Seq`): parallelism lives one level up, over row
-//! blocks, so results do not depend on the number of threads (see `blocks`).
+//! Products run single-threaded (`Par::Seq`): parallelism lives one level up, over row blocks or
+//! Hessian tiles, so results do not depend on the number of threads (see `blocks`). Large
+//! Cholesky factorisations are parallel the same way: fixed pieces of sequential kernels
+//! (`factor_blocked`).
 
 use faer::linalg::matmul::triangular::BlockStructure;
 use faer::{Accum, MatMut, MatRef, Par};
-use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, ShapeBuilder};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -56,69 +59,71 @@ pub fn gemm_lower(mut dst: ArrayViewMut2<f64>, accumulate: bool, a: ArrayView2<f
     );
 }
 
-/// Copy the lower triangle onto the upper one.
+/// Copy the lower triangle onto the upper one (any layout; 64 x 64 blocks keep the strided side in cache).
 pub fn symmetrize_from_lower(a: &mut Array2<f64>) {
+    const B: usize = 64;
     let n = a.nrows();
-    for i in 0..n {
-        for j in 0..i {
-            a[[j, i]] = a[[i, j]];
+    for ib in (0..n).step_by(B) {
+        for jb in (0..=ib).step_by(B) {
+            for i in ib..(ib + B).min(n) {
+                for j in jb..(jb + B).min(i) {
+                    a[[j, i]] = a[[i, j]];
+                }
+            }
         }
     }
 }
+
+/// Matrices at least this large are factored blockwise in parallel (`factor_blocked`).
+const PARALLEL_CHOLESKY_MIN_N: usize = 512;
 
 /// Cholesky factor L (H = L L^T) of a symmetric positive definite matrix.
 pub struct Cholesky {
-    l: faer::Mat<f64>,
+    l: Factor,
+}
+
+/// Where L lives: a copy with zeros above the diagonal, or the lower triangle of the caller's
+/// matrix, factored in place (its strict upper triangle is scratch, never read).
+enum Factor {
+    Copy(faer::Mat<f64>),
+    InPlace(Array2<f64>),
 }
 
 impl Cholesky {
-    /// Factor `h` (only its lower triangle is read). Fails with `Singular` when `h` is not
-    /// numerically positive definite, naming the first failing pivot.
+    /// Factor `h` (only its lower triangle is read) into a new matrix. Fails with `Singular` when
+    /// `h` is not numerically positive definite, naming the first failing pivot.
     pub fn factor(h: ArrayView2<f64>) -> Result<Self> {
-        let n = h.nrows();
-        if h.ncols() != n {
-            return Err(Error::Shape { arg: "hessian", msg: format!("must be square, got {:?}", h.dim()) });
-        }
+        let n = check_square(h.dim())?;
         let mut l = faer::Mat::<f64>::zeros(n, n);
         l.copy_from_triangular_lower(faer_ref(&h));
-        let par = Par::Seq;
-        let params = Default::default();
-        let mut mem = faer::dyn_stack::MemBuffer::new(
-            faer::linalg::cholesky::llt::factor::cholesky_in_place_scratch::<f64>(n, par, params),
-        );
-        let stack = faer::dyn_stack::MemStack::new(&mut mem);
-        let res = faer::linalg::cholesky::llt::factor::cholesky_in_place(
-            l.as_mut(),
-            Default::default(),
-            par,
-            stack,
-            params,
-        );
-        match res {
-            Ok(_) => {}
-            Err(faer::linalg::cholesky::llt::factor::LltError::NonPositivePivot { index }) => {
-                return Err(Error::Singular {
-                    msg: format!(
-                        "the Hessian is not positive definite (Cholesky pivot {index} of {n} is not positive)"
-                    ),
-                })
+        factor_lower_in_place(l.as_mut())?;
+        Ok(Self { l: Factor::Copy(l) })
+    }
+
+    /// Like [`Cholesky::factor`] without a copy: the lower triangle of `h` is overwritten with L.
+    /// Its strict upper triangle is not read, but faer uses it as scratch space: it holds nothing
+    /// useful afterwards. Fastest when `h` is column-major.
+    pub fn factor_in_place(mut h: Array2<f64>) -> Result<Self> {
+        check_square(h.dim())?;
+        factor_lower_in_place(faer_mut(&mut h.view_mut()))?;
+        Ok(Self { l: Factor::InPlace(h) })
+    }
+
+    /// L, read through its lower triangle only.
+    fn l(&self) -> MatRef<'_, f64> {
+        match &self.l {
+            Factor::Copy(l) => l.as_ref(),
+            Factor::InPlace(h) => {
+                let v = h.view();
+                let (r, c, rs, cs) = (v.nrows(), v.ncols(), v.strides()[0], v.strides()[1]);
+                // SAFETY: the pointer, shape and strides come from `h`, borrowed for the result's lifetime.
+                unsafe { MatRef::from_raw_parts(v.as_ptr(), r, c, rs, cs) }
             }
         }
-        // Pivots that are positive but tiny relative to the largest make the solve meaningless.
-        let diag: Vec<f64> = (0..n).map(|i| l[(i, i)]).collect();
-        let max = diag.iter().cloned().fold(0.0_f64, f64::max);
-        if let Some(index) = diag.iter().position(|&d| !(d > max * 1e-7) || !d.is_finite()) {
-            return Err(Error::Singular {
-                msg: format!(
-                    "the Hessian is numerically singular (condition number above 1e14 at pivot {index} of {n})"
-                ),
-            });
-        }
-        Ok(Self { l })
     }
 
     pub fn dim(&self) -> usize {
-        self.l.nrows()
+        self.l().nrows()
     }
 
     /// Solve H X = B in place for a block of right-hand sides (the columns of `b`).
@@ -128,8 +133,157 @@ impl Cholesky {
         }
         let mut stack_mem = faer::dyn_stack::MemBuffer::new(faer::dyn_stack::StackReq::EMPTY);
         let stack = faer::dyn_stack::MemStack::new(&mut stack_mem);
-        faer::linalg::cholesky::llt::solve::solve_in_place(self.l.as_ref(), faer_mut(&mut b), Par::Seq, stack);
+        faer::linalg::cholesky::llt::solve::solve_in_place(self.l(), faer_mut(&mut b), Par::Seq, stack);
     }
+
+    /// L (L^T X) for the columns of `x`: H X up to the factorisation's rounding, without H.
+    pub fn reconstruct_mul(&self, x: ArrayView2<f64>) -> Array2<f64> {
+        use faer::linalg::matmul::triangular::matmul;
+        let (l, x) = (self.l(), faer_ref(&x));
+        let mut y = faer::Mat::<f64>::zeros(x.nrows(), x.ncols());
+        let mut out = Array2::<f64>::zeros((x.nrows(), x.ncols()).f());
+        if out.is_empty() {
+            return out;
+        }
+        let rect = BlockStructure::Rectangular;
+        matmul(y.as_mut(), rect, Accum::Replace, l.transpose(), BlockStructure::TriangularUpper, x, rect, 1.0, Par::Seq);
+        matmul(faer_mut(&mut out.view_mut()), rect, Accum::Replace, l, BlockStructure::TriangularLower, y.as_ref(), rect, 1.0, Par::Seq);
+        out
+    }
+}
+
+fn check_square((r, c): (usize, usize)) -> Result<usize> {
+    if r != c {
+        return Err(Error::Shape { arg: "hessian", msg: format!("must be square, got ({r}, {c})") });
+    }
+    Ok(r)
+}
+
+/// Overwrite the lower triangle of `l` with the Cholesky factor of the matrix it holds (the
+/// strict upper triangle is not read): faer's sequential algorithm, or from
+/// `PARALLEL_CHOLESKY_MIN_N` on the blocked parallel one, [`factor_blocked`].
+fn factor_lower_in_place(mut l: MatMut<'_, f64>) -> Result<()> {
+    let n = l.nrows();
+    let res = if n >= PARALLEL_CHOLESKY_MIN_N { factor_blocked(l.as_mut()) } else { factor_seq(l.as_mut()) };
+    if let Err(index) = res {
+        return Err(Error::Singular {
+            msg: format!("the Hessian is not positive definite (Cholesky pivot {index} of {n} is not positive)"),
+        });
+    }
+    // Pivots that are positive but tiny relative to the largest make the solve meaningless.
+    let diag: Vec<f64> = (0..n).map(|i| l[(i, i)]).collect();
+    let max = diag.iter().cloned().fold(0.0_f64, f64::max);
+    if let Some(index) = diag.iter().position(|&d| !(d > max * 1e-7) || !d.is_finite()) {
+        return Err(Error::Singular {
+            msg: format!("the Hessian is numerically singular (condition number above 1e14 at pivot {index} of {n})"),
+        });
+    }
+    Ok(())
+}
+
+/// faer's sequential Cholesky in place; `Err(index)` of the first non-positive pivot.
+fn factor_seq(l: MatMut<'_, f64>) -> std::result::Result<(), usize> {
+    use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch, LltError};
+    let params = Default::default();
+    let mut mem = faer::dyn_stack::MemBuffer::new(cholesky_in_place_scratch::<f64>(l.nrows(), Par::Seq, params));
+    let stack = faer::dyn_stack::MemStack::new(&mut mem);
+    match cholesky_in_place(l, Default::default(), Par::Seq, stack, params) {
+        Ok(_) => Ok(()),
+        Err(LltError::NonPositivePivot { index }) => Err(index),
+    }
+}
+
+/// Columns per panel of [`factor_blocked`], and the side of its parallel pieces.
+const CHOLESKY_PANEL: usize = 256;
+const CHOLESKY_TILE: usize = 512;
+
+/// Right-looking blocked Cholesky in place. For each panel of `CHOLESKY_PANEL` columns: factor
+/// its diagonal block (faer, sequential), solve the rows below it against that factor (by fixed
+/// chunks of rows, in parallel), then subtract the panel's outer product from the trailing lower
+/// triangle (by fixed tiles, in parallel). Every piece is a fixed sequence of sequential faer
+/// kernels on fixed data, so the factor is the same bits for any number of threads.
+///
+/// (faer's own `Par::rayon` factorisation is also thread-count independent, but needs faer's
+/// `rayon` feature, which turns on private-gemm-x86's cache detection: on a machine reporting a
+/// large L3 every thread then reserves 2 x L3 of address space for packing.)
+fn factor_blocked(mut a: MatMut<'_, f64>) -> std::result::Result<(), usize> {
+    use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
+    use faer::reborrow::{Reborrow, ReborrowMut};
+    let n = a.nrows();
+    let mut k = 0;
+    while k < n {
+        let w = CHOLESKY_PANEL.min(n - k);
+        let (_, _, _, rest) = a.rb_mut().split_at_mut(k, k);
+        let (left, right) = rest.split_at_col_mut(w);
+        let (mut diag, mut panel) = left.split_at_row_mut(w);
+        factor_seq(diag.rb_mut()).map_err(|i| k + i)?;
+        let diag = diag.rb();
+        // panel <- panel L^-T, i.e. L X^T = panel^T, by chunks of rows
+        row_chunks(panel.rb_mut(), CHOLESKY_TILE)
+            .into_par_iter()
+            .for_each(|chunk| solve_lower_triangular_in_place(diag, chunk.transpose_mut(), Par::Seq));
+        let panel = panel.rb();
+        // trailing lower triangle -= panel panel^T, by tiles
+        let (_, trailing) = right.split_at_row_mut(w);
+        lower_tiles_mut(trailing, CHOLESKY_TILE).into_par_iter().for_each(|(i, j, tile)| {
+            let (pi, pj) = (panel.subrows(i, tile.nrows()), panel.subrows(j, tile.ncols()));
+            if i == j {
+                faer::linalg::matmul::triangular::matmul(
+                    tile,
+                    BlockStructure::TriangularLower,
+                    Accum::Add,
+                    pi,
+                    BlockStructure::Rectangular,
+                    pj.transpose(),
+                    BlockStructure::Rectangular,
+                    -1.0,
+                    Par::Seq,
+                );
+            } else {
+                faer::linalg::matmul::matmul(tile, Accum::Add, pi, pj.transpose(), -1.0, Par::Seq);
+            }
+        });
+        k += w;
+    }
+    Ok(())
+}
+
+/// `a` cut into consecutive chunks of `size` rows (the last one shorter).
+fn row_chunks(a: MatMut<'_, f64>, size: usize) -> Vec<MatMut<'_, f64>> {
+    let mut out = Vec::new();
+    let mut rest = a;
+    while rest.nrows() > 0 {
+        let h = size.min(rest.nrows());
+        let (chunk, below) = rest.split_at_row_mut(h);
+        out.push(chunk);
+        rest = below;
+    }
+    out
+}
+
+/// The tiles on and below the diagonal of square `a` on a grid of `size` (the last row and
+/// column of tiles shorter), with their first row and column.
+fn lower_tiles_mut(a: MatMut<'_, f64>, size: usize) -> Vec<(usize, usize, MatMut<'_, f64>)> {
+    let mut out = Vec::new();
+    let mut rest = a;
+    let mut j = 0;
+    while rest.ncols() > 0 {
+        let w = size.min(rest.ncols());
+        let (col, right) = rest.split_at_col_mut(w);
+        rest = right;
+        // this column of tiles starts on the diagonal: skip the rows above it
+        let (_, mut below) = col.split_at_row_mut(j);
+        let mut i = j;
+        while below.nrows() > 0 {
+            let h = size.min(below.nrows());
+            let (tile, next) = below.split_at_row_mut(h);
+            out.push((i, j, tile));
+            below = next;
+            i += h;
+        }
+        j += w;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -165,6 +319,64 @@ mod tests {
         chol.solve_in_place(rhs.view_mut());
         let back = h.dot(&rhs);
         assert!((back[[0, 0]] - 1.0).abs() < 1e-12 && (back[[1, 0]] - 2.0).abs() < 1e-12);
+    }
+
+    /// A symmetric positive definite n x n matrix, column-major.
+    fn spd(n: usize) -> Array2<f64> {
+        let mut state = 42u64;
+        let g = Array2::from_shape_fn((n, n + 7), |_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 11) as f64) / ((1u64 << 53) as f64) - 0.5
+        });
+        let mut h = Array2::<f64>::zeros((n, n).f());
+        gemm(h.view_mut(), false, g.view(), g.t(), 1.0);
+        h.diag_mut().mapv_inplace(|v| v + 1e-3);
+        h
+    }
+
+    /// The blocked parallel Cholesky gives the same bits with 1, 2 and 3 threads, copied or in
+    /// place, close to faer's sequential factor.
+    #[test]
+    fn parallel_cholesky_does_not_depend_on_the_thread_count() {
+        let h = spd(1500);
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
+                let copy = Cholesky::factor(h.view()).unwrap();
+                let in_place = Cholesky::factor_in_place(h.clone()).unwrap();
+                let l = |c: &Cholesky| Array2::from_shape_fn((1500, 1500), |(i, j)| if i >= j { c.l()[(i, j)] } else { 0.0 });
+                (l(&copy), l(&in_place))
+            })
+        };
+        let (a, b) = run(1);
+        assert_eq!(a, b);
+        for threads in [2, 3] {
+            let (c, d) = run(threads);
+            assert!(a.iter().zip(&c).all(|(x, y)| x.to_bits() == y.to_bits()), "{threads} threads");
+            assert!(a.iter().zip(&d).all(|(x, y)| x.to_bits() == y.to_bits()), "{threads} threads, in place");
+        }
+        let mut seq = faer::Mat::<f64>::zeros(1500, 1500);
+        seq.copy_from_triangular_lower(faer_ref(&h.view()));
+        factor_seq(seq.as_mut()).unwrap();
+        let err = a.indexed_iter().filter(|((i, j), _)| i >= j).fold(0.0_f64, |m, ((i, j), v)| m.max((v - seq[(i, j)]).abs()));
+        assert!(err < 1e-12 * a.iter().fold(0.0_f64, |m, v| m.max(v.abs())), "blocked vs faer: {err}");
+        // in place, what the strict upper triangle held does not matter
+        let mut poisoned = h.clone();
+        (0..1500).for_each(|j| (0..j).for_each(|i| poisoned[[i, j]] = f64::NAN));
+        let chol = Cholesky::factor_in_place(poisoned).unwrap();
+        let l = Array2::from_shape_fn((1500, 1500), |(i, j)| if i >= j { chol.l()[(i, j)] } else { 0.0 });
+        assert!(a.iter().zip(&l).all(|(x, y)| x.to_bits() == y.to_bits()), "upper triangle read");
+        // and it is a factor: L L^T X = H X
+        let x = Array2::from_shape_fn((1500, 3), |(i, j)| (i * 3 + j) as f64 % 7.0 - 3.0);
+        let err = (&chol.reconstruct_mul(x.view()) - &h.dot(&x)).iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+        assert!(err < 1e-9 * h.iter().fold(0.0_f64, |m, v| m.max(v.abs())) * 1500.0, "{err}");
+    }
+
+    #[test]
+    fn blocked_cholesky_names_the_failing_pivot() {
+        let mut h = Array2::<f64>::eye(1000);
+        h[[700, 700]] = -1.0;
+        let err = Cholesky::factor(h.view()).err().unwrap();
+        assert!(matches!(&err, Error::Singular { msg } if msg.contains("pivot 700 of 1000")), "{err:?}");
     }
 
     #[test]

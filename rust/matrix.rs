@@ -209,21 +209,27 @@ impl<'a> XView<'a> {
         let d = self.ncols();
         match self {
             XView::Dense(x) => {
-                let z = |r: &Range<usize>| -> Array2<f64> {
-                    let mut z = Array2::ones((x.nrows(), r.len()));
-                    let feat = r.start..r.end.min(d);
-                    if !feat.is_empty() {
-                        z.slice_mut(s![.., ..feat.len()]).assign(&x.slice(s![.., feat]));
+                // dz = diag(a) Z_cols; then X_rows^T dz, plus the column sums of dz as the
+                // intercept's row when `rows` holds it
+                let mut dz = Array2::ones((x.nrows(), cols.len()));
+                let cf = cols.start..cols.end.min(d);
+                if !cf.is_empty() {
+                    dz.slice_mut(s![.., ..cf.len()]).assign(&x.slice(s![.., cf]));
+                }
+                Zip::from(dz.rows_mut()).and(&a).for_each(|mut row, &ai| row *= ai);
+                let rf = rows.start..rows.end.min(d);
+                if !rf.is_empty() {
+                    let xr = x.slice(s![.., rf.clone()]);
+                    if lower {
+                        // the feature block's lower triangle; its intercept column lies above it
+                        gemm_lower(out.slice_mut(s![..rf.len(), ..rf.len()]), true, xr.t(), dz.slice(s![.., ..rf.len()]), 1.0);
+                    } else {
+                        gemm(out.slice_mut(s![..rf.len(), ..]), true, xr.t(), dz.view(), 1.0);
                     }
-                    z
-                };
-                let zr = z(&rows);
-                let mut zc = if lower { zr.clone() } else { z(&cols) };
-                Zip::from(zc.rows_mut()).and(&a).for_each(|mut row, &ai| row *= ai);
-                if lower {
-                    gemm_lower(out, true, zr.t(), zc.view(), 1.0);
-                } else {
-                    gemm(out, true, zr.t(), zc.view(), 1.0);
+                }
+                if rows.contains(&d) {
+                    let mut last = out.row_mut(d - rows.start);
+                    last += &dz.sum_axis(ndarray::Axis(0));
                 }
             }
             XView::Csr(c) => {

@@ -7,6 +7,8 @@
 //! GLMs (`glm::Glm`) implement it with matrix-product fast paths; a non-linear model (an MLP
 //! with Gauss-Newton curvature) implements the same methods.
 
+use std::ops::Range;
+
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
 use crate::data::Dataset;
@@ -49,6 +51,18 @@ pub trait Model: Sync {
     fn loss_grad_sum(&self, theta: ArrayView1<f64>, data: &Dataset) -> (f64, Array1<f64>);
     /// Adds sum_i w_i Hess l_i to the lower triangle of `out` (p x p); the rest is not read.
     fn hessian_sum(&self, theta: ArrayView1<f64>, data: &Dataset, out: ArrayViewMut2<f64>);
+    /// The parameter panels of the tiled Hessian (used for large p, see `Objective::hessian`):
+    /// consecutive ranges covering `0..p` in order. One task computes the tile of every pair of
+    /// panels (I, J), I >= J, so a panel should be a few hundred parameters or more. Default:
+    /// chunks of 512.
+    fn hessian_panels(&self) -> Vec<Range<usize>> {
+        let p = self.n_params();
+        (0..p.div_ceil(512)).map(|b| b * 512..((b + 1) * 512).min(p)).collect()
+    }
+    /// Adds the tile `rows` x `cols` of sum_i w_i Hess l_i over `data` to `out` (|rows| x |cols|),
+    /// where `rows` and `cols` are panels of [`Model::hessian_panels`] with `rows.start >= cols.start`.
+    /// On a diagonal tile (`rows == cols`) only the lower triangle of `out` is written; the rest is not read.
+    fn hessian_tile_sum(&self, theta: ArrayView1<f64>, data: &Dataset, rows: Range<usize>, cols: Range<usize>, out: ArrayViewMut2<f64>);
     /// Adds the diagonal of sum_i w_i Hess l_i to `out` (p); returns false if the model cannot
     /// (then solvers go without a Jacobi preconditioner).
     fn hessian_diag_sum(&self, _theta: ArrayView1<f64>, _data: &Dataset, _out: ArrayViewMut1<f64>) -> bool {

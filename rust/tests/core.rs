@@ -1,7 +1,7 @@
 //! The core on its own: derivatives against finite differences, influence against exact refits
 //! (DESIGN.md section 1's checks), the seed example, and thread-count determinism.
 
-use ndarray::{array, Array1, Array2, Axis};
+use ndarray::{array, Array1, Array2, Axis, ShapeBuilder};
 use upweight::influence::{Method, SolverOptions};
 use upweight::{newton, Cancel, Dataset, Family, FitOptions, Glm, Influence, Model, Objective};
 
@@ -295,4 +295,155 @@ fn float32_and_npy_sources_match_in_memory() {
         assert!((a - b).abs() <= 1e-13 * scale, "{a} vs {b}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn max_abs(a: &Array2<f64>) -> f64 {
+    a.iter().fold(0.0_f64, |m, v| m.max(v.abs()))
+}
+
+fn same_bits(a: &Array2<f64>, b: &Array2<f64>) -> bool {
+    a.dim() == b.dim() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// Above p = 2048 the Hessian is built by tiles: it equals the row-block sum to rounding, and the
+/// same bits come out of 1, 2 and 3 threads.
+#[test]
+fn tiled_hessian_matches_row_blocks_and_not_the_thread_count() {
+    use upweight::GradientModel;
+    // multinomial k = 5, d = 500 (p = 2505, one panel per class); k = 2, d = 1100 (each class
+    // cut in two panels); per-example gradients with p = 2300 (panels of 512, the last ragged)
+    let glms = [(Family::Multinomial { n_classes: 5 }, 500, 4500), (Family::Multinomial { n_classes: 2 }, 1100, 1300)];
+    let mut cases: Vec<(Box<dyn Model>, Array2<f64>, Array1<f64>, Array1<f64>)> = vec![];
+    for (family, d, n) in glms {
+        let (x, y, w) = problem(family, n, d, 21);
+        cases.push((Box::new(Glm::new(family, d)), x, y, w));
+    }
+    let (x, _, w) = problem(Family::Squared, 2600, 2300, 22);
+    cases.push((Box::new(GradientModel { p: 2300 }), x.mapv(|v| v * 0.1), Array1::zeros(2600), w));
+    for (model, x, y, w) in &cases {
+        let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+        let p = model.n_params();
+        assert!(p > upweight::objective::TILED_HESSIAN_MAX_ROW_BLOCK_P);
+        let obj = Objective::new(model.as_ref(), &data, 0.01).unwrap();
+        let theta = Array1::from_shape_fn(p, |j| 0.02 * ((j % 11) as f64 - 5.0));
+        let c = Cancel::new();
+        let rows = obj.hessian_row_blocks(theta.view(), &c).unwrap();
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| obj.hessian(theta.view(), &c).unwrap())
+        };
+        let tiled = run(1);
+        let err = max_abs(&(&tiled - &rows)) / max_abs(&rows);
+        assert!(err < 1e-12, "p = {p}: tiled vs row blocks {err:e}");
+        assert!(same_bits(&tiled, &tiled.t().to_owned()), "p = {p}: not symmetric");
+        for threads in [2, 3] {
+            assert!(same_bits(&tiled, &run(threads)), "p = {p}: {threads} threads differ");
+        }
+    }
+}
+
+/// A GLM tile whose panels cross class boundaries equals the same part of `hessian_sum`.
+#[test]
+fn glm_tiles_across_classes_match_the_full_block_kernel() {
+    let family = Family::Multinomial { n_classes: 3 };
+    let (x, y, w) = problem(family, 200, 4, 23);
+    let model = Glm::new(family, 4);
+    let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+    let theta = Array1::from_shape_fn(15, |j| 0.1 * (j as f64 - 7.0));
+    let mut full = Array2::zeros((15, 15));
+    model.hessian_sum(theta.view(), &data, full.view_mut());
+    for (rows, cols) in [(3..12, 0..3), (3..12, 3..12), (12..15, 3..12), (0..15, 0..15), (4..5, 4..5)] {
+        let mut tile = Array2::<f64>::zeros((rows.len(), cols.len()));
+        model.hessian_tile_sum(theta.view(), &data, rows.clone(), cols.clone(), tile.view_mut());
+        for i in 0..rows.len() {
+            for j in 0..cols.len() {
+                let (gi, gj) = (rows.start + i, cols.start + j);
+                if gi >= gj {
+                    assert!((tile[[i, j]] - full[[gi, gj]]).abs() < 1e-12 * max_abs(&full), "({gi}, {gj}) in {rows:?} x {cols:?}");
+                } else if rows == cols {
+                    assert_eq!(tile[[i, j]], 0.0, "({gi}, {gj}) above the diagonal was written");
+                }
+            }
+        }
+    }
+}
+
+/// `value_grad_hessian` and `value_grad_hessian_diag` (one pass over the data) give the same
+/// bits as `value_grad` with `hessian` / `hessian_diag`, for both Hessian schedules.
+#[test]
+fn fused_passes_equal_the_separate_ones_bitwise() {
+    // p = 1000 over 70 row blocks: the Hessian's 33 partial sums (3 blocks each) and the
+    // gradient's 64 (2 blocks each) do not nest; p = 2505: tiles
+    let cases = [(Family::Multinomial { n_classes: 10 }, 99, 35_840), (Family::Multinomial { n_classes: 5 }, 500, 4500)];
+    for (family, d, n) in cases {
+        let (x, y, w) = problem(family, n, d, 24);
+        let model = Glm::new(family, d);
+        let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+        let obj = Objective::new(&model, &data, 0.01).unwrap();
+        let theta = Array1::from_shape_fn(model.n_params(), |j| 0.02 * ((j % 7) as f64 - 3.0));
+        let c = Cancel::new();
+        let (v, g) = obj.value_grad(theta.view(), &c).unwrap();
+        let h = obj.hessian(theta.view(), &c).unwrap();
+        let (v2, g2, h2) = obj.value_grad_hessian(theta.view(), &c).unwrap();
+        assert_eq!(v.to_bits(), v2.to_bits(), "{family:?} d={d}");
+        assert!(g.iter().zip(&g2).all(|(a, b)| a.to_bits() == b.to_bits()), "{family:?} d={d}: gradient");
+        assert!(same_bits(&h, &h2), "{family:?} d={d}: Hessian");
+        let diag = obj.hessian_diag(theta.view(), &c).unwrap().unwrap();
+        let (v3, g3, d3) = obj.value_grad_hessian_diag(theta.view(), &c).unwrap();
+        assert_eq!(v.to_bits(), v3.to_bits());
+        assert!(g.iter().zip(&g3).all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(diag.iter().zip(&d3.unwrap()).all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+}
+
+/// The null-space augmentation through N's nonzeros gives the solution the dense s N N^T gave
+/// (bitwise up to p = 4096, where H is kept); above, H is factored in place, row- or
+/// column-major, and residuals come from the factor.
+#[test]
+fn direct_null_space_solve_is_unchanged() {
+    use upweight::linalg::Cholesky;
+    use upweight::solvers::Direct;
+    let family = Family::Multinomial { n_classes: 4 };
+    let (x, y, w) = problem(family, 500, 6, 25);
+    let model = Glm::new(family, 6);
+    let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+    let g = Array2::from_shape_fn((28, 3), |(i, j)| ((i * 5 + j) % 9) as f64 - 4.0);
+    for l2 in [0.0, 0.1] {
+        let obj = Objective::new(&model, &data, l2).unwrap();
+        let theta = Array1::from_shape_fn(28, |j| 0.05 * (j as f64 - 14.0));
+        let h = obj.hessian(theta.view(), &Cancel::new()).unwrap();
+        let nb = model.null_space(l2).unwrap();
+        let mut old = h.clone();
+        old.scaled_add(h.diag().mean().unwrap(), &nb.dot(&nb.t()));
+        let mut expected = g.clone();
+        Cholesky::factor(old.view()).unwrap().solve_in_place(expected.view_mut());
+        let direct = Direct::new(h, Some(nb.view())).unwrap();
+        assert!(same_bits(&direct.solve(g.view()), &expected), "l2 = {l2}");
+    }
+    // large p: a diagonally dominant H with the multinomial null space of k = 5, d = 819 (p = 4100)
+    let model = Glm::new(Family::Multinomial { n_classes: 5 }, 819);
+    let p = model.n_params();
+    let nb = model.null_space(0.1).unwrap();
+    let mut state = 7u64;
+    let mut rnd = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 11) as f64) / ((1u64 << 53) as f64) - 0.5
+    };
+    let mut h = Array2::from_shape_fn((p, p), |_| rnd());
+    h = &h + &h.t();
+    h.diag_mut().mapv_inplace(|v| v + p as f64);
+    let mut old = h.clone();
+    old.scaled_add(h.diag().mean().unwrap(), &nb.dot(&nb.t()));
+    let g = Array2::from_shape_fn((p, 2), |(i, j)| ((i * 3 + j) % 5) as f64 - 2.0);
+    let mut expected = g.clone();
+    Cholesky::factor(old.view()).unwrap().solve_in_place(expected.view_mut());
+    let mut column_major = Array2::zeros((p, p).f());
+    column_major.assign(&h);
+    for hh in [h, column_major] {
+        let direct = Direct::new(hh, Some(nb.view())).unwrap();
+        let x = direct.solve(g.view());
+        let err = max_abs(&(&x - &expected)) / max_abs(&expected);
+        assert!(err < 1e-13, "in place: {err:e}");
+        let info = direct.residuals(g.view(), x.view());
+        assert!(info.residuals.iter().all(|&r| r < 1e-13), "{:?}", info.residuals);
+    }
 }
