@@ -46,26 +46,40 @@ def sparse_problem(n, d, density, seed=0):
     return X, y, 0.01 * rng.standard_normal(d + 1)
 
 
+def hvp_constants(family, k, theta, X, y, work_per_vector):
+    """(c_pass, c_hvp) from Hessian-vector passes with 1 and 32 vectors of a single-output model:
+    t(r) = c_pass W + c_hvp 4 W r, W = n z."""
+    p = theta.size
+    t = {}
+    for r in (1, 32):
+        V = np.random.default_rng(r).standard_normal((p, r))
+        t[r], _ = timed(lambda: _core.hvp(family, k, theta, X, y, None, 1e-3, V))
+    c_hvp = (t[32] - t[1]) / (4 * work_per_vector * 31)
+    c_pass = max(t[1] - c_hvp * 4 * work_per_vector, 0.0) / work_per_vector
+    return c_pass, c_hvp
+
+
 def constants():
     c = {}
-    # dense Hessian, tiled path (p > 2048): multinomial k = 10, d = 300
-    n, d, k = 5000, 300, 10
+    # dense Hessian, row-block schedule (p <= 2048): binary, d = 2000
+    n, d = 20000, 2000
+    X, y, th = dense_problem(n, d, 1)
+    y = (y > 0).astype(float)
+    t, _ = timed(lambda: _core.hessian("logistic", 1, th, X, y, None, 1e-3))
+    c["C_HESS_DENSE"] = t / (n * (d + 1) ** 2)
+    c["C_PASS_DENSE"], c["C_HVP_DENSE"] = hvp_constants("logistic", 1, th, X, y, n * (d + 1))
+    # dense Hessian, tiled schedule (p > 2048): multinomial k = 10, d = 784 (W2's shape)
+    n, d, k = 4000, 784, 10
     X, y, th = dense_problem(n, d, k)
     t, _ = timed(lambda: _core.hessian("multinomial", k, th, X, y, None, 1e-3))
-    c["C_HESS_DENSE"] = t / (n * k * (k + 1) / 2 * (d + 1) ** 2)
-    # HVP, dense: 10 vectors
-    V = np.random.default_rng(1).standard_normal((k * (d + 1), 10))
-    t, _ = timed(lambda: _core.hvp("multinomial", k, th, X, y, None, 1e-3, V))
-    c["C_HVP_DENSE"] = t / (4 * n * (d + 1) * k * 10)
-    # sparse Hessian and HVP: binary, d = 3000, 2% density
+    c["C_HESS_DENSE_TILED"] = t / (n * k * (k + 1) / 2 * (d + 1) ** 2)
+    # sparse: binary, d = 3000, 2% density
     Xs, ys, ths = sparse_problem(20000, 3000, 0.02)
     csr = as_csr(Xs, "X")
     z = Xs.nnz / Xs.shape[0] + 1
     t, _ = timed(lambda: _core.hessian("logistic", 1, ths, csr, ys, None, 1e-3))
     c["C_HESS_SPARSE"] = t / (Xs.shape[0] * z**2)
-    Vs = np.random.default_rng(2).standard_normal((3001, 10))
-    t, _ = timed(lambda: _core.hvp("logistic", 1, ths, csr, ys, None, 1e-3, Vs))
-    c["C_HVP_SPARSE"] = t / (4 * Xs.shape[0] * z * 10)
+    c["C_PASS_SPARSE"], c["C_HVP_SPARSE"] = hvp_constants("logistic", 1, ths, csr, ys, Xs.shape[0] * z)
     # Cholesky and triangular solves: an explicit SPD H, p = 3000, built from 8 gradient rows
     p = 3000
     A = np.random.default_rng(3).standard_normal((p, p)) / np.sqrt(p)
@@ -81,17 +95,17 @@ def constants():
     for family, make in [
         ("dense multinomial", lambda: dense_problem(5000, 300, 10)),
         ("dense binary", lambda: dense_problem(20000, 400, 1)),
+        ("sparse binary", lambda: sparse_problem(20000, 3000, 0.02)),
     ]:
         X, y, _ = make()
+        if family == "dense binary":
+            y = (y > 0).astype(float)
         model = uw.LogisticRegression(l2=1e-3).fit(X, y)
         inf = uw.Influence(model, X, y, solver="cg")
         inf.top_k(X[:20], y[:20], k=1)
         iters.append((family, float(inf.solve_info.iterations.mean())))
-    model = uw.LogisticRegression(l2=1e-3).fit(Xs, ys)
-    inf = uw.Influence(model, Xs, ys, solver="cg")
-    inf.top_k(Xs[:20], ys[:20], k=1)
-    iters.append(("sparse binary", float(inf.solve_info.iterations.mean())))
-    c["CG_ITERS"] = int(round(statistics.median(v for _, v in iters)))
+    c["CG_ITERS"] = int(round(statistics.mean(v for f, v in iters if "binary" in f)))
+    c["CG_ITERS_MULTINOMIAL"] = int(round(next(v for f, v in iters if "multinomial" in f)))
     return c, iters
 
 
@@ -103,12 +117,16 @@ def check(c):
     shapes = [  # (label, n, d, k, r)
         ("binary, d = 128, q = 500", 100_000, 128, 1, 500),
         ("binary, d = 2000, q = 10", 20_000, 2000, 1, 10),
+        ("binary, d = 2000, q = 50", 20_000, 2000, 1, 50),
         ("binary, d = 2000, q = 1000", 20_000, 2000, 1, 1000),
         ("multinomial k = 10, d = 400, q = 5", 10_000, 400, 10, 5),
+        ("multinomial k = 10, d = 400, q = 40", 10_000, 400, 10, 40),
         ("multinomial k = 10, d = 400, q = 200", 10_000, 400, 10, 200),
     ]
     for label, n, d, k, r in shapes:
         X, y, _ = dense_problem(n, d, k)
+        if k == 1:
+            y = (y > 0).astype(float)
         model = uw.LogisticRegression(l2=1e-3).fit(X, y)
         Xq, yq = X[:r], y[:r]
         w = _auto.Work(n, k * (d + 1), k)

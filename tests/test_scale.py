@@ -58,7 +58,7 @@ def test_auto_follows_the_cost_model_per_query():
     yb = rng.integers(0, 10, 1500)
     big = uw.LogisticRegression(l2=1e-1).fit(Xb, yb)
     inf = uw.Influence(big, Xb, yb)
-    # a query with 2 right-hand sides: CG is cheaper than forming and factoring H
+    # a query with 2 right-hand sides: CG is cheaper than forming and factoring H (bench/RESULTS.md, "auto")
     assert inf.solver == "cg" and inf.n_params == 2510
     top = inf.top_k(Xb[:2], yb[:2], k=3)
     assert top.helpful_idx.shape == (2, 3) and inf.solve_info.converged.all() and inf.solve_info.method == "cg"
