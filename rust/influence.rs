@@ -79,6 +79,11 @@ pub struct Influence {
     solver: Solver,
 }
 
+/// Contiguous chunks of row blocks `top_k` selects in independently before merging (a function
+/// of n only, so the merge order and the result do not depend on the thread count). Each chunk
+/// starts with empty lists, so fewer chunks mean fewer candidates while the lists fill.
+const TOP_K_CHUNKS: usize = 16;
+
 /// Keeps the k best (score, index) pairs; `sign` = 1 keeps the smallest, -1 the largest; ties
 /// go to the lower index. Candidates are appended to a buffer of up to 2k and compacted to the
 /// best k when it fills (amortised O(1) per candidate); `items()` gives the final sorted list.
@@ -116,17 +121,23 @@ impl Best {
         }
     }
     /// Keep the best k, sorted, and tighten the bound to the k-th.
+    /// Keep the best k (partitioned, not sorted: O(k)) and tighten the bound to the k-th.
     fn compact(&mut self) {
         let sign = self.sign;
-        self.items.sort_unstable_by(|a, b| (sign * a.0).total_cmp(&(sign * b.0)).then(a.1.cmp(&b.1)));
-        self.items.truncate(self.k);
-        if self.items.len() == self.k {
+        let order = |a: &(f64, usize), b: &(f64, usize)| (sign * a.0).total_cmp(&(sign * b.0)).then(a.1.cmp(&b.1));
+        if self.items.len() > self.k && self.k > 0 {
+            self.items.select_nth_unstable_by(self.k - 1, order);
+            self.items.truncate(self.k);
             self.bound = self.items[self.k - 1];
+        } else if self.items.len() == self.k && self.k > 0 {
+            self.bound = *self.items.iter().max_by(|a, b| order(a, b)).expect("k > 0");
         }
     }
     /// The best k (fewer if fewer were offered), best first.
     fn items(&mut self) -> &[(f64, usize)] {
         self.compact();
+        let sign = self.sign;
+        self.items.sort_unstable_by(|a, b| (sign * a.0).total_cmp(&(sign * b.0)).then(a.1.cmp(&b.1)));
         &self.items
     }
 }
@@ -425,33 +436,29 @@ impl Influence {
         let vc32 = vc.mapv(|v| v as f32);
         let all = blocks(points.n(), BLOCK_ROWS);
         // a fixed number of contiguous chunks (a function of n only): deterministic merge order
-        let per_chunk = all.len().div_ceil(64).max(1);
+        let per_chunk = all.len().div_ceil(TOP_K_CHUNKS).max(1);
         cancel.begin(points.n());
         let partials: Vec<Result<Vec<(Best, Best)>>> = all
             .par_chunks(per_chunk)
             .map(|chunk| {
-                let mut best = vec![(Best::new(k, 1.0), Best::new(k, -1.0)); r];
-                // scores as (r x B): each query's block of scores is contiguous for the scan
+                let mut sel = Selection::new(k, r);
+                // scores as (B x r), the layout of `on`'s blocks: a row holds every query's score
+                // of one training point and is compared with the queries' bounds at once
                 let (mut t64, mut t32) = (Array2::<f64>::zeros((0, 0)), Array2::<f32>::zeros((0, 0)));
-                if f32_path { t32 = Array2::zeros((r, BLOCK_ROWS)) } else { t64 = Array2::zeros((r, BLOCK_ROWS)) }
+                if f32_path { t32 = Array2::zeros((BLOCK_ROWS, r)) } else { t64 = Array2::zeros((BLOCK_ROWS, r)) }
                 for range in chunk {
                     cancel.check()?;
                     let (start, len) = (range.start, range.len());
                     if f32_path {
-                        let out = t32.slice_mut(s![.., ..len]).reversed_axes();
-                        self.score_rows(model, points, range.clone(), &vc, ScoreOut::F32(out, &vc32))?;
-                        for (j, row) in t32.rows().into_iter().enumerate() {
-                            scan(&mut best[j], &row.as_slice().expect("contiguous")[..len], start);
-                        }
+                        self.score_rows(model, points, range.clone(), &vc, ScoreOut::F32(t32.slice_mut(s![..len, ..]), &vc32))?;
+                        sel.scan(t32.slice(s![..len, ..]), start);
                     } else {
-                        self.score_rows(model, points, range.clone(), &vc, ScoreOut::F64(t64.slice_mut(s![.., ..len]).reversed_axes()))?;
-                        for (j, row) in t64.rows().into_iter().enumerate() {
-                            scan(&mut best[j], &row.as_slice().expect("contiguous")[..len], start);
-                        }
+                        self.score_rows(model, points, range.clone(), &vc, ScoreOut::F64(t64.slice_mut(s![..len, ..])))?;
+                        sel.scan(t64.slice(s![..len, ..]), start);
                     }
                     cancel.advance(len);
                 }
-                Ok(best)
+                Ok(sel.best)
             })
             .collect();
         let mut total = vec![(Best::new(k, 1.0), Best::new(k, -1.0)); r];
@@ -469,8 +476,8 @@ impl Influence {
             }
         }
         for (help, harm) in total.iter_mut() {
-            help.compact();
-            harm.compact();
+            help.items(); // sorted, best first
+            harm.items();
         }
         let take = |sel: fn(&(Best, Best)) -> &Best| {
             let idx = Array2::from_shape_fn((r, k), |(j, i)| sel(&total[j]).items[i].1);
@@ -500,20 +507,39 @@ impl Influence {
     }
 }
 
-/// Offer one query's scores of rows `start..` to its (helpful, harmful) lists. Only scores past
-/// a list's current k-th value reach `Best::push`, so the loop is a compare per score.
-fn scan<T: Copy + Into<f64>>(best: &mut (Best, Best), scores: &[T], start: usize) {
-    let (help, harm) = best;
-    let (mut lo, mut hi) = (help.bound(), harm.bound());
-    for (i, &s) in scores.iter().enumerate() {
-        let v: f64 = s.into();
-        if v < lo {
-            help.push((v, start + i));
-            lo = help.bound();
-        }
-        if v > hi {
-            harm.push((v, start + i));
-            hi = harm.bound();
+/// Per query, the (helpful, harmful) lists and their entry bounds, kept side by side so a block
+/// row of scores is checked against all queries' bounds in one pass.
+struct Selection {
+    best: Vec<(Best, Best)>,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+}
+
+impl Selection {
+    fn new(k: usize, r: usize) -> Self {
+        let best = vec![(Best::new(k, 1.0), Best::new(k, -1.0)); r];
+        let lo = best.iter().map(|b| b.0.bound()).collect();
+        let hi = best.iter().map(|b| b.1.bound()).collect();
+        Self { best, lo, hi }
+    }
+
+    /// Offer the scores of rows `start..` (a B x r block). Only a score past a list's current
+    /// k-th value reaches `Best::push`; the common case is two compares per score. Rows come in
+    /// increasing index order, so a tie with the bound never enters (the earlier index wins).
+    fn scan<T: Copy + Into<f64>>(&mut self, block: ndarray::ArrayView2<T>, start: usize) {
+        for (i, row) in block.rows().into_iter().enumerate() {
+            let row = row.to_slice().expect("contiguous rows");
+            for (j, &s) in row.iter().enumerate() {
+                let v: f64 = s.into();
+                if v < self.lo[j] {
+                    self.best[j].0.push((v, start + i));
+                    self.lo[j] = self.best[j].0.bound();
+                }
+                if v > self.hi[j] {
+                    self.best[j].1.push((v, start + i));
+                    self.hi[j] = self.best[j].1.bound();
+                }
+            }
         }
     }
 }

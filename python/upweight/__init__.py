@@ -8,7 +8,7 @@
 See DESIGN.md (in the repository) for every definition, sign and formula.
 """
 
-from . import reference
+from . import plots, reference  # plots imports matplotlib only when drawing
 from ._core import num_threads
 from .datasets import load_breast_cancer, load_digits
 from .errors import (
@@ -59,6 +59,7 @@ __all__ = [
     "load_digits",
     "load_model",
     "num_threads",
+    "plots",
     "reference",
     "response_curve",
     "save_model",
