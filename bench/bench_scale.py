@@ -767,32 +767,26 @@ def notes_w1(r: dict) -> str:
     fl, full, b64, f32, py = R["w1_floor"], R["w1_full"], R["w1_top10_f64"], R["w1_top10_f32"], R["w1_pyinfluence"]
     floor, prod = fl["best_s"], fl["product_s"]
     return f"""Reading W1. The floor is the NumPy work any exact method does: one (n x 129)(129 x 500) product (which
-includes first-touching the 400 MB output) and one Hessian build. (a)'s construction (gradient pass,
-Hessian with faer's lower-triangle kernel, Cholesky: {full['init_s']:.3f} s) is {'cheaper' if full['init_s'] < fl['hessian_s'] else 'no cheaper'} than NumPy's full
-Hessian product ({fl['hessian_s']:.3f} s); its query, the score product, is {full['query_s'] / prod:.2f}x NumPy's
-product. Two reasons are visible in the code: the product runs through faer per 512-row block
-(`Par::Seq` inside a block, the 2 cores over blocks), and after it `Glm::grads_dot` and
-`Influence::score_block` each make one more elementwise pass over the 400 MB output ((o + b) r_m,
-then -(o + c_t) / W). Both passes can be folded into the block's product: scale the block's rows by
-r_m and append the columns [r_m, 1] against the rows [v_b; c] of V, S^T_block = -(1/W) [r X, r, 1]
-[V_x; v_b; c], which leaves the product as the only pass over S. The floor itself moved between
-{min(fl['both_runs_s']):.3f} and {max(fl['both_runs_s']):.3f} s within this run, and (a)'s ratio to the floor was 1.33x, 1.18x and 1.09x in
-three earlier full runs made while writing this script: the 1.25x target is met or missed at the margin, by noise.
+includes first-touching the 400 MB output) and one Hessian build. (a)'s construction (gradient and
+Hessian from one pass over X, Cholesky: {full['init_s']:.3f} s) is {'cheaper' if full['init_s'] < fl['hessian_s'] else 'no cheaper'} than NumPy's Hessian product
+({fl['hessian_s']:.3f} s); its query is {full['query_s'] / prod:.2f}x NumPy's product alone. The score kernel is one product per
+512-row block: the block's gradients, scaled, with a column of ones, [r X, r, 1], times [V; c]
+(`model::scores_from_grads`), so S is written once. The floor moved between {min(fl['both_runs_s']):.3f} and
+{max(fl['both_runs_s']):.3f} s within this run.
 
-pyinfluence 0.5.0 is not a slow baseline here: `InfluenceFunctions` is one OpenBLAS chain
-(q x p)(p x p)(p x n) plus an n x p gradient matrix and a p x p inverse, {py['best_s'] / floor:.2f}x the floor.
-Being 2x faster than it means running at {py['best_s'] / 2 / floor:.2f}x the floor, i.e. beating OpenBLAS's
-product on the same shape (with the Hessian build on top), which faer per block does not. upweight
-does use less memory: no n x p gradient matrix, the q x n output is its only large allocation.
+pyinfluence 0.5.0 is not a slow baseline: `InfluenceFunctions` is one OpenBLAS chain
+(q x p)(p x p)(p x n) plus an n x p gradient matrix and a p x p inverse, {py['best_s'] / floor:.2f}x the floor (it
+measured 0.51 to 0.64 s across runs on this machine). Being 2x faster than it means running at
+{py['best_s'] / 2 / floor:.2f}x the floor: below the cost of writing the 400 MB result with any BLAS. upweight uses
+less memory: no n x p gradient matrix; the q x n output is its only large allocation.
 
-Top-10 is {'not cheaper than' if b64['query_s'] >= full['query_s'] else 'only a little cheaper than'} the full matrix ({b64['query_s']:.3f} vs {full['query_s']:.3f} s for the query): it never
-allocates the 400 MB output, but it feeds all q n = {r['cfg']['q'] * r['cfg']['n']:.0e} scores through `Best::push` twice
-(helpful and harmful), a branchy per-element insertion check, and that costs more than writing the
-matrix. float32 storage saves memory only (the call's peak {f32['call_peak_mib']:.0f} vs {b64['call_peak_mib']:.0f} MiB): every block is
-widened to float64 and the arithmetic is unchanged, so (c) runs at (b)'s speed. The 5x target
-({py['best_s'] / 5:.3f} s) lies below the float64 product alone ({prod:.3f} s): it needs float32 arithmetic in the
-score product (twice the AVX-512 lanes) and a vectorised selection (compare each query's block of
-scores with its current k-th best and insert only the few that pass). float32 accuracy is not the
+Top-10 never allocates the output: {b64['call_peak_mib']:.0f} MiB at peak (the data) against {full['call_peak_mib']:.0f}. Its query ({b64['query_s']:.3f} s)
+is the score product plus a selection that compares each block row of scores with every
+query's current k-th best and touches only the few that pass (candidates are buffered and
+partitioned, O(1) each). With float32 rows (c) the product runs in float32 ({f32['query_s']:.3f} s for the query)
+and the selected scores are recomputed in float64. The 5x target ({py['best_s'] / 5:.3f} s) is below the
+float64 product alone ({prod:.3f} s) and about at the float32 product's cost; what remains above it is
+the construction (a pass over X, {f32['init_s']:.3f} s) and the selection. float32 accuracy is not the
 obstacle: see the identical top-10 sets above."""
 
 
@@ -805,36 +799,29 @@ def notes_w2(r: dict) -> str:
     txt = f"""Reading W2. SciPy's per-query CG needs {sc['iter_mean']:.0f} iterations on average (no preconditioner), each two
 products with the {c['n'] * c['d'] * 8 / 2**20:.0f} MiB X only k = {c['k']} columns wide (memory-bound). upweight's CG solves all q
 right-hand sides together (two products k q = {c['k'] * c['q']} columns wide per iteration, {per_it:.2f} s) and its Jacobi
-preconditioner cuts the iterations to {cg['iter_mean']:.0f} on average: {sc['best_s'] / cg['best_s']:.1f}x in all. CG cannot reach 20x
-as built: its Hessian-vector product is already about as fast as NumPy's batched one (parts table),
-so only fewer iterations (a stronger preconditioner than Jacobi, e.g. per-class diagonal blocks)
-would help."""
+preconditioner cuts the iterations to {cg['iter_mean']:.0f} on average: {sc['best_s'] / cg['best_s']:.1f}x in all. Its Hessian-vector product is
+about as fast as NumPy's batched one (parts table), so only fewer iterations (a stronger
+preconditioner than Jacobi, e.g. the k x k class blocks of each feature) would make CG faster."""
     if pa:
-        pp = c["k"] * (c["d"] + 1)
-        serial = (f"At p = {pp} one p x p partial sum is {pp * pp * 8 / 2**20:.0f} MiB, so `Objective::hessian` (rust/objective.rs) "
-                  "computes max_partials = `HESSIAN_PARTIALS_BYTES` (256 MiB) / that = 1 and `map_reduce` folds every row "
-                  "block into one chunk, serially (this happens for every p > 4096)." if pp * pp * 8 > 128 << 20 else
-                  f"At p = {pp} two or more p x p partial sums fit in `HESSIAN_PARTIALS_BYTES` (256 MiB), so the row blocks "
-                  "run on both cores; for p > 4096 only one fits and they run serially.")
         txt += f"""
 
-The direct solve is the Hessian: `_core.hessian` ran {pa['uw_hessian_s']:.0f} s on {pa['uw_hessian_cpu_s'] / pa['uw_hessian_s']:.1f} cores
-(CPU / wall). {serial} Per core it is
-also {pa['uw_hessian_cpu_s'] / pa['np_hessian_cpu_s']:.1f}x slower than OpenBLAS (each 512-row block does k (k + 1) / 2 = {c['k'] * (c['k'] + 1) // 2} small
-{c['d'] + 1} x 512 x {c['d'] + 1} products into strided blocks of H, after copying z and w z). NumPy's {c['k'] * (c['k'] + 1) // 2} products
-take {pa['np_hessian_s']:.0f} s on both cores, and SciPy's Cholesky {pa['scipy_cholesky_s']:.1f} s against upweight's {pa['uw_cholesky_s']:.1f} s
-(faer with `Par::Seq` in rust/linalg.rs, so one core): with NumPy's Hessian and SciPy's Cholesky the direct
-solve would take about {pa['np_hessian_s'] + pa['scipy_cholesky_s'] + di['query_s']:.0f} s, {sc['best_s'] / (pa['np_hessian_s'] + pa['scipy_cholesky_s'] + di['query_s']):.0f}x SciPy, and meet the target. Fix: build H in
-parallel over its k (k + 1) / 2 output blocks (each summed over all row blocks in a fixed order:
-deterministic, no p x p partial copies) with bigger row blocks, and factor with faer's parallel
-Cholesky when p is in the thousands. Memory: the direct path peaks at {di['call_peak_mib']:.0f} MiB: H, the dense
-s N N^T that `Direct::new` forms with `nb.dot(&nb.t())` for what is a rank-1 update (another p x p
-matrix), the Cholesky factor, and the copy of H that `Direct` keeps for its residual check."""
+The direct solve is construction: {di['init_s']:.0f} s of its {di['best_s']:.0f} s. `_core.hessian` is tiled (rust/objective.rs):
+the {c['k'] * (c['k'] + 1) // 2} class-pair tiles of H run in parallel over 4096-row chunks, each tile summing the chunks
+in row order (deterministic for any thread count). It ran {pa['uw_hessian_s']:.0f} s on {pa['uw_hessian_cpu_s'] / pa['uw_hessian_s']:.1f} cores
+(CPU / wall) against NumPy's {pa['np_hessian_s']:.0f} s for the same {c['k'] * (c['k'] + 1) // 2} products: both cores are busy, but
+per core faer's kernel on these 785 x 4096 x 785 products is {pa['uw_hessian_cpu_s'] / pa['np_hessian_cpu_s']:.1f}x slower than
+OpenBLAS's. The blocked parallel Cholesky (deterministic across thread counts) took
+{pa['uw_cholesky_s']:.1f} s against SciPy's {pa['scipy_cholesky_s']:.1f} s. With NumPy's Hessian and SciPy's Cholesky the direct
+solve would take about {pa['np_hessian_s'] + pa['scipy_cholesky_s'] + di['query_s']:.0f} s, {sc['best_s'] / (pa['np_hessian_s'] + pa['scipy_cholesky_s'] + di['query_s']):.0f}x SciPy: the remaining gap to 20x is per-core
+kernel speed (faer against OpenBLAS), not parallelism or passes over the data. Memory: the direct
+path now peaks at {di['call_peak_mib']:.0f} MiB (H is factored in place above p = 4096, and s N N^T is added
+through N's nonzeros); it was 1195 MiB."""
     if "best_s" in fd:
         txt += f"""
 
-The fit: with the default `solver='auto'` (Newton-CG above 2048 parameters) it takes {fit['best_s']:.0f} s; with
-`solver='direct'` {fd['best_s']:.0f} s ({fd['n_iter']} steps, each forming and factoring H as above)."""
+The fit: with the default `solver='auto'` (Newton-CG here, by the measured cost model) it takes {fit['best_s']:.0f} s; with
+`solver='direct'` {fd['best_s']:.0f} s ({fd['n_iter']} steps, each forming and factoring H as above; it took 368 s before the
+tiled Hessian and the parallel Cholesky)."""
     return txt
 
 
@@ -843,15 +830,11 @@ def notes_w3(r: dict) -> str:
     fl, tk, fit = R["w3_floor"], R["w3_topk"], R["w3_fit"]
     floor = fl["best_s"]
     return f"""Reading W3. Of upweight's {tk['best_s']:.1f} s, the top-k pass is {tk['query_s']:.1f} s ({tk['query_s'] / floor:.2f} floors) and
-`Influence(model, path, y)` {tk['init_s']:.1f} s: it reads the whole file twice before any query, once in
-`Influence::build`'s `value_grad` (only to report `grad_norm` and warn when theta is not an optimum)
-and once for the Hessian. Computing the gradient check inside the Hessian pass (both are per-block
-sums over the same rows) would save about {tk['init_s'] / 2:.1f} s ({tk['init_s'] / 2 / floor:.2f} floors) here. The fit reads the file
-several times per Newton step ({fit['n_iter']} steps, {fit['best_s'] / floor:.1f} floors). Peak RSS stays at y (80 MB) plus blocks
-and queries; the file never enters RSS (page cache only). Against the other two NumPy variants the
-ratio would be {tk['best_s'] / R['w3_floor_fresh']['best_s']:.2f}x (a fresh output array per chunk) and {tk['best_s'] / R['w3_floor_pread']['best_s']:.2f}x (`os.preadv` reads); against the
-mmap floor it was 1.95x and 2.16x in two earlier full runs: this target too sits at the margin of the
-machine's noise, and the fused first pass above would bring it clearly under 2x."""
+`Influence(model, path, y)` {tk['init_s']:.1f} s ({tk['init_s'] / floor:.2f} floors): one pass over the file that sums the gradient
+(for the optimality check) and the Hessian together. The fit reads the file a few times per
+Newton step ({fit['n_iter']} steps, {fit['best_s'] / floor:.1f} floors). Peak RSS stays at y (80 MB) plus blocks and queries; the
+file never enters RSS (page cache only). Against the other two NumPy variants the ratio is
+{tk['best_s'] / R['w3_floor_fresh']['best_s']:.2f}x (a fresh output array per chunk) and {tk['best_s'] / R['w3_floor_pread']['best_s']:.2f}x (`os.preadv` reads)."""
 
 
 NOTES = {"W1": notes_w1, "W2": notes_w2, "W3": notes_w3}
