@@ -108,3 +108,18 @@ def test_weights_and_bad_arguments(cancer):
         uw.compare([1, 2, 3], [1, 2])
     c = uw.compare([1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0, 9.0])
     assert c.spearman == 1.0 and abs(c.slope - 2.3) < 1e-12 and c.n == 4
+
+
+def test_readme_walkthrough_runs_and_its_claims_hold():
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).parents[1] / "examples" / "walkthrough.py"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout
+    pairs = [line.split("predicted ")[1].split(", refit ") for line in out.splitlines() if "remove #" in line]
+    assert len(pairs) == 6 and all(float(p) * float(a) > 0 for p, a in pairs)  # signs agree
+    r = float(out.split("Pearson ")[1].split(",")[0])
+    assert r > 0.95
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    assert out.strip() in readme  # the README shows this exact output
