@@ -65,6 +65,17 @@ def test_influence_equals_refitting_the_sklearn_estimator(cancer, make, target, 
         np.testing.assert_allclose(I, fd, rtol=rtol, atol=rtol * np.abs(fd).max())
 
 
+def test_unpenalised_sklearn_logistic_regression(cancer):
+    X, y, w = cancer
+    Xf = X[:, :2]  # two features: not separable, so the unpenalised optimum exists
+    make = lambda: sklm.LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-14, max_iter=1000)  # noqa: E731
+    est = make().fit(Xf, y, sample_weight=w)
+    inf = uw.Influence.from_sklearn(est, Xf, y, sample_weight=w)
+    assert inf.model.l2 == 0.0
+    fd = finite_difference(make, Xf, y, w, 5, h=1e-3)
+    np.testing.assert_allclose(inf.params([5])[0], fd, rtol=1e-6, atol=1e-6 * np.abs(fd).max())
+
+
 def test_multinomial_sklearn_influence_on_probabilities(cancer):
     X, y, w = cancer
     y3 = np.digitize(X[:, 2], [-0.5, 0.5])  # three classes from a real feature

@@ -24,8 +24,9 @@ from .influence import Influence
 
 __all__ = ["Comparison", "LeaveOneOut", "LeaveKOut", "Prediction", "ResponseCurve", "TestLoss", "compare", "leave_k_out", "leave_one_out", "response_curve"]
 
-#: Refits stop when max |gradient| is at most this: tighter than an estimator's default so that
-#: refit differences (often ~1e-4 of theta) are not blurred by optimisation error.
+#: Refits stop when max |gradient| is at most this, or 10x the gradient norm the fitted model
+#: itself reached if that is larger (large-valued targets stall above 1e-12 at rounding level):
+#: tight enough that refit differences (often ~1e-4 of theta) are not blurred by optimisation error.
 REFIT_TOL = 1e-12
 
 
@@ -143,13 +144,14 @@ def _refit(model, Xc, y, w, theta, points, weights, progress=None):
         wv = np.ones(len(y)) if w is None else w
         W = float(wv.sum())
         l2s = [float(model.l2) * W / (W - float(np.sum(wv[list(p)])) + float(np.sum(v))) for p, v in zip(points, weights)]
+    tol = max(REFIT_TOL, 10 * float(getattr(model, "grad_norm_", 0.0)))
     thetas, n_iter, grad_norm, converged = _core.refit(
-        model.family, model.n_classes, theta, Xc, y, w, float(model.l2), REFIT_TOL, max(int(model.max_iter), 100),
+        model.family, model.n_classes, theta, Xc, y, w, float(model.l2), tol, max(int(model.max_iter), 100),
         [list(map(int, p)) for p in points], [list(map(float, v)) for v in weights], solver, progress, l2s,
     )
     if not converged.all():
         bad = int(np.argmin(converged))
-        warnings.warn(f"refit #{bad} stopped at gradient norm {grad_norm[bad]:.2g} > {REFIT_TOL:g} after {n_iter[bad]} "
+        warnings.warn(f"refit #{bad} stopped at gradient norm {grad_norm[bad]:.2g} > {tol:.2g} after {n_iter[bad]} "
                       "Newton steps; its difference from theta* carries that error", ConvergenceWarning, stacklevel=3)
     return thetas
 
