@@ -48,5 +48,7 @@ pub fn leverage(glm: &Glm, inf: &Influence, train: &dyn Rows, cancel: &Cancel) -
     for p in parts {
         h.extend(p?);
     }
-    Ok(Array1::from(h))
+    let h = Array1::from(h);
+    crate::error::check_overflow("the leverage", h.iter())?;
+    Ok(h)
 }

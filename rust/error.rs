@@ -56,3 +56,22 @@ pub(crate) fn check_finite<'a>(arg: &'static str, values: impl IntoIterator<Item
         None => Ok(()),
     }
 }
+
+/// The error for results that overflowed float64 although every input was finite.
+pub(crate) fn overflow(what: &str) -> Error {
+    Error::Value {
+        arg: "X",
+        msg: format!(
+            "{what} overflowed float64 (not finite although every input is): the features or targets are too \
+             large in magnitude; rescale them (e.g. standardise X) and refit"
+        ),
+    }
+}
+
+/// `Err(overflow(what))` if any value is NaN or infinite.
+pub(crate) fn check_overflow<'a, T: 'a + Copy + Into<f64>>(what: &str, values: impl IntoIterator<Item = &'a T>) -> Result<()> {
+    if values.into_iter().any(|&v| !v.into().is_finite()) {
+        return Err(overflow(what));
+    }
+    Ok(())
+}

@@ -3,7 +3,7 @@
 use ndarray::{Array1, ArrayView1, Axis};
 
 use crate::cancel::Cancel;
-use crate::error::{check_finite, Error, Result};
+use crate::error::{check_finite, check_overflow, Error, Result};
 use crate::model::Model;
 use crate::objective::Objective;
 use crate::influence::Method;
@@ -72,6 +72,7 @@ pub fn newton<M: Model + ?Sized>(
         None => Array1::zeros(p),
     };
     let (mut f, mut g) = obj.value_grad(theta.view(), cancel)?;
+    check_overflow("the objective at the starting point", std::iter::once(&f).chain(g.iter()))?;
     let tol = opts.tol;
     let mut n_iter = 0;
     while inf_norm(&g) > tol && n_iter < opts.max_iter {
@@ -106,6 +107,7 @@ pub fn newton<M: Model + ?Sized>(
         }
     }
     let grad_norm = inf_norm(&g);
+    check_overflow("the fitted parameters", theta.iter().chain(g.iter()))?;
     Ok(FitResult { converged: grad_norm <= tol, grad_norm, objective: f, theta, n_iter })
 }
 

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::blocks::{blocks, BLOCK_ROWS};
 use crate::cancel::Cancel;
 use crate::data::Dataset;
-use crate::error::{check_finite, Error, Result};
+use crate::error::{check_finite, check_overflow, overflow, Error, Result};
 use crate::model::Model;
 use crate::objective::Objective;
 use crate::solvers::{cg, fix_null_component, hessian_operator, jacobi, CgOptions, Direct, SolveInfo};
@@ -175,6 +175,7 @@ impl Influence {
                     Some(h) => (obj.value_grad(theta, cancel)?.1, h),
                     None => {
                         let (_, g, h) = obj.value_grad_hessian(theta, cancel)?;
+                        check_overflow("the Hessian", h.iter())?;
                         (g, h)
                     }
                 };
@@ -186,6 +187,9 @@ impl Influence {
                     Some(h) => (obj.value_grad(theta, cancel)?.1, Some(h.diag().to_owned())),
                     None => {
                         let (_, g, d) = obj.value_grad_hessian_diag(theta, cancel)?;
+                        if let Some(d) = &d {
+                            check_overflow("the Hessian's diagonal", d.iter())?;
+                        }
                         (g, d)
                     }
                 };
@@ -196,6 +200,7 @@ impl Influence {
                 (grad, Solver::Cg { inv_diag, null, explicit })
             }
         };
+        check_overflow("the gradient", grad.iter())?;
         Ok(Self {
             theta: theta.to_owned(),
             l2: obj.l2,
@@ -319,7 +324,9 @@ impl Influence {
             let mut o = out.lock().expect("no panics while held");
             o.slice_mut(s![start..start + v.nrows(), ..]).zip_mut_with(v, |o, &x| *o = scale * x);
         })?;
-        Ok((out.into_inner().expect("no panics while held"), info))
+        let out = out.into_inner().expect("no panics while held");
+        check_overflow("the influence", out.iter())?;
+        Ok((out, info))
     }
 
     /// Self-influence g_m . I(z_m) of every row of `points`: (n_points,).
@@ -332,7 +339,9 @@ impl Influence {
             let mut o = out.lock().expect("no panics while held");
             o.slice_mut(s![start..start + vals.len()]).assign(&Array1::from(vals));
         })?;
-        Ok((out.into_inner().expect("no panics while held"), info))
+        let out = out.into_inner().expect("no panics while held");
+        check_overflow("the self-influence", out.iter())?;
+        Ok((out, info))
     }
 
     /// [V; c] ((p + 1) x r): V = H^{-1} grad_f^T and the penalty offsets c = V^T 2 l2 coef*.
@@ -343,6 +352,7 @@ impl Influence {
         let mut vc = Array2::zeros((p + 1, grad_f.nrows()));
         vc.slice_mut(s![..p, ..]).assign(&grad_f.t());
         let info = self.solve_in_place(model, train, vc.slice_mut(s![..p, ..]), true, cancel)?;
+        check_overflow("H^-1 grad f", vc.iter())?;
         let c = vc.slice(s![..p, ..]).t().dot(&self.penalty_grad);
         vc.row_mut(p).assign(&c);
         Ok((vc, info))
@@ -392,7 +402,7 @@ impl Influence {
     /// (r x B) destination, the layout faer is fastest with; returned as (r x n).
     fn fill_scores<T, F>(&self, n: usize, r: usize, cancel: &Cancel, block: F) -> Result<Array2<T>>
     where
-        T: Clone + Default + Send + Sync,
+        T: Copy + Default + Send + Sync + Into<f64>,
         F: Fn(Range<usize>, ArrayViewMut2<T>) -> Result<()> + Sync,
     {
         let mut st = Array2::from_elem((n, r), T::default());
@@ -400,7 +410,9 @@ impl Influence {
         st.axis_chunks_iter_mut(Axis(0), BLOCK_ROWS).into_par_iter().enumerate().try_for_each(|(b, chunk)| {
             cancel.check()?;
             let (start, len) = (b * BLOCK_ROWS, chunk.nrows());
-            block(start..start + len, chunk)?;
+            let mut chunk = chunk;
+            block(start..start + len, chunk.view_mut())?;
+            check_overflow("the scores", chunk.iter())?; // the block is still in cache
             cancel.advance(len);
             Ok::<(), Error>(())
         })?;
@@ -451,10 +463,10 @@ impl Influence {
                     let (start, len) = (range.start, range.len());
                     if f32_path {
                         self.score_rows(model, points, range.clone(), &vc, ScoreOut::F32(t32.slice_mut(s![..len, ..]), &vc32))?;
-                        sel.scan(t32.slice(s![..len, ..]), start);
+                        sel.scan(t32.slice(s![..len, ..]), start)?;
                     } else {
                         self.score_rows(model, points, range.clone(), &vc, ScoreOut::F64(t64.slice_mut(s![..len, ..])))?;
-                        sel.scan(t64.slice(s![..len, ..]), start);
+                        sel.scan(t64.slice(s![..len, ..]), start)?;
                     }
                     cancel.advance(len);
                 }
@@ -526,11 +538,13 @@ impl Selection {
     /// Offer the scores of rows `start..` (a B x r block). Only a score past a list's current
     /// k-th value reaches `Best::push`; the common case is two compares per score. Rows come in
     /// increasing index order, so a tie with the bound never enters (the earlier index wins).
-    fn scan<T: Copy + Into<f64>>(&mut self, block: ndarray::ArrayView2<T>, start: usize) {
+    fn scan<T: Copy + Into<f64>>(&mut self, block: ndarray::ArrayView2<T>, start: usize) -> Result<()> {
+        let mut finite = true;
         for (i, row) in block.rows().into_iter().enumerate() {
             let row = row.to_slice().expect("contiguous rows");
             for (j, &s) in row.iter().enumerate() {
                 let v: f64 = s.into();
+                finite &= v.is_finite(); // NaN passes no compare: it must not vanish silently
                 if v < self.lo[j] {
                     self.best[j].0.push((v, start + i));
                     self.lo[j] = self.best[j].0.bound();
@@ -541,6 +555,10 @@ impl Selection {
                 }
             }
         }
+        if !finite {
+            return Err(overflow("the scores"));
+        }
+        Ok(())
     }
 }
 

@@ -194,3 +194,44 @@ def read_npy_rows(path: str, rows) -> np.ndarray:
             f.seek(offset + int(i) * d * dtype.itemsize)
             out[j] = np.frombuffer(f.read(d * dtype.itemsize), dtype=dtype)
     return out
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation: MemAvailable on Linux, else physical
+    memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def check_output_fits(shape: tuple, itemsize: int, arg: str, hint: str) -> None:
+    """Refuse up front a result that cannot fit in memory (instead of the OOM killer ending the
+    process halfway through), naming the argument and what to do instead."""
+    need = itemsize
+    for s in shape:
+        need *= int(s)
+    avail = available_memory()
+    if need > avail:
+        raise InputError(
+            f"{arg}: the result, shape {tuple(int(s) for s in shape)}, would take {need / 2**30:.1f} GiB but "
+            f"{avail / 2**30:.1f} GiB of memory is available; {hint}"
+        )
+
+
+def score_itemsize(X) -> int:
+    """Bytes per score for training features X as the core takes them: float32 rows are scored
+    in float32."""
+    if isinstance(X, str):
+        try:
+            return 4 if _npy_header(X)[2] == np.float32 else 8
+        except Exception:
+            return 8
+    return 4 if isinstance(X, np.ndarray) and X.dtype == np.float32 else 8

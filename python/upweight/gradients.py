@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _auto, _core
-from ._validation import as_matrix, as_weights, training_features
+from ._validation import as_matrix, as_weights, check_output_fits, score_itemsize, training_features
 from .errors import InputError
 from .influence import TopK, _check_solver, _Queries
 
@@ -57,6 +57,7 @@ class GradientInfluence(_Queries):
         self._args = (float(damping), float(rtol), float(atol), int(max_iter), bool(precondition), progress)
         if H is not None and solver == "auto":
             solver = "direct"  # H is given: factor it once (each CG iteration would cost a p x p matvec)
+        self._itemsize = score_itemsize(self.train_grads)
         self._start(solver, _auto.Work(n, p))
 
     def _make_core(self, method: str):
@@ -69,6 +70,7 @@ class GradientInfluence(_Queries):
     def params(self, idx=None) -> np.ndarray:
         """I(z_m) = -(H + damping I)^{-1} g_m / W for all training points or the rows ``idx``."""
         if idx is None:
+            check_output_fits((self.n_samples, self.n_params), 8, "idx", "pass idx= for a subset of training points")
             return self._checked(self._core_for(self.n_samples).params_train())
         rows = self._rows(idx)
         if isinstance(self.train_grads, str):
@@ -82,7 +84,7 @@ class GradientInfluence(_Queries):
     def on_loss(self, test_grads, idx=None) -> np.ndarray:
         """Score matrix (q, n) from test-loss gradients (q, p): S[t, m] < 0 means training point
         m helps test point t."""
-        return self.on(self._test_grads(test_grads), idx)
+        return self._scores(self._test_grads(test_grads), idx, "test_grads")
 
     def top_k(self, test_grads, k: int = 10) -> TopK:
         """Per test gradient, the k most helpful and most harmful training points, streamed."""

@@ -19,7 +19,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _auto, _core
-from ._validation import as_indices, as_matrix, as_points, as_vector, as_weights, is_sparse, n_rows, read_npy_rows, training_features
+from ._validation import (
+    as_indices,
+    as_matrix,
+    as_points,
+    as_vector,
+    as_weights,
+    check_output_fits,
+    is_sparse,
+    n_rows,
+    read_npy_rows,
+    score_itemsize,
+    training_features,
+)
 from .errors import ConvergenceError, InputError, NotAtOptimumWarning
 
 __all__ = ["Influence", "SolveInfo", "TopK"]
@@ -78,6 +90,8 @@ class _Queries:
     solve_info: SolveInfo | None
     _cores: dict
     _auto_work: _auto.Work | None  # set when solver="auto": the shape the cost model sees
+
+    _itemsize: int = 8  # bytes per score (4 when the training rows are float32)
 
     def _start(self, solver: str, work: _auto.Work) -> None:
         """Build the first core. Under "auto": direct when the cost model prefers it even for a
@@ -160,8 +174,16 @@ class _Queries:
         ``grad_f`` of shape (p,) gives (n,); (r, p) gives (r, n) with row j for f_j.
         """
         G, single = self._grad_matrix(grad_f)
-        out = self._checked(self._core_for(G.shape[0]).on(G, self._rows(idx)))
+        out = self._scores(G, idx, "grad_f")
         return out[0] if single else out
+
+    def _scores(self, G, idx, arg: str):
+        """S (r x n or r x len(idx)) for gradients G (r x p), refused up front if it cannot fit."""
+        rows = self._rows(idx)
+        n_out = self.n_samples if rows is None else len(rows)
+        check_output_fits((G.shape[0], n_out), self._itemsize, arg,
+                          "use top_k / top_k_on (streamed: memory O(q k)), fewer queries at a time, or idx= for a subset of training points")
+        return self._checked(self._core_for(G.shape[0]).on(G, rows))
 
     def top_k_on(self, grad_f, k: int = 10) -> TopK:
         """The ``k`` most helpful and most harmful training points for functions f given their
@@ -217,6 +239,7 @@ class Influence(_Queries):
         self.on_unconverged = on_unconverged
         self.solve_info: SolveInfo | None = None
         self._args = (float(damping), float(rtol), float(atol), int(max_iter), bool(precondition), progress)
+        self._itemsize = score_itemsize(self.X)
         self._start(solver, _work(n, theta.size, model.n_classes, self.X))
         if self._core.grad_norm > OPTIMUM_TOL:
             warnings.warn(
@@ -276,6 +299,7 @@ class Influence(_Queries):
     def params(self, idx=None) -> np.ndarray:
         """I(z_m) for all training points, or the rows ``idx``: shape (n or len(idx), p)."""
         if idx is None:
+            check_output_fits((self.n_samples, self.n_params), 8, "idx", "pass idx= for a subset of training points")
             return self._checked(self._core_for(self.n_samples).params_train())
         rows = as_indices(idx, self.n_samples)
         return self._checked(self._core_for(len(rows)).params(*self._training_rows(rows)))
@@ -307,8 +331,7 @@ class Influence(_Queries):
         """Score matrix S of shape (q, n): S[t, m] = grad l(z_t) . I(z_m), the influence of
         training point m on the loss at test point t. Negative: m helps t. With ``idx``, only
         those training points: (q, len(idx)). For large n prefer :meth:`top_k`."""
-        G = self._loss_grads(X_test, y_test)
-        return self._checked(self._core_for(G.shape[0]).on(G, self._rows(idx)))
+        return self._scores(self._loss_grads(X_test, y_test), idx, "X_test")
 
     def on_prediction(self, X_test, kind: str = "mean", idx=None) -> np.ndarray:
         """Influence of every training point on the predictions at ``X_test``.
@@ -322,7 +345,7 @@ class Influence(_Queries):
         Xt = as_points(X_test, "X_test", self.model.n_features_in_)
         k = self.model.n_classes
         G = _core.prediction_grads(self.model.family, k, self.model._flat_theta(), Xt, kind)
-        S = self._checked(self._core_for(G.shape[0]).on(G, self._rows(idx)))
+        S = self._scores(G, idx, "X_test")
         return S if k == 1 else S.reshape(n_rows(Xt), k, S.shape[1])
 
     def on_mean_loss(self, X_test, y_test, idx=None) -> np.ndarray:

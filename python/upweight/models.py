@@ -230,6 +230,9 @@ class LogisticRegression(_GLM):
 
     def _targets(self, y, n: int, fitting: bool) -> np.ndarray:
         y = as_vector(y, "y", n)
+        nonfinite = np.flatnonzero(~np.isfinite(y))
+        if nonfinite.size:
+            raise InputError(f"y: contains NaN or infinity (first at index {nonfinite[0]})")
         bad = np.flatnonzero((y < 0) | (y != np.floor(y)))
         if bad.size:
             raise InputError(
