@@ -15,7 +15,7 @@ use crate::influence::{Method, Scores, SolverOptions};
 use crate::solvers::{CgOptions, SolveInfo};
 use crate::matrix::Csr;
 use crate::refit::{refits, thetas, Change};
-use crate::source::{with_block, Rows};
+use crate::source::{with_block, Rows, Segment};
 use crate::{newton, Cancel, Dataset, Error, Family, Features, FitOptions, Glm, GradientModel, Influence, Model, NpyFile, Objective, Prediction, Table};
 
 pyo3::import_exception!(upweight.errors, InputError);
@@ -584,9 +584,15 @@ impl InfluenceCore {
         Ok((out.into_pyarray(py), info_py(py, info)))
     }
 
-    /// Self-influence of every training point (n,).
-    fn self_influence<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyArray1<f64>>, Info<'py>)> {
-        let (out, info) = self.with_train(py, |t| self.run(py, |c| self.inner.self_influence(&*self.model, t, t, c)))?;
+    /// Self-influence of every training point (n,), or of the rows `segment` = (start, end).
+    #[pyo3(signature = (segment=None))]
+    fn self_influence<'py>(&self, py: Python<'py>, segment: Option<(usize, usize)>) -> PyResult<(Bound<'py, PyArray1<f64>>, Info<'py>)> {
+        let (out, info) = self.with_train(py, |t| {
+            self.run(py, |c| match segment {
+                None => self.inner.self_influence(&*self.model, t, t, c),
+                Some((a, b)) => self.inner.self_influence(&*self.model, t, &Segment::new(t, a, b)?, c),
+            })
+        })?;
         Ok((out.into_pyarray(py), info_py(py, info)))
     }
 
@@ -630,19 +636,64 @@ impl InfluenceCore {
 
     /// The k most helpful and most harmful training points per f_j, streamed:
     /// (helpful_idx, helpful, harmful_idx, harmful), each (r x k).
+    /// With `segment` = (start, end), over those training rows only (indices still count from 0
+    /// of the whole training set).
     #[allow(clippy::type_complexity)]
+    #[pyo3(signature = (grad_f, k, segment=None))]
     fn top_k<'py>(
         &self,
         py: Python<'py>,
         grad_f: PyReadonlyArray2<'py, f64>,
         k: usize,
+        segment: Option<(usize, usize)>,
     ) -> PyResult<((Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>), Info<'py>)> {
         let g = grad_f.as_array();
-        let (top, info) = self.with_train(py, |t| self.run(py, |c| self.inner.top_k(&*self.model, t, t, g, k, c)))?;
+        let (mut top, info) = self.with_train(py, |t| {
+            self.run(py, |c| match segment {
+                None => self.inner.top_k(&*self.model, t, t, g, k, c),
+                Some((a, b)) => self.inner.top_k(&*self.model, t, &Segment::new(t, a, b)?, g, k, c),
+            })
+        })?;
+        if let Some((a, _)) = segment {
+            top.helpful_idx.mapv_inplace(|i| i + a);
+            top.harmful_idx.mapv_inplace(|i| i + a);
+        }
         Ok((
             (top.helpful_idx.into_pyarray(py), top.helpful.into_pyarray(py), top.harmful_idx.into_pyarray(py), top.harmful.into_pyarray(py)),
             info_py(py, info),
         ))
+    }
+
+    /// [V; c] ((p + 1) x r) for query gradients (r x p), to score training segments with
+    /// `top_k_solved` without solving again.
+    fn solve_queries<'py>(&self, py: Python<'py>, grad_f: PyReadonlyArray2<'py, f64>) -> PyResult<(Bound<'py, PyArray2<f64>>, Info<'py>)> {
+        let g = grad_f.as_array();
+        let (vc, info) = self.with_train(py, |t| self.run(py, |c| self.inner.solve_queries(&*self.model, t, g, c)))?;
+        Ok((vc.into_pyarray(py), info_py(py, info)))
+    }
+
+    /// `top_k` from solved queries `vc` over the training rows `segment` = (start, end) (or all).
+    #[allow(clippy::type_complexity)]
+    #[pyo3(signature = (vc, k, segment=None))]
+    fn top_k_solved<'py>(
+        &self,
+        py: Python<'py>,
+        vc: PyReadonlyArray2<'py, f64>,
+        k: usize,
+        segment: Option<(usize, usize)>,
+    ) -> PyResult<(Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>)> {
+        let vc = vc.as_array().to_owned();
+        let mut top = self.with_train(py, |t| {
+            self.run(py, |c| match segment {
+                None => self.inner.top_k_solved(&*self.model, t, &vc, k, c),
+                Some((a, b)) => self.inner.top_k_solved(&*self.model, &Segment::new(t, a, b)?, &vc, k, c),
+            })
+        })?;
+        if let Some((a, _)) = segment {
+            top.helpful_idx.mapv_inplace(|i| i + a);
+            top.harmful_idx.mapv_inplace(|i| i + a);
+        }
+        Ok((top.helpful_idx.into_pyarray(py), top.helpful.into_pyarray(py), top.harmful_idx.into_pyarray(py), top.harmful.into_pyarray(py)))
     }
 
     /// Hat values of the training rows (GLMs with one output).

@@ -442,7 +442,23 @@ impl Influence {
     pub fn top_k<M: Model + ?Sized>(&self, model: &M, train: &dyn Rows, points: &dyn Rows, grad_f: ArrayView2<f64>, k: usize, cancel: &Cancel) -> Result<(TopK, SolveInfo)> {
         self.check_points(model, "X", points)?;
         let (vc, info) = self.query_solve(model, train, grad_f, cancel)?;
-        let r = grad_f.nrows();
+        Ok((self.top_k_solved(model, points, &vc, k, cancel)?, info))
+    }
+
+    /// [V; c] for query gradients `grad_f` (r x p): the solves a score query starts with, to
+    /// reuse across calls of [`Influence::top_k_solved`] (e.g. one per segment of a long run).
+    pub fn solve_queries<M: Model + ?Sized>(&self, model: &M, train: &dyn Rows, grad_f: ArrayView2<f64>, cancel: &Cancel) -> Result<(Array2<f64>, SolveInfo)> {
+        self.query_solve(model, train, grad_f, cancel)
+    }
+
+    /// [`Influence::top_k`] from solved queries `vc` ((p + 1) x r, from [`Influence::solve_queries`]).
+    pub fn top_k_solved<M: Model + ?Sized>(&self, model: &M, points: &dyn Rows, vc: &Array2<f64>, k: usize, cancel: &Cancel) -> Result<TopK> {
+        self.check_points(model, "X", points)?;
+        if vc.nrows() != self.n_params() + 1 {
+            return Err(Error::Shape { arg: "vc", msg: format!("has {} rows, expected {}", vc.nrows(), self.n_params() + 1) });
+        }
+        let vc = vc.clone();
+        let r = vc.ncols();
         let k = k.min(points.n());
         let f32_path = self.float32_kernel(model, points);
         let vc32 = vc.mapv(|v| v as f32);
@@ -498,7 +514,7 @@ impl Influence {
         };
         let (helpful_idx, helpful) = take(|b| &b.0);
         let (harmful_idx, harmful) = take(|b| &b.1);
-        Ok((TopK { helpful_idx, helpful, harmful_idx, harmful }, info))
+        Ok(TopK { helpful_idx, helpful, harmful_idx, harmful })
     }
 
     /// Recompute the scores of `best`'s items for query `j` in float64 and restore the order.

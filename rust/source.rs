@@ -64,6 +64,46 @@ pub fn with_block<T>(src: &(impl Rows + ?Sized), r: Range<usize>, f: impl FnOnce
     Ok(f(&data))
 }
 
+/// The contiguous rows `start..end` of a source, as a source of their own (zero-copy). A long
+/// streaming run can be cut into such segments and resumed between them; when `start` is a
+/// multiple of `BLOCK_ROWS` the segment's blocks are the source's own, so every result is
+/// bitwise the same as in one pass.
+pub struct Segment<'a> {
+    base: &'a dyn Rows,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> Segment<'a> {
+    pub fn new(base: &'a dyn Rows, start: usize, end: usize) -> Result<Self> {
+        if start >= end || end > base.n() {
+            return Err(Error::Value { arg: "rows", msg: format!("segment {start}..{end} is empty or beyond the {} training points", base.n()) });
+        }
+        Ok(Self { base, start, end })
+    }
+}
+
+impl Rows for Segment<'_> {
+    fn n(&self) -> usize {
+        self.end - self.start
+    }
+    fn d(&self) -> usize {
+        self.base.d()
+    }
+    fn y(&self) -> ArrayView1<'_, f64> {
+        self.base.y().slice_move(s![self.start..self.end])
+    }
+    fn w(&self) -> Option<ArrayView1<'_, f64>> {
+        self.base.w().map(|w| w.slice_move(s![self.start..self.end]))
+    }
+    fn x_rows(&self, start: usize, end: usize) -> Result<Block<'_>> {
+        self.base.x_rows(self.start + start, self.start + end)
+    }
+    fn x_rows_f32(&self, start: usize, end: usize) -> Option<Result<CowArray<'_, f32, Ix2>>> {
+        self.base.x_rows_f32(self.start + start, self.start + end)
+    }
+}
+
 /// Rows `idx` of a source, gathered into memory (sparse rows stay sparse).
 pub struct Gathered {
     x: GatheredX,

@@ -171,3 +171,45 @@ def test_interrupted_score_leaves_no_output(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err and "pass" in err  # the progress bar was drawn
     assert sorted(os.listdir(tmp_path)) == ["X.npy", "y.npy"]  # no output, no partial file
+
+
+@pytest.mark.parametrize("what", ["top-k", "self"])
+def test_killed_streaming_run_resumes_to_the_same_result(tmp_path, what):
+    """Kill a run midway (SIGKILL: no cleanup at all), resume it, and get exactly what an
+    uninterrupted run writes."""
+    rng = np.random.default_rng(7)
+    n, d = 150_000, 12
+    X = rng.standard_normal((n, d))
+    y = X @ np.linspace(-1, 1, d) + rng.standard_normal(n)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    np.savez(tmp_path / "q.npz", X=X[:800], y=y[:800])
+    common = ["score", tmp_path / "X.npy", "--y", tmp_path / "y.npy", "--family", "linear", "--l2", "1e-3",
+              "--what", what, "--segment-rows", "512", "-q"] + (["--query", tmp_path / "q.npz", "-k", "5"] if what == "top-k" else [])
+    cli(*common, "-o", tmp_path / "ref.npz")
+    out, ckpt = tmp_path / "out.npz", tmp_path / "out.npz.resume.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "upweight.cli", *map(str, common), "-o", str(out)])
+    try:
+        deadline = time.monotonic() + 60
+        while not ckpt.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.005)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert not out.exists() and ckpt.exists(), "the run finished before it could be killed midway"
+    with np.load(ckpt) as z:
+        done = int(z["next_row"])
+    assert 0 < done < n
+    res = cli(*common, "-o", out, "--resume")
+    assert f"resuming after row {done:,}" in res.stderr
+    assert not ckpt.exists()
+    with np.load(out) as a, np.load(tmp_path / "ref.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key])
+    # a checkpoint from other inputs is refused, not silently mixed in
+    np.savez(tmp_path / "x.npz.resume.npz", fingerprint=np.array("{}"), next_row=np.array(512))
+    bad = cli(*common, "-o", tmp_path / "x.npz", "--resume", check=False)
+    assert bad.returncode == 2 and "written for other inputs" in bad.stderr

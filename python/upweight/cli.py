@@ -9,6 +9,7 @@ gallery of the digits that most help and hurt a misclassified handwritten digit)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -205,9 +206,19 @@ def _score(args: argparse.Namespace) -> int:
         model = _fit_model(args, X, y, w, ProgressBar("fit", not args.quiet))
     else:
         raise _input_error("model: pass --model FILE (from `upweight fit`) or --family to fit one")
+    from . import resume
+
+    if os.path.exists(args.output) and not args.force:  # before any work, not after it
+        raise _input_error(f"output: {args.output!r} exists; pass --force to overwrite it")
+    if args.resume and args.what == "full":
+        raise _input_error("resume: --resume applies to --what top-k and --what self (streamed in segments)")
     inf = uw.Influence(model, X, y, sample_weight=w, solver=args.solver, damping=args.damping, progress=bar)
+    settings = {k: getattr(args, k) for k in ("what", "k", "family", "l2", "solver", "damping", "target_column", "segment_rows")}
+    files = [args.train, args.y, args.weights, args.model, args.query, args.query_y]
+    fp = resume.fingerprint(settings, [f for f in files if f])
+    say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     if args.what == "self":
-        arrays = {"self_influence": inf.self_influence()}
+        arrays = resume.run(inf, "self", args.output, fp, args.resume, args.segment_rows, say=say)
     else:
         if not args.query:
             raise _input_error("query: --what top-k and --what full need --query FILE")
@@ -215,13 +226,13 @@ def _score(args: argparse.Namespace) -> int:
         if yq is None:
             raise _input_error("query: no target: pass --query-y FILE or a table with a target column")
         if args.what == "top-k":
-            top = inf.top_k(Xq, yq, k=args.k)
-            arrays = {"helpful_idx": top.helpful_idx, "helpful": top.helpful,
-                      "harmful_idx": top.harmful_idx, "harmful": top.harmful}
+            arrays = resume.run(inf, "top-k", args.output, fp, args.resume, args.segment_rows, G=inf._loss_grads(Xq, yq), k=args.k, say=say)
         else:
             arrays = {"scores": inf.on_loss(Xq, yq)}
     bar.close()
     write_scores(args.output, arrays, force=args.force)
+    if os.path.exists(resume.checkpoint_path(args.output)):
+        os.unlink(resume.checkpoint_path(args.output))
     print(f"wrote {args.what} scores for {inf.n_samples} training points to {args.output} "
           f"(solver {inf.solver}, max relative residual {inf.solve_info.max_residual:.1e})")
     return 0
@@ -299,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("-k", "--k", type=int, default=10, help="how many helpful and harmful points per query (default 10)")
     score.add_argument("--solver", choices=["auto", "direct", "cg"], default="auto", help="how to solve H v = g (default auto)")
     score.add_argument("--damping", type=float, default=0.0, help="solve (H + damping I) v = g (default 0)")
+    score.add_argument("--resume", action="store_true",
+                       help="continue an interrupted top-k or self run from its checkpoint OUTPUT.resume.npz (written after "
+                       "every segment of training rows; the result equals an uninterrupted run's)")
+    score.add_argument("--segment-rows", type=int, default=1 << 20, metavar="N",
+                       help="training rows per checkpointed segment, a multiple of 512 (default 1048576)")
     score.set_defaults(func=_score)
     return parser
 
@@ -313,7 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"upweight: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nupweight: interrupted; no output was written", file=sys.stderr)
+        ckpt = getattr(args, "output", None) and args.output + ".resume.npz"
+        if args.command == "score" and ckpt and os.path.exists(ckpt):
+            print(f"\nupweight: interrupted; no output was written. Finished segments are in {ckpt}: "
+                  "rerun the same command with --resume to continue", file=sys.stderr)
+        else:
+            print("\nupweight: interrupted; no output was written", file=sys.stderr)
         return 130
 
 
