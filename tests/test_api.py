@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import importlib.util
+import select
 import subprocess
 import sys
 import time
@@ -246,7 +247,9 @@ def test_results_are_bitwise_identical_across_thread_counts():
 
 
 LONG_CALL = """
-import sys, time, numpy as np, upweight as uw
+import signal, sys, time, numpy as np, upweight as uw
+# a shell's background job inherits SIGINT ignored; Ctrl-C in a terminal is what is tested
+signal.signal(signal.SIGINT, signal.default_int_handler)
 rng = np.random.default_rng(0)
 X = rng.standard_normal((60000, 1500)); y = rng.standard_normal(60000)
 model = uw.LinearRegression(l2=1.0).fit(X[:3000], y[:3000])
@@ -276,7 +279,8 @@ def test_ctrl_c_interrupts_a_long_call_within_a_second(call):
         time.sleep(1.5)  # well inside a call
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        line = proc.stdout.readline().strip()
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        line = proc.stdout.readline().strip() if ready else "(no answer within 30 s)"
         latency = time.monotonic() - sent
         proc.wait(timeout=30)
     finally:
@@ -402,3 +406,56 @@ def test_unusual_memory_layouts_work_everywhere(fitted, layout):
         call(A, b)  # must work
     np.testing.assert_array_equal(uw.Influence(model, A, b).on_loss(A[:3], b[:3]), inf.on_loss(X[:3], y[:3]))
     np.testing.assert_array_equal(uw.LogisticRegression(l2=1e-2).fit(A, b).theta_, model.theta_)
+
+
+BAD_WEIGHTS = [
+    ("negative", lambda w: np.r_[w[:-1], -1.0], r"sample_weight: must be >= 0, got -1(\.0)? at index"),
+    ("all zero", lambda w: np.zeros_like(w), "sample_weight: all weights are zero"),
+    ("NaN", lambda w: np.r_[np.nan, w[1:]], r"sample_weight: contains NaN or infinity \(first at index 0\)"),
+    ("wrong length", lambda w: w[:-1], "sample_weight"),
+]
+
+
+@pytest.mark.parametrize("case, transform, message", BAD_WEIGHTS, ids=[c[0] for c in BAD_WEIGHTS])
+def test_bad_weights_through_every_entry_point_that_takes_them(fitted, case, transform, message):
+    model, _, X, y = fitted
+    w = transform(np.ones(len(y)))
+    calls = {
+        "fit": lambda: uw.LogisticRegression(l2=1e-2).fit(X, y, sample_weight=w),
+        "Influence": lambda: uw.Influence(model, X, y, sample_weight=w),
+        "leave_one_out": lambda: uw.leave_one_out(model, X, y, idx=[0], sample_weight=w),
+        "diagnostics": lambda: uw.diagnostics(model, X, y, sample_weight=w),
+        "response_curve": lambda: uw.response_curve(model, X, y, m=0, eps=[0.1], sample_weight=w),
+        "GradientInfluence": lambda: uw.GradientInfluence(X, damping=1e-3, sample_weight=w),
+    }
+    for name, call in calls.items():
+        with pytest.raises(uw.InputError, match=message):
+            call()
+
+
+def test_bad_inputs_through_the_cli_name_the_argument(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 3))
+    y = (X[:, 0] > 0).astype(float)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    Xn = X.copy()
+    Xn[7, 1] = np.nan
+    np.save(tmp_path / "Xnan.npy", Xn)
+    np.save(tmp_path / "yb.npy", np.r_[y[:-1], 3.5])
+    np.save(tmp_path / "wneg.npy", np.r_[np.ones(49), -2.0])
+    np.save(tmp_path / "pickled.npy", np.array([{"a": 1}] * 3, dtype=object), allow_pickle=True)
+    (tmp_path / "fake.npy").write_text("a,b\n1,2\n")
+    base = ["fit", "--family", "logistic", "--l2", "0.01", "-o", str(tmp_path / "m.npz"), "--force"]
+    rows = [
+        ([str(tmp_path / "Xnan.npy"), "--y", str(tmp_path / "y.npy")], "X: contains NaN"),
+        ([str(tmp_path / "X.npy"), "--y", str(tmp_path / "yb.npy")], "y: value 3.5 at index 49"),
+        ([str(tmp_path / "X.npy"), "--y", str(tmp_path / "y.npy"), "--weights", str(tmp_path / "wneg.npy")], "sample_weight: must be >= 0"),
+        ([str(tmp_path / "pickled.npy"), "--y", str(tmp_path / "y.npy")], "pickle"),
+        ([str(tmp_path / "fake.npy"), "--y", str(tmp_path / "y.npy")], "not a"),
+        ([str(tmp_path / "missing.npy"), "--y", str(tmp_path / "y.npy")], "no such file"),
+    ]
+    for args, message in rows:
+        res = subprocess.run([sys.executable, "-m", "upweight.cli", base[0], *args, *base[1:]], capture_output=True, text=True)
+        assert res.returncode == 2, (args, res.stderr)
+        assert message in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)

@@ -151,7 +151,9 @@ def test_progress_callback_and_cancelling_from_it():
 
 
 INTERRUPTED = """
-import numpy as np, upweight.cli as c, sys
+import numpy as np, upweight.cli as c, signal, sys
+# a shell's background job inherits SIGINT ignored; Ctrl-C in a terminal is what is tested
+signal.signal(signal.SIGINT, signal.default_int_handler)
 rng = np.random.default_rng(0)
 np.save(sys.argv[1] + "/X.npy", rng.standard_normal((2_000_000, 40)))
 np.save(sys.argv[1] + "/y.npy", rng.standard_normal(2_000_000))
@@ -170,7 +172,8 @@ def test_interrupted_score_leaves_no_output(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "pass" in err  # the progress bar was drawn
-    assert sorted(os.listdir(tmp_path)) == ["X.npy", "y.npy"]  # no output, no partial file
+    # no output and no partial file; at most the resume checkpoint of finished segments
+    assert set(os.listdir(tmp_path)) <= {"X.npy", "y.npy", "out.npz.resume.npz"}
 
 
 @pytest.mark.parametrize("what", ["top-k", "self"])
