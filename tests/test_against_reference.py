@@ -424,11 +424,10 @@ def test_fit_tolerance_is_on_the_gradient_norm_like_the_reference():
     estimators document it ("Warns with ConvergenceWarning if ``tol`` was not reached";
     the warning says "gradient norm ... > tol"): ``converged_`` must mean ``grad_norm_ <= tol``.
 
-    KNOWN BUG (this test fails): the core stops at ``tol * max(1, max|grad at theta = 0|)``
-    (rust/fit.rs), a relative criterion. With a large initial gradient (counts ~ e^8 here) the
-    fit reports ``converged_ = True`` and raises no warning at a gradient norm far above ``tol``
-    (tol=1e-3: stops at 0.019, and ``Influence`` then warns NotAtOptimumWarning on the very same
-    data; tol=1e-8: stops at 9.4e-8).
+    A regression test: the core once stopped at ``tol * max(1, max|grad at theta = 0|)``, a
+    relative criterion, so with a large initial gradient (counts ~ e^8 here) it reported
+    ``converged_ = True`` at a gradient norm far above ``tol``. It now stops on the absolute
+    criterion (rust/fit.rs).
     """
     rng = np.random.default_rng(0)
     X = rng.normal(size=(50, 2))

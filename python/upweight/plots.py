@@ -58,6 +58,7 @@ def loo_scatter(predicted, actual, ax=None, what: str = "change of test loss"):
     ax.scatter(p, a, s=8, alpha=0.6, color="C0")
     lo, hi = float(min(p.min(), a.min())), float(max(p.max(), a.max()))
     ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8)
+    ax.locator_params(nbins=5)
     ax.set_xlabel(f"predicted {what} (influence)")
     ax.set_ylabel(f"actual {what} (refit)")
     ax.set_title(f"leave-one-out: R = {c.pearson:.3f}, slope {c.slope:.2f}, n = {c.n}")
