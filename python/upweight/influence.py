@@ -191,12 +191,7 @@ class _Queries:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k: expected a positive integer, got {k!r}")
         G, _ = self._grad_matrix(grad_f)
-        return self._top_k(G, int(k), None)
-
-    def _top_k(self, G, k: int, segment) -> TopK:
-        """Top-k over all training rows, or over rows ``segment = (start, end)`` (a resumable
-        run's piece; indices still count from 0)."""
-        hi, h, xi, x = self._checked(self._core_for(G.shape[0]).top_k(G, k, segment))
+        hi, h, xi, x = self._checked(self._core_for(G.shape[0]).top_k(G, int(k)))
         return TopK(hi.astype(np.intp), h, xi.astype(np.intp), x)
 
     def _self_influence(self, segment) -> np.ndarray:
