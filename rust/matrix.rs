@@ -34,10 +34,11 @@ impl<'a> Csr<'a> {
         if indptr[0] != 0 || *indptr.last().expect("non-empty") != data.len() as i64 {
             return Err(bad(format!("indptr must run from 0 to nnz = {}", data.len())));
         }
+        // indptr first, whole: a later decrease would otherwise let an early row run past nnz
+        if let Some(row) = indptr.windows(2).position(|w| w[1] < w[0]) {
+            return Err(bad(format!("indptr decreases at row {row}")));
+        }
         for (row, w) in indptr.windows(2).enumerate() {
-            if w[1] < w[0] {
-                return Err(bad(format!("indptr decreases at row {row}")));
-            }
             let cols = &indices[w[0] as usize..w[1] as usize];
             for (i, &c) in cols.iter().enumerate() {
                 if c < 0 || c as usize >= ncols {
@@ -336,5 +337,9 @@ mod tests {
         let err = Csr::new(&p, &i, &nan, 4).unwrap_err();
         assert!(err.to_string().contains("row 2, column 2"), "{err}");
         assert!(Csr::new(&[0, 3, 2, 5], &i, &v, 4).is_err());
+        // found by fuzzing (fuzz/fuzz_targets/csr.rs): a row that runs past nnz before indptr
+        // comes back down used to panic on the slice instead of being refused
+        let err = Csr::new(&[0, 14, 0], &[], &[], 4).unwrap_err();
+        assert!(err.to_string().contains("indptr decreases at row 1"), "{err}");
     }
 }

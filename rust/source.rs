@@ -278,35 +278,44 @@ pub struct NpyFile {
     offset: u64,
 }
 
-impl NpyFile {
-    /// Open and check a `.npy` file: 2-d, little-endian float32/float64, C order, not truncated.
-    /// Object arrays (which would need pickle) are refused.
-    pub fn open(path: &Path, arg: &'static str) -> Result<Self> {
-        let bad = |msg: String| Error::Value { arg, msg: format!("{}: {msg}", path.display()) };
-        let mut file = File::open(path).map_err(|e| bad(format!("cannot open ({e})")))?;
+/// The header of a `.npy` file: what it holds and where the values start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NpyHeader {
+    pub dtype: NpyDtype,
+    pub n: usize,
+    pub d: usize,
+    /// Byte offset of the first value.
+    pub offset: u64,
+}
+
+impl NpyHeader {
+    /// Parse the header at the start of `r` and check it against the file's length `len` in
+    /// bytes: 2-d, little-endian float32/float64, C order, at least one row, not truncated.
+    /// Object arrays (which would need pickle) are refused. The error is a message for the user.
+    pub fn read(r: &mut impl Read, len: u64) -> std::result::Result<Self, String> {
         let mut magic = [0u8; 8];
-        file.read_exact(&mut magic).map_err(|_| bad("not a .npy file (too short)".into()))?;
+        r.read_exact(&mut magic).map_err(|_| "not a .npy file (too short)".to_string())?;
         if &magic[..6] != b"\x93NUMPY" {
-            return Err(bad("not a .npy file (bad magic bytes)".into()));
+            return Err("not a .npy file (bad magic bytes)".into());
         }
         let (header_len, prefix) = match magic[6] {
             1 => {
                 let mut b = [0u8; 2];
-                file.read_exact(&mut b).map_err(|_| bad("truncated header".into()))?;
+                r.read_exact(&mut b).map_err(|_| "truncated header".to_string())?;
                 (u16::from_le_bytes(b) as usize, 10)
             }
             2 | 3 => {
                 let mut b = [0u8; 4];
-                file.read_exact(&mut b).map_err(|_| bad("truncated header".into()))?;
+                r.read_exact(&mut b).map_err(|_| "truncated header".to_string())?;
                 (u32::from_le_bytes(b) as usize, 12)
             }
-            v => return Err(bad(format!("unsupported .npy version {v}"))),
+            v => return Err(format!("unsupported .npy version {v}")),
         };
         if header_len > 1 << 20 {
-            return Err(bad("implausibly large .npy header".into()));
+            return Err("implausibly large .npy header".into());
         }
         let mut header = vec![0u8; header_len];
-        file.read_exact(&mut header).map_err(|_| bad("truncated header".into()))?;
+        r.read_exact(&mut header).map_err(|_| "truncated header".to_string())?;
         let header = String::from_utf8_lossy(&header);
         let field = |key: &str| -> Option<String> {
             let at = header.find(&format!("'{key}'"))?;
@@ -314,17 +323,17 @@ impl NpyFile {
             let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find([',', '}'])? };
             Some(rest[..end].trim().to_string())
         };
-        let descr = field("descr").ok_or_else(|| bad("header has no 'descr'".into()))?;
+        let descr = field("descr").ok_or("header has no 'descr'")?;
         let dtype = match descr.trim_matches('\'') {
             "<f8" | "=f8" => NpyDtype::F64,
             "<f4" | "=f4" => NpyDtype::F32,
-            "|O" | "O" => return Err(bad("holds Python objects (would need pickle, which upweight never loads)".into())),
-            other => return Err(bad(format!("dtype {other} is not supported; save it as float64 or float32"))),
+            "|O" | "O" => return Err("holds Python objects (would need pickle, which upweight never loads)".into()),
+            other => return Err(format!("dtype {other} is not supported; save it as float64 or float32")),
         };
         if field("fortran_order").as_deref() != Some("False") {
-            return Err(bad("is Fortran-ordered; save it C-ordered (np.ascontiguousarray)".into()));
+            return Err("is Fortran-ordered; save it C-ordered (np.ascontiguousarray)".into());
         }
-        let shape = field("shape").ok_or_else(|| bad("header has no 'shape'".into()))?;
+        let shape = field("shape").ok_or("header has no 'shape'")?;
         let dims: Vec<usize> = shape
             .trim_matches(|c| c == '(' || c == ')')
             .split(',')
@@ -332,20 +341,31 @@ impl NpyFile {
             .filter(|s| !s.is_empty())
             .map(|s| s.parse::<usize>())
             .collect::<std::result::Result<_, _>>()
-            .map_err(|_| bad(format!("bad shape {shape}")))?;
+            .map_err(|_| format!("bad shape {shape}"))?;
         let [n, d] = dims[..] else {
-            return Err(bad(format!("expected a 2-d array, got shape {shape}")));
+            return Err(format!("expected a 2-d array, got shape {shape}"));
         };
         if n == 0 {
-            return Err(bad("has no rows".into()));
+            return Err("has no rows".into());
         }
         let offset = (prefix + header_len) as u64;
-        let item = if dtype == NpyDtype::F64 { 8 } else { 4 };
-        let need = offset + (n * d * item) as u64;
-        let have = file.metadata().map_err(|e| bad(format!("cannot stat ({e})")))?.len();
-        if have < need {
-            return Err(bad(format!("is truncated: {n} x {d} values need {need} bytes, the file has {have}")));
+        let item: u64 = if dtype == NpyDtype::F64 { 8 } else { 4 };
+        // a forged shape must not wrap around: n * d * item + offset is computed in u128
+        let need = u128::from(offset) + n as u128 * d as u128 * u128::from(item);
+        if u128::from(len) < need {
+            return Err(format!("is truncated: {n} x {d} values need {need} bytes, the file has {len}"));
         }
+        Ok(Self { dtype, n, d, offset })
+    }
+}
+
+impl NpyFile {
+    /// Open and check a `.npy` file ([`NpyHeader::read`]).
+    pub fn open(path: &Path, arg: &'static str) -> Result<Self> {
+        let bad = |msg: String| Error::Value { arg, msg: format!("{}: {msg}", path.display()) };
+        let mut file = File::open(path).map_err(|e| bad(format!("cannot open ({e})")))?;
+        let len = file.metadata().map_err(|e| bad(format!("cannot stat ({e})")))?.len();
+        let NpyHeader { dtype, n, d, offset } = NpyHeader::read(&mut file, len).map_err(bad)?;
         Ok(Self { file, path: path.to_path_buf(), n, d, dtype, offset })
     }
 
@@ -408,6 +428,18 @@ mod tests {
         f.write_all(&(header.len() as u16).to_le_bytes()).unwrap();
         f.write_all(header.as_bytes()).unwrap();
         f.write_all(payload).unwrap();
+    }
+
+    /// n * d * 8 = 2^67 wraps to 0 in 64-bit arithmetic: the old size check accepted this
+    /// header for an empty payload (found while writing fuzz/fuzz_targets/npy_header.rs).
+    #[test]
+    fn a_forged_shape_cannot_wrap_the_size_check() {
+        let header = "{'descr': '<f8', 'fortran_order': False, 'shape': (4611686018427387904, 4), }\n";
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((header.len() as u16).to_le_bytes());
+        bytes.extend(header.as_bytes());
+        let err = NpyHeader::read(&mut &bytes[..], bytes.len() as u64).unwrap_err();
+        assert!(err.contains("is truncated"), "{err}");
     }
 
     #[test]
