@@ -636,28 +636,15 @@ impl InfluenceCore {
 
     /// The k most helpful and most harmful training points per f_j, streamed:
     /// (helpful_idx, helpful, harmful_idx, harmful), each (r x k).
-    /// With `segment` = (start, end), over those training rows only (indices still count from 0
-    /// of the whole training set).
     #[allow(clippy::type_complexity)]
-    #[pyo3(signature = (grad_f, k, segment=None))]
     fn top_k<'py>(
         &self,
         py: Python<'py>,
         grad_f: PyReadonlyArray2<'py, f64>,
         k: usize,
-        segment: Option<(usize, usize)>,
     ) -> PyResult<((Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>), Info<'py>)> {
         let g = grad_f.as_array();
-        let (mut top, info) = self.with_train(py, |t| {
-            self.run(py, |c| match segment {
-                None => self.inner.top_k(&*self.model, t, t, g, k, c),
-                Some((a, b)) => self.inner.top_k(&*self.model, t, &Segment::new(t, a, b)?, g, k, c),
-            })
-        })?;
-        if let Some((a, _)) = segment {
-            top.helpful_idx.mapv_inplace(|i| i + a);
-            top.harmful_idx.mapv_inplace(|i| i + a);
-        }
+        let (top, info) = self.with_train(py, |t| self.run(py, |c| self.inner.top_k(&*self.model, t, t, g, k, c)))?;
         Ok((
             (top.helpful_idx.into_pyarray(py), top.helpful.into_pyarray(py), top.harmful_idx.into_pyarray(py), top.harmful.into_pyarray(py)),
             info_py(py, info),

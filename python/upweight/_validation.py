@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 import sys
 
 import numpy as np
 
-from .errors import InputError, InputTypeError
+from .errors import InputError, InputTypeError, UpweightError
+
+
+@contextlib.contextmanager
+def renamed(**names: str):
+    """Errors raised inside about ``old`` (the core names data by its role: X, y, grad_f)
+    re-raised naming the caller's argument instead, e.g. ``renamed(X="X_test")``."""
+    try:
+        yield
+    except UpweightError as exc:
+        msg = str(exc)
+        for old, new in names.items():
+            if msg.startswith(old + ":"):
+                raise type(exc)(new + msg[len(old):]) from None
+        raise
+
+
+def check_finite(a: np.ndarray, name: str) -> None:
+    """InputError naming ``name`` and the first NaN/inf (flat index) of a small array."""
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise InputError(f"{name}: contains NaN or infinity (first at flat index {int(np.flatnonzero(bad)[0])})")
 
 
 def _numeric(a, name: str) -> np.ndarray:
@@ -146,41 +168,43 @@ def _npy_header(path: str):
         return shape, fortran, dtype, f.tell()
 
 
-def training_features(X, n_features: int | None = None):
+def training_features(X, n_features: int | None = None, name: str = "X"):
     """(X, n, d) with X as the core takes it: a float64 or float32 C-contiguous array, the path
     of a .npy file read block by block (a path, or an ``np.load(..., mmap_mode="r")`` memmap of
     one; the file is then never memory-mapped by upweight), or a CSR tuple for scipy.sparse
     input (:func:`as_csr`)."""
     if is_sparse(X):
-        csr = as_csr(X, "X", n_features)
+        csr = as_csr(X, name, n_features)
         return csr, X.shape[0], X.shape[1]
     if isinstance(X, (str, os.PathLike)):
         path = os.fspath(X)
         if not os.path.isfile(path):
-            raise InputError(f"X: no such file {path!r}")
+            raise InputError(f"{name}: no such file {path!r}")
         try:
             shape, _, _, _ = _npy_header(path)
         except Exception as exc:
-            raise InputError(f"X: {path!r} is not a readable .npy file ({exc})") from None
+            raise InputError(f"{name}: {path!r} is not a readable .npy file ({exc})") from None
         if len(shape) != 2 or (n_features is not None and shape[1] != n_features):
-            raise InputError(f"X: {path!r} holds shape {shape}, expected (n, {n_features or 'd'})")
+            raise InputError(f"{name}: {path!r} holds shape {shape}, expected (n, {n_features or 'd'})")
+        if shape[0] == 0:
+            raise InputError(f"{name}: {path!r} has no rows")
         return path, shape[0], shape[1]
     if isinstance(X, np.memmap) and X.filename and str(X.filename).endswith(".npy") and X.ndim == 2:
         try:
             shape, fortran, dtype, offset = _npy_header(str(X.filename))
             if shape == X.shape and not fortran and dtype in (np.float64, np.float32) and X.offset == offset:
                 if n_features is not None and X.shape[1] != n_features:
-                    raise InputError(f"X: has {X.shape[1]} columns but the model has {n_features} features")
+                    raise InputError(f"{name}: has {X.shape[1]} columns but the model has {n_features} features")
                 return str(X.filename), X.shape[0], X.shape[1]
         except (OSError, ValueError):
             pass
     if isinstance(X, np.ndarray) and X.dtype == np.float32 and X.ndim == 2:
         if n_features is not None and X.shape[1] != n_features:
-            raise InputError(f"X: has {X.shape[1]} columns but the model has {n_features} features")
+            raise InputError(f"{name}: has {X.shape[1]} columns but the model has {n_features} features")
         if X.shape[0] == 0:
-            raise InputError("X: has no rows")
+            raise InputError(f"{name}: has no rows")
         return np.ascontiguousarray(X), X.shape[0], X.shape[1]
-    X = as_matrix(X, "X", n_features)
+    X = as_matrix(X, name, n_features)
     return X, X.shape[0], X.shape[1]
 
 

@@ -154,14 +154,14 @@ ESTIMATORS = {"linear": "LinearRegression", "logistic": "LogisticRegression", "p
 
 
 def _training_data(args):
-    from .tables import read_table
+    from .tables import read_table, read_vector
 
     X, y = read_table(args.train, "train", args.target_column, args.y, stream=True)
     if y is None:
         raise _input_error("train: no target: pass --y FILE or a table with a target column (--target-column)")
     w = None
     if args.weights:
-        w = np.load(args.weights, allow_pickle=False)
+        w = read_vector(args.weights, "--weights")
     return X, y, w
 
 

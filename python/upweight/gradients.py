@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _auto, _core
-from ._validation import as_matrix, as_weights, check_output_fits, score_itemsize, training_features
+from ._validation import as_matrix, as_weights, check_output_fits, renamed, score_itemsize, training_features
 from .errors import InputError
 from .influence import TopK, _check_solver, _Queries
 
@@ -42,7 +42,7 @@ class GradientInfluence(_Queries):
                  max_iter: int = 1000, precondition: bool = True, on_unconverged: str = "raise", progress=None):
         if curvature != "fisher":
             raise InputError(f"curvature: expected 'fisher' (or pass hessian=...), got {curvature!r}")
-        self.train_grads, n, p = training_features(train_grads)
+        self.train_grads, n, p = training_features(train_grads, name="train_grads")
         self.n_params = p
         _check_solver(solver, on_unconverged)
         self.on_unconverged = on_unconverged
@@ -61,7 +61,8 @@ class GradientInfluence(_Queries):
         self._start(solver, _auto.Work(n, p))
 
     def _make_core(self, method: str):
-        return _core.InfluenceCore.from_gradients(self.train_grads, self._w, self._H, method, *self._args)
+        with renamed(X="train_grads"):  # the core calls its training rows X
+            return _core.InfluenceCore.from_gradients(self.train_grads, self._w, self._H, method, *self._args)
 
     def _test_grads(self, test_grads):
         G, _ = self._grad_matrix(test_grads, "test_grads")

@@ -25,10 +25,12 @@ from ._validation import (
     as_points,
     as_vector,
     as_weights,
+    check_finite,
     check_output_fits,
     is_sparse,
     n_rows,
     read_npy_rows,
+    renamed,
     score_itemsize,
     training_features,
 )
@@ -147,6 +149,7 @@ class _Queries:
         G = as_matrix(g[None, :] if single else g, name)
         if G.shape[1] != self.n_params:
             raise InputError(f"{name}: has {G.shape[1]} entries per row, expected p = {self.n_params}")
+        check_finite(G, name)
         return G, single
 
     def _rows(self, idx):
@@ -162,11 +165,13 @@ class _Queries:
 
     def inverse_hvp(self, g) -> np.ndarray:
         """(H + damping I)^{-1} g for a vector (p,) or the columns of a matrix (p, r)."""
-        g = np.asarray(g, dtype=np.float64)
-        if g.ndim == 1:
-            return self._checked(self._core_for(1).inverse_hvp(np.ascontiguousarray(g[:, None])))[:, 0]
-        g = as_matrix(g, "g")
-        return self._checked(self._core_for(g.shape[1]).inverse_hvp(np.ascontiguousarray(g)))
+        single = np.ndim(g) == 1
+        g = as_matrix(np.asarray(g)[:, None] if single else g, "g")
+        if g.shape[0] != self.n_params:
+            raise InputError(f"g: has {g.shape[0]} rows, expected p = {self.n_params} (one per parameter)")
+        check_finite(g, "g")
+        out = self._checked(self._core_for(g.shape[1]).inverse_hvp(g))
+        return out[:, 0] if single else out
 
     def on(self, grad_f, idx=None) -> np.ndarray:
         """Influence of every training point (or the rows ``idx``) on f, given grad f(theta*).
@@ -317,18 +322,17 @@ class Influence(_Queries):
         X = as_matrix(np.atleast_2d(x) if single else x, "x", self.model.n_features_in_)
         yv = as_vector(np.atleast_1d(y), "y", X.shape[0])
         yv = self.model._targets(yv, X.shape[0], fitting=False)
-        out = self._checked(self._core_for(X.shape[0]).params(X, yv))
+        with renamed(X="x"):
+            out = self._checked(self._core_for(X.shape[0]).params(X, yv))
         return out[0] if single else out
 
     # -- functions of theta ------------------------------------------------------------------
     def _loss_grads(self, X_test, y_test) -> np.ndarray:
         Xt = as_matrix(X_test, "X_test", self.model.n_features_in_)
         yt = as_vector(y_test, "y_test", Xt.shape[0])
-        try:
+        with renamed(X="X_test", y="y_test"):
             yt = self.model._targets(yt, Xt.shape[0], fitting=False)
-        except InputError as exc:
-            raise InputError(str(exc).replace("y:", "y_test:", 1)) from None
-        return self._core.loss_grads(Xt, yt)
+            return self._core.loss_grads(Xt, yt)
 
     def on_loss(self, X_test, y_test, idx=None) -> np.ndarray:
         """Score matrix S of shape (q, n): S[t, m] = grad l(z_t) . I(z_m), the influence of
@@ -347,7 +351,8 @@ class Influence(_Queries):
             raise InputError(f"kind: expected 'mean' or 'linear', got {kind!r}")
         Xt = as_points(X_test, "X_test", self.model.n_features_in_)
         k = self.model.n_classes
-        G = _core.prediction_grads(self.model.family, k, self.model._flat_theta(), Xt, kind)
+        with renamed(X="X_test"):
+            G = _core.prediction_grads(self.model.family, k, self.model._flat_theta(), Xt, kind)
         S = self._scores(G, idx, "X_test")
         return S if k == 1 else S.reshape(n_rows(Xt), k, S.shape[1])
 

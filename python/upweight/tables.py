@@ -91,8 +91,30 @@ def read_table(path, arg: str, target_column: str | None, target_path=None, stre
     except (ValueError, OSError) as exc:
         raise InputError(f"{arg}: cannot read {path!r} as {ext} ({exc})") from None
     if target_path is not None:
-        y = np.load(os.fspath(target_path), allow_pickle=False) if str(target_path).endswith(".npy") else read_table(target_path, arg + "-y", None)[0].ravel()
+        y = read_vector(target_path, {"train": "--y", "query": "--query-y"}.get(arg, arg + "-y")) if str(target_path).endswith(".npy") else read_table(target_path, arg + "-y", None)[0].ravel()
     return X, y
+
+
+def read_vector(path, arg: str) -> np.ndarray:
+    """A 1-d array (targets, weights) from a ``.npy`` file; pickled (object) arrays are refused.
+    Any failure is an InputError naming the option ``arg``."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"{arg}: no such file {path!r}")
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise InputError(f"{arg}: {path!r} is not a .npy file (bad magic bytes)")
+    try:
+        v = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc) or "Object arrays" in str(exc):
+            raise InputError(f"{arg}: {path!r} holds pickled Python objects (upweight never loads pickle; save a numeric array)") from None
+        raise InputError(f"{arg}: cannot read {path!r} as .npy ({exc})") from None
+    except OSError as exc:
+        raise InputError(f"{arg}: cannot read {path!r} as .npy ({exc})") from None
+    if not isinstance(v, np.ndarray):
+        raise InputError(f"{arg}: {path!r} is not a .npy array")
+    return v
 
 
 def write_scores(path, arrays: dict[str, np.ndarray], force: bool = False) -> None:

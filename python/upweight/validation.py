@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
-from ._validation import as_indices, as_points, as_vector, as_weights, n_rows, training_features
+from ._validation import as_indices, as_points, as_vector, as_weights, n_rows, renamed, training_features
 from .errors import ConvergenceWarning, InputError
 from .influence import Influence
 
@@ -40,8 +40,9 @@ class TestLoss:
 
     def _values(self, model, theta):
         Xt = as_points(self.X_test, "X_test", model.n_features_in_)
-        yt = model._targets(as_vector(self.y_test, "y_test", n_rows(Xt)), n_rows(Xt), fitting=False)
-        v = _core.losses(model.family, model.n_classes, theta, Xt, yt)
+        with renamed(X="X_test", y="y_test"):
+            yt = model._targets(as_vector(self.y_test, "y_test", n_rows(Xt)), n_rows(Xt), fitting=False)
+            v = _core.losses(model.family, model.n_classes, theta, Xt, yt)
         return np.array([v.mean()]) if self.mean else v
 
     def _grads(self, inf: Influence):
@@ -60,12 +61,14 @@ class Prediction:
 
     def _values(self, model, theta):
         Xt = as_points(self.X_test, "X_test", model.n_features_in_)
-        return _core.predict(model.family, model.n_classes, theta, Xt, self.kind).reshape(-1)
+        with renamed(X="X_test"):
+            return _core.predict(model.family, model.n_classes, theta, Xt, self.kind).reshape(-1)
 
     def _grads(self, inf: Influence):
         m = inf.model
         Xt = as_points(self.X_test, "X_test", m.n_features_in_)
-        return _core.prediction_grads(m.family, m.n_classes, m._flat_theta(), Xt, self.kind)
+        with renamed(X="X_test"):
+            return _core.prediction_grads(m.family, m.n_classes, m._flat_theta(), Xt, self.kind)
 
 
 def _values(f, model, theta):
