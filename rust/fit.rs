@@ -95,20 +95,27 @@ pub fn newton<M: Model + ?Sized>(
         loop {
             let trial = &theta + &(&step * t);
             let (ft, gt) = obj.value_grad(trial.view(), cancel)?;
-            if ft.is_finite() && ft <= f + 1e-4 * t * slope {
+            // (a trial point whose gradient overflows is no better than one whose value does)
+            if ft.is_finite() && ft <= f + 1e-4 * t * slope && gt.iter().all(|v| v.is_finite()) {
                 (theta, f, g) = (trial, ft, gt);
                 break;
             }
             t *= 0.5;
             if t < 1e-12 {
                 // no decrease along the Newton direction: stop and report
-                return Ok(FitResult { grad_norm: inf_norm(&g), converged: false, objective: f, theta, n_iter });
+                return finish(theta, f, g, n_iter, false);
             }
         }
     }
-    let grad_norm = inf_norm(&g);
-    check_overflow("the fitted parameters", theta.iter().chain(g.iter()))?;
-    Ok(FitResult { converged: grad_norm <= tol, grad_norm, objective: f, theta, n_iter })
+    let converged = inf_norm(&g) <= tol;
+    finish(theta, f, g, n_iter, converged)
+}
+
+/// The result at the last accepted iterate, which is checked for overflow: a fit never returns
+/// Ok with a non-finite theta, objective or gradient.
+fn finish(theta: Array1<f64>, f: f64, g: Array1<f64>, n_iter: usize, converged: bool) -> Result<FitResult> {
+    check_overflow("the fitted parameters", theta.iter().chain(g.iter()).chain(std::iter::once(&f)))?;
+    Ok(FitResult { grad_norm: inf_norm(&g), converged, objective: f, theta, n_iter })
 }
 
 /// The Newton direction -H^{-1} g. With `Cg`, CG runs to the Eisenstat-Walker forcing tolerance

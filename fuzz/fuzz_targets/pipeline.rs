@@ -199,10 +199,10 @@ fn run(u: &mut Unstructured) -> Result<()> {
     if chance(u, 1, 3) && theta.iter().all(|t| t.is_finite()) {
         let m = u.int_in_range(0..=n)?; // n: out of range
         let change = Change { points: vec![m], weights: vec![value(u)?], l2: if u.arbitrary()? { Some(value(u)?) } else { None } };
-        if let Ok(fits) = refits(&model, &train, l2, theta.view(), &[change], &FitOptions { tol: 1e-9, max_iter: 20, method }, &c) {
+        if let Ok(fits) = refits(&model, &train, l2, theta.view(), &[change.clone()], &FitOptions { tol: 1e-9, max_iter: 20, method }, &c) {
             for f in fits {
-                finite("refit theta", f.theta.iter());
-                assert!(f.objective.is_finite() && f.grad_norm.is_finite());
+                let ok = f.theta.iter().all(|t| t.is_finite()) && f.objective.is_finite() && f.grad_norm.is_finite();
+                assert!(ok, "refit: {f:?}\nfamily {family:?} l2 {l2} method {method:?} change {change:?}\nx {x}\ny {y}\nw {w:?}\ntheta0 {theta}");
             }
         }
     }

@@ -447,3 +447,28 @@ fn direct_null_space_solve_is_unchanged() {
         assert!(info.residuals.iter().all(|&r| r < 1e-13), "{:?}", info.residuals);
     }
 }
+
+/// Found by `cargo fuzz` (fuzz/fuzz_targets/pipeline.rs): a weight of 1e308 makes the weighted
+/// gradient sum overflow at some trial points. Newton's line search used to accept such a point
+/// (its objective was finite) and return Ok with grad_norm = inf; every Ok fit is now finite.
+#[test]
+fn a_fit_whose_gradient_overflows_is_an_error_or_finite() {
+    let x = array![[5e-324, 8.8359375], [9.86328125, 9.86328125], [9.86328125, 9.86328125], [9.86328125, -10.72265625]];
+    let y = array![0.0, 0.0, 0.0, 0.0];
+    let w = array![9.86328125, 0.75, 1e308, 0.0];
+    let model = Glm::new(Family::Logistic, 2);
+    let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+    let obj = Objective::new(&model, &data, 0.1).unwrap();
+    let theta0 = array![8.26171875, -10.32421875, 3.40625];
+    for method in [Method::Cg, Method::Direct] {
+        let opts = FitOptions { tol: 1e-9, max_iter: 20, method };
+        match newton(&obj, Some(theta0.view()), &opts, &Cancel::new()) {
+            Ok(res) => assert!(
+                res.grad_norm.is_finite() && res.objective.is_finite() && res.theta.iter().all(|t| t.is_finite()),
+                "{method:?}: Ok with a non-finite result: {res:?}"
+            ),
+            // (overflow, or CG breaking down on the saturated curvature: either is reported)
+            Err(e) => assert!(matches!(e, upweight::Error::Value { .. } | upweight::Error::Singular { .. }), "{method:?}: {e}"),
+        }
+    }
+}
