@@ -59,6 +59,23 @@ pub fn gemm_lower(mut dst: ArrayViewMut2<f64>, accumulate: bool, a: ArrayView2<f
     );
 }
 
+/// A column-major copy of `a`, by 64 x 64 blocks (so the strided side stays in cache).
+pub fn to_column_major(a: ArrayView2<f64>) -> Array2<f64> {
+    const B: usize = 64;
+    let (r, c) = a.dim();
+    let mut out = Array2::zeros((r, c).f());
+    for i0 in (0..r).step_by(B) {
+        for j0 in (0..c).step_by(B) {
+            for j in j0..(j0 + B).min(c) {
+                for i in i0..(i0 + B).min(r) {
+                    out[[i, j]] = a[[i, j]];
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Copy the lower triangle onto the upper one (any layout; 64 x 64 blocks keep the strided side in cache).
 pub fn symmetrize_from_lower(a: &mut Array2<f64>) {
     const B: usize = 64;

@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, CowArray, Ix2, Zip};
+use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, CowArray, Ix2, ShapeBuilder, Zip};
 
 use crate::error::{Error, Result};
 use crate::linalg::{gemm, gemm_lower};
@@ -211,13 +211,27 @@ impl<'a> XView<'a> {
         match self {
             XView::Dense(x) => {
                 // dz = diag(a) Z_cols; then X_rows^T dz, plus the column sums of dz as the
-                // intercept's row when `rows` holds it
-                let mut dz = Array2::ones((x.nrows(), cols.len()));
+                // intercept's row when `rows` holds it. dz takes x's layout: column-major x (the
+                // tiled Hessian's chunks) gives a column-major dz, built from contiguous columns,
+                // which faer's product is fastest with
                 let cf = cols.start..cols.end.min(d);
-                if !cf.is_empty() {
-                    dz.slice_mut(s![.., ..cf.len()]).assign(&x.slice(s![.., cf]));
-                }
-                Zip::from(dz.rows_mut()).and(&a).for_each(|mut row, &ai| row *= ai);
+                let dz = if x.t().is_standard_layout() {
+                    let mut dz = Array2::zeros((x.nrows(), cols.len()).f());
+                    for (j, mut col) in dz.columns_mut().into_iter().enumerate() {
+                        match cf.start + j {
+                            c if c < cf.end => Zip::from(&mut col).and(x.column(c)).and(&a).for_each(|o, &v, &ai| *o = ai * v),
+                            _ => col.assign(&a),
+                        }
+                    }
+                    dz
+                } else {
+                    let mut dz = Array2::ones((x.nrows(), cols.len()));
+                    if !cf.is_empty() {
+                        dz.slice_mut(s![.., ..cf.len()]).assign(&x.slice(s![.., cf]));
+                    }
+                    Zip::from(dz.rows_mut()).and(&a).for_each(|mut row, &ai| row *= ai);
+                    dz
+                };
                 let rf = rows.start..rows.end.min(d);
                 if !rf.is_empty() {
                     let xr = x.slice(s![.., rf.clone()]);

@@ -17,7 +17,9 @@ use crate::blocks::{blocks, map_reduce, map_reduce2, Fold, BLOCK_ROWS};
 use crate::cancel::Cancel;
 use crate::source::{with_block, Rows};
 use crate::error::{check_finite, Error, Result};
-use crate::linalg::symmetrize_from_lower;
+use crate::data::Dataset;
+use crate::linalg::{symmetrize_from_lower, to_column_major};
+use crate::matrix::XView;
 use crate::model::Model;
 
 /// Partial Hessians held at once stay under this many bytes (it fixes the chunking from p alone,
@@ -249,11 +251,24 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
         for rows in blocks(n, tile_chunk_rows(self.data.d())) {
             cancel.check()?;
             let grads = with_block(self.data, rows.clone(), |chunk| {
+                // the tiles read a dense chunk column-major (one copy, shared by all of them:
+                // their products are faster with it); the gradient reads the chunk as
+                // `value_grad` does, so its bits do not change
+                let xf = match chunk.x {
+                    XView::Dense(x) if !x.t().is_standard_layout() => Some(to_column_major(x)),
+                    _ => None,
+                };
+                let x = match (&xf, chunk.x) {
+                    (Some(x), _) => XView::Dense(x.view()),
+                    (None, XView::Dense(x)) => XView::Dense(x.reborrow()), // (ndarray views are invariant)
+                    (None, XView::Csr(c)) => XView::Csr(c),
+                };
+                let tile_chunk = &Dataset { x, y: chunk.y.reborrow(), w: chunk.w.map(|w| w.reborrow()) };
                 let add_tiles = || {
                     tiles.par_iter_mut().for_each(|(ri, cj, tile)| {
                         // after a cancel the remaining tiles are skipped (the result is discarded)
                         if !cancel.is_cancelled() {
-                            self.model.hessian_tile_sum(theta, chunk, ri.clone(), cj.clone(), tile.view_mut());
+                            self.model.hessian_tile_sum(theta, tile_chunk, ri.clone(), cj.clone(), tile.view_mut());
                         }
                     })
                 };
