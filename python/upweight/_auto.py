@@ -21,15 +21,15 @@ import os
 from dataclasses import dataclass
 
 # Measured by `python bench/calibrate_auto.py` (see bench/RESULTS.md, "auto").
-C_HESS_DENSE = 2.68e-11  # row-block schedule, p <= 2048
-C_HESS_DENSE_TILED = 5.11e-11  # tiled schedule, p > 2048
-C_HESS_SPARSE = 3.44e-09
-C_CHOL = 5.05e-11
-C_SOLVE = 5.09e-11
-C_PASS_DENSE = 2.47e-09
-C_HVP_DENSE = 2.47e-11
-C_PASS_SPARSE = 1.03e-08
-C_HVP_SPARSE = 2.32e-10
+C_HESS_DENSE = 2.26e-11  # row-block schedule, p <= 2048
+C_HESS_DENSE_TILED = 2.86e-11  # tiled schedule, p > 2048
+C_HESS_SPARSE = 2.37e-09
+C_CHOL = 3.58e-11
+C_SOLVE = 3.69e-11
+C_PASS_DENSE = 1.9e-09
+C_HVP_DENSE = 2.27e-11
+C_PASS_SPARSE = 8.04e-09
+C_HVP_SPARSE = 2e-10
 CG_ITERS = 25  # single-output models
 CG_ITERS_MULTINOMIAL = 100
 TILED_ABOVE_P = 2048
