@@ -7,7 +7,7 @@ use crate::error::{check_finite, check_overflow, Error, Result};
 use crate::model::Model;
 use crate::objective::Objective;
 use crate::influence::Method;
-use crate::solvers::{cg, fix_null_component, hessian_operator, jacobi, CgOptions, Direct};
+use crate::solvers::{cg, fix_null_component, hessian_operator, preconditioner, CgOptions, Direct};
 
 #[derive(Clone, Debug)]
 pub struct FitOptions {
@@ -139,11 +139,11 @@ fn newton_step<M: Model + ?Sized>(
             let diag = obj.hessian_diag(theta, cancel)?;
             let scale = diag.as_ref().and_then(|d| d.mean()).unwrap_or(1.0).abs().max(f64::MIN_POSITIVE);
             let null = null.map(|n| (n, scale));
-            let inv_diag = jacobi(diag, 0.0, null);
+            let precond = preconditioner(obj, theta, diag, 0.0, null, cancel)?;
             let apply = hessian_operator(obj, theta, 0.0, null, None, cancel);
             let gnorm = g.dot(g).sqrt();
             let opts = CgOptions { rtol: gnorm.sqrt().min(0.5), atol: 0.0, max_iter: 500, precondition: true };
-            let mut x = cg(apply, inv_diag.as_ref(), rhs, &opts, cancel)?.0;
+            let mut x = cg(apply, precond.as_ref(), rhs, &opts, cancel)?.0;
             fix_null_component(&mut x, rhs, null);
             x
         }

@@ -5,7 +5,7 @@
 //! times its row z = [x, 1], so scores and Hessians never loop over examples outside BLAS-like
 //! code.
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
+use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3, Axis, Zip};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -292,6 +292,35 @@ impl Model for Glm {
             seg.slice_mut(s![..d]).zip_mut_with(&dx.column(c), |o, v| *o += v);
             seg[d] += wa.column(c).sum();
         }
+        true
+    }
+
+    /// Multinomial only: group j holds the k classes' parameters of feature j (c r + j), the
+    /// intercepts forming the last group.
+    fn hessian_groups(&self) -> Option<Array2<usize>> {
+        let Family::Multinomial { n_classes: k } = self.family else { return None };
+        let r = self.row();
+        Some(Array2::from_shape_fn((r, k), |(j, c)| c * r + j))
+    }
+
+    /// Block j is sum_i x_ij^2 w_i A_i (A_i the k x k Hessian of the loss in eta_i; x_i,d = 1):
+    /// one product of the squared features with the n x k^2 matrix of w_i A_i.
+    fn hessian_blocks_sum(&self, theta: ArrayView1<f64>, data: &Dataset, mut out: ArrayViewMut3<f64>) -> bool {
+        if !matches!(self.family, Family::Multinomial { .. }) {
+            return false;
+        }
+        let (k, d) = (self.k(), self.d);
+        let (_, hess) = self.residuals(theta, data, true);
+        let mut wa = hess.expect("requested").into_shape_with_order((data.n(), k * k)).expect("contiguous");
+        for (i, mut row) in wa.rows_mut().into_iter().enumerate() {
+            row *= data.weight(i);
+        }
+        let mut blocks = Array2::zeros((d, k * k));
+        data.x.sq_t_dot_add(wa.view(), blocks.view_mut());
+        for j in 0..d {
+            out.index_axis_mut(Axis(0), j).zip_mut_with(&blocks.row(j).into_shape_with_order((k, k)).expect("k x k"), |o, v| *o += v);
+        }
+        out.index_axis_mut(Axis(0), d).zip_mut_with(&wa.sum_axis(Axis(0)).into_shape_with_order((k, k)).expect("k x k"), |o, v| *o += v);
         true
     }
 

@@ -18,7 +18,7 @@ use crate::data::Dataset;
 use crate::error::{check_finite, check_overflow, overflow, Error, Result};
 use crate::model::Model;
 use crate::objective::Objective;
-use crate::solvers::{cg, fix_null_component, hessian_operator, jacobi, CgOptions, Direct, SolveInfo};
+use crate::solvers::{cg, fix_null_component, hessian_operator, jacobi, preconditioner, CgOptions, Direct, Preconditioner, SolveInfo};
 use crate::model::scores_f32;
 use crate::source::{gather, with_block, Rows};
 
@@ -52,9 +52,9 @@ impl Default for SolverOptions {
 
 enum Solver {
     Direct(Direct),
-    /// Jacobi preconditioner (inverse diagonal), the null-space basis with its scale, and an
+    /// The preconditioner (Jacobi or block Jacobi), the null-space basis with its scale, and an
     /// explicit Hessian when the caller supplied one (else Hessian-vector products on the data).
-    Cg { inv_diag: Option<Array1<f64>>, null: Option<(Array2<f64>, f64)>, explicit: Option<Array2<f64>> },
+    Cg { precond: Option<Preconditioner>, null: Option<(Array2<f64>, f64)>, explicit: Option<Array2<f64>> },
 }
 
 /// The k most helpful (most negative score) and most harmful (most positive) training points
@@ -196,8 +196,12 @@ impl Influence {
                 // the null directions get the scale of the mean curvature
                 let scale = diag.as_ref().and_then(|d| d.mean()).map(|m| m + opts.damping).unwrap_or(1.0).abs().max(f64::MIN_POSITIVE);
                 let null = null.map(|n| (n, scale));
-                let inv_diag = if opts.cg.precondition { jacobi(diag, opts.damping, null.as_ref().map(|(n, s)| (n, *s))) } else { None };
-                (grad, Solver::Cg { inv_diag, null, explicit })
+                let precond = match (opts.cg.precondition, &explicit) {
+                    (false, _) => None,
+                    (true, Some(_)) => jacobi(diag, opts.damping, null.as_ref().map(|(n, s)| (n, *s))),
+                    (true, None) => preconditioner(obj, theta, diag, opts.damping, null.as_ref().map(|(n, s)| (n, *s)), cancel)?,
+                };
+                (grad, Solver::Cg { precond, null, explicit })
             }
         };
         check_overflow("the gradient", grad.iter())?;
@@ -242,11 +246,11 @@ impl Influence {
                 }
                 Ok(direct.residuals(rhs.view(), b.view()))
             }
-            Solver::Cg { inv_diag, null, explicit } => {
+            Solver::Cg { precond, null, explicit } => {
                 let obj = Objective::new(model, train, self.l2)?;
                 let null = null.as_ref().map(|(n, s)| (n, *s));
                 let apply = hessian_operator(&obj, self.theta.view(), self.opts.damping, null, explicit.as_ref(), cancel);
-                let (mut x, info) = cg(apply, inv_diag.as_ref(), b.view(), &self.opts.cg, cancel)?;
+                let (mut x, info) = cg(apply, precond.as_ref(), b.view(), &self.opts.cg, cancel)?;
                 fix_null_component(&mut x, b.view(), null);
                 b.assign(&x);
                 Ok(info)

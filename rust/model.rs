@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 
-use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3};
 
 use crate::data::Dataset;
 use crate::error::Result;
@@ -66,6 +66,17 @@ pub trait Model: Sync {
     /// Adds the diagonal of sum_i w_i Hess l_i to `out` (p); returns false if the model cannot
     /// (then solvers go without a Jacobi preconditioner).
     fn hessian_diag_sum(&self, _theta: ArrayView1<f64>, _data: &Dataset, _out: ArrayViewMut1<f64>) -> bool {
+        false
+    }
+    /// Groups of parameters (m x b indices) whose b x b diagonal blocks of the Hessian make a
+    /// block-Jacobi preconditioner, or `None` (then Jacobi). Multinomial GLMs: the k classes'
+    /// coefficients of each feature, the blocks where the classes couple.
+    fn hessian_groups(&self) -> Option<Array2<usize>> {
+        None
+    }
+    /// Adds the diagonal blocks (m x b x b) of sum_i w_i Hess l_i over [`Model::hessian_groups`]
+    /// to `out`; returns false if the model cannot.
+    fn hessian_blocks_sum(&self, _theta: ArrayView1<f64>, _data: &Dataset, _out: ArrayViewMut3<f64>) -> bool {
         false
     }
     /// Adds sum_i w_i (Hess l_i) v to `out` for a block of vectors `v` (p x r).

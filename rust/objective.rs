@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
+use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
 use rayon::prelude::*;
 
 use crate::blocks::{blocks, map_reduce, map_reduce2, Fold, BLOCK_ROWS};
@@ -350,6 +350,38 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
 
     fn finish_diag(&self, diag: Option<Array1<f64>>) -> Option<Array1<f64>> {
         diag.map(|d| d / self.total_weight + &(&self.mask * (2.0 * self.l2)))
+    }
+
+    /// The Hessian's diagonal blocks over the model's parameter groups (m x b indices and
+    /// m x b x b blocks, penalty included), or `None` if the model has no groups.
+    pub fn hessian_blocks(&self, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<Option<(Array2<usize>, Array3<f64>)>> {
+        self.check_theta(theta)?;
+        let Some(groups) = self.model.hessian_groups() else { return Ok(None) };
+        let (m, b) = groups.dim();
+        let blocks = map_reduce(
+            self.data.n(),
+            GRAD_PARTIALS,
+            cancel,
+            |r| {
+                let mut out = Array3::zeros((m, b, b));
+                let ok = with_block(self.data, r, |blk| self.model.hessian_blocks_sum(theta, blk, out.view_mut()))?;
+                Ok(ok.then_some(out))
+            },
+            |a: &mut Option<Array3<f64>>, x: Option<Array3<f64>>| match (a.is_some(), x) {
+                (true, Some(x)) => *a.as_mut().expect("checked") += &x,
+                _ => *a = None,
+            },
+        )?
+        .flatten();
+        Ok(blocks.map(|mut blocks| {
+            blocks /= self.total_weight;
+            for (g, mut blk) in groups.rows().into_iter().zip(blocks.outer_iter_mut()) {
+                for (a, &j) in g.iter().enumerate() {
+                    blk[[a, a]] += 2.0 * self.l2 * self.mask[j];
+                }
+            }
+            (groups, blocks)
+        }))
     }
 
     /// Hessian-vector products H v for a block of vectors (p x r), without forming H.

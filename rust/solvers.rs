@@ -4,7 +4,7 @@
 //! by factoring H + s N N^T instead of H: on gradients, which are orthogonal to N, this gives the
 //! minimum-norm (pseudo-inverse) solution, i.e. the solve happens in the identifiable subspace.
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
+use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
 use rayon::prelude::*;
 
 use crate::cancel::Cancel;
@@ -176,19 +176,26 @@ impl SolveInfo {
 
 /// Preconditioned conjugate gradients for many right-hand sides at once: the columns are
 /// independent CG runs, but every iteration applies A to all still-active search directions in
-/// one call, so one pass over the data serves the whole block. `inv_diag` is the Jacobi
-/// preconditioner M^{-1} = diag(A)^{-1}. A must be symmetric positive definite; a direction of
+/// one call, so one pass over the data serves the whole block. `precond` is M^{-1}
+/// ([`Preconditioner`]: Jacobi or block Jacobi). A must be symmetric positive definite; a direction of
 /// non-positive curvature is reported as `Singular`.
-pub fn cg<F>(apply: F, inv_diag: Option<&Array1<f64>>, b: ArrayView2<f64>, opts: &CgOptions, cancel: &Cancel) -> Result<(Array2<f64>, SolveInfo)>
+pub fn cg<F>(apply: F, precond: Option<&Preconditioner>, b: ArrayView2<f64>, opts: &CgOptions, cancel: &Cancel) -> Result<(Array2<f64>, SolveInfo)>
 where
     F: Fn(ArrayView2<f64>) -> Result<Array2<f64>>,
 {
     let (p, m) = b.dim();
-    let precond = |r: &Array2<f64>| -> Array2<f64> {
-        match inv_diag {
-            Some(d) => r * &d.view().insert_axis(Axis(1)),
-            None => r.clone(),
+    let apply_m = |r: ArrayView1<f64>| -> Array1<f64> {
+        match precond {
+            Some(pc) => pc.apply(r),
+            None => r.to_owned(),
         }
+    };
+    let precond = |r: &Array2<f64>| -> Array2<f64> {
+        let mut z = r.clone();
+        for (mut zc, rc) in z.columns_mut().into_iter().zip(r.columns()) {
+            zc.assign(&apply_m(rc));
+        }
+        z
     };
     let col_norms = |a: &Array2<f64>| -> Vec<f64> { a.columns().into_iter().map(|c| c.dot(&c).sqrt()).collect() };
     let bnorm = col_norms(&b.to_owned());
@@ -236,10 +243,7 @@ where
                 info.converged[j] = true;
                 continue;
             }
-            let zj = match inv_diag {
-                Some(d) => &r.column(j) * d,
-                None => r.column(j).to_owned(),
-            };
+            let zj = apply_m(r.column(j));
             let rz_new = r.column(j).dot(&zj);
             let beta = rz_new / rz[j];
             rz[j] = rz_new;
@@ -265,7 +269,7 @@ mod tests {
         let a = array![[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]];
         let b = array![[1.0, 0.0, 2.0], [2.0, 0.0, -1.0], [3.0, 0.0, 0.5]];
         let apply = |v: ArrayView2<f64>| Ok(a.dot(&v));
-        let inv_diag = a.diag().mapv(|d| 1.0 / d);
+        let inv_diag = Preconditioner::Jacobi(a.diag().mapv(|d| 1.0 / d));
         let (x, info) = cg(apply, Some(&inv_diag), b.view(), &CgOptions::default(), &Cancel::new()).unwrap();
         let direct = Direct::new(a.clone(), None).unwrap().solve(b.view());
         assert!((&x - &direct).iter().all(|v| v.abs() < 1e-9));
@@ -312,14 +316,127 @@ pub fn hessian_operator<'a, M: Model + ?Sized>(
     }
 }
 
+/// M^{-1} for preconditioned CG.
+#[derive(Clone, Debug)]
+pub enum Preconditioner {
+    /// The inverse of the operator's diagonal.
+    Jacobi(Array1<f64>),
+    /// The inverses (m x b x b) of the operator's diagonal blocks over groups of parameters
+    /// (m x b indices, disjoint); parameters in no group are left as they are.
+    Blocks { groups: Array2<usize>, inv: Array3<f64> },
+}
+
+impl Preconditioner {
+    pub fn apply(&self, r: ArrayView1<f64>) -> Array1<f64> {
+        match self {
+            Preconditioner::Jacobi(d) => &r * d,
+            Preconditioner::Blocks { groups, inv } => {
+                let mut z = r.to_owned();
+                for (g, blk) in groups.rows().into_iter().zip(inv.outer_iter()) {
+                    let rg = Array1::from_shape_fn(g.len(), |a| r[g[a]]);
+                    for (a, &j) in g.iter().enumerate() {
+                        z[j] = blk.row(a).dot(&rg);
+                    }
+                }
+                z
+            }
+        }
+    }
+}
+
 /// Jacobi preconditioner for [`hessian_operator`]: the inverse of its diagonal, given the
 /// Hessian's diagonal (`None` if the model cannot provide it).
-pub fn jacobi(diag: Option<Array1<f64>>, damping: f64, null: Option<(&Array2<f64>, f64)>) -> Option<Array1<f64>> {
+pub fn jacobi(diag: Option<Array1<f64>>, damping: f64, null: Option<(&Array2<f64>, f64)>) -> Option<Preconditioner> {
     let mut d = diag? + damping;
     if let Some((nb, scale)) = null {
         d += &(nb.mapv(|v| v * v).sum_axis(Axis(1)) * scale);
     }
-    Some(d.mapv(|v| if v > 0.0 { 1.0 / v } else { 1.0 }))
+    Some(Preconditioner::Jacobi(d.mapv(|v| if v > 0.0 { 1.0 / v } else { 1.0 })))
+}
+
+/// Block-Jacobi preconditioner for [`hessian_operator`]: the inverses of its diagonal blocks
+/// over `groups`, given the Hessian's blocks (from `Objective::hessian_blocks`): damping on
+/// their diagonals and the blocks' part of s N N^T added, then each inverted by Cholesky. A
+/// block that is not positive definite falls back to the inverse of its diagonal.
+pub fn block_jacobi(groups: Array2<usize>, mut blocks: Array3<f64>, damping: f64, null: Option<(&Array2<f64>, f64)>) -> Preconditioner {
+    let b = groups.ncols();
+    for (g, mut blk) in groups.rows().into_iter().zip(blocks.outer_iter_mut()) {
+        for a in 0..b {
+            blk[[a, a]] += damping;
+        }
+        if let Some((nb, scale)) = null {
+            for col in nb.columns() {
+                let v = Array1::from_shape_fn(b, |a| col[g[a]]);
+                if v.iter().any(|&x| x != 0.0) {
+                    for a in 0..b {
+                        for c in 0..b {
+                            blk[[a, c]] += scale * v[a] * v[c];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let inv = Array3::from_shape_fn(blocks.dim(), |_| 0.0);
+    let mut inv = inv;
+    for (blk, mut out) in blocks.outer_iter().zip(inv.outer_iter_mut()) {
+        match spd_inverse(blk) {
+            Some(i) => out.assign(&i),
+            None => {
+                for a in 0..b {
+                    out[[a, a]] = if blk[[a, a]] > 0.0 { 1.0 / blk[[a, a]] } else { 1.0 };
+                }
+            }
+        }
+    }
+    Preconditioner::Blocks { groups, inv }
+}
+
+/// The inverse of a small symmetric positive definite matrix (Cholesky, then L^-T L^-1), or
+/// `None` if it is not numerically positive definite.
+fn spd_inverse(a: ArrayView2<f64>) -> Option<Array2<f64>> {
+    let b = a.nrows();
+    let mut l = Array2::<f64>::zeros((b, b));
+    for i in 0..b {
+        for j in 0..=i {
+            let s = a[[i, j]] - (0..j).map(|c| l[[i, c]] * l[[j, c]]).sum::<f64>();
+            if i == j {
+                if !(s > 1e-14 * a[[i, i]].abs()) || !s.is_finite() {
+                    return None;
+                }
+                l[[i, i]] = s.sqrt();
+            } else {
+                l[[i, j]] = s / l[[j, j]];
+            }
+        }
+    }
+    // L^-1 by forward substitution, then (L^-1)^T L^-1
+    let mut li = Array2::<f64>::zeros((b, b));
+    for c in 0..b {
+        for i in c..b {
+            let s = if i == c { 1.0 } else { 0.0 } - (c..i).map(|m| l[[i, m]] * li[[m, c]]).sum::<f64>();
+            li[[i, c]] = s / l[[i, i]];
+        }
+    }
+    Some(li.t().dot(&li))
+}
+
+/// The preconditioner CG uses on the Hessian of `obj` at theta: block Jacobi when the model
+/// groups its parameters (multinomial: each feature's k classes), else Jacobi from `diag`.
+pub fn preconditioner<M: Model + ?Sized>(
+    obj: &Objective<M>,
+    theta: ArrayView1<f64>,
+    diag: Option<Array1<f64>>,
+    damping: f64,
+    null: Option<(&Array2<f64>, f64)>,
+    cancel: &Cancel,
+) -> Result<Option<Preconditioner>> {
+    if let Some((groups, blocks)) = obj.hessian_blocks(theta, cancel)? {
+        if blocks.iter().all(|v| v.is_finite()) {
+            return Ok(Some(block_jacobi(groups, blocks, damping, null)));
+        }
+    }
+    Ok(jacobi(diag, damping, null))
 }
 
 /// Restore the exact null-space component of a solution of (H + s N N^T) x = b: on N the

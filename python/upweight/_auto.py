@@ -8,7 +8,7 @@ with n rows, k linear predictors, z stored entries per row plus the intercept (d
 rows, nnz / n + 1 for sparse ones), p parameters. c_hess has one value per Hessian schedule
 (row blocks up to p = 2048, tiles above: rust/objective.rs) and per storage; c_pass is the part
 of a Hessian-vector pass that does not grow with the number of vectors (reading X once, the
-linear predictors); iters is the typical Jacobi-preconditioned CG count at rtol 1e-10 for single-output
+linear predictors); iters is the typical preconditioned CG count at rtol 1e-10 for single-output
 and for multinomial models. The constants are seconds per unit of work;
 only their ratios matter, and they were measured by ``python bench/calibrate_auto.py``
 (bench/RESULTS.md, section "auto"). Direct is allowed only while H and its factor fit in half of

@@ -216,7 +216,8 @@ class Influence(_Queries):
         memmap): it is then read block by block, never held in memory. Test points
         (``X_test``) may be sparse too; their gradient matrix (q x p) is dense.
     solver : "direct" (form H, Cholesky), "cg" (matrix-free conjugate gradients on
-        Hessian-vector products, Jacobi-preconditioned), or "auto": per query, the cheaper of
+        Hessian-vector products, preconditioned by the Hessian's diagonal, or for multinomial
+        models by each feature's k x k class block), or "auto": per query, the cheaper of
         the two by a cost model measured on n, p, the row density and the number of right-hand
         sides (:mod:`upweight._auto`); once formed, H is kept. ``solver`` tells which one the
         next query will use.
