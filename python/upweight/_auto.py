@@ -21,17 +21,17 @@ import os
 from dataclasses import dataclass
 
 # Measured by `python bench/calibrate_auto.py` (see bench/RESULTS.md, "auto").
-C_HESS_DENSE = 2.26e-11  # row-block schedule, p <= 2048
-C_HESS_DENSE_TILED = 2.86e-11  # tiled schedule, p > 2048
-C_HESS_SPARSE = 2.37e-09
-C_CHOL = 3.58e-11
-C_SOLVE = 3.69e-11
-C_PASS_DENSE = 1.9e-09
-C_HVP_DENSE = 2.27e-11
-C_PASS_SPARSE = 8.04e-09
-C_HVP_SPARSE = 2e-10
+C_HESS_DENSE = 1.98e-11  # row-block schedule, p <= 2048
+C_HESS_DENSE_TILED = 2.65e-11  # tiled schedule, p > 2048
+C_HESS_SPARSE = 2.28e-09
+C_CHOL = 3.99e-11
+C_SOLVE = 3.92e-11
+C_PASS_DENSE = 2.27e-09
+C_HVP_DENSE = 1.94e-11
+C_PASS_SPARSE = 9.04e-09
+C_HVP_SPARSE = 2.26e-10
 CG_ITERS = 25  # single-output models
-CG_ITERS_MULTINOMIAL = 100
+CG_ITERS_MULTINOMIAL = 62
 TILED_ABOVE_P = 2048
 
 
