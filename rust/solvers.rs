@@ -377,8 +377,7 @@ pub fn block_jacobi(groups: Array2<usize>, mut blocks: Array3<f64>, damping: f64
             }
         }
     }
-    let inv = Array3::from_shape_fn(blocks.dim(), |_| 0.0);
-    let mut inv = inv;
+    let mut inv = Array3::zeros(blocks.dim());
     for (blk, mut out) in blocks.outer_iter().zip(inv.outer_iter_mut()) {
         match spd_inverse(blk) {
             Some(i) => out.assign(&i),
