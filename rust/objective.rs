@@ -86,8 +86,8 @@ pub struct Objective<'a, M: Model + ?Sized> {
     mask: Array1<f64>,
 }
 
-/// Adds partial Hessian diagonals; `None` (the model cannot) wins.
-fn add_diag(a: &mut Option<Array1<f64>>, b: Option<Array1<f64>>) {
+/// Adds partial Hessian diagonals or diagonal blocks; `None` (the model cannot) wins.
+fn add_partial<D: ndarray::Dimension>(a: &mut Option<ndarray::Array<f64, D>>, b: Option<ndarray::Array<f64, D>>) {
     match (a.is_some(), b) {
         (true, Some(b)) => *a.as_mut().expect("checked") += &b,
         _ => *a = None,
@@ -317,7 +317,7 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
                 let ok = with_block(self.data, r, |b| self.model.hessian_diag_sum(theta, b, out.view_mut()))?;
                 Ok(ok.then_some(out))
             },
-            add_diag,
+            add_partial,
         )?
         .flatten();
         Ok(self.finish_diag(diag))
@@ -341,7 +341,7 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
                 })
             },
             add_loss_grad,
-            add_diag,
+            add_partial,
         )?
         .expect("data has rows");
         let (value, grad) = self.finish_value_grad(theta, loss, grad);
@@ -367,10 +367,7 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
                 let ok = with_block(self.data, r, |blk| self.model.hessian_blocks_sum(theta, blk, out.view_mut()))?;
                 Ok(ok.then_some(out))
             },
-            |a: &mut Option<Array3<f64>>, x: Option<Array3<f64>>| match (a.is_some(), x) {
-                (true, Some(x)) => *a.as_mut().expect("checked") += &x,
-                _ => *a = None,
-            },
+            add_partial,
         )?
         .flatten();
         Ok(blocks.map(|mut blocks| {

@@ -379,9 +379,12 @@ pub fn block_jacobi(groups: Array2<usize>, mut blocks: Array3<f64>, damping: f64
     }
     let mut inv = Array3::zeros(blocks.dim());
     for (blk, mut out) in blocks.outer_iter().zip(inv.outer_iter_mut()) {
-        match spd_inverse(blk) {
-            Some(i) => out.assign(&i),
-            None => {
+        match Cholesky::factor(blk) {
+            Ok(chol) => {
+                out.assign(&Array2::eye(b));
+                chol.solve_in_place(out.view_mut());
+            }
+            Err(_) => {
                 for a in 0..b {
                     out[[a, a]] = if blk[[a, a]] > 0.0 { 1.0 / blk[[a, a]] } else { 1.0 };
                 }
@@ -389,35 +392,6 @@ pub fn block_jacobi(groups: Array2<usize>, mut blocks: Array3<f64>, damping: f64
         }
     }
     Preconditioner::Blocks { groups, inv }
-}
-
-/// The inverse of a small symmetric positive definite matrix (Cholesky, then L^-T L^-1), or
-/// `None` if it is not numerically positive definite.
-fn spd_inverse(a: ArrayView2<f64>) -> Option<Array2<f64>> {
-    let b = a.nrows();
-    let mut l = Array2::<f64>::zeros((b, b));
-    for i in 0..b {
-        for j in 0..=i {
-            let s = a[[i, j]] - (0..j).map(|c| l[[i, c]] * l[[j, c]]).sum::<f64>();
-            if i == j {
-                if !(s > 1e-14 * a[[i, i]].abs()) || !s.is_finite() {
-                    return None;
-                }
-                l[[i, i]] = s.sqrt();
-            } else {
-                l[[i, j]] = s / l[[j, j]];
-            }
-        }
-    }
-    // L^-1 by forward substitution, then (L^-1)^T L^-1
-    let mut li = Array2::<f64>::zeros((b, b));
-    for c in 0..b {
-        for i in c..b {
-            let s = if i == c { 1.0 } else { 0.0 } - (c..i).map(|m| l[[i, m]] * li[[m, c]]).sum::<f64>();
-            li[[i, c]] = s / l[[i, i]];
-        }
-    }
-    Some(li.t().dot(&li))
 }
 
 /// The preconditioner CG uses on the Hessian of `obj` at theta: block Jacobi when the model

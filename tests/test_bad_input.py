@@ -15,7 +15,9 @@ a memmap whose file was truncated underneath it) are the ``FILE_ROWS``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 import re
 from typing import Callable
@@ -91,9 +93,6 @@ def _cli(ctx, a, command):
         model = os.path.join(tmp, "model.npz")
         uw.save_model(ctx.model, model, force=True)
         args += ["--model", model, "--query", files["X_test"], "--query-y", files["y_test"], "-k", "3"]
-    import contextlib
-    import io
-
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = cli.main(args)
