@@ -12,9 +12,9 @@ use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 
 use crate::influence::{Method, Scores, SolverOptions};
-use crate::solvers::{CgOptions, SolveInfo};
 use crate::matrix::Csr;
 use crate::refit::{refits, thetas, Change};
+use crate::solvers::{CgOptions, SolveInfo};
 use crate::source::{with_block, Rows, Segment};
 use crate::{newton, Cancel, Dataset, Error, Family, Features, FitOptions, Glm, GradientModel, Influence, Model, NpyFile, Objective, Prediction, Table};
 
@@ -66,11 +66,7 @@ where
             match got {
                 Ok(Ok(res)) => return res.map_err(to_py),
                 Ok(Err(panic)) => {
-                    let msg = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
+                    let msg = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
                     return Err(InternalError::new_err(format!("upweight internal error (please report): {msg}")));
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -88,9 +84,7 @@ where
                         return Err(e);
                     }
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(InternalError::new_err("upweight internal error: worker thread vanished"))
-                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(InternalError::new_err("upweight internal error: worker thread vanished")),
             }
         }
     })
@@ -152,7 +146,12 @@ enum XArg<'py> {
 struct CsrArg<'py>(PyReadonlyArray1<'py, f64>, PyReadonlyArray1<'py, i32>, PyReadonlyArray1<'py, i64>, usize);
 
 /// A CSR matrix from its arrays, validated (every call: the arrays are the caller's).
-fn csr<'a>(data: &'a PyReadonlyArray1<'_, f64>, indices: &'a PyReadonlyArray1<'_, i32>, indptr: &'a PyReadonlyArray1<'_, i64>, ncols: usize) -> PyResult<Csr<'a>> {
+fn csr<'a>(
+    data: &'a PyReadonlyArray1<'_, f64>,
+    indices: &'a PyReadonlyArray1<'_, i32>,
+    indptr: &'a PyReadonlyArray1<'_, i64>,
+    ncols: usize,
+) -> PyResult<Csr<'a>> {
     let data = data.as_slice().map_err(|_| InputError::new_err("X: sparse arrays must be contiguous"))?;
     let indices = indices.as_slice().map_err(|_| InputError::new_err("X: sparse arrays must be contiguous"))?;
     let indptr = indptr.as_slice().map_err(|_| InputError::new_err("X: sparse arrays must be contiguous"))?;
@@ -179,12 +178,9 @@ impl XArg<'_> {
             XArg::F64(a) => XStore::F64(a.as_unbound().clone_ref(py)),
             XArg::F32(a) => XStore::F32(a.as_unbound().clone_ref(py)),
             XArg::Path(p) => XStore::Npy(p.clone()),
-            XArg::Csr(CsrArg(data, indices, indptr, ncols)) => XStore::Csr(
-                data.as_unbound().clone_ref(py),
-                indices.as_unbound().clone_ref(py),
-                indptr.as_unbound().clone_ref(py),
-                *ncols,
-            ),
+            XArg::Csr(CsrArg(data, indices, indptr, ncols)) => {
+                XStore::Csr(data.as_unbound().clone_ref(py), indices.as_unbound().clone_ref(py), indptr.as_unbound().clone_ref(py), *ncols)
+            }
         }
     }
 
@@ -265,12 +261,8 @@ fn refit<'py>(
     if l2s.as_ref().is_some_and(|l| l.len() != points.len()) {
         return Err(InputError::new_err("l2s: needs one l2 per refit"));
     }
-    let changes: Vec<Change> = points
-        .into_iter()
-        .zip(weights)
-        .enumerate()
-        .map(|(j, (points, weights))| Change { points, weights, l2: l2s.as_ref().map(|l| l[j]) })
-        .collect();
+    let changes: Vec<Change> =
+        points.into_iter().zip(weights).enumerate().map(|(j, (points, weights))| Change { points, weights, l2: l2s.as_ref().map(|l| l[j]) }).collect();
     let fits = run_with(py, progress.as_ref(), |c| refits(&model, &table, l2, t, &changes, &FitOptions { tol, max_iter, method }, c))?;
     Ok((
         thetas(&fits).into_pyarray(py),
@@ -440,11 +432,7 @@ enum XStore {
 type Info<'py> = (Bound<'py, PyArray1<usize>>, Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<bool>>);
 
 fn info_py(py: Python<'_>, info: SolveInfo) -> Info<'_> {
-    (
-        Array1::from(info.iterations).into_pyarray(py),
-        Array1::from(info.residuals).into_pyarray(py),
-        Array1::from(info.converged).into_pyarray(py),
-    )
+    (Array1::from(info.iterations).into_pyarray(py), Array1::from(info.residuals).into_pyarray(py), Array1::from(info.converged).into_pyarray(py))
 }
 
 /// Influence of a fitted GLM's training points: holds the training set and the prepared solver.
@@ -514,7 +502,15 @@ impl InfluenceCore {
         let opts = SolverOptions { renormalize, ..solver_options(method, damping, rtol, atol, max_iter, precondition)? };
         let table = Table::new(x.features()?, y.as_array(), w.as_ref().map(|w| w.as_array())).map_err(to_py)?;
         let inner = run_with(py, progress.as_ref(), |c| Influence::new(&Objective::new(&model, &table, l2)?, t, opts, c))?;
-        Ok(Self { model: Box::new(model), glm: Some(model), inner, x: x.store(py), y: y.as_array().to_owned(), w: w.map(|w| w.as_array().to_owned()), progress })
+        Ok(Self {
+            model: Box::new(model),
+            glm: Some(model),
+            inner,
+            x: x.store(py),
+            y: y.as_array().to_owned(),
+            w: w.map(|w| w.as_array().to_owned()),
+            progress,
+        })
     }
 
     /// Influence from per-example training gradients (rows of `x`, n x p): curvature is the
@@ -709,4 +705,3 @@ mod _core {
     #[pymodule_export]
     use super::{fit, hessian, hvp, losses, num_threads, objective, per_example_grads, predict, prediction_grads, refit, InfluenceCore};
 }
-

@@ -180,11 +180,7 @@ mod tests {
         let xs: Vec<f64> = (0..100_000).map(|i| ((i as f64) * 0.37).sin() * 1e-3 + 1e5).collect();
         let run = |threads| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| {
-                map_reduce(xs.len(), 32, &Cancel::new(), |r| Ok(xs[r].iter().sum::<f64>()), |a, b| *a += b)
-                    .unwrap()
-                    .unwrap()
-            })
+            pool.install(|| map_reduce(xs.len(), 32, &Cancel::new(), |r| Ok(xs[r].iter().sum::<f64>()), |a, b| *a += b).unwrap().unwrap())
         };
         let one = run(1);
         assert_eq!(one.to_bits(), run(2).to_bits());

@@ -62,10 +62,6 @@ impl Cancel {
         self.done.fetch_add(rows, Ordering::Relaxed);
     }
     pub fn progress(&self) -> Progress {
-        Progress {
-            pass: self.passes.load(Ordering::Relaxed),
-            done: self.done.load(Ordering::Relaxed),
-            total: self.total.load(Ordering::Relaxed),
-        }
+        Progress { pass: self.passes.load(Ordering::Relaxed), done: self.done.load(Ordering::Relaxed), total: self.total.load(Ordering::Relaxed) }
     }
 }

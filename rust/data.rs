@@ -17,12 +17,7 @@ pub struct Dataset<'a> {
 impl<'a> Dataset<'a> {
     /// A validated data set: consistent lengths, finite values, weights >= 0 with a positive sum.
     /// `names` are the argument names used in error messages (X, y, sample_weight).
-    pub fn new(
-        x: ArrayView2<'a, f64>,
-        y: ArrayView1<'a, f64>,
-        w: Option<ArrayView1<'a, f64>>,
-        names: [&'static str; 2],
-    ) -> Result<Self> {
+    pub fn new(x: ArrayView2<'a, f64>, y: ArrayView1<'a, f64>, w: Option<ArrayView1<'a, f64>>, names: [&'static str; 2]) -> Result<Self> {
         Self::check_rows(x.nrows(), y, w, names)?;
         check_finite(names[0], x.iter())?;
         Ok(Self { x: XView::Dense(x), y, w })
@@ -36,10 +31,7 @@ impl<'a> Dataset<'a> {
             return Err(Error::Shape { arg: xname, msg: "has no rows".into() });
         }
         if y.len() != n {
-            return Err(Error::Shape {
-                arg: yname,
-                msg: format!("has {} entries but {xname} has {n} rows", y.len()),
-            });
+            return Err(Error::Shape { arg: yname, msg: format!("has {} entries but {xname} has {n} rows", y.len()) });
         }
         check_finite(yname, y.iter())?;
         if let Some(w) = w {
@@ -76,10 +68,6 @@ impl<'a> Dataset<'a> {
     /// Rows `start..end` as a data set of their own.
     pub fn rows(&self, start: usize, end: usize) -> Dataset<'a> {
         use ndarray::s;
-        Dataset {
-            x: self.x.rows(start, end),
-            y: self.y.slice_move(s![start..end]),
-            w: self.w.map(|w| w.slice_move(s![start..end])),
-        }
+        Dataset { x: self.x.rows(start, end), y: self.y.slice_move(s![start..end]), w: self.w.map(|w| w.slice_move(s![start..end])) }
     }
 }

@@ -48,10 +48,7 @@ impl Family {
             "poisson" => Ok(Family::Poisson),
             "multinomial" if n_classes >= 2 => Ok(Family::Multinomial { n_classes }),
             "multinomial" => Err(Error::Value { arg: "n_classes", msg: format!("must be >= 2, got {n_classes}") }),
-            other => Err(Error::Value {
-                arg: "family",
-                msg: format!("unknown family {other:?}; expected squared, logistic, poisson or multinomial"),
-            }),
+            other => Err(Error::Value { arg: "family", msg: format!("unknown family {other:?}; expected squared, logistic, poisson or multinomial") }),
         }
     }
 
@@ -78,10 +75,9 @@ impl Family {
             Family::Squared => (|_, _| true, "a real number"),
             Family::Logistic => (|v, _| v == 0.0 || v == 1.0, "0 or 1 for logistic regression"),
             Family::Poisson => (|v, _| v >= 0.0, "a count >= 0 for Poisson regression"),
-            Family::Multinomial { .. } => (
-                |v, k| v >= 0.0 && v.fract() == 0.0 && (v as usize) < k,
-                "an integer class id in 0..n_classes for multinomial regression",
-            ),
+            Family::Multinomial { .. } => {
+                (|v, k| v >= 0.0 && v.fract() == 0.0 && (v as usize) < k, "an integer class id in 0..n_classes for multinomial regression")
+            }
         };
         let k = self.n_outputs();
         match y.into_iter().enumerate().find(|(_, &v)| !ok(v, k)) {

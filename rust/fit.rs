@@ -4,9 +4,9 @@ use ndarray::{Array1, ArrayView1, Axis};
 
 use crate::cancel::Cancel;
 use crate::error::{check_finite, check_overflow, Error, Result};
+use crate::influence::Method;
 use crate::model::Model;
 use crate::objective::Objective;
-use crate::influence::Method;
 use crate::solvers::{cg, fix_null_component, hessian_operator, preconditioner, CgOptions, Direct};
 
 #[derive(Clone, Debug)]
@@ -44,12 +44,7 @@ fn inf_norm(v: &Array1<f64>) -> f64 {
 ///
 /// Each step solves H s = -g with the null-space augmented Cholesky (`solvers::Direct`), so
 /// iterates stay in the identifiable subspace; theta0 is first projected onto it.
-pub fn newton<M: Model + ?Sized>(
-    obj: &Objective<M>,
-    theta0: Option<ArrayView1<f64>>,
-    opts: &FitOptions,
-    cancel: &Cancel,
-) -> Result<FitResult> {
+pub fn newton<M: Model + ?Sized>(obj: &Objective<M>, theta0: Option<ArrayView1<f64>>, opts: &FitOptions, cancel: &Cancel) -> Result<FitResult> {
     if !(opts.tol >= 0.0) {
         return Err(Error::Value { arg: "tol", msg: format!("must be >= 0, got {}", opts.tol) });
     }

@@ -380,7 +380,14 @@ impl Model for Glm {
     /// Like `hessian_sum`, restricted to a tile: the piece (rows a of class c, columns b of class
     /// c') is Z_a^T diag(w A_cc') Z_b, i.e. X_a^T (w A_cc' Z_b) plus, when a holds the intercept,
     /// the row of column sums of w A_cc' Z_b. Panels are cut at class boundaries.
-    fn hessian_tile_sum(&self, theta: ArrayView1<f64>, data: &Dataset, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, mut out: ArrayViewMut2<f64>) {
+    fn hessian_tile_sum(
+        &self,
+        theta: ArrayView1<f64>,
+        data: &Dataset,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        mut out: ArrayViewMut2<f64>,
+    ) {
         let (k, r) = (self.k(), self.row());
         let diagonal = rows == cols;
         // the (piece of rows, piece of columns) pairs to add: on a diagonal tile, the lower ones

@@ -16,10 +16,10 @@ use crate::blocks::{blocks, BLOCK_ROWS};
 use crate::cancel::Cancel;
 use crate::data::Dataset;
 use crate::error::{check_finite, check_overflow, overflow, Error, Result};
+use crate::model::scores_f32;
 use crate::model::Model;
 use crate::objective::Objective;
 use crate::solvers::{cg, fix_null_component, hessian_operator, jacobi, preconditioner, CgOptions, Direct, Preconditioner, SolveInfo};
-use crate::model::scores_f32;
 use crate::source::{gather, with_block, Rows};
 
 /// How H v = g is solved.
@@ -54,7 +54,11 @@ enum Solver {
     Direct(Direct),
     /// The preconditioner (Jacobi or block Jacobi), the null-space basis with its scale, and an
     /// explicit Hessian when the caller supplied one (else Hessian-vector products on the data).
-    Cg { precond: Option<Preconditioner>, null: Option<(Array2<f64>, f64)>, explicit: Option<Array2<f64>> },
+    Cg {
+        precond: Option<Preconditioner>,
+        null: Option<(Array2<f64>, f64)>,
+        explicit: Option<Array2<f64>>,
+    },
 }
 
 /// The k most helpful (most negative score) and most harmful (most positive) training points
@@ -163,7 +167,13 @@ impl Influence {
         Self::build(obj, theta, Some(h), opts, cancel)
     }
 
-    fn build<M: Model + ?Sized>(obj: &Objective<M>, theta: ArrayView1<f64>, explicit: Option<Array2<f64>>, opts: SolverOptions, cancel: &Cancel) -> Result<Self> {
+    fn build<M: Model + ?Sized>(
+        obj: &Objective<M>,
+        theta: ArrayView1<f64>,
+        explicit: Option<Array2<f64>>,
+        opts: SolverOptions,
+        cancel: &Cancel,
+    ) -> Result<Self> {
         if !(opts.damping >= 0.0) || !opts.damping.is_finite() {
             return Err(Error::Value { arg: "damping", msg: format!("must be a finite number >= 0, got {}", opts.damping) });
         }
@@ -276,10 +286,7 @@ impl Influence {
 
     fn check_points<M: Model + ?Sized>(&self, model: &M, arg: &'static str, points: &dyn Rows) -> Result<()> {
         if points.d() != model.n_features() {
-            return Err(Error::Shape {
-                arg,
-                msg: format!("has {} columns but the model has {} features", points.d(), model.n_features()),
-            });
+            return Err(Error::Shape { arg, msg: format!("has {} columns but the model has {} features", points.d(), model.n_features()) });
         }
         self.check_width("model", model.n_params())?;
         model.check_targets(if arg == "X" { "y" } else { "y_test" }, points.y())
@@ -382,13 +389,25 @@ impl Influence {
     fn float32_kernel<M: Model + ?Sized>(&self, model: &M, points: &dyn Rows) -> bool {
         points.n() > 0
             && points.x_rows_f32(0, 0).is_some()
-            && model.grads_f32(self.theta.view(), ndarray::Array2::<f32>::zeros((0, points.d())).view(), points.y().slice(s![..0]), ndarray::Array2::<f32>::zeros((0, self.n_params())).view_mut())
+            && model.grads_f32(
+                self.theta.view(),
+                ndarray::Array2::<f32>::zeros((0, points.d())).view(),
+                points.y().slice(s![..0]),
+                ndarray::Array2::<f32>::zeros((0, self.n_params())).view_mut(),
+            )
     }
 
     /// Influence of every row of `points` on functions f_j given their gradients at theta*
     /// (`grad_f`, r x p): S (r x n), S[j, m] = grad f_j . I(z_m). Float32 rows are scored in
     /// float32 ([`Scores::F32`]), with the solve and V in float64.
-    pub fn on<M: Model + ?Sized>(&self, model: &M, train: &dyn Rows, points: &dyn Rows, grad_f: ArrayView2<f64>, cancel: &Cancel) -> Result<(Scores, SolveInfo)> {
+    pub fn on<M: Model + ?Sized>(
+        &self,
+        model: &M,
+        train: &dyn Rows,
+        points: &dyn Rows,
+        grad_f: ArrayView2<f64>,
+        cancel: &Cancel,
+    ) -> Result<(Scores, SolveInfo)> {
         self.check_points(model, "X", points)?;
         let (vc, info) = self.query_solve(model, train, grad_f, cancel)?;
         let (n, r) = (points.n(), grad_f.nrows());
@@ -443,7 +462,15 @@ impl Influence {
     /// Float32 rows are scored and selected in float32; the selected scores are then recomputed
     /// in float64, so the values returned are exact (only near-ties at the k-th place can differ
     /// from a float64 selection).
-    pub fn top_k<M: Model + ?Sized>(&self, model: &M, train: &dyn Rows, points: &dyn Rows, grad_f: ArrayView2<f64>, k: usize, cancel: &Cancel) -> Result<(TopK, SolveInfo)> {
+    pub fn top_k<M: Model + ?Sized>(
+        &self,
+        model: &M,
+        train: &dyn Rows,
+        points: &dyn Rows,
+        grad_f: ArrayView2<f64>,
+        k: usize,
+        cancel: &Cancel,
+    ) -> Result<(TopK, SolveInfo)> {
         self.check_points(model, "X", points)?;
         let (vc, info) = self.query_solve(model, train, grad_f, cancel)?;
         Ok((self.top_k_solved(model, points, &vc, k, cancel)?, info))
@@ -477,7 +504,11 @@ impl Influence {
                 // scores as (B x r), the layout of `on`'s blocks: a row holds every query's score
                 // of one training point and is compared with the queries' bounds at once
                 let (mut t64, mut t32) = (Array2::<f64>::zeros((0, 0)), Array2::<f32>::zeros((0, 0)));
-                if f32_path { t32 = Array2::zeros((BLOCK_ROWS, r)) } else { t64 = Array2::zeros((BLOCK_ROWS, r)) }
+                if f32_path {
+                    t32 = Array2::zeros((BLOCK_ROWS, r))
+                } else {
+                    t64 = Array2::zeros((BLOCK_ROWS, r))
+                }
                 for range in chunk {
                     cancel.check()?;
                     let (start, len) = (range.start, range.len());

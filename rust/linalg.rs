@@ -183,17 +183,13 @@ fn factor_lower_in_place(mut l: MatMut<'_, f64>) -> Result<()> {
     let n = l.nrows();
     let res = if n >= PARALLEL_CHOLESKY_MIN_N { factor_blocked(l.as_mut()) } else { factor_seq(l.as_mut()) };
     if let Err(index) = res {
-        return Err(Error::Singular {
-            msg: format!("the Hessian is not positive definite (Cholesky pivot {index} of {n} is not positive)"),
-        });
+        return Err(Error::Singular { msg: format!("the Hessian is not positive definite (Cholesky pivot {index} of {n} is not positive)") });
     }
     // Pivots that are positive but tiny relative to the largest make the solve meaningless.
     let diag: Vec<f64> = (0..n).map(|i| l[(i, i)]).collect();
     let max = diag.iter().cloned().fold(0.0_f64, f64::max);
     if let Some(index) = diag.iter().position(|&d| !(d > max * 1e-7) || !d.is_finite()) {
-        return Err(Error::Singular {
-            msg: format!("the Hessian is numerically singular (condition number above 1e14 at pivot {index} of {n})"),
-        });
+        return Err(Error::Singular { msg: format!("the Hessian is numerically singular (condition number above 1e14 at pivot {index} of {n})") });
     }
     Ok(())
 }
@@ -236,9 +232,7 @@ fn factor_blocked(mut a: MatMut<'_, f64>) -> std::result::Result<(), usize> {
         factor_seq(diag.rb_mut()).map_err(|i| k + i)?;
         let diag = diag.rb();
         // panel <- panel L^-T, i.e. L X^T = panel^T, by chunks of rows
-        row_chunks(panel.rb_mut(), CHOLESKY_TILE)
-            .into_par_iter()
-            .for_each(|chunk| solve_lower_triangular_in_place(diag, chunk.transpose_mut(), Par::Seq));
+        row_chunks(panel.rb_mut(), CHOLESKY_TILE).into_par_iter().for_each(|chunk| solve_lower_triangular_in_place(diag, chunk.transpose_mut(), Par::Seq));
         let panel = panel.rb();
         // trailing lower triangle -= panel panel^T, by tiles
         let (_, trailing) = right.split_at_row_mut(w);

@@ -96,7 +96,15 @@ pub fn scores_from_grads<M: Model + ?Sized>(model: &M, theta: ArrayView1<f64>, d
 /// The float32 score kernel, `out = scale (G v + 1 c^T)` with G from [`Model::grads_f32`] and
 /// `vc` = [v; c] in float32: one float32 product (twice the SIMD lanes of float64). Returns false
 /// if the model has no float32 path.
-pub fn scores_f32<M: Model + ?Sized>(model: &M, theta: ArrayView1<f64>, x: ArrayView2<f32>, y: ArrayView1<f64>, vc: ArrayView2<f32>, scale: f32, out: ArrayViewMut2<f32>) -> bool {
+pub fn scores_f32<M: Model + ?Sized>(
+    model: &M,
+    theta: ArrayView1<f64>,
+    x: ArrayView2<f32>,
+    y: ArrayView1<f64>,
+    vc: ArrayView2<f32>,
+    scale: f32,
+    out: ArrayViewMut2<f32>,
+) -> bool {
     let p = model.n_params();
     let mut g = Array2::zeros((x.nrows(), p + 1));
     if !model.grads_f32(theta, x, y, g.slice_mut(s![.., ..p])) {

@@ -15,12 +15,12 @@ use rayon::prelude::*;
 
 use crate::blocks::{blocks, map_reduce, map_reduce2, Fold, BLOCK_ROWS};
 use crate::cancel::Cancel;
-use crate::source::{with_block, Rows};
-use crate::error::{check_finite, Error, Result};
 use crate::data::Dataset;
+use crate::error::{check_finite, Error, Result};
 use crate::linalg::{symmetrize_from_lower, to_column_major};
 use crate::matrix::XView;
 use crate::model::Model;
+use crate::source::{with_block, Rows};
 
 /// Partial Hessians held at once stay under this many bytes (it fixes the chunking from p alone,
 /// so the result still does not depend on the thread count).
@@ -101,10 +101,7 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
             return Err(Error::Value { arg: "l2", msg: format!("must be a finite number >= 0, got {l2}") });
         }
         if data.d() != model.n_features() {
-            return Err(Error::Shape {
-                arg: "X",
-                msg: format!("has {} columns but the model has {} features", data.d(), model.n_features()),
-            });
+            return Err(Error::Shape { arg: "X", msg: format!("has {} columns but the model has {} features", data.d(), model.n_features()) });
         }
         model.check_targets("y", data.y())?;
         Ok(Self { model, data, l2, total_weight: data.total_weight(), mask: model.penalty_mask() })
@@ -121,10 +118,7 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
 
     fn check_theta(&self, theta: ArrayView1<f64>) -> Result<()> {
         if theta.len() != self.n_params() {
-            return Err(Error::Shape {
-                arg: "theta",
-                msg: format!("has {} entries, expected {}", theta.len(), self.n_params()),
-            });
+            return Err(Error::Shape { arg: "theta", msg: format!("has {} entries, expected {}", theta.len(), self.n_params()) });
         }
         check_finite("theta", theta.iter())
     }
@@ -146,14 +140,9 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
     /// (L_w(theta), grad L_w(theta)).
     pub fn value_grad(&self, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<(f64, Array1<f64>)> {
         self.check_theta(theta)?;
-        let (loss, grad) = map_reduce(
-            self.data.n(),
-            GRAD_PARTIALS,
-            cancel,
-            |r| with_block(self.data, r, |b| self.model.loss_grad_sum(theta, b)),
-            add_loss_grad,
-        )?
-        .expect("data has rows");
+        let (loss, grad) =
+            map_reduce(self.data.n(), GRAD_PARTIALS, cancel, |r| with_block(self.data, r, |b| self.model.loss_grad_sum(theta, b)), add_loss_grad)?
+                .expect("data has rows");
         Ok(self.finish_value_grad(theta, loss, grad))
     }
 
@@ -175,8 +164,7 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
     /// [`Objective::hessian`] summed by row blocks, whatever p (what `hessian` does for small p).
     pub fn hessian_row_blocks(&self, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<Array2<f64>> {
         self.check_theta(theta)?;
-        let h = map_reduce(self.data.n(), self.hessian_partials(), cancel, |r| self.block_hessian(theta, r), |a, b| *a += &b)?
-            .expect("data has rows");
+        let h = map_reduce(self.data.n(), self.hessian_partials(), cancel, |r| self.block_hessian(theta, r), |a, b| *a += &b)?.expect("data has rows");
         Ok(self.finish_hessian(h))
     }
 
@@ -274,10 +262,7 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
                 };
                 let block_grads = || {
                     with_grad.then(|| {
-                        blocks(chunk.n(), BLOCK_ROWS)
-                            .into_par_iter()
-                            .map(|r| self.model.loss_grad_sum(theta, &chunk.rows(r.start, r.end)))
-                            .collect::<Vec<_>>()
+                        blocks(chunk.n(), BLOCK_ROWS).into_par_iter().map(|r| self.model.loss_grad_sum(theta, &chunk.rows(r.start, r.end))).collect::<Vec<_>>()
                     })
                 };
                 rayon::join(add_tiles, block_grads).1

@@ -9,9 +9,9 @@ use rayon::prelude::*;
 
 use crate::cancel::Cancel;
 use crate::error::{Error, Result};
+use crate::linalg::Cholesky;
 use crate::model::Model;
 use crate::objective::Objective;
-use crate::linalg::Cholesky;
 
 /// Right-hand sides per parallel task in `Direct::solve`.
 const RHS_CHUNK: usize = 128;
@@ -66,9 +66,7 @@ impl Direct {
 
     /// Solve in place for every column of `rhs` (p x r), columns in parallel.
     pub fn solve_in_place(&self, mut rhs: ArrayViewMut2<f64>) {
-        rhs.axis_chunks_iter_mut(Axis(1), RHS_CHUNK)
-            .into_par_iter()
-            .for_each(|chunk| self.chol.solve_in_place(chunk));
+        rhs.axis_chunks_iter_mut(Axis(1), RHS_CHUNK).into_par_iter().for_each(|chunk| self.chol.solve_in_place(chunk));
     }
 
     /// Solve in place on the calling thread (for callers that already parallelise).
@@ -97,7 +95,11 @@ impl Direct {
             .map(|(hc, bc)| {
                 let bn = bc.dot(&bc).sqrt();
                 let rn = hc.iter().zip(bc).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
-                if bn > 0.0 { rn / bn } else { 0.0 }
+                if bn > 0.0 {
+                    rn / bn
+                } else {
+                    0.0
+                }
             })
             .collect();
         let m = residuals.len();

@@ -56,11 +56,7 @@ impl Block<'_> {
 /// Run `f` on rows `r` as an in-memory [`Dataset`].
 pub fn with_block<T>(src: &(impl Rows + ?Sized), r: Range<usize>, f: impl FnOnce(&Dataset) -> T) -> Result<T> {
     let x = src.x_rows(r.start, r.end)?;
-    let data = Dataset {
-        x: x.view(),
-        y: src.y().slice_move(s![r.clone()]),
-        w: src.w().map(|w| w.slice_move(s![r])),
-    };
+    let data = Dataset { x: x.view(), y: src.y().slice_move(s![r.clone()]), w: src.w().map(|w| w.slice_move(s![r])) };
     Ok(f(&data))
 }
 
@@ -397,10 +393,9 @@ impl NpyFile {
         let item = if self.dtype == NpyDtype::F64 { 8 } else { 4 };
         let mut bytes = vec![0u8; (end - start) * self.d * item];
         let at = self.offset + (start * self.d * item) as u64;
-        self.file.read_exact_at(&mut bytes, at).map_err(|e| Error::Value {
-            arg: "X",
-            msg: format!("{}: read failed at row {start} ({e})", self.path.display()),
-        })?;
+        self.file
+            .read_exact_at(&mut bytes, at)
+            .map_err(|e| Error::Value { arg: "X", msg: format!("{}: read failed at row {start} ({e})", self.path.display()) })?;
         Ok(bytes)
     }
 

@@ -187,9 +187,7 @@ fn bench_hessian(c: &mut Criterion) {
     let mut g = c.benchmark_group("hessian_ZtDZ_512x129");
     g.sampling_mode(SamplingMode::Flat).sample_size(30);
     let mut h = Array2::<f64>::zeros((R, R));
-    g.bench_function("faer gemm_lower", |bch| {
-        bch.iter(|| gemm_lower(h.view_mut(), true, black_box(z.t()), black_box(dz.view()), 1.0))
-    });
+    g.bench_function("faer gemm_lower", |bch| bch.iter(|| gemm_lower(h.view_mut(), true, black_box(z.t()), black_box(dz.view()), 1.0)));
     g.bench_function("faer gemm", |bch| bch.iter(|| gemm(h.view_mut(), true, black_box(z.t()), black_box(dz.view()), 1.0)));
     g.bench_function("ndarray dot", |bch| {
         bch.iter(|| {
@@ -201,9 +199,7 @@ fn bench_hessian(c: &mut Criterion) {
         bch.iter(|| ndarray::linalg::general_mat_mul(1.0, &black_box(z.t()), &black_box(dz.view()), 1.0, &mut h))
     });
     let mut hn = DMatrix::<f64>::zeros(R, R);
-    g.bench_function("nalgebra gemm", |bch| {
-        bch.iter(|| hn.gemm(1.0, &na_view(black_box(z_data), R, B, 1, R), &na_view(black_box(dz_data), B, R, R, 1), 1.0))
-    });
+    g.bench_function("nalgebra gemm", |bch| bch.iter(|| hn.gemm(1.0, &na_view(black_box(z_data), R, B, 1, R), &na_view(black_box(dz_data), B, R, R, 1), 1.0)));
     g.finish();
     black_box((h, hn));
 }
@@ -263,13 +259,9 @@ fn bench_cholesky_p(c: &mut Criterion, p: usize) {
     });
     // The two parts separately: a fit factors once, influence then solves n / 512 blocks.
     g.bench_function("faer factor", |bch| bch.iter(|| Cholesky::factor(black_box(h.view())).unwrap()));
-    g.bench_function("nalgebra factor", |bch| {
-        bch.iter_batched(|| h_na.clone(), |hm| nalgebra::Cholesky::new(black_box(hm)).unwrap(), BatchSize::LargeInput)
-    });
+    g.bench_function("nalgebra factor", |bch| bch.iter_batched(|| h_na.clone(), |hm| nalgebra::Cholesky::new(black_box(hm)).unwrap(), BatchSize::LargeInput));
     let chol = Cholesky::factor(h.view()).unwrap();
-    g.bench_function("faer solve", |bch| {
-        bch.iter_batched(|| g_rows.clone(), |rhs| solve_faer(&chol, rhs), BatchSize::LargeInput)
-    });
+    g.bench_function("faer solve", |bch| bch.iter_batched(|| g_rows.clone(), |rhs| solve_faer(&chol, rhs), BatchSize::LargeInput));
     let chol_na = nalgebra::Cholesky::new(h_na.clone()).unwrap();
     g.bench_function("nalgebra solve", |bch| {
         bch.iter_batched(

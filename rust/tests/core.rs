@@ -149,7 +149,11 @@ fn results_do_not_depend_on_the_thread_count() {
             let obj = Objective::new(&model, &data, 0.01).unwrap();
             let inf = Influence::new(&obj, theta.view(), SolverOptions::default(), &Cancel::new()).unwrap();
             let test = data.rows(0, 50);
-            (theta.clone(), inf.on_loss(&model, &data, &test, &Cancel::new()).unwrap().0.into_f64(), inf.self_influence(&model, &data, &data, &Cancel::new()).unwrap().0)
+            (
+                theta.clone(),
+                inf.on_loss(&model, &data, &test, &Cancel::new()).unwrap().0.into_f64(),
+                inf.self_influence(&model, &data, &data, &Cancel::new()).unwrap().0,
+            )
         })
     };
     let a = run(1);
@@ -328,9 +332,7 @@ fn tiled_hessian_matches_row_blocks_and_not_the_thread_count() {
         let theta = Array1::from_shape_fn(p, |j| 0.02 * ((j % 11) as f64 - 5.0));
         let c = Cancel::new();
         let rows = obj.hessian_row_blocks(theta.view(), &c).unwrap();
-        let run = |threads: usize| {
-            rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| obj.hessian(theta.view(), &c).unwrap())
-        };
+        let run = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| obj.hessian(theta.view(), &c).unwrap());
         let tiled = run(1);
         let err = max_abs(&(&tiled - &rows)) / max_abs(&rows);
         assert!(err < 1e-12, "p = {p}: tiled vs row blocks {err:e}");
