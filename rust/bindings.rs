@@ -700,8 +700,57 @@ fn num_threads() -> usize {
     rayon::current_num_threads()
 }
 
+
+type TopKArrays<'py> = (Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>);
+type TopKIn<'py> = (PyReadonlyArray2<'py, usize>, PyReadonlyArray2<'py, f64>, PyReadonlyArray2<'py, usize>, PyReadonlyArray2<'py, f64>);
+
+fn top_k_in(t: &TopKIn<'_>) -> crate::influence::TopK {
+    crate::influence::TopK { helpful_idx: t.0.as_array().to_owned(), helpful: t.1.as_array().to_owned(), harmful_idx: t.2.as_array().to_owned(), harmful: t.3.as_array().to_owned() }
+}
+
+/// The k best of two top-k results (helpful_idx, helpful, harmful_idx, harmful) over disjoint
+/// training rows, as one pass over both would choose (ties to the lower index).
+#[pyfunction]
+fn merge_top_k<'py>(py: Python<'py>, a: TopKIn<'py>, b: TopKIn<'py>, k: usize) -> PyResult<TopKArrays<'py>> {
+    let top = top_k_in(&a).merge(&top_k_in(&b), k).map_err(to_py)?;
+    Ok((top.helpful_idx.into_pyarray(py), top.helpful.into_pyarray(py), top.harmful_idx.into_pyarray(py), top.harmful.into_pyarray(py)))
+}
+
+/// A caller's argument name as the `&'static str` the core's errors hold: each distinct name is
+/// allocated once for the life of the process (the package uses a handful).
+fn intern(name: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    match names.iter().find(|n| **n == name) {
+        Some(n) => n,
+        None => {
+            let n: &'static str = Box::leak(name.to_owned().into_boxed_str());
+            names.push(n);
+            n
+        }
+    }
+}
+
+/// The header of a 2-d float32/float64 `.npy` file as the core reads it: (dtype "f4" or "f8",
+/// n, d, offset of the first value); errors name `arg`.
+#[pyfunction]
+#[pyo3(signature = (path, arg="X"))]
+fn npy_header(path: PathBuf, arg: &str) -> PyResult<(&'static str, usize, usize, u64)> {
+    let f = NpyFile::open(&path, intern(arg)).map_err(to_py)?;
+    Ok((if f.dtype == crate::source::NpyDtype::F32 { "f4" } else { "f8" }, f.n, f.d, f.offset()))
+}
+
 #[pymodule]
 mod _core {
     #[pymodule_export]
-    use super::{fit, hessian, hvp, losses, num_threads, objective, per_example_grads, predict, prediction_grads, refit, InfluenceCore};
+    use super::{fit, hessian, hvp, losses, merge_top_k, npy_header, num_threads, objective, per_example_grads, predict, prediction_grads, refit, InfluenceCore};
+
+    /// Rows per block of the streaming kernels (rust/blocks.rs): segment boundaries that are
+    /// multiples of it give the same bits as one pass.
+    #[pymodule_export]
+    const BLOCK_ROWS: usize = crate::blocks::BLOCK_ROWS;
+
+    /// Largest p whose Hessian is summed by row blocks; above it, by tiles (rust/objective.rs).
+    #[pymodule_export]
+    const TILED_HESSIAN_MAX_ROW_BLOCK_P: usize = crate::objective::TILED_HESSIAN_MAX_ROW_BLOCK_P;
 }

@@ -146,6 +146,39 @@ impl Best {
     }
 }
 
+impl TopK {
+    /// The k best of two top-k results over disjoint training rows (e.g. two segments of one
+    /// run): helpful keeps the smallest scores, harmful the largest, ties to the lower index,
+    /// exactly as one pass over both would choose. Both must have the same number of queries.
+    pub fn merge(&self, other: &TopK, k: usize) -> Result<TopK> {
+        let r = self.helpful.nrows();
+        for (arg, m) in [("b", &other.helpful), ("b", &other.harmful), ("a", &self.harmful)] {
+            if m.nrows() != r {
+                return Err(Error::Shape { arg, msg: format!("has {} queries, expected {r}", m.nrows()) });
+            }
+        }
+        let pick = |ia: &Array2<usize>, va: &Array2<f64>, ib: &Array2<usize>, vb: &Array2<f64>, sign: f64| -> Result<(Array2<usize>, Array2<f64>)> {
+            if ia.dim() != va.dim() || ib.dim() != vb.dim() {
+                return Err(Error::Shape { arg: "a", msg: "index and score arrays differ in shape".into() });
+            }
+            let kk = k.min(ia.ncols() + ib.ncols());
+            let (mut idx, mut val) = (Array2::zeros((r, kk)), Array2::zeros((r, kk)));
+            for j in 0..r {
+                let mut best = Best::new(kk, sign);
+                ia.row(j).iter().zip(va.row(j)).chain(ib.row(j).iter().zip(vb.row(j))).for_each(|(&i, &v)| best.push((v, i)));
+                for (c, &(v, i)) in best.items().iter().enumerate() {
+                    idx[[j, c]] = i;
+                    val[[j, c]] = v;
+                }
+            }
+            Ok((idx, val))
+        };
+        let (helpful_idx, helpful) = pick(&self.helpful_idx, &self.helpful, &other.helpful_idx, &other.helpful, 1.0)?;
+        let (harmful_idx, harmful) = pick(&self.harmful_idx, &self.harmful, &other.harmful_idx, &other.harmful, -1.0)?;
+        Ok(TopK { helpful_idx, helpful, harmful_idx, harmful })
+    }
+}
+
 impl Influence {
     /// Prepare the solver for the Hessian of `obj` at `theta` (for `Direct`: form and factor it).
     pub fn new<M: Model + ?Sized>(obj: &Objective<M>, theta: ArrayView1<f64>, opts: SolverOptions, cancel: &Cancel) -> Result<Self> {

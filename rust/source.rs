@@ -365,6 +365,11 @@ impl NpyFile {
         Ok(Self { file, path: path.to_path_buf(), n, d, dtype, offset })
     }
 
+    /// Byte offset of the first value.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -9,11 +9,15 @@ import numpy.typing as npt
 from typing_extensions import TypeAlias
 
 __all__ = [
+    "BLOCK_ROWS",
+    "TILED_HESSIAN_MAX_ROW_BLOCK_P",
     "InfluenceCore",
     "fit",
     "hessian",
     "hvp",
     "losses",
+    "merge_top_k",
+    "npy_header",
     "num_threads",
     "objective",
     "per_example_grads",
@@ -67,6 +71,14 @@ def prediction_grads(family: str, n_classes: int, theta: _F64, x: _X, kind: str)
 def num_threads() -> int: ...
 
 _Info: TypeAlias = tuple[npt.NDArray[np.uintp], _F64, npt.NDArray[np.bool_]]
+
+BLOCK_ROWS: int
+TILED_HESSIAN_MAX_ROW_BLOCK_P: int
+
+_TopK: TypeAlias = tuple[npt.NDArray[np.uintp], _F64, npt.NDArray[np.uintp], _F64]
+
+def merge_top_k(a: _TopK, b: _TopK, k: int) -> _TopK: ...
+def npy_header(path: str | os.PathLike[str], arg: str = "X") -> tuple[str, int, int, int]: ...
 
 @final
 class InfluenceCore:
