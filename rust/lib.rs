@@ -1,46 +1,42 @@
-//! upweight: exact influence functions for weighted generalised linear models.
+//! upweight: exact influence functions for weighted models (DESIGN.md defines every quantity,
+//! sign and formula).
 //!
-//! The core is plain Rust on ndarray views (no Python types outside `bindings`):
-//! - [`data`]: weighted in-memory blocks; [`matrix`]: a block's X, dense or sparse (CSR); [`source`]: row sources (float32, `.npy` files); [`families`]: GLM losses in the linear predictor;
-//! - [`model`]: the model-level trait; [`glm`]: its GLM implementation; [`gradients`]: user-supplied
-//!   per-example gradients (deep models) with the empirical Fisher;
+//! The core is plain Rust on ndarray (no Python types outside `python`, behind the `python`
+//! feature). A model family is one type implementing [`Model`]; nothing else knows which family
+//! it is.
+//! - [`data`]: rows of a training set: [`Table`] (float64/float32/CSR/`.npy`), the [`Rows`]
+//!   source trait, the in-memory [`Batch`] the kernels read;
+//! - [`models`]: the [`Model`] trait; [`Glm`] (GLM families) and [`GradientModel`] (user
+//!   gradients, empirical Fisher);
 //! - [`objective`]: the weighted, penalised objective, its gradient, Hessian and HVPs;
-//! - [`solvers`]: H v = g; [`fit`]: weighted Newton; [`influence`]: I(z), scores, self-influence;
-//! - [`refit`]: exact refits with changed weights, in parallel (the ground truth for influence);
-//!   [`diagnostics`]: leverage (hat values) of weighted GLMs;
-//! - [`blocks`]: deterministic parallel loops over row blocks; [`linalg`]: faer glue.
-//!
-//! DESIGN.md in the repository defines every quantity, sign and formula.
+//! - [`solvers`]: H v = g, direct or CG, one [`Prepared`] solver for Newton and influence;
+//! - [`fit`]: weighted Newton and exact refits;
+//! - [`influence`]: I(z), scores, top-k, self-influence, leverage, for an [`Influence`] that owns
+//!   its model, theta and training data;
+//! - [`blocks`]: deterministic parallel loops over row blocks; [`linalg`]: faer glue;
+//!   [`cancel`]: Ctrl-C and progress.
 
 pub mod blocks;
 pub mod cancel;
 pub mod data;
-pub mod diagnostics;
 pub mod error;
-pub mod families;
 pub mod fit;
-pub mod glm;
-pub mod gradients;
 pub mod influence;
 pub mod linalg;
-pub mod matrix;
-pub mod model;
+pub mod models;
 pub mod objective;
-pub mod refit;
 pub mod solvers;
-pub mod source;
 
 #[cfg(feature = "python")]
-mod bindings;
+mod python;
 
 pub use cancel::Cancel;
-pub use data::Dataset;
+pub use data::{Batch, Features, Names, Rows, Table};
 pub use error::{Error, Result};
-pub use families::Family;
 pub use fit::{newton, FitOptions, FitResult};
-pub use glm::{Glm, Prediction};
-pub use gradients::GradientModel;
-pub use influence::Influence;
-pub use model::Model;
+pub use influence::{Influence, Points, Scores, TopK};
+pub use models::glm::{Family, Glm};
+pub use models::gradients::GradientModel;
+pub use models::{Model, Prediction};
 pub use objective::Objective;
-pub use source::{Features, NpyFile, Rows, Table};
+pub use solvers::{Method, Prepared, SolverOptions};

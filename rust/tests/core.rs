@@ -1,9 +1,11 @@
 //! The core on its own: derivatives against finite differences, influence against exact refits
 //! (DESIGN.md section 1's checks), the seed example, and thread-count determinism.
 
+use std::sync::Arc;
+
 use ndarray::{array, Array1, Array2, Axis, ShapeBuilder};
-use upweight::influence::{Method, SolverOptions};
-use upweight::{newton, Cancel, Dataset, Family, FitOptions, Glm, Influence, Model, Objective};
+use upweight::influence::InfluenceOptions;
+use upweight::{newton, Batch, Cancel, Family, FitOptions, Glm, Influence, Method, Model, Names, Objective, Points, SolverOptions, Table};
 
 /// Small deterministic pseudo-random numbers (no dev-dependency needed).
 struct Lcg(u64);
@@ -38,7 +40,17 @@ fn problem(family: Family, n: usize, d: usize, seed: u64) -> (Array2<f64>, Array
 
 const FAMILIES: [Family; 4] = [Family::Squared, Family::Logistic, Family::Poisson, Family::Multinomial { n_classes: 3 }];
 
-fn fit(model: &Glm, data: Dataset, l2: f64) -> Array1<f64> {
+/// The rows of a batch as a table of their own.
+fn table(b: &Batch) -> Table {
+    Table::dense(b.x.to_dense().into_owned(), b.y.to_owned(), b.w.map(|w| w.to_owned())).unwrap()
+}
+
+/// The influence of `model` fitted at `theta` on the rows of `b`.
+fn influence(model: Glm, b: &Batch, theta: &Array1<f64>, l2: f64, solver: SolverOptions) -> Influence {
+    Influence::new(Arc::new(model), table(b), theta.clone(), l2, InfluenceOptions { solver, renormalize: true }, None, &Cancel::new()).unwrap()
+}
+
+fn fit(model: &Glm, data: Batch, l2: f64) -> Array1<f64> {
     let obj = Objective::new(model, &data, l2).unwrap();
     let res = newton(&obj, None, &FitOptions { tol: 1e-13, max_iter: 100, ..Default::default() }, &Cancel::new()).unwrap();
     assert!(res.converged, "{:?} did not converge: {}", model.family, res.grad_norm);
@@ -50,7 +62,7 @@ fn gradient_and_hessian_match_finite_differences() {
     for family in FAMILIES {
         let (x, y, w) = problem(family, 40, 3, 1);
         let model = Glm::new(family, 3);
-        let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+        let data = Batch::new(x.view(), y.view(), Some(w.view()), Names::TRAIN).unwrap();
         let obj = Objective::new(&model, &data, 0.05).unwrap();
         let c = Cancel::new();
         let p = model.n_params();
@@ -88,17 +100,16 @@ fn influence_equals_finite_difference_of_refits() {
             }
             let (x, y, w) = problem(family, 60, 3, 7);
             let model = Glm::new(family, 3);
-            let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+            let data = Batch::new(x.view(), y.view(), Some(w.view()), Names::TRAIN).unwrap();
             let theta = fit(&model, data, l2);
-            let obj = Objective::new(&model, &data, l2).unwrap();
-            let inf = Influence::new(&obj, theta.view(), SolverOptions::default(), &Cancel::new()).unwrap();
-            let params = inf.params(&model, &data, &data, &Cancel::new()).unwrap().0;
+            let inf = influence(model, &data, &theta, l2, SolverOptions::default());
+            let params = inf.params(Points::Train, &Cancel::new()).unwrap().0;
             for m in [0usize, 1, 5] {
                 let h = 1e-4;
                 let refit = |eps: f64| {
                     let mut w2 = w.clone();
                     w2[m] += eps;
-                    fit(&model, Dataset::new(x.view(), y.view(), Some(w2.view()), ["X", "y"]).unwrap(), l2)
+                    fit(&model, Batch::new(x.view(), y.view(), Some(w2.view()), Names::TRAIN).unwrap(), l2)
                 };
                 // central when w_m > 0; one-sided for a zero weight (weights must stay >= 0)
                 let fd = if w[m] > 0.0 { (refit(h) - refit(-h)) / (2.0 * h) } else { (refit(h) - &theta) / h };
@@ -118,16 +129,15 @@ fn seed_example() {
     let x = array![[0.0], [1.0], [2.0]];
     let y = array![0.0, 1.5, 2.0];
     let model = Glm::new(Family::Squared, 1);
-    let data = Dataset::new(x.view(), y.view(), None, ["X", "y"]).unwrap();
+    let data = Batch::new(x.view(), y.view(), None, Names::TRAIN).unwrap();
     let theta = fit(&model, data, 0.0);
     assert!((theta[0] - 1.0).abs() < 1e-12 && (theta[1] - 1.0 / 6.0).abs() < 1e-12);
-    let obj = Objective::new(&model, &data, 0.0).unwrap();
-    let inf = Influence::new(&obj, theta.view(), SolverOptions::default(), &Cancel::new()).unwrap();
-    let params = inf.params(&model, &data, &data, &Cancel::new()).unwrap().0;
+    let inf = influence(model, &data, &theta, 0.0, SolverOptions::default());
+    let params = inf.params(Points::Train, &Cancel::new()).unwrap().0;
     // closed form: I(z_m) = -(Z^T Z)^{-1} z_m r_m with r_m = eta_m - y_m (the 2s and W cancel)
     let expected = array![[1.0 / 12.0, -5.0 / 36.0], [0.0, 1.0 / 9.0], [-1.0 / 12.0, 1.0 / 36.0]];
     assert!((&params - &expected).iter().all(|v| v.abs() < 1e-12), "{params}");
-    let s = inf.on_loss(&model, &data, &data, &Cancel::new()).unwrap().0.into_f64();
+    let s = inf.on_loss(&table(&data), Points::Train, &Cancel::new()).unwrap().0.into_f64();
     for m in 0..3 {
         // self-influence on one's own loss is negative
         assert!(s[[m, m]] < 0.0);
@@ -142,17 +152,16 @@ fn results_do_not_depend_on_the_thread_count() {
     let family = Family::Multinomial { n_classes: 4 };
     let (x, y, w) = problem(family, 3000, 5, 3);
     let model = Glm::new(family, 5);
-    let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+    let data = Batch::new(x.view(), y.view(), Some(w.view()), Names::TRAIN).unwrap();
     let run = |threads: usize| {
         rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
             let theta = fit(&model, data, 0.01);
-            let obj = Objective::new(&model, &data, 0.01).unwrap();
-            let inf = Influence::new(&obj, theta.view(), SolverOptions::default(), &Cancel::new()).unwrap();
+            let inf = influence(model, &data, &theta, 0.01, SolverOptions::default());
             let test = data.rows(0, 50);
             (
                 theta.clone(),
-                inf.on_loss(&model, &data, &test, &Cancel::new()).unwrap().0.into_f64(),
-                inf.self_influence(&model, &data, &data, &Cancel::new()).unwrap().0,
+                inf.on_loss(&table(&test), Points::Train, &Cancel::new()).unwrap().0.into_f64(),
+                inf.self_influence(Points::Train, &Cancel::new()).unwrap().0,
             )
         })
     };
@@ -168,15 +177,15 @@ fn bad_inputs_are_errors() {
     let x = array![[0.0], [1.0]];
     let y = array![0.0, 2.0];
     let model = Glm::new(Family::Logistic, 1);
-    let data = Dataset::new(x.view(), y.view(), None, ["X", "y"]).unwrap();
+    let data = Batch::new(x.view(), y.view(), None, Names::TRAIN).unwrap();
     assert!(Objective::new(&model, &data, 0.0).is_err()); // label 2 for logistic
     assert!(Objective::new(&model, &data, -1.0).is_err());
     let w = array![-1.0, 1.0];
-    assert!(Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).is_err());
+    assert!(Batch::new(x.view(), y.view(), Some(w.view()), Names::TRAIN).is_err());
     let w = array![0.0, 0.0];
-    assert!(Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).is_err());
+    assert!(Batch::new(x.view(), y.view(), Some(w.view()), Names::TRAIN).is_err());
     let xn = array![[f64::NAN], [1.0]];
-    assert!(Dataset::new(xn.view(), y.view(), None, ["X", "y"]).is_err());
+    assert!(Batch::new(xn.view(), y.view(), None, Names::TRAIN).is_err());
 }
 
 /// CG on Hessian-vector products agrees with the direct solve for every family, including the
@@ -186,18 +195,17 @@ fn cg_matches_direct_and_top_k_matches_sorting() {
     for family in FAMILIES {
         let (x, y, w) = problem(family, 1500, 4, 11);
         let model = Glm::new(family, 4);
-        let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+        let data = Batch::new(x.view(), y.view(), Some(w.view()), Names::TRAIN).unwrap();
         let theta = fit(&model, data, 0.01);
-        let obj = Objective::new(&model, &data, 0.01).unwrap();
         let c = Cancel::new();
-        let direct = Influence::new(&obj, theta.view(), SolverOptions::default(), &c).unwrap();
+        let direct = influence(model, &data, &theta, 0.01, SolverOptions::default());
         let mut opts = SolverOptions { method: Method::Cg, ..Default::default() };
         opts.cg.rtol = 1e-12;
-        let cgi = Influence::new(&obj, theta.view(), opts, &c).unwrap();
-        let test = data.rows(0, 40);
-        let (s1, i1) = direct.on_loss(&model, &data, &test, &c).unwrap();
+        let cgi = influence(model, &data, &theta, 0.01, opts);
+        let test = table(&data.rows(0, 40));
+        let (s1, i1) = direct.on_loss(&test, Points::Train, &c).unwrap();
         let s1 = s1.into_f64();
-        let (s2, i2) = cgi.on_loss(&model, &data, &test, &c).unwrap();
+        let (s2, i2) = cgi.on_loss(&test, Points::Train, &c).unwrap();
         let s2 = s2.into_f64();
         let scale = s1.iter().fold(0.0_f64, |a, &b| a.max(b.abs()));
         let err = (&s1 - &s2).iter().fold(0.0_f64, |a, &b| a.max(b.abs()));
@@ -205,8 +213,8 @@ fn cg_matches_direct_and_top_k_matches_sorting() {
         assert!(i1.residuals.iter().all(|&r| r < 1e-10), "{family:?} direct residual");
         assert!(i2.converged.iter().all(|&c| c) && i2.iterations.iter().all(|&n| n > 0 && n < 200));
         // top-k from the stream equals sorting the full matrix
-        let g = direct.loss_grads(&model, &test).unwrap();
-        let (top, _) = direct.top_k(&model, &data, &data, g.view(), 7, &c).unwrap();
+        let g = direct.loss_grads(&test).unwrap();
+        let (top, _) = direct.top_k(g.view(), 7, Points::Train, &c).unwrap();
         for t in 0..40 {
             let mut order: Vec<usize> = (0..data.n()).collect();
             order.sort_by(|&a, &b| s1[[t, a]].partial_cmp(&s1[[t, b]]).unwrap().then(a.cmp(&b)));
@@ -225,7 +233,7 @@ fn damping_is_applied_in_both_solvers() {
     let family = Family::Logistic;
     let (x, y, _) = problem(family, 400, 3, 5);
     let model = Glm::new(family, 3);
-    let data = Dataset::new(x.view(), y.view(), None, ["X", "y"]).unwrap();
+    let data = Batch::new(x.view(), y.view(), None, Names::TRAIN).unwrap();
     let theta = fit(&model, data, 0.0);
     let obj = Objective::new(&model, &data, 0.0).unwrap();
     let c = Cancel::new();
@@ -234,8 +242,8 @@ fn damping_is_applied_in_both_solvers() {
     h.diag_mut().mapv_inplace(|v| v + 0.5);
     let expected = upweight::solvers::Direct::new(h, None).unwrap().solve(g.view());
     for method in [Method::Direct, Method::Cg] {
-        let inf = Influence::new(&obj, theta.view(), SolverOptions { method, damping: 0.5, ..Default::default() }, &c).unwrap();
-        let (v, _) = inf.inverse_hvp(&model, &data, g.view(), &c).unwrap();
+        let inf = influence(model, &data, &theta, 0.0, SolverOptions { method, damping: 0.5, ..Default::default() });
+        let (v, _) = inf.inverse_hvp(g.view(), &c).unwrap();
         assert!((&v - &expected).iter().all(|e| e.abs() < 1e-9), "{method:?}");
     }
 }
@@ -243,13 +251,13 @@ fn damping_is_applied_in_both_solvers() {
 /// float32 features and .npy files give the same answers as in-memory float64.
 #[test]
 fn float32_and_npy_sources_match_in_memory() {
-    use upweight::{Features, NpyFile, Table};
+    use upweight::Features;
     let family = Family::Poisson;
     let (x, y, w) = problem(family, 1300, 3, 9);
     let x32 = x.mapv(|v| v as f32);
     let x64 = x32.mapv(f64::from);
     let model = Glm::new(family, 3);
-    let mem = Dataset::new(x64.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+    let mem = Batch::new(x64.view(), y.view(), Some(w.view()), Names::TRAIN).unwrap();
     let dir = std::env::temp_dir().join(format!("upweight-core-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("x.npy");
@@ -268,16 +276,18 @@ fn float32_and_npy_sources_match_in_memory() {
             f.write_all(&v.to_le_bytes()).unwrap();
         }
     }
-    let t32 = Table::new(Features::F32(x32.view()), y.view(), Some(w.view())).unwrap();
-    let tnpy = Table::new(Features::Npy(NpyFile::open(&path, "X").unwrap()), y.view(), Some(w.view())).unwrap();
+    let t32 = || Table::new(Features::dense_f32(x32.clone()), y.clone(), Some(w.clone()), Names::TRAIN).unwrap();
+    let tnpy = Table::new(Features::npy(&path, "X").unwrap(), y.clone(), Some(w.clone()), Names::TRAIN).unwrap();
     let c = Cancel::new();
     let mut thetas = vec![];
     let mut scores = vec![];
-    for src in [&mem as &dyn upweight::Rows, &t32, &tnpy] {
-        let obj = Objective::new(&model, src, 0.01).unwrap();
+    let test = table(&mem.rows(0, 10));
+    let opts = || InfluenceOptions { solver: SolverOptions::default(), renormalize: true };
+    for src in [table(&mem), t32(), tnpy] {
+        let obj = Objective::new(&model, &src, 0.01).unwrap();
         let th = newton(&obj, None, &FitOptions::default(), &c).unwrap().theta;
-        let inf = Influence::new(&obj, th.view(), SolverOptions::default(), &c).unwrap();
-        scores.push(inf.on_loss(&model, src, &mem.rows(0, 10), &c).unwrap().0.into_f64());
+        let inf = Influence::new(Arc::new(model), src, th.clone(), 0.01, opts(), None, &c).unwrap();
+        scores.push(inf.on_loss(&test, Points::Train, &c).unwrap().0.into_f64());
         thetas.push(th);
     }
     // fitting and solving are float64 for every source; float32 rows are scored in float32
@@ -288,11 +298,11 @@ fn float32_and_npy_sources_match_in_memory() {
     let err = (&scores[0] - &scores[1]).iter().fold(0.0_f64, |a, &b| a.max(b.abs()));
     assert!(err < 1e-6 * scale, "float32 scores off by {err} (scale {scale})");
     // top-k from float32 scores reports float64 values
-    let obj = Objective::new(&model, &t32, 0.01).unwrap();
-    let inf = Influence::new(&obj, thetas[0].view(), SolverOptions::default(), &c).unwrap();
-    let g = inf.loss_grads(&model, &mem.rows(0, 10)).unwrap();
-    let (top32, _) = inf.top_k(&model, &t32, &t32, g.view(), 5, &c).unwrap();
-    let (top64, _) = inf.top_k(&model, &mem, &mem, g.view(), 5, &c).unwrap();
+    let inf32 = Influence::new(Arc::new(model), t32(), thetas[0].clone(), 0.01, opts(), None, &c).unwrap();
+    let inf64 = Influence::new(Arc::new(model), table(&mem), thetas[0].clone(), 0.01, opts(), None, &c).unwrap();
+    let g = inf32.loss_grads(&test).unwrap();
+    let (top32, _) = inf32.top_k(g.view(), 5, Points::Train, &c).unwrap();
+    let (top64, _) = inf64.top_k(g.view(), 5, Points::Train, &c).unwrap();
     assert_eq!(top32.helpful_idx, top64.helpful_idx);
     assert_eq!(top32.harmful_idx, top64.harmful_idx);
     for (a, b) in top32.helpful.iter().chain(top32.harmful.iter()).zip(top64.helpful.iter().chain(top64.harmful.iter())) {
@@ -317,7 +327,8 @@ fn tiled_hessian_matches_row_blocks_and_not_the_thread_count() {
     // multinomial k = 5, d = 500 (p = 2505, one panel per class); k = 2, d = 1100 (each class
     // cut in two panels); per-example gradients with p = 2300 (panels of 512, the last ragged)
     let glms = [(Family::Multinomial { n_classes: 5 }, 500, 4500), (Family::Multinomial { n_classes: 2 }, 1100, 1300)];
-    let mut cases: Vec<(Box<dyn Model>, Array2<f64>, Array1<f64>, Array1<f64>)> = vec![];
+    type Case = (Box<dyn Model>, Array2<f64>, Array1<f64>, Array1<f64>);
+    let mut cases: Vec<Case> = vec![];
     for (family, d, n) in glms {
         let (x, y, w) = problem(family, n, d, 21);
         cases.push((Box::new(Glm::new(family, d)), x, y, w));
@@ -325,7 +336,7 @@ fn tiled_hessian_matches_row_blocks_and_not_the_thread_count() {
     let (x, _, w) = problem(Family::Squared, 2600, 2300, 22);
     cases.push((Box::new(GradientModel { p: 2300 }), x.mapv(|v| v * 0.1), Array1::zeros(2600), w));
     for (model, x, y, w) in &cases {
-        let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+        let data = Batch::new(x.view(), y.view(), Some(w.view()), Names::TRAIN).unwrap();
         let p = model.n_params();
         assert!(p > upweight::objective::TILED_HESSIAN_MAX_ROW_BLOCK_P);
         let obj = Objective::new(model.as_ref(), &data, 0.01).unwrap();
@@ -349,7 +360,7 @@ fn glm_tiles_across_classes_match_the_full_block_kernel() {
     let family = Family::Multinomial { n_classes: 3 };
     let (x, y, w) = problem(family, 200, 4, 23);
     let model = Glm::new(family, 4);
-    let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+    let data = Batch::new(x.view(), y.view(), Some(w.view()), Names::TRAIN).unwrap();
     let theta = Array1::from_shape_fn(15, |j| 0.1 * (j as f64 - 7.0));
     let mut full = Array2::zeros((15, 15));
     model.hessian_sum(theta.view(), &data, full.view_mut());
@@ -379,7 +390,7 @@ fn fused_passes_equal_the_separate_ones_bitwise() {
     for (family, d, n) in cases {
         let (x, y, w) = problem(family, n, d, 24);
         let model = Glm::new(family, d);
-        let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+        let data = Batch::new(x.view(), y.view(), Some(w.view()), Names::TRAIN).unwrap();
         let obj = Objective::new(&model, &data, 0.01).unwrap();
         let theta = Array1::from_shape_fn(model.n_params(), |j| 0.02 * ((j % 7) as f64 - 3.0));
         let c = Cancel::new();
@@ -407,7 +418,7 @@ fn direct_null_space_solve_is_unchanged() {
     let family = Family::Multinomial { n_classes: 4 };
     let (x, y, w) = problem(family, 500, 6, 25);
     let model = Glm::new(family, 6);
-    let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+    let data = Batch::new(x.view(), y.view(), Some(w.view()), Names::TRAIN).unwrap();
     let g = Array2::from_shape_fn((28, 3), |(i, j)| ((i * 5 + j) % 9) as f64 - 4.0);
     for l2 in [0.0, 0.1] {
         let obj = Objective::new(&model, &data, l2).unwrap();
@@ -459,7 +470,7 @@ fn a_fit_whose_gradient_overflows_is_an_error_or_finite() {
     let y = array![0.0, 0.0, 0.0, 0.0];
     let w = array![9.86328125, 0.75, 1e308, 0.0];
     let model = Glm::new(Family::Logistic, 2);
-    let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+    let data = Batch::new(x.view(), y.view(), Some(w.view()), Names::TRAIN).unwrap();
     let obj = Objective::new(&model, &data, 0.1).unwrap();
     let theta0 = array![8.26171875, -10.32421875, 3.40625];
     for method in [Method::Cg, Method::Direct] {
@@ -479,7 +490,7 @@ fn a_fit_whose_gradient_overflows_is_an_error_or_finite() {
 /// the direct solve, in fewer iterations than plain Jacobi on a problem whose classes couple.
 #[test]
 fn block_jacobi_preconditioner_solves_multinomial_systems_in_fewer_iterations() {
-    use upweight::solvers::{block_jacobi, cg, hessian_operator, jacobi, CgOptions};
+    use upweight::solvers::{block_jacobi, cg, jacobi, CgOptions, NullSpace};
     let family = Family::Multinomial { n_classes: 5 };
     let (x, _, w) = problem(family, 400, 6, 11);
     // labels that depend on the features, so the classes' curvatures differ and couple
@@ -488,14 +499,15 @@ fn block_jacobi_preconditioner_solves_multinomial_systems_in_fewer_iterations() 
         ((s + 2.5).clamp(0.0, 4.99)) as usize as f64
     });
     let model = Glm::new(family, 6);
-    let data = Dataset::new(x.view(), y.view(), Some(w.view()), ["X", "y"]).unwrap();
+    let data = Batch::new(x.view(), y.view(), Some(w.view()), Names::TRAIN).unwrap();
     let theta = fit(&model, data, 1e-3);
     let obj = Objective::new(&model, &data, 1e-3).unwrap();
     let c = Cancel::new();
     let null = model.null_space(1e-3);
     let diag = obj.hessian_diag(theta.view(), &c).unwrap();
     let scale = diag.as_ref().unwrap().mean().unwrap();
-    let null = null.as_ref().map(|n| (n, scale));
+    let null = null.map(|basis| NullSpace { basis, scale });
+    let null = null.as_ref();
     let (groups, blocks) = obj.hessian_blocks(theta.view(), &c).unwrap().expect("multinomial has groups");
     // the blocks are the Hessian's own entries
     let h = obj.hessian(theta.view(), &c).unwrap();
@@ -511,9 +523,15 @@ fn block_jacobi_preconditioner_solves_multinomial_systems_in_fewer_iterations() 
     let mut rng = Lcg(5);
     let b = Array2::from_shape_fn((model.n_params(), 3), |_| rng.normal());
     let opts = CgOptions { rtol: 1e-12, ..Default::default() };
-    let apply = hessian_operator(&obj, theta.view(), 0.0, null, None, &c);
-    let (xj, ij) = cg(&apply, jacobi(diag, 0.0, null).as_ref(), b.view(), &opts, &c).unwrap();
-    let (xb, ib) = cg(&apply, Some(&block_jacobi(groups, blocks, 0.0, null)), b.view(), &opts, &c).unwrap();
+    let apply = |v: ndarray::ArrayView2<f64>| {
+        let mut hv = obj.hvp(theta.view(), v, &c)?;
+        if let Some(null) = null {
+            null.add_product(&mut hv, v);
+        }
+        Ok(hv)
+    };
+    let (xj, ij) = cg(apply, jacobi(diag, 0.0, null).as_ref(), b.view(), &opts, &c).unwrap();
+    let (xb, ib) = cg(apply, Some(&block_jacobi(groups, blocks, 0.0, null)), b.view(), &opts, &c).unwrap();
     let diff = (&xj - &xb).mapv(f64::abs).fold(0.0_f64, |a, &v| a.max(v)) / xj.mapv(f64::abs).fold(0.0_f64, |a, &v| a.max(v));
     assert!(diff < 1e-8, "solutions differ by {diff:e}");
     let (sj, sb): (usize, usize) = (ij.iterations.iter().sum(), ib.iterations.iter().sum());

@@ -2,60 +2,15 @@
 //! rather than linearised. It is the ground truth influence is checked against (response curves,
 //! leave-one-out, leave-k-out). Refits run in parallel, each warm-started at the fitted theta.
 
-use ndarray::{Array1, Array2, ArrayView1, CowArray, Ix2};
+use ndarray::{Array2, ArrayView1};
 use rayon::prelude::*;
 
+use super::{newton, FitOptions, FitResult};
 use crate::cancel::Cancel;
-use crate::data::Dataset;
+use crate::data::{Reweighted, Rows};
 use crate::error::{Error, Result};
-use crate::fit::{newton, FitOptions, FitResult};
-use crate::model::Model;
+use crate::models::Model;
 use crate::objective::Objective;
-use crate::source::{Block, Rows};
-
-/// A training set with some weights replaced.
-pub struct Reweighted<'a> {
-    base: &'a dyn Rows,
-    w: Array1<f64>,
-}
-
-impl<'a> Reweighted<'a> {
-    /// `base` with w[points[j]] = weights[j] (later entries win for repeated points). The new
-    /// weights must be finite and >= 0 with a positive total.
-    pub fn new(base: &'a dyn Rows, points: &[usize], weights: &[f64]) -> Result<Self> {
-        let n = base.n();
-        let mut w = base.w().map_or_else(|| Array1::ones(n), |w| w.to_owned());
-        for (&m, &v) in points.iter().zip(weights) {
-            if m >= n {
-                return Err(Error::Value { arg: "idx", msg: format!("index {m} is out of range for {n} training points") });
-            }
-            w[m] = v;
-        }
-        Dataset::check_rows(n, base.y(), Some(w.view()), ["X", "y"])?;
-        Ok(Self { base, w })
-    }
-}
-
-impl Rows for Reweighted<'_> {
-    fn n(&self) -> usize {
-        self.base.n()
-    }
-    fn d(&self) -> usize {
-        self.base.d()
-    }
-    fn y(&self) -> ArrayView1<'_, f64> {
-        self.base.y()
-    }
-    fn w(&self) -> Option<ArrayView1<'_, f64>> {
-        Some(self.w.view())
-    }
-    fn x_rows(&self, start: usize, end: usize) -> Result<Block<'_>> {
-        self.base.x_rows(start, end)
-    }
-    fn x_rows_f32(&self, start: usize, end: usize) -> Option<Result<CowArray<'_, f32, Ix2>>> {
-        self.base.x_rows_f32(start, end)
-    }
-}
 
 /// One refit: set the weights of `points` to `weights` (absolute values, not increments),
 /// optionally with its own l2 (for objectives whose penalty is fixed relative to the summed

@@ -8,6 +8,8 @@
 //! order, every tile (panel I x panel J, I >= J) is added in parallel into its own part of H.
 //! Both give the same bits for any number of threads.
 
+pub mod partial;
+
 use std::ops::Range;
 
 use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
@@ -15,12 +17,10 @@ use rayon::prelude::*;
 
 use crate::blocks::{blocks, map_reduce, map_reduce2, Fold, BLOCK_ROWS};
 use crate::cancel::Cancel;
-use crate::data::Dataset;
+use crate::data::{with_block, Batch, Rows, XView};
 use crate::error::{check_finite, Error, Result};
 use crate::linalg::{symmetrize_from_lower, to_column_major};
-use crate::matrix::XView;
-use crate::model::Model;
-use crate::source::{with_block, Rows};
+use crate::models::Model;
 
 /// Partial Hessians held at once stay under this many bytes (it fixes the chunking from p alone,
 /// so the result still does not depend on the thread count).
@@ -107,6 +107,12 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
         Ok(Self { model, data, l2, total_weight: data.total_weight(), mask: model.penalty_mask() })
     }
 
+    /// The objective on data that were validated for this model before (by [`Objective::new`]),
+    /// whose total weight is `total_weight`: no pass over the data.
+    pub(crate) fn validated(model: &'a M, data: &'a dyn Rows, l2: f64, total_weight: f64) -> Self {
+        Self { model, data, l2, total_weight, mask: model.penalty_mask() }
+    }
+
     /// W, the sum of the weights.
     pub fn total_weight(&self) -> f64 {
         self.total_weight
@@ -140,10 +146,14 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
     /// (L_w(theta), grad L_w(theta)).
     pub fn value_grad(&self, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<(f64, Array1<f64>)> {
         self.check_theta(theta)?;
-        let (loss, grad) =
-            map_reduce(self.data.n(), GRAD_PARTIALS, cancel, |r| with_block(self.data, r, |b| self.model.loss_grad_sum(theta, b)), add_loss_grad)?
-                .expect("data has rows");
+        let (loss, grad) = self.sums(theta, cancel)?;
         Ok(self.finish_value_grad(theta, loss, grad))
+    }
+
+    /// (sum_i w_i l_i, sum_i w_i grad l_i), reduced over row blocks in a fixed order.
+    fn sums(&self, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<LossGrad> {
+        Ok(map_reduce(self.data.n(), GRAD_PARTIALS, cancel, |r| with_block(self.data, r, |b| self.model.loss_grad_sum(theta, b)), add_loss_grad)?
+            .expect("data has rows"))
     }
 
     fn finish_value_grad(&self, theta: ArrayView1<f64>, loss: f64, grad: Array1<f64>) -> (f64, Array1<f64>) {
@@ -179,6 +189,13 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
     /// once), each bitwise equal to what `value_grad` and `hessian` return.
     pub fn value_grad_hessian(&self, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<(f64, Array1<f64>, Array2<f64>)> {
         self.check_theta(theta)?;
+        let (loss, grad, h) = self.sums_with_hessian(theta, cancel)?;
+        let (value, grad) = self.finish_value_grad(theta, loss, grad);
+        Ok((value, grad, self.finish_hessian(h)))
+    }
+
+    /// (sum_i w_i l_i, sum_i w_i grad l_i, lower triangle of sum_i w_i Hess l_i) from one pass.
+    fn sums_with_hessian(&self, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<(f64, Array1<f64>, Array2<f64>)> {
         let ((loss, grad), h) = if self.n_params() > TILED_HESSIAN_MAX_ROW_BLOCK_P {
             let (lg, h) = self.tiled_sums(theta, true, cancel)?;
             (lg.expect("asked for the gradient"), h)
@@ -201,8 +218,7 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
             )?
             .expect("data has rows")
         };
-        let (value, grad) = self.finish_value_grad(theta, loss, grad);
-        Ok((value, grad, self.finish_hessian(h)))
+        Ok((loss, grad, h))
     }
 
     /// Partial Hessians of the row-block schedule (a function of p only).
@@ -230,7 +246,7 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
         let mut panels = self.model.hessian_panels();
         debug_assert!(panels_cover(&panels, p), "hessian_panels must cover 0..p in order");
         if !panels_cover(&panels, p) {
-            panels = Vec::from([0..p]);
+            panels = std::iter::once(0..p).collect();
         }
         let mut h = Array2::zeros((p, p).f());
         let mut tiles = lower_tiles(h.view_mut(), &panels);
@@ -251,7 +267,7 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
                     (None, XView::Dense(x)) => XView::Dense(x.reborrow()), // (ndarray views are invariant)
                     (None, XView::Csr(c)) => XView::Csr(c),
                 };
-                let tile_chunk = &Dataset { x, y: chunk.y.reborrow(), w: chunk.w.map(|w| w.reborrow()) };
+                let tile_chunk = &Batch { x, y: chunk.y.reborrow(), w: chunk.w.map(|w| w.reborrow()) };
                 let add_tiles = || {
                     tiles.par_iter_mut().for_each(|(ri, cj, tile)| {
                         // after a cancel the remaining tiles are skipped (the result is discarded)
@@ -293,18 +309,18 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
     pub fn hessian_diag(&self, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<Option<Array1<f64>>> {
         self.check_theta(theta)?;
         let p = self.n_params();
+        let Some(prec) = self.model.preconditioning() else { return Ok(None) };
         let diag = map_reduce(
             self.data.n(),
             GRAD_PARTIALS,
             cancel,
             |r| {
                 let mut out = Array1::zeros(p);
-                let ok = with_block(self.data, r, |b| self.model.hessian_diag_sum(theta, b, out.view_mut()))?;
-                Ok(ok.then_some(out))
+                with_block(self.data, r, |b| prec.hessian_diag_sum(theta, b, out.view_mut()))?;
+                Ok(out)
             },
-            add_partial,
-        )?
-        .flatten();
+            |a, b| *a += &b,
+        )?;
         Ok(self.finish_diag(diag))
     }
 
@@ -313,6 +329,7 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
     pub fn value_grad_hessian_diag(&self, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<(f64, Array1<f64>, Option<Array1<f64>>)> {
         self.check_theta(theta)?;
         let p = self.n_params();
+        let prec = self.model.preconditioning();
         let ((loss, grad), diag) = map_reduce2(
             self.data.n(),
             GRAD_PARTIALS,
@@ -320,9 +337,12 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
             cancel,
             |r| {
                 with_block(self.data, r, |b| {
-                    let mut out = Array1::zeros(p);
-                    let ok = self.model.hessian_diag_sum(theta, b, out.view_mut());
-                    (self.model.loss_grad_sum(theta, b), ok.then_some(out))
+                    let diag = prec.map(|prec| {
+                        let mut out = Array1::zeros(p);
+                        prec.hessian_diag_sum(theta, b, out.view_mut());
+                        out
+                    });
+                    (self.model.loss_grad_sum(theta, b), diag)
                 })
             },
             add_loss_grad,
@@ -341,7 +361,8 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
     /// m x b x b blocks, penalty included), or `None` if the model has no groups.
     pub fn hessian_blocks(&self, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<Option<(Array2<usize>, Array3<f64>)>> {
         self.check_theta(theta)?;
-        let Some(groups) = self.model.hessian_groups() else { return Ok(None) };
+        let Some(prec) = self.model.preconditioning() else { return Ok(None) };
+        let Some(groups) = prec.hessian_groups() else { return Ok(None) };
         let (m, b) = groups.dim();
         let blocks = map_reduce(
             self.data.n(),
@@ -349,12 +370,11 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
             cancel,
             |r| {
                 let mut out = Array3::zeros((m, b, b));
-                let ok = with_block(self.data, r, |blk| self.model.hessian_blocks_sum(theta, blk, out.view_mut()))?;
-                Ok(ok.then_some(out))
+                with_block(self.data, r, |blk| prec.hessian_blocks_sum(theta, blk, out.view_mut()))?;
+                Ok(out)
             },
-            add_partial,
-        )?
-        .flatten();
+            |a, b| *a += &b,
+        )?;
         Ok(blocks.map(|mut blocks| {
             blocks /= self.total_weight;
             for (g, mut blk) in groups.rows().into_iter().zip(blocks.outer_iter_mut()) {
@@ -368,6 +388,12 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
 
     /// Hessian-vector products H v for a block of vectors (p x r), without forming H.
     pub fn hvp(&self, theta: ArrayView1<f64>, v: ArrayView2<f64>, cancel: &Cancel) -> Result<Array2<f64>> {
+        let hv = self.hvp_sums(theta, v, cancel)?;
+        Ok(partial::finish_hvp(&self.mask, self.l2, self.total_weight, hv, v))
+    }
+
+    /// sum_i w_i (Hess l_i) v, reduced over row blocks in a fixed order.
+    fn hvp_sums(&self, theta: ArrayView1<f64>, v: ArrayView2<f64>, cancel: &Cancel) -> Result<Array2<f64>> {
         self.check_theta(theta)?;
         let p = self.n_params();
         if v.nrows() != p {
@@ -375,7 +401,7 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
         }
         check_finite("v", v.iter())?;
         let r = v.ncols();
-        let mut hv = map_reduce(
+        Ok(map_reduce(
             self.data.n(),
             64,
             cancel,
@@ -386,12 +412,6 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
             },
             |a, b| *a += &b,
         )?
-        .unwrap_or_else(|| Array2::zeros((p, r)));
-        hv /= self.total_weight;
-        for (j, m) in self.mask.iter().enumerate() {
-            let mut row = hv.row_mut(j);
-            row.scaled_add(2.0 * self.l2 * m, &v.row(j));
-        }
-        Ok(hv)
+        .unwrap_or_else(|| Array2::zeros((p, r))))
     }
 }

@@ -1,262 +1,14 @@
-//! Where a training set's rows come from. The streaming loops (objective, influence) read
-//! features one block of rows at a time through [`Rows`], so a training set can be an
-//! in-memory float64 or float32 array, or a `.npy` file far larger than memory that is read
-//! block by block (never memory-mapped: peak memory stays O(block x d)).
-//! Targets and weights (n floats each) are always in memory.
+//! `.npy` files read by rows with positioned reads: a training set far larger than memory is
+//! streamed block by block (never memory-mapped, so peak memory stays O(block x d)).
 
 use std::fs::File;
 use std::io::Read;
-use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use ndarray::{s, Array2, ArrayView1, ArrayView2, CowArray, Ix2};
+use ndarray::Array2;
 
-use crate::data::Dataset;
-use crate::error::{check_finite, Error, Result};
-use crate::matrix::{Csr, XView};
-
-/// A training set read block by block.
-pub trait Rows: Sync {
-    fn n(&self) -> usize;
-    fn d(&self) -> usize;
-    fn y(&self) -> ArrayView1<'_, f64>;
-    fn w(&self) -> Option<ArrayView1<'_, f64>>;
-    /// Features of rows `start..end` in float64: borrowed when they are float64 in memory
-    /// (dense or sparse). Sources not validated up front check what they read and name the
-    /// first bad entry.
-    fn x_rows(&self, start: usize, end: usize) -> Result<Block<'_>>;
-    /// The same rows in float32 when the source stores float32 (the score kernels then run in
-    /// float32), else `None`.
-    fn x_rows_f32(&self, _start: usize, _end: usize) -> Option<Result<CowArray<'_, f32, Ix2>>> {
-        None
-    }
-
-    /// W, the sum of the weights.
-    fn total_weight(&self) -> f64 {
-        self.w().map_or(self.n() as f64, |w| w.sum())
-    }
-}
-
-/// The features of a block of rows as a source hands them out.
-pub enum Block<'a> {
-    Dense(CowArray<'a, f64, Ix2>),
-    Csr(Csr<'a>),
-}
-
-impl Block<'_> {
-    pub fn view(&self) -> XView<'_> {
-        match self {
-            Block::Dense(a) => XView::Dense(a.view()),
-            Block::Csr(c) => XView::Csr(*c),
-        }
-    }
-}
-
-/// Run `f` on rows `r` as an in-memory [`Dataset`].
-pub fn with_block<T>(src: &(impl Rows + ?Sized), r: Range<usize>, f: impl FnOnce(&Dataset) -> T) -> Result<T> {
-    let x = src.x_rows(r.start, r.end)?;
-    let data = Dataset { x: x.view(), y: src.y().slice_move(s![r.clone()]), w: src.w().map(|w| w.slice_move(s![r])) };
-    Ok(f(&data))
-}
-
-/// The contiguous rows `start..end` of a source, as a source of their own (zero-copy). A long
-/// streaming run can be cut into such segments and resumed between them; when `start` is a
-/// multiple of `BLOCK_ROWS` the segment's blocks are the source's own, so every result is
-/// bitwise the same as in one pass.
-pub struct Segment<'a> {
-    base: &'a dyn Rows,
-    start: usize,
-    end: usize,
-}
-
-impl<'a> Segment<'a> {
-    pub fn new(base: &'a dyn Rows, start: usize, end: usize) -> Result<Self> {
-        if start >= end || end > base.n() {
-            return Err(Error::Value { arg: "rows", msg: format!("segment {start}..{end} is empty or beyond the {} training points", base.n()) });
-        }
-        Ok(Self { base, start, end })
-    }
-}
-
-impl Rows for Segment<'_> {
-    fn n(&self) -> usize {
-        self.end - self.start
-    }
-    fn d(&self) -> usize {
-        self.base.d()
-    }
-    fn y(&self) -> ArrayView1<'_, f64> {
-        self.base.y().slice_move(s![self.start..self.end])
-    }
-    fn w(&self) -> Option<ArrayView1<'_, f64>> {
-        self.base.w().map(|w| w.slice_move(s![self.start..self.end]))
-    }
-    fn x_rows(&self, start: usize, end: usize) -> Result<Block<'_>> {
-        self.base.x_rows(self.start + start, self.start + end)
-    }
-    fn x_rows_f32(&self, start: usize, end: usize) -> Option<Result<CowArray<'_, f32, Ix2>>> {
-        self.base.x_rows_f32(self.start + start, self.start + end)
-    }
-}
-
-/// Rows `idx` of a source, gathered into memory (sparse rows stay sparse).
-pub struct Gathered {
-    x: GatheredX,
-    pub y: ndarray::Array1<f64>,
-    pub w: Option<ndarray::Array1<f64>>,
-}
-
-enum GatheredX {
-    Dense(Array2<f64>),
-    Csr { indptr: Vec<i64>, indices: Vec<i32>, data: Vec<f64>, ncols: usize },
-}
-
-impl Gathered {
-    pub fn as_dataset(&self) -> Dataset<'_> {
-        let x = match &self.x {
-            GatheredX::Dense(a) => XView::Dense(a.view()),
-            GatheredX::Csr { indptr, indices, data, ncols } => XView::Csr(Csr { indptr, indices, data, ncols: *ncols }),
-        };
-        Dataset { x, y: self.y.view(), w: self.w.as_ref().map(|w| w.view()) }
-    }
-}
-
-/// Gather rows `idx` (any order, repeats allowed) of `src`.
-pub fn gather(src: &(impl Rows + ?Sized), idx: &[usize]) -> Result<Gathered> {
-    let n = src.n();
-    if let Some(pos) = idx.iter().position(|&i| i >= n) {
-        return Err(Error::Value { arg: "idx", msg: format!("index {} at position {pos} is out of range for {n} training points", idx[pos]) });
-    }
-    let mut dense: Option<Array2<f64>> = None;
-    let (mut indptr, mut indices, mut data) = (vec![0i64], Vec::new(), Vec::new());
-    for (row, &i) in idx.iter().enumerate() {
-        match src.x_rows(i, i + 1)? {
-            Block::Csr(c) => {
-                let (cols, vals) = c.row(0);
-                indices.extend_from_slice(cols);
-                data.extend_from_slice(vals);
-                indptr.push(data.len() as i64);
-            }
-            Block::Dense(a) => dense.get_or_insert_with(|| Array2::zeros((idx.len(), src.d()))).row_mut(row).assign(&a.row(0)),
-        }
-    }
-    let x = match dense {
-        Some(a) => GatheredX::Dense(a),
-        None if indptr.len() == idx.len() + 1 && !idx.is_empty() => GatheredX::Csr { indptr, indices, data, ncols: src.d() },
-        None => GatheredX::Dense(Array2::zeros((idx.len(), src.d()))),
-    };
-    let y = idx.iter().map(|&i| src.y()[i]).collect();
-    let w = src.w().map(|w| idx.iter().map(|&i| w[i]).collect());
-    Ok(Gathered { x, y, w })
-}
-
-impl Rows for Dataset<'_> {
-    fn n(&self) -> usize {
-        self.x.nrows()
-    }
-    fn d(&self) -> usize {
-        self.x.ncols()
-    }
-    fn y(&self) -> ArrayView1<'_, f64> {
-        self.y
-    }
-    fn w(&self) -> Option<ArrayView1<'_, f64>> {
-        self.w
-    }
-    fn x_rows(&self, start: usize, end: usize) -> Result<Block<'_>> {
-        Ok(match self.x.rows(start, end) {
-            XView::Dense(a) => Block::Dense(CowArray::from(a)),
-            XView::Csr(c) => Block::Csr(c),
-        })
-    }
-}
-
-/// Feature storage other than an in-memory float64 array.
-pub enum Features<'a> {
-    F64(ArrayView2<'a, f64>),
-    /// float32 in memory: each block is widened to float64 when read.
-    F32(ArrayView2<'a, f32>),
-    /// A `.npy` file read block by block.
-    Npy(NpyFile),
-    /// Compressed sparse rows (validated by [`Csr::new`]).
-    Csr(Csr<'a>),
-}
-
-/// A training set whose features may be float32 or on disk.
-pub struct Table<'a> {
-    pub x: Features<'a>,
-    pub y: ArrayView1<'a, f64>,
-    pub w: Option<ArrayView1<'a, f64>>,
-}
-
-impl<'a> Table<'a> {
-    /// Validates lengths, targets' finiteness and weights like [`Dataset::new`]; in-memory
-    /// features are checked for NaN/inf here, file features as they are read.
-    pub fn new(x: Features<'a>, y: ArrayView1<'a, f64>, w: Option<ArrayView1<'a, f64>>) -> Result<Self> {
-        let n = x.nrows();
-        match &x {
-            Features::F64(a) => check_finite("X", a.iter())?,
-            Features::F32(a) => {
-                if let Some(index) = a.iter().position(|v| !v.is_finite()) {
-                    return Err(Error::NonFinite { arg: "X", index });
-                }
-            }
-            Features::Npy(_) | Features::Csr(_) => {}
-        }
-        Dataset::check_rows(n, y, w, ["X", "y"])?;
-        Ok(Self { x, y, w })
-    }
-}
-
-impl Features<'_> {
-    pub fn nrows(&self) -> usize {
-        match self {
-            Features::F64(a) => a.nrows(),
-            Features::F32(a) => a.nrows(),
-            Features::Npy(f) => f.n,
-            Features::Csr(c) => c.nrows(),
-        }
-    }
-    pub fn ncols(&self) -> usize {
-        match self {
-            Features::F64(a) => a.ncols(),
-            Features::F32(a) => a.ncols(),
-            Features::Npy(f) => f.d,
-            Features::Csr(c) => c.ncols,
-        }
-    }
-}
-
-impl Rows for Table<'_> {
-    fn n(&self) -> usize {
-        self.y.len()
-    }
-    fn d(&self) -> usize {
-        self.x.ncols()
-    }
-    fn y(&self) -> ArrayView1<'_, f64> {
-        self.y
-    }
-    fn w(&self) -> Option<ArrayView1<'_, f64>> {
-        self.w
-    }
-    fn x_rows(&self, start: usize, end: usize) -> Result<Block<'_>> {
-        Ok(match &self.x {
-            Features::F64(a) => Block::Dense(CowArray::from(a.slice(s![start..end, ..]))),
-            Features::F32(a) => Block::Dense(CowArray::from(a.slice(s![start..end, ..]).mapv(f64::from))),
-            Features::Npy(f) => Block::Dense(CowArray::from(f.read_rows(start, end)?)),
-            Features::Csr(c) => Block::Csr(c.rows(start, end)),
-        })
-    }
-    fn x_rows_f32(&self, start: usize, end: usize) -> Option<Result<CowArray<'_, f32, Ix2>>> {
-        match &self.x {
-            Features::F32(a) => Some(Ok(CowArray::from(a.slice(s![start..end, ..])))),
-            Features::Npy(f) if f.dtype == NpyDtype::F32 => Some(f.read_rows_f32(start, end).map(CowArray::from)),
-            _ => None,
-        }
-    }
-}
+use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NpyDtype {
@@ -267,6 +19,8 @@ pub enum NpyDtype {
 /// A C-ordered 2-d float32/float64 `.npy` file, read by rows with positioned reads (thread-safe).
 pub struct NpyFile {
     file: File,
+    /// The argument the file was passed as, for errors found while reading.
+    arg: &'static str,
     path: PathBuf,
     pub n: usize,
     pub d: usize,
@@ -362,7 +116,7 @@ impl NpyFile {
         let mut file = File::open(path).map_err(|e| bad(format!("cannot open ({e})")))?;
         let len = file.metadata().map_err(|e| bad(format!("cannot stat ({e})")))?.len();
         let NpyHeader { dtype, n, d, offset } = NpyHeader::read(&mut file, len).map_err(bad)?;
-        Ok(Self { file, path: path.to_path_buf(), n, d, dtype, offset })
+        Ok(Self { file, arg, path: path.to_path_buf(), n, d, dtype, offset })
     }
 
     /// Byte offset of the first value.
@@ -400,13 +154,13 @@ impl NpyFile {
         let at = self.offset + (start * self.d * item) as u64;
         self.file
             .read_exact_at(&mut bytes, at)
-            .map_err(|e| Error::Value { arg: "X", msg: format!("{}: read failed at row {start} ({e})", self.path.display()) })?;
+            .map_err(|e| Error::Value { arg: self.arg, msg: format!("{}: read failed at row {start} ({e})", self.path.display()) })?;
         Ok(bytes)
     }
 
     fn finite(&self, start: usize, mut ok: impl Iterator<Item = bool>) -> Result<()> {
         match ok.position(|f| !f) {
-            Some(i) => Err(Error::NonFinite { arg: "X", index: start * self.d + i }),
+            Some(i) => Err(Error::NonFinite { arg: self.arg, index: start * self.d + i }),
             None => Ok(()),
         }
     }

@@ -1,13 +1,15 @@
-//! Weighted Newton's method with backtracking line search, stopping on the gradient norm.
+//! Fitting: weighted Newton's method with backtracking line search, stopping on the gradient
+//! norm, and exact refits with changed weights ([`refit`]).
+
+pub mod refit;
 
 use ndarray::{Array1, ArrayView1, Axis};
 
 use crate::cancel::Cancel;
 use crate::error::{check_finite, check_overflow, Error, Result};
-use crate::influence::Method;
-use crate::model::Model;
+use crate::models::Model;
 use crate::objective::Objective;
-use crate::solvers::{cg, fix_null_component, hessian_operator, preconditioner, CgOptions, Direct};
+use crate::solvers::{CgOptions, Method, Prepared};
 
 #[derive(Clone, Debug)]
 pub struct FitOptions {
@@ -124,24 +126,13 @@ fn newton_step<M: Model + ?Sized>(
     method: Method,
     cancel: &Cancel,
 ) -> Result<Array1<f64>> {
-    let rhs = g.view().insert_axis(Axis(1));
-    let x = match method {
-        Method::Direct => {
-            let h = obj.hessian(theta, cancel)?;
-            Direct::new(h, null.map(|n| n.view()))?.solve(rhs)
-        }
-        Method::Cg => {
-            let diag = obj.hessian_diag(theta, cancel)?;
-            let scale = diag.as_ref().and_then(|d| d.mean()).unwrap_or(1.0).abs().max(f64::MIN_POSITIVE);
-            let null = null.map(|n| (n, scale));
-            let precond = preconditioner(obj, theta, diag, 0.0, null, cancel)?;
-            let apply = hessian_operator(obj, theta, 0.0, null, None, cancel);
-            let gnorm = g.dot(g).sqrt();
-            let opts = CgOptions { rtol: gnorm.sqrt().min(0.5), atol: 0.0, max_iter: 500, precondition: true };
-            let mut x = cg(apply, precond.as_ref(), rhs, &opts, cancel)?.0;
-            fix_null_component(&mut x, rhs, null);
-            x
-        }
+    let mut x = g.clone().insert_axis(Axis(1));
+    let solver = match method {
+        Method::Direct => Prepared::direct(obj.hessian(theta, cancel)?, 0.0, null.cloned())?,
+        Method::Cg => Prepared::cg(obj, theta, obj.hessian_diag(theta, cancel)?, None, 0.0, true, cancel)?,
     };
+    let gnorm = g.dot(g).sqrt();
+    let cg = CgOptions { rtol: gnorm.sqrt().min(0.5), atol: 0.0, max_iter: 500, precondition: true };
+    solver.solve_in_place(obj, theta, x.view_mut(), &cg, true, cancel)?;
     Ok(-x.remove_axis(Axis(1)))
 }

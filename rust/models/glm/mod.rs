@@ -5,22 +5,15 @@
 //! times its row z = [x, 1], so scores and Hessians never loop over examples outside BLAS-like
 //! code.
 
+mod family;
+
+pub use family::{sigmoid, softplus, Family};
+
 use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3, Axis, Zip};
 
-use crate::data::Dataset;
+use super::{scores_from_grads, Float32Grads, Model, Preconditioning, Prediction};
+use crate::data::{Batch, XView};
 use crate::error::{Error, Result};
-use crate::families::Family;
-use crate::matrix::XView;
-use crate::model::{scores_from_grads, Model};
-
-/// Which prediction `Glm::prediction_grads` differentiates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Prediction {
-    /// The linear predictor eta (one per class for multinomial).
-    Linear,
-    /// The mean response: identity, sigmoid probability, Poisson rate, or class probabilities.
-    Mean,
-}
 
 #[derive(Clone, Copy, Debug)]
 pub struct Glm {
@@ -53,13 +46,6 @@ impl Glm {
         crate::error::check_finite("theta", theta.iter())
     }
 
-    pub fn check_features(&self, arg: &'static str, x: XView) -> Result<()> {
-        if x.ncols() != self.d {
-            return Err(Error::Shape { arg, msg: format!("has {} columns but the model has {} features", x.ncols(), self.d) });
-        }
-        Ok(())
-    }
-
     /// Linear predictors of the rows of `x`: (n x k).
     pub fn eta(&self, theta: ArrayView1<f64>, x: XView) -> Array2<f64> {
         let (k, r, d) = (self.k(), self.row(), self.d);
@@ -81,16 +67,8 @@ impl Glm {
         eta
     }
 
-    /// The k x k eta-Hessians of the rows of `data`, flattened (n x k^2): the Hessian weight a_i
-    /// of DESIGN.md section 2 when k = 1.
-    pub fn eta_hessians(&self, theta: ArrayView1<f64>, data: &Dataset) -> Array2<f64> {
-        let k = self.k();
-        let (_, h) = self.residuals(theta, data, true);
-        h.expect("requested").into_shape_with_order((data.n(), k * k)).expect("contiguous")
-    }
-
     /// Residuals dl/deta (n x k) and, if asked, eta-Hessians (n x k x k) of the rows of `data`.
-    fn residuals(&self, theta: ArrayView1<f64>, data: &Dataset, with_hessian: bool) -> (Array2<f64>, Option<Array3<f64>>) {
+    fn residuals(&self, theta: ArrayView1<f64>, data: &Batch, with_hessian: bool) -> (Array2<f64>, Option<Array3<f64>>) {
         let k = self.k();
         let eta = self.eta(theta, data.x);
         let mut res = Array2::zeros((data.n(), k));
@@ -113,7 +91,7 @@ impl Glm {
 
     /// Gradients of predictions at the rows of `x`: ((n k) x p), row t*k + c is the gradient in
     /// theta of prediction c at point t (the linear predictor or the mean response).
-    pub fn prediction_grads(&self, theta: ArrayView1<f64>, x: XView, kind: Prediction) -> Array2<f64> {
+    fn prediction_grads_of(&self, theta: ArrayView1<f64>, x: XView, kind: Prediction) -> Array2<f64> {
         let (k, r, d) = (self.k(), self.row(), self.d);
         let eta = self.eta(theta, x);
         let mut out = Array2::zeros((x.nrows() * k, self.n_params()));
@@ -147,6 +125,38 @@ impl Model for Glm {
         self.d
     }
 
+    fn n_outputs(&self) -> usize {
+        self.k()
+    }
+
+    fn predict(&self, theta: ArrayView1<f64>, x: XView, kind: Prediction) -> Result<Array2<f64>> {
+        self.check_theta(theta)?;
+        Ok(match kind {
+            Prediction::Linear => self.eta(theta, x),
+            Prediction::Mean => self.predict_mean(theta, x),
+        })
+    }
+
+    fn prediction_grads(&self, theta: ArrayView1<f64>, x: XView, kind: Prediction) -> Result<Array2<f64>> {
+        self.check_theta(theta)?;
+        Ok(self.prediction_grads_of(theta, x, kind))
+    }
+
+    /// The k x k eta-Hessians: the Hessian weight a_i of DESIGN.md section 2 when k = 1.
+    fn output_hessians(&self, theta: ArrayView1<f64>, data: &Batch) -> Result<Array2<f64>> {
+        let k = self.k();
+        let (_, h) = self.residuals(theta, data, true);
+        Ok(h.expect("requested").into_shape_with_order((data.n(), k * k)).expect("contiguous"))
+    }
+
+    fn float32(&self) -> Option<&dyn Float32Grads> {
+        Some(self)
+    }
+
+    fn preconditioning(&self) -> Option<&dyn Preconditioning> {
+        Some(self)
+    }
+
     fn penalty_mask(&self) -> Array1<f64> {
         Array1::from_shape_fn(self.n_params(), |j| if j % self.row() == self.d { 0.0 } else { 1.0 })
     }
@@ -171,14 +181,14 @@ impl Model for Glm {
         self.family.check_targets(arg, y.iter())
     }
 
-    fn losses(&self, theta: ArrayView1<f64>, data: &Dataset, mut out: ArrayViewMut1<f64>) {
+    fn losses(&self, theta: ArrayView1<f64>, data: &Batch, mut out: ArrayViewMut1<f64>) {
         let eta = self.eta(theta, data.x);
         for (i, o) in out.iter_mut().enumerate() {
             *o = self.family.loss(eta.row(i).as_slice().expect("contiguous"), data.y[i]);
         }
     }
 
-    fn grads(&self, theta: ArrayView1<f64>, data: &Dataset, mut out: ArrayViewMut2<f64>) {
+    fn grads(&self, theta: ArrayView1<f64>, data: &Batch, mut out: ArrayViewMut2<f64>) {
         let (k, r, d) = (self.k(), self.row(), self.d);
         let (res, _) = self.residuals(theta, data, false);
         for i in 0..data.n() {
@@ -195,7 +205,7 @@ impl Model for Glm {
     /// Dense rows: one product of the block's gradients (formed in place, B x p) with [v; c].
     /// Sparse rows: per class, the sparse product X v_c, then the residuals, so a block costs
     /// O(nnz q) and the gradients are never formed.
-    fn scores(&self, theta: ArrayView1<f64>, data: &Dataset, vc: ArrayView2<f64>, scale: f64, mut out: ArrayViewMut2<f64>) {
+    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, mut out: ArrayViewMut2<f64>) {
         if let XView::Dense(_) = data.x {
             return scores_from_grads(self, theta, data, vc, scale, out);
         }
@@ -214,30 +224,7 @@ impl Model for Glm {
         out.mapv_inplace(|o| o * scale);
     }
 
-    /// eta in float64 from the float32 rows (a dot product per row and class: 1/q of the score
-    /// product's work), residuals in float64, gradients rounded to float32.
-    fn grads_f32(&self, theta: ArrayView1<f64>, x: ArrayView2<f32>, y: ArrayView1<f64>, mut out: ArrayViewMut2<f32>) -> bool {
-        let (k, r, d) = (self.k(), self.row(), self.d);
-        let mut eta = vec![0.0; k];
-        let mut res = vec![0.0; k];
-        for (i, xi) in x.rows().into_iter().enumerate() {
-            for (c, e) in eta.iter_mut().enumerate() {
-                let t = theta.slice(s![c * r..(c + 1) * r]);
-                *e = t[d] + xi.iter().zip(t.iter()).map(|(&xv, &tv)| xv as f64 * tv).sum::<f64>();
-            }
-            self.family.residual_and_hessian(&eta, y[i], &mut res, None);
-            let mut g = out.row_mut(i);
-            for c in 0..k {
-                let rc = res[c] as f32;
-                let mut seg = g.slice_mut(s![c * r..(c + 1) * r]);
-                seg.slice_mut(s![..d]).zip_mut_with(&xi, |o, &xv| *o = rc * xv);
-                seg[d] = rc;
-            }
-        }
-        true
-    }
-
-    fn loss_grad_sum(&self, theta: ArrayView1<f64>, data: &Dataset) -> (f64, Array1<f64>) {
+    fn loss_grad_sum(&self, theta: ArrayView1<f64>, data: &Batch) -> (f64, Array1<f64>) {
         let (k, r, d) = (self.k(), self.row(), self.d);
         let eta = self.eta(theta, data.x);
         let mut wres = Array2::zeros((data.n(), k));
@@ -266,7 +253,7 @@ impl Model for Glm {
     }
 
     /// Block (c, c') of the Hessian is Z^T diag(w A_cc') Z with A the eta-Hessians.
-    fn hessian_sum(&self, theta: ArrayView1<f64>, data: &Dataset, mut out: ArrayViewMut2<f64>) {
+    fn hessian_sum(&self, theta: ArrayView1<f64>, data: &Batch, mut out: ArrayViewMut2<f64>) {
         let (k, r) = (self.k(), self.row());
         let (_, hess) = self.residuals(theta, data, true);
         let hess = hess.expect("requested");
@@ -279,54 +266,9 @@ impl Model for Glm {
         }
     }
 
-    /// Entry (c, a) is sum_i w_i A_i[c, c] z_ia^2.
-    fn hessian_diag_sum(&self, theta: ArrayView1<f64>, data: &Dataset, mut out: ArrayViewMut1<f64>) -> bool {
-        let (k, r, d) = (self.k(), self.row(), self.d);
-        let (_, hess) = self.residuals(theta, data, true);
-        let hess = hess.expect("requested");
-        let wa = Array2::from_shape_fn((data.n(), k), |(i, c)| data.weight(i) * hess[[i, c, c]]);
-        let mut dx = Array2::zeros((d, k));
-        data.x.sq_t_dot_add(wa.view(), dx.view_mut());
-        for c in 0..k {
-            let mut seg = out.slice_mut(s![c * r..(c + 1) * r]);
-            seg.slice_mut(s![..d]).zip_mut_with(&dx.column(c), |o, v| *o += v);
-            seg[d] += wa.column(c).sum();
-        }
-        true
-    }
-
-    /// Multinomial only: group j holds the k classes' parameters of feature j (c r + j), the
-    /// intercepts forming the last group.
-    fn hessian_groups(&self) -> Option<Array2<usize>> {
-        let Family::Multinomial { n_classes: k } = self.family else { return None };
-        let r = self.row();
-        Some(Array2::from_shape_fn((r, k), |(j, c)| c * r + j))
-    }
-
-    /// Block j is sum_i x_ij^2 w_i A_i (A_i the k x k Hessian of the loss in eta_i; x_i,d = 1):
-    /// one product of the squared features with the n x k^2 matrix of w_i A_i.
-    fn hessian_blocks_sum(&self, theta: ArrayView1<f64>, data: &Dataset, mut out: ArrayViewMut3<f64>) -> bool {
-        if !matches!(self.family, Family::Multinomial { .. }) {
-            return false;
-        }
-        let (k, d) = (self.k(), self.d);
-        let (_, hess) = self.residuals(theta, data, true);
-        let mut wa = hess.expect("requested").into_shape_with_order((data.n(), k * k)).expect("contiguous");
-        for (i, mut row) in wa.rows_mut().into_iter().enumerate() {
-            row *= data.weight(i);
-        }
-        let mut blocks = Array2::zeros((d, k * k));
-        data.x.sq_t_dot_add(wa.view(), blocks.view_mut());
-        for j in 0..d {
-            out.index_axis_mut(Axis(0), j).zip_mut_with(&blocks.row(j).into_shape_with_order((k, k)).expect("k x k"), |o, v| *o += v);
-        }
-        out.index_axis_mut(Axis(0), d).zip_mut_with(&wa.sum_axis(Axis(0)).into_shape_with_order((k, k)).expect("k x k"), |o, v| *o += v);
-        true
-    }
-
     /// For each vector v_j: directional eta E = Z V_j^T (n x k), then per row w_i A_i E_i, then back
     /// through Z^T. All vectors go through the same two products.
-    fn hvp_sum(&self, theta: ArrayView1<f64>, data: &Dataset, v: ArrayView2<f64>, mut out: ArrayViewMut2<f64>) {
+    fn hvp_sum(&self, theta: ArrayView1<f64>, data: &Batch, v: ArrayView2<f64>, mut out: ArrayViewMut2<f64>) {
         let (k, r, d) = (self.k(), self.row(), self.d);
         let (n, nv) = (data.n(), v.ncols());
         let (_, hess) = self.residuals(theta, data, true);
@@ -380,14 +322,7 @@ impl Model for Glm {
     /// Like `hessian_sum`, restricted to a tile: the piece (rows a of class c, columns b of class
     /// c') is Z_a^T diag(w A_cc') Z_b, i.e. X_a^T (w A_cc' Z_b) plus, when a holds the intercept,
     /// the row of column sums of w A_cc' Z_b. Panels are cut at class boundaries.
-    fn hessian_tile_sum(
-        &self,
-        theta: ArrayView1<f64>,
-        data: &Dataset,
-        rows: std::ops::Range<usize>,
-        cols: std::ops::Range<usize>,
-        mut out: ArrayViewMut2<f64>,
-    ) {
+    fn hessian_tile_sum(&self, theta: ArrayView1<f64>, data: &Batch, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, mut out: ArrayViewMut2<f64>) {
         let (k, r) = (self.k(), self.row());
         let diagonal = rows == cols;
         // the (piece of rows, piece of columns) pairs to add: on a diagonal tile, the lower ones
@@ -416,6 +351,72 @@ impl Model for Glm {
             let piece = out.slice_mut(s![i0..i0 + a.len(), j0..j0 + b.len()]);
             data.x.gram_add(wa.column(q), a, b, diagonal && i0 == j0, piece);
         }
+    }
+}
+
+impl Float32Grads for Glm {
+    /// eta in float64 from the float32 rows (a dot product per row and class: 1/q of the score
+    /// product's work), residuals in float64, gradients rounded to float32.
+    fn grads_f32(&self, theta: ArrayView1<f64>, x: ArrayView2<f32>, y: ArrayView1<f64>, mut out: ArrayViewMut2<f32>) {
+        let (k, r, d) = (self.k(), self.row(), self.d);
+        let mut eta = vec![0.0; k];
+        let mut res = vec![0.0; k];
+        for (i, xi) in x.rows().into_iter().enumerate() {
+            for (c, e) in eta.iter_mut().enumerate() {
+                let t = theta.slice(s![c * r..(c + 1) * r]);
+                *e = t[d] + xi.iter().zip(t.iter()).map(|(&xv, &tv)| xv as f64 * tv).sum::<f64>();
+            }
+            self.family.residual_and_hessian(&eta, y[i], &mut res, None);
+            let mut g = out.row_mut(i);
+            for c in 0..k {
+                let rc = res[c] as f32;
+                let mut seg = g.slice_mut(s![c * r..(c + 1) * r]);
+                seg.slice_mut(s![..d]).zip_mut_with(&xi, |o, &xv| *o = rc * xv);
+                seg[d] = rc;
+            }
+        }
+    }
+}
+
+impl Preconditioning for Glm {
+    /// Entry (c, a) is sum_i w_i A_i[c, c] z_ia^2.
+    fn hessian_diag_sum(&self, theta: ArrayView1<f64>, data: &Batch, mut out: ArrayViewMut1<f64>) {
+        let (k, r, d) = (self.k(), self.row(), self.d);
+        let (_, hess) = self.residuals(theta, data, true);
+        let hess = hess.expect("requested");
+        let wa = Array2::from_shape_fn((data.n(), k), |(i, c)| data.weight(i) * hess[[i, c, c]]);
+        let mut dx = Array2::zeros((d, k));
+        data.x.sq_t_dot_add(wa.view(), dx.view_mut());
+        for c in 0..k {
+            let mut seg = out.slice_mut(s![c * r..(c + 1) * r]);
+            seg.slice_mut(s![..d]).zip_mut_with(&dx.column(c), |o, v| *o += v);
+            seg[d] += wa.column(c).sum();
+        }
+    }
+
+    /// Multinomial only: group j holds the k classes' parameters of feature j (c r + j), the
+    /// intercepts forming the last group.
+    fn hessian_groups(&self) -> Option<Array2<usize>> {
+        let Family::Multinomial { n_classes: k } = self.family else { return None };
+        let r = self.row();
+        Some(Array2::from_shape_fn((r, k), |(j, c)| c * r + j))
+    }
+
+    /// Block j is sum_i x_ij^2 w_i A_i (A_i the k x k Hessian of the loss in eta_i; x_i,d = 1):
+    /// one product of the squared features with the n x k^2 matrix of w_i A_i.
+    fn hessian_blocks_sum(&self, theta: ArrayView1<f64>, data: &Batch, mut out: ArrayViewMut3<f64>) {
+        let (k, d) = (self.k(), self.d);
+        let (_, hess) = self.residuals(theta, data, true);
+        let mut wa = hess.expect("requested").into_shape_with_order((data.n(), k * k)).expect("contiguous");
+        for (i, mut row) in wa.rows_mut().into_iter().enumerate() {
+            row *= data.weight(i);
+        }
+        let mut blocks = Array2::zeros((d, k * k));
+        data.x.sq_t_dot_add(wa.view(), blocks.view_mut());
+        for j in 0..d {
+            out.index_axis_mut(Axis(0), j).zip_mut_with(&blocks.row(j).into_shape_with_order((k, k)).expect("k x k"), |o, v| *o += v);
+        }
+        out.index_axis_mut(Axis(0), d).zip_mut_with(&wa.sum_axis(Axis(0)).into_shape_with_order((k, k)).expect("k x k"), |o, v| *o += v);
     }
 }
 

@@ -1,32 +1,35 @@
-//! Weighted training sets as borrowed views: X (n x d), targets y (n), weights w (n).
+//! A block of weighted rows in memory, borrowed: what the model kernels read.
 
-use ndarray::{ArrayView1, ArrayView2};
+use ndarray::{ArrayView1, ArrayView2, CowArray, Ix2};
 
+use super::matrix::XView;
+use super::table::Names;
+use super::{Block, Rows};
 use crate::error::{check_finite, Error, Result};
-use crate::matrix::XView;
 
-/// A weighted data set. Rows are points z_i = (x_i, y_i) with weight w_i >= 0
-/// (DESIGN.md section 1). `w = None` means every weight is 1.
+/// Weighted rows z_i = (x_i, y_i), w_i >= 0 (DESIGN.md section 1) in memory: X (n x d, dense or
+/// CSR), y (n), w (n; `None` means every weight is 1). [`super::with_block`] hands the kernels one
+/// per block of a [`Rows`] source.
 #[derive(Clone, Copy, Debug)]
-pub struct Dataset<'a> {
+pub struct Batch<'a> {
     pub x: XView<'a>,
     pub y: ArrayView1<'a, f64>,
     pub w: Option<ArrayView1<'a, f64>>,
 }
 
-impl<'a> Dataset<'a> {
+impl<'a> Batch<'a> {
     /// A validated data set: consistent lengths, finite values, weights >= 0 with a positive sum.
     /// `names` are the argument names used in error messages (X, y, sample_weight).
-    pub fn new(x: ArrayView2<'a, f64>, y: ArrayView1<'a, f64>, w: Option<ArrayView1<'a, f64>>, names: [&'static str; 2]) -> Result<Self> {
+    pub fn new(x: ArrayView2<'a, f64>, y: ArrayView1<'a, f64>, w: Option<ArrayView1<'a, f64>>, names: Names) -> Result<Self> {
         Self::check_rows(x.nrows(), y, w, names)?;
-        check_finite(names[0], x.iter())?;
+        check_finite(names.x, x.iter())?;
         Ok(Self { x: XView::Dense(x), y, w })
     }
 
     /// The checks that do not depend on how X is stored: n > 0 rows, y of length n and finite,
     /// weights of length n, finite, >= 0 with a positive sum.
-    pub(crate) fn check_rows(n: usize, y: ArrayView1<'a, f64>, w: Option<ArrayView1<'a, f64>>, names: [&'static str; 2]) -> Result<()> {
-        let [xname, yname] = names;
+    pub(crate) fn check_rows(n: usize, y: ArrayView1<'_, f64>, w: Option<ArrayView1<'_, f64>>, names: Names) -> Result<()> {
+        let Names { x: xname, y: yname } = names;
         if n == 0 {
             return Err(Error::Shape { arg: xname, msg: "has no rows".into() });
         }
@@ -65,9 +68,30 @@ impl<'a> Dataset<'a> {
     pub fn total_weight(&self) -> f64 {
         self.w.map_or(self.n() as f64, |w| w.sum())
     }
-    /// Rows `start..end` as a data set of their own.
-    pub fn rows(&self, start: usize, end: usize) -> Dataset<'a> {
+    /// Rows `start..end` as a batch of their own.
+    pub fn rows(&self, start: usize, end: usize) -> Batch<'a> {
         use ndarray::s;
-        Dataset { x: self.x.rows(start, end), y: self.y.slice_move(s![start..end]), w: self.w.map(|w| w.slice_move(s![start..end])) }
+        Batch { x: self.x.rows(start, end), y: self.y.slice_move(s![start..end]), w: self.w.map(|w| w.slice_move(s![start..end])) }
+    }
+}
+
+impl Rows for Batch<'_> {
+    fn n(&self) -> usize {
+        self.x.nrows()
+    }
+    fn d(&self) -> usize {
+        self.x.ncols()
+    }
+    fn y(&self) -> ArrayView1<'_, f64> {
+        self.y
+    }
+    fn w(&self) -> Option<ArrayView1<'_, f64>> {
+        self.w
+    }
+    fn x_rows(&self, start: usize, end: usize) -> Result<Block<'_>> {
+        Ok(match self.x.rows(start, end) {
+            XView::Dense(a) => Block::Dense(CowArray::<f64, Ix2>::from(a)),
+            XView::Csr(c) => Block::Csr(c),
+        })
     }
 }

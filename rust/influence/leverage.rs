@@ -12,18 +12,27 @@
 use ndarray::{s, Array1};
 use rayon::prelude::*;
 
+use super::Influence;
 use crate::blocks::{blocks, BLOCK_ROWS};
 use crate::cancel::Cancel;
+use crate::data::{with_block, Rows};
 use crate::error::{Error, Result};
-use crate::glm::{Glm, Prediction};
-use crate::influence::Influence;
-use crate::source::{with_block, Rows};
+use crate::models::Prediction;
 
-/// Hat values h_i of every training row, streamed over row blocks.
-pub fn leverage(glm: &Glm, inf: &Influence, train: &dyn Rows, cancel: &Cancel) -> Result<Array1<f64>> {
-    if glm.k() != 1 {
+impl Influence {
+    /// Hat values h_i of every training row, streamed over row blocks (models with one output
+    /// whose loss has a Hessian in its linear predictor).
+    pub fn leverage(&self, cancel: &Cancel) -> Result<Array1<f64>> {
+        leverage(self, cancel)
+    }
+}
+
+fn leverage(inf: &Influence, cancel: &Cancel) -> Result<Array1<f64>> {
+    let model = inf.model();
+    if model.n_outputs() != 1 {
         return Err(Error::Value { arg: "model", msg: "diagnostics are defined for single-output models (not multinomial)".into() });
     }
+    let train = inf.data();
     let theta = inf.theta();
     let scale = 1.0 / inf.total_weight();
     cancel.begin(train.n());
@@ -32,13 +41,13 @@ pub fn leverage(glm: &Glm, inf: &Influence, train: &dyn Rows, cancel: &Cancel) -
         .map(|r| {
             cancel.check()?;
             let len = r.len();
-            let (z, a, w) = with_block(train, r, |b| {
-                let z = glm.prediction_grads(theta, b.x, Prediction::Linear); // rows z_i (B x p)
-                let a = glm.eta_hessians(theta, b);
+            let (z, a, w) = with_block(train, r, |b| -> Result<_> {
+                let z = model.prediction_grads(theta, b.x, Prediction::Linear)?; // rows z_i (B x p)
+                let a = model.output_hessians(theta, b)?;
                 let w: Vec<f64> = (0..b.n()).map(|i| b.weight(i)).collect();
-                (z, a, w)
-            })?;
-            let (v, _) = inf.inverse_hvp(glm, train, z.t(), cancel)?;
+                Ok((z, a, w))
+            })??;
+            let (v, _) = inf.inverse_hvp(z.t(), cancel)?;
             let out = (0..len).map(|i| scale * w[i] * a[[i, 0]] * z.row(i).dot(&v.slice(s![.., i]))).collect();
             cancel.advance(len);
             Ok(out)

@@ -1,0 +1,187 @@
+//! A training set (or a set of test points) as the core holds it: features in any storage, with
+//! targets and weights, validated once when it is built.
+
+use std::path::Path;
+
+use ndarray::{s, Array1, Array2, ArrayView1, CowArray, Ix2};
+
+use super::batch::Batch;
+use super::matrix::Csr;
+use super::npy::{NpyDtype, NpyFile};
+use super::shared::{Shared, Shared1};
+use super::{Block, Rows};
+use crate::error::{Error, Result};
+
+/// How the caller spells the arguments a table was made from: every error about its rows names
+/// them (`X_test`, `train_grads`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Names {
+    pub x: &'static str,
+    pub y: &'static str,
+}
+
+impl Names {
+    /// A training set passed as `X`, `y`.
+    pub const TRAIN: Names = Names { x: "X", y: "y" };
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names::TRAIN
+    }
+}
+
+/// Compressed sparse rows held by the table, validated once by [`Csr::new`].
+pub struct CsrArrays {
+    indptr: Shared1<i64>,
+    indices: Shared1<i32>,
+    data: Shared1<f64>,
+    ncols: usize,
+}
+
+impl CsrArrays {
+    /// Validate and keep CSR arrays (as scipy.sparse.csr_matrix stores them); `arg` names them.
+    pub fn new(indptr: Shared1<i64>, indices: Shared1<i32>, data: Shared1<f64>, ncols: usize, arg: &'static str) -> Result<Self> {
+        let contiguous = |ok: bool| if ok { Ok(()) } else { Err(Error::Value { arg, msg: "sparse arrays must be contiguous".into() }) };
+        contiguous(indptr.view().is_standard_layout() && indices.view().is_standard_layout() && data.view().is_standard_layout())?;
+        Csr::new(indptr.as_slice(), indices.as_slice(), data.as_slice(), ncols).map_err(|e| e.renamed("X", arg))?;
+        Ok(Self { indptr, indices, data, ncols })
+    }
+
+    pub fn view(&self) -> Csr<'_> {
+        Csr { indptr: self.indptr.as_slice(), indices: self.indices.as_slice(), data: self.data.as_slice(), ncols: self.ncols }
+    }
+}
+
+/// Where the features of a table live.
+pub enum Features {
+    /// float64 in memory.
+    F64(Shared<f64>),
+    /// float32 in memory: widened block by block for sums, scored in float32.
+    F32(Shared<f32>),
+    /// Compressed sparse rows: every pass costs O(nnz), never densified.
+    Csr(CsrArrays),
+    /// A `.npy` file read block by block.
+    Npy(NpyFile),
+}
+
+impl Features {
+    /// Own a float64 array.
+    pub fn dense(x: Array2<f64>) -> Self {
+        Features::F64(Shared::new(x))
+    }
+    /// Own a float32 array.
+    pub fn dense_f32(x: Array2<f32>) -> Self {
+        Features::F32(Shared::new(x))
+    }
+    /// Own CSR arrays (validated).
+    pub fn csr(indptr: Vec<i64>, indices: Vec<i32>, data: Vec<f64>, ncols: usize) -> Result<Self> {
+        let a = |v| Shared::new(Array1::from(v));
+        Ok(Features::Csr(CsrArrays::new(a(indptr), Shared::new(Array1::from(indices)), Shared::new(Array1::from(data)), ncols, "X")?))
+    }
+    /// Open a `.npy` file (checked), errors naming `arg`.
+    pub fn npy(path: &Path, arg: &'static str) -> Result<Self> {
+        Ok(Features::Npy(NpyFile::open(path, arg)?))
+    }
+
+    pub fn nrows(&self) -> usize {
+        match self {
+            Features::F64(a) => a.view().nrows(),
+            Features::F32(a) => a.view().nrows(),
+            Features::Npy(f) => f.n,
+            Features::Csr(c) => c.view().nrows(),
+        }
+    }
+    pub fn ncols(&self) -> usize {
+        match self {
+            Features::F64(a) => a.view().ncols(),
+            Features::F32(a) => a.view().ncols(),
+            Features::Npy(f) => f.d,
+            Features::Csr(c) => c.ncols,
+        }
+    }
+    /// Whether the rows are stored in float32 (scores are then computed and returned in float32).
+    pub fn is_f32(&self) -> bool {
+        matches!(self, Features::F32(_)) || matches!(self, Features::Npy(f) if f.dtype == NpyDtype::F32)
+    }
+}
+
+/// Rows z_i = (x_i, y_i) with weights w_i >= 0 (DESIGN.md section 1), owning their storage.
+pub struct Table {
+    x: Features,
+    y: Array1<f64>,
+    w: Option<Array1<f64>>,
+    names: Names,
+}
+
+impl Table {
+    /// A validated table: n > 0 rows, y of length n and finite, weights of length n, finite,
+    /// nonnegative with a positive sum; in-memory features are checked for NaN/inf here, file
+    /// features as they are read. Errors name the arguments as `names` spells them.
+    pub fn new(x: Features, y: Array1<f64>, w: Option<Array1<f64>>, names: Names) -> Result<Self> {
+        match &x {
+            Features::F64(a) => crate::error::check_finite(names.x, a.view().iter())?,
+            Features::F32(a) => {
+                if let Some(index) = a.view().iter().position(|v| !v.is_finite()) {
+                    return Err(Error::NonFinite { arg: names.x, index });
+                }
+            }
+            Features::Npy(_) | Features::Csr(_) => {}
+        }
+        Batch::check_rows(x.nrows(), y.view(), w.as_ref().map(|w| w.view()), names)?;
+        Ok(Self { x, y, w, names })
+    }
+
+    /// Rows that were already validated as part of another table.
+    pub(crate) fn validated(x: Features, y: Array1<f64>, w: Option<Array1<f64>>, names: Names) -> Self {
+        Self { x, y, w, names }
+    }
+
+    /// A table for a model without targets (per-example gradients): y is not read.
+    pub fn without_targets(x: Features, w: Option<Array1<f64>>, names: Names) -> Result<Self> {
+        let n = x.nrows();
+        Self::new(x, Array1::zeros(n), w, names)
+    }
+
+    /// A float64 training set in memory.
+    pub fn dense(x: Array2<f64>, y: Array1<f64>, w: Option<Array1<f64>>) -> Result<Self> {
+        Self::new(Features::dense(x), y, w, Names::TRAIN)
+    }
+
+    pub fn features(&self) -> &Features {
+        &self.x
+    }
+}
+
+impl Rows for Table {
+    fn n(&self) -> usize {
+        self.y.len()
+    }
+    fn d(&self) -> usize {
+        self.x.ncols()
+    }
+    fn y(&self) -> ArrayView1<'_, f64> {
+        self.y.view()
+    }
+    fn w(&self) -> Option<ArrayView1<'_, f64>> {
+        self.w.as_ref().map(|w| w.view())
+    }
+    fn names(&self) -> Names {
+        self.names
+    }
+    fn x_rows(&self, start: usize, end: usize) -> Result<Block<'_>> {
+        Ok(match &self.x {
+            Features::F64(a) => Block::Dense(CowArray::from(a.view().slice_move(s![start..end, ..]))),
+            Features::F32(a) => Block::Dense(CowArray::from(a.view().slice(s![start..end, ..]).mapv(f64::from))),
+            Features::Npy(f) => Block::Dense(CowArray::from(f.read_rows(start, end)?)),
+            Features::Csr(c) => Block::Csr(c.view().rows(start, end)),
+        })
+    }
+    fn x_rows_f32(&self, start: usize, end: usize) -> Option<Result<CowArray<'_, f32, Ix2>>> {
+        match &self.x {
+            Features::F32(a) => Some(Ok(CowArray::from(a.view().slice_move(s![start..end, ..])))),
+            Features::Npy(f) if f.dtype == NpyDtype::F32 => Some(f.read_rows_f32(start, end).map(CowArray::from)),
+            _ => None,
+        }
+    }
+}

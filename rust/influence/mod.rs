@@ -1,0 +1,277 @@
+//! Exact influence (DESIGN.md sections 1 and 4):
+//!
+//!   I(z_m) = -H^{-1} (grad l(z_m; theta*) + 2 l2 coef*_masked) / W
+//!
+//! and the influence of every training point on a function f with gradient grad f:
+//!   grad f . I(z_m) = -(g_m . V_f + c_f) / W,   V_f = H^{-1} grad f,  c_f = 2 l2 coef_masked . V_f
+//! so scoring q functions is q solves then one matrix product per block of training rows
+//! ([`scores`]), or a streaming selection of the best k ([`top_k`]).
+//! With damping delta, H is replaced by H + delta I throughout.
+//!
+//! An [`Influence`] owns what it was built from (model, theta, training table, prepared
+//! solver), so a query cannot mix it with other data.
+
+mod leverage;
+mod scores;
+mod top_k;
+
+use std::sync::Arc;
+
+use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2};
+use rayon::prelude::*;
+
+pub use scores::{Scorer, Scores};
+pub use top_k::TopK;
+
+use crate::blocks::{blocks, BLOCK_ROWS};
+use crate::cancel::Cancel;
+use crate::data::{gather, with_block, Rows, Segment, Table};
+use crate::error::{check_finite, check_overflow, Error, Result};
+use crate::models::Model;
+use crate::objective::Objective;
+use crate::solvers::{Method, Prepared, SolveInfo, SolverOptions};
+
+/// How an influence is set up beyond its solver.
+#[derive(Clone, Debug)]
+pub struct InfluenceOptions {
+    pub solver: SolverOptions,
+    /// Include the penalty term 2 l2 coef* of I(z_m) (DESIGN.md section 1: the penalty sits
+    /// outside the weighted mean, so adding weight renormalises it). False for objectives
+    /// written as a *sum* of losses plus a fixed penalty (scikit-learn's Ridge and
+    /// LogisticRegression), whose penalty does not move with the total weight.
+    pub renormalize: bool,
+}
+
+impl Default for InfluenceOptions {
+    fn default() -> Self {
+        Self { solver: SolverOptions::default(), renormalize: true }
+    }
+}
+
+/// Which rows a query scores.
+#[derive(Clone, Copy)]
+pub enum Points<'a> {
+    /// Every training row.
+    Train,
+    /// The training rows `start..end` (one segment of a long run); indices returned by top-k are
+    /// those of the whole training set.
+    Range(usize, usize),
+    /// Training rows by index, gathered (in float64); top-k indices are training indices.
+    Rows(&'a [usize]),
+    /// Points that are not in the training set (new points), checked against the model.
+    Other(&'a Table),
+}
+
+/// How indices among the rows of a query map back to training indices.
+enum Index<'a> {
+    Offset(usize),
+    Of(&'a [usize]),
+}
+
+impl Index<'_> {
+    fn absolute(&self, i: usize) -> usize {
+        match self {
+            Index::Offset(a) => a + i,
+            Index::Of(idx) => idx[i],
+        }
+    }
+}
+
+/// Influence at a fitted theta, ready to answer queries about the training set it was built from.
+pub struct Influence {
+    model: Arc<dyn Model>,
+    data: Table,
+    theta: Array1<f64>,
+    l2: f64,
+    /// 2 l2 coef*_masked (zero without renormalisation)
+    penalty_grad: Array1<f64>,
+    total_weight: f64,
+    grad_norm: f64,
+    opts: SolverOptions,
+    solver: Prepared,
+}
+
+impl Influence {
+    /// Prepare the solver for the Hessian of the objective of `model` on `data` with penalty `l2`
+    /// at `theta` (for `Direct`: form and factor it); with `hessian`, that matrix (p x p,
+    /// symmetric) replaces the objective's.
+    pub fn new(
+        model: Arc<dyn Model>,
+        data: Table,
+        theta: Array1<f64>,
+        l2: f64,
+        opts: InfluenceOptions,
+        hessian: Option<Array2<f64>>,
+        cancel: &Cancel,
+    ) -> Result<Self> {
+        let p = model.n_params();
+        if theta.len() != p {
+            return Err(Error::Shape { arg: "theta", msg: format!("has {} entries, expected {p}", theta.len()) });
+        }
+        check_finite("theta", theta.iter())?;
+        if let Some(h) = &hessian {
+            check_hessian(h, p)?;
+        }
+        let obj = Objective::new(&*model, &data, l2)?;
+        let (solver, grad) = Prepared::at(&obj, theta.view(), &opts.solver, hessian, cancel)?;
+        check_overflow("the gradient", grad.iter())?;
+        let penalty_grad = if opts.renormalize { obj.penalty_grad(theta.view()) } else { Array1::zeros(p) };
+        let total_weight = obj.total_weight();
+        drop(obj);
+        Ok(Self { penalty_grad, total_weight, grad_norm: grad.iter().fold(0.0_f64, |m, g| m.max(g.abs())), opts: opts.solver, solver, model, data, theta, l2 })
+    }
+
+    pub fn theta(&self) -> ndarray::ArrayView1<'_, f64> {
+        self.theta.view()
+    }
+    pub fn n_params(&self) -> usize {
+        self.theta.len()
+    }
+    pub fn model(&self) -> &dyn Model {
+        &*self.model
+    }
+    /// The training set.
+    pub fn data(&self) -> &Table {
+        &self.data
+    }
+    pub fn total_weight(&self) -> f64 {
+        self.total_weight
+    }
+    /// max |grad L_w| at theta: influence is exact only at an optimum, where this is ~0.
+    pub fn grad_norm(&self) -> f64 {
+        self.grad_norm
+    }
+    pub fn method(&self) -> Method {
+        self.solver.method()
+    }
+
+    /// The score kernels at this influence's theta.
+    pub fn scorer(&self) -> Scorer<'_> {
+        Scorer { model: &*self.model, theta: self.theta.view(), total_weight: self.total_weight }
+    }
+
+    /// The objective the solver was prepared on (its data were validated then).
+    fn objective(&self) -> Objective<'_, dyn Model> {
+        Objective::validated(&*self.model, &self.data, self.l2, self.total_weight)
+    }
+
+    /// Solve (H + damping I) X = B in place for the columns of `b` (p x m).
+    fn solve_in_place(&self, b: ArrayViewMut2<f64>, parallel: bool, cancel: &Cancel) -> Result<SolveInfo> {
+        self.solver.solve_in_place(&self.objective(), self.theta.view(), b, &self.opts.cg, parallel, cancel)
+    }
+
+    /// H^{-1} g for the columns of `g` (p x r).
+    pub fn inverse_hvp(&self, g: ArrayView2<f64>, cancel: &Cancel) -> Result<(Array2<f64>, SolveInfo)> {
+        self.check_width("g", g.nrows())?;
+        check_finite("g", g.iter())?;
+        let mut out = g.to_owned();
+        let info = self.solve_in_place(out.view_mut(), true, cancel)?;
+        Ok((out, info))
+    }
+
+    fn check_width(&self, arg: &'static str, p: usize) -> Result<()> {
+        if p != self.n_params() {
+            return Err(Error::Shape { arg, msg: format!("has {p} parameters per row, expected {}", self.n_params()) });
+        }
+        Ok(())
+    }
+
+    /// Points that are not the training set must fit the model (features, targets).
+    fn check_points(&self, points: &dyn Rows) -> Result<()> {
+        let names = points.names();
+        if points.d() != self.model.n_features() {
+            return Err(Error::Shape { arg: names.x, msg: format!("has {} columns but the model has {} features", points.d(), self.model.n_features()) });
+        }
+        self.model.check_targets(names.y, points.y())
+    }
+
+    /// Run `f` on the rows `points` selects, with the map from their indices to training indices.
+    fn with_points<T>(&self, points: &Points, f: impl FnOnce(&dyn Rows, Index) -> Result<T>) -> Result<T> {
+        match *points {
+            Points::Train => f(&self.data, Index::Offset(0)),
+            Points::Range(a, b) => f(&Segment::new(&self.data, a, b)?, Index::Offset(a)),
+            Points::Rows(idx) => f(&gather(&self.data, idx)?, Index::Of(idx)),
+            Points::Other(t) => {
+                self.check_points(t)?;
+                f(t, Index::Offset(0))
+            }
+        }
+    }
+
+    /// Per-example gradients of `points` plus the penalty term, solved, for each block of
+    /// rows; `f` receives the block's first row, gradients and solutions (both B x p).
+    fn for_each_solved_block<F>(&self, points: &dyn Rows, cancel: &Cancel, f: F) -> Result<SolveInfo>
+    where
+        F: Fn(usize, &Array2<f64>, &Array2<f64>) + Sync,
+    {
+        let p = self.n_params();
+        cancel.begin(points.n());
+        let infos: Vec<Result<SolveInfo>> = blocks(points.n(), BLOCK_ROWS)
+            .into_par_iter()
+            .map(|r| {
+                cancel.check()?;
+                let (start, len) = (r.start, r.len());
+                let g = with_block(points, r, |b| {
+                    let mut g = Array2::zeros((b.n(), p));
+                    self.model.grads(self.theta.view(), b, g.view_mut());
+                    g
+                })?;
+                let mut v = &g + &self.penalty_grad;
+                // the rows are the right-hand sides: solve on the transposed view
+                let info = self.solve_in_place(v.view_mut().reversed_axes(), false, cancel)?;
+                f(start, &g, &v);
+                cancel.advance(len);
+                Ok(info)
+            })
+            .collect();
+        let mut all = SolveInfo::default();
+        for i in infos {
+            all.append(i?);
+        }
+        Ok(all)
+    }
+
+    /// I(z) for every row of `points`: (n_points x p).
+    pub fn params(&self, points: Points, cancel: &Cancel) -> Result<(Array2<f64>, SolveInfo)> {
+        self.with_points(&points, |points, _| {
+            let out = std::sync::Mutex::new(Array2::zeros((points.n(), self.n_params())));
+            let scale = -1.0 / self.total_weight;
+            let info = self.for_each_solved_block(points, cancel, |start, _, v| {
+                let mut o = out.lock().expect("no panics while held");
+                o.slice_mut(s![start..start + v.nrows(), ..]).zip_mut_with(v, |o, &x| *o = scale * x);
+            })?;
+            let out = out.into_inner().expect("no panics while held");
+            check_overflow("the influence", out.iter())?;
+            Ok((out, info))
+        })
+    }
+
+    /// Self-influence g_m . I(z_m) of every row of `points`: (n_points,).
+    pub fn self_influence(&self, points: Points, cancel: &Cancel) -> Result<(Array1<f64>, SolveInfo)> {
+        self.with_points(&points, |points, _| {
+            let out = std::sync::Mutex::new(Array1::zeros(points.n()));
+            let scale = -1.0 / self.total_weight;
+            let info = self.for_each_solved_block(points, cancel, |start, g, v| {
+                let vals: Vec<f64> = g.rows().into_iter().zip(v.rows()).map(|(gi, vi)| scale * gi.dot(&vi)).collect();
+                let mut o = out.lock().expect("no panics while held");
+                o.slice_mut(s![start..start + vals.len()]).assign(&Array1::from(vals));
+            })?;
+            let out = out.into_inner().expect("no panics while held");
+            check_overflow("the self-influence", out.iter())?;
+            Ok((out, info))
+        })
+    }
+}
+
+/// A Hessian supplied by the caller must be p x p, finite and symmetric.
+fn check_hessian(h: &Array2<f64>, p: usize) -> Result<()> {
+    if h.dim() != (p, p) {
+        return Err(Error::Shape { arg: "hessian", msg: format!("has shape {:?}, expected ({p}, {p})", h.dim()) });
+    }
+    check_finite("hessian", h.iter())?;
+    let scale = h.iter().fold(0.0_f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
+    if let Some(((i, j), _)) = h.indexed_iter().find(|((i, j), v)| (**v - h[[*j, *i]]).abs() > 1e-10 * scale) {
+        return Err(Error::Value { arg: "hessian", msg: format!("is not symmetric (entry ({i}, {j}) differs from ({j}, {i}))") });
+    }
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! Streaming top-k: for each query, the k most helpful and most harmful training points,
+//! selected block by block so the r x n score matrix is never held (memory O(block x r + r x k)),
+//! in a fixed chunking so the result does not depend on the thread count.
+
+use ndarray::{s, Array2, ArrayView2};
+use rayon::prelude::*;
+
+use super::scores::{ScoreOut, Scorer};
+use super::{Influence, Points};
+use crate::blocks::{blocks, BLOCK_ROWS};
+use crate::cancel::Cancel;
+use crate::data::{gather, with_block, Rows};
+use crate::error::{overflow, Error, Result};
+use crate::solvers::SolveInfo;
+
+/// The k most helpful (most negative score) and most harmful (most positive) training points
+/// for each query, (r x k) each; ties broken by the lower index.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopK {
+    pub helpful_idx: Array2<usize>,
+    pub helpful: Array2<f64>,
+    pub harmful_idx: Array2<usize>,
+    pub harmful: Array2<f64>,
+}
+
+/// Contiguous chunks of row blocks `top_k` selects in independently before merging (a function
+/// of n only, so the merge order and the result do not depend on the thread count). Each chunk
+/// starts with empty lists, so fewer chunks mean fewer candidates while the lists fill.
+const TOP_K_CHUNKS: usize = 16;
+
+/// Keeps the k best (score, index) pairs; `sign` = 1 keeps the smallest, -1 the largest; ties
+/// go to the lower index. Candidates are appended to a buffer of up to 2k and compacted to the
+/// best k when it fills (amortised O(1) per candidate); `items()` gives the final sorted list.
+#[derive(Clone)]
+struct Best {
+    k: usize,
+    sign: f64,
+    items: Vec<(f64, usize)>,
+    /// The k-th best after the last compaction (+-inf before the first): only better scores
+    /// can enter.
+    bound: (f64, usize),
+}
+
+impl Best {
+    fn new(k: usize, sign: f64) -> Self {
+        let bound = if k == 0 { (-sign * f64::INFINITY, 0) } else { (sign * f64::INFINITY, usize::MAX) };
+        Self { k, sign, items: Vec::with_capacity(2 * k), bound }
+    }
+    fn better(&self, a: (f64, usize), b: (f64, usize)) -> bool {
+        let (x, y) = (self.sign * a.0, self.sign * b.0);
+        x < y || (x == y && a.1 < b.1)
+    }
+    /// A score must be strictly better than this to enter when rows are offered in increasing
+    /// index order (a tie then loses to the earlier index).
+    fn bound(&self) -> f64 {
+        self.bound.0
+    }
+    fn push(&mut self, item: (f64, usize)) {
+        if self.k == 0 || !self.better(item, self.bound) {
+            return;
+        }
+        self.items.push(item);
+        if self.items.len() >= 2 * self.k {
+            self.compact();
+        }
+    }
+    /// Keep the best k, sorted, and tighten the bound to the k-th.
+    /// Keep the best k (partitioned, not sorted: O(k)) and tighten the bound to the k-th.
+    fn compact(&mut self) {
+        let sign = self.sign;
+        let order = |a: &(f64, usize), b: &(f64, usize)| (sign * a.0).total_cmp(&(sign * b.0)).then(a.1.cmp(&b.1));
+        if self.items.len() > self.k && self.k > 0 {
+            self.items.select_nth_unstable_by(self.k - 1, order);
+            self.items.truncate(self.k);
+            self.bound = self.items[self.k - 1];
+        } else if self.items.len() == self.k && self.k > 0 {
+            self.bound = *self.items.iter().max_by(|a, b| order(a, b)).expect("k > 0");
+        }
+    }
+    /// The best k (fewer if fewer were offered), best first.
+    fn items(&mut self) -> &[(f64, usize)] {
+        self.compact();
+        let sign = self.sign;
+        self.items.sort_unstable_by(|a, b| (sign * a.0).total_cmp(&(sign * b.0)).then(a.1.cmp(&b.1)));
+        &self.items
+    }
+}
+
+impl TopK {
+    /// The k best of two top-k results over disjoint training rows (e.g. two segments of one
+    /// run): helpful keeps the smallest scores, harmful the largest, ties to the lower index,
+    /// exactly as one pass over both would choose. Both must have the same number of queries.
+    pub fn merge(&self, other: &TopK, k: usize) -> Result<TopK> {
+        let r = self.helpful.nrows();
+        for (arg, m) in [("b", &other.helpful), ("b", &other.harmful), ("a", &self.harmful)] {
+            if m.nrows() != r {
+                return Err(Error::Shape { arg, msg: format!("has {} queries, expected {r}", m.nrows()) });
+            }
+        }
+        let pick = |ia: &Array2<usize>, va: &Array2<f64>, ib: &Array2<usize>, vb: &Array2<f64>, sign: f64| -> Result<(Array2<usize>, Array2<f64>)> {
+            if ia.dim() != va.dim() || ib.dim() != vb.dim() {
+                return Err(Error::Shape { arg: "a", msg: "index and score arrays differ in shape".into() });
+            }
+            let kk = k.min(ia.ncols() + ib.ncols());
+            let (mut idx, mut val) = (Array2::zeros((r, kk)), Array2::zeros((r, kk)));
+            for j in 0..r {
+                let mut best = Best::new(kk, sign);
+                ia.row(j).iter().zip(va.row(j)).chain(ib.row(j).iter().zip(vb.row(j))).for_each(|(&i, &v)| best.push((v, i)));
+                for (c, &(v, i)) in best.items().iter().enumerate() {
+                    idx[[j, c]] = i;
+                    val[[j, c]] = v;
+                }
+            }
+            Ok((idx, val))
+        };
+        let (helpful_idx, helpful) = pick(&self.helpful_idx, &self.helpful, &other.helpful_idx, &other.helpful, 1.0)?;
+        let (harmful_idx, harmful) = pick(&self.harmful_idx, &self.harmful, &other.harmful_idx, &other.harmful, -1.0)?;
+        Ok(TopK { helpful_idx, helpful, harmful_idx, harmful })
+    }
+}
+
+impl Influence {
+    /// For each f_j (`grad_f`, r x p), the `k` most helpful and most harmful rows of `points`,
+    /// streaming over blocks: the r x n matrix is never held (memory O(block x r + r x k)).
+    /// Float32 rows are scored and selected in float32; the selected scores are then recomputed
+    /// in float64, so the values returned are exact (only near-ties at the k-th place can differ
+    /// from a float64 selection).
+    pub fn top_k(&self, grad_f: ArrayView2<f64>, k: usize, points: Points, cancel: &Cancel) -> Result<(TopK, SolveInfo)> {
+        let (vc, info) = self.solve_queries(grad_f, cancel)?;
+        Ok((self.top_k_solved(&vc, k, points, cancel)?, info))
+    }
+
+    /// [`Influence::top_k`] from solved queries `vc` ((p + 1) x r, from [`Influence::solve_queries`]).
+    pub fn top_k_solved(&self, vc: &Array2<f64>, k: usize, points: Points, cancel: &Cancel) -> Result<TopK> {
+        self.with_points(&points, |points, index| {
+            let mut top = self.scorer().top_k(points, vc, k, cancel)?;
+            for i in top.helpful_idx.iter_mut().chain(top.harmful_idx.iter_mut()) {
+                *i = index.absolute(*i);
+            }
+            Ok(top)
+        })
+    }
+}
+
+impl Scorer<'_> {
+    /// The `k` most helpful and most harmful rows of `points` for solved queries `vc`, indices
+    /// relative to `points` (see [`Influence::top_k`]).
+    pub fn top_k(&self, points: &dyn Rows, vc: &Array2<f64>, k: usize, cancel: &Cancel) -> Result<TopK> {
+        self.check_vc(vc)?;
+        let r = vc.ncols();
+        let k = k.min(points.n());
+        let f32_path = self.float32_kernel(points);
+        let vc32 = vc.mapv(|v| v as f32);
+        let all = blocks(points.n(), BLOCK_ROWS);
+        // a fixed number of contiguous chunks (a function of n only): deterministic merge order
+        let per_chunk = all.len().div_ceil(TOP_K_CHUNKS).max(1);
+        cancel.begin(points.n());
+        let partials: Vec<Result<Vec<(Best, Best)>>> = all
+            .par_chunks(per_chunk)
+            .map(|chunk| {
+                let mut sel = Selection::new(k, r);
+                // scores as (B x r), the layout of `on`'s blocks: a row holds every query's score
+                // of one training point and is compared with the queries' bounds at once
+                let (mut t64, mut t32) = (Array2::<f64>::zeros((0, 0)), Array2::<f32>::zeros((0, 0)));
+                if f32_path {
+                    t32 = Array2::zeros((BLOCK_ROWS, r))
+                } else {
+                    t64 = Array2::zeros((BLOCK_ROWS, r))
+                }
+                for range in chunk {
+                    cancel.check()?;
+                    let (start, len) = (range.start, range.len());
+                    if f32_path {
+                        self.score_rows(points, range.clone(), vc, ScoreOut::F32(t32.slice_mut(s![..len, ..]), &vc32))?;
+                        sel.scan(t32.slice(s![..len, ..]), start)?;
+                    } else {
+                        self.score_rows(points, range.clone(), vc, ScoreOut::F64(t64.slice_mut(s![..len, ..])))?;
+                        sel.scan(t64.slice(s![..len, ..]), start)?;
+                    }
+                    cancel.advance(len);
+                }
+                Ok(sel.best)
+            })
+            .collect();
+        let mut total = vec![(Best::new(k, 1.0), Best::new(k, -1.0)); r];
+        for part in partials {
+            for (t, mut p) in total.iter_mut().zip(part?) {
+                p.0.items().iter().for_each(|&it| t.0.push(it));
+                p.1.items().iter().for_each(|&it| t.1.push(it));
+            }
+        }
+        if f32_path {
+            for (j, (help, harm)) in total.iter_mut().enumerate() {
+                for best in [help, harm] {
+                    self.rescore(points, vc, j, best)?;
+                }
+            }
+        }
+        for (help, harm) in total.iter_mut() {
+            help.items(); // sorted, best first
+            harm.items();
+        }
+        let take = |sel: fn(&(Best, Best)) -> &Best| {
+            let idx = Array2::from_shape_fn((r, k), |(j, i)| sel(&total[j]).items[i].1);
+            let val = Array2::from_shape_fn((r, k), |(j, i)| sel(&total[j]).items[i].0);
+            (idx, val)
+        };
+        let (helpful_idx, helpful) = take(|b| &b.0);
+        let (harmful_idx, harmful) = take(|b| &b.1);
+        Ok(TopK { helpful_idx, helpful, harmful_idx, harmful })
+    }
+
+    /// Recompute the scores of `best`'s items for query `j` in float64 and restore the order.
+    fn rescore(&self, points: &dyn Rows, vc: &Array2<f64>, j: usize, best: &mut Best) -> Result<()> {
+        let idx: Vec<usize> = best.items().iter().map(|it| it.1).collect();
+        if idx.is_empty() {
+            return Ok(());
+        }
+        let rows = gather(points, &idx)?;
+        let mut out = Array2::zeros((idx.len(), 1));
+        with_block(&rows, 0..idx.len(), |b| self.model.scores(self.theta.view(), b, vc.slice(s![.., j..j + 1]), -1.0 / self.total_weight, out.view_mut()))?;
+        let mut exact = Best::new(best.k, best.sign);
+        for (i, &m) in idx.iter().enumerate() {
+            exact.push((out[[i, 0]], m));
+        }
+        *best = exact;
+        Ok(())
+    }
+}
+
+/// Per query, the (helpful, harmful) lists and their entry bounds, kept side by side so a block
+/// row of scores is checked against all queries' bounds in one pass.
+struct Selection {
+    best: Vec<(Best, Best)>,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+}
+
+impl Selection {
+    fn new(k: usize, r: usize) -> Self {
+        let best = vec![(Best::new(k, 1.0), Best::new(k, -1.0)); r];
+        let lo = best.iter().map(|b| b.0.bound()).collect();
+        let hi = best.iter().map(|b| b.1.bound()).collect();
+        Self { best, lo, hi }
+    }
+
+    /// Offer the scores of rows `start..` (a B x r block). Only a score past a list's current
+    /// k-th value reaches `Best::push`; the common case is two compares per score. Rows come in
+    /// increasing index order, so a tie with the bound never enters (the earlier index wins).
+    fn scan<T: Copy + Into<f64>>(&mut self, block: ndarray::ArrayView2<T>, start: usize) -> Result<()> {
+        let mut finite = true;
+        for (i, row) in block.rows().into_iter().enumerate() {
+            let row = row.to_slice().expect("contiguous rows");
+            for (j, &s) in row.iter().enumerate() {
+                let v: f64 = s.into();
+                finite &= v.is_finite(); // NaN passes no compare: it must not vanish silently
+                if v < self.lo[j] {
+                    self.best[j].0.push((v, start + i));
+                    self.lo[j] = self.best[j].0.bound();
+                }
+                if v > self.hi[j] {
+                    self.best[j].1.push((v, start + i));
+                    self.hi[j] = self.best[j].1.bound();
+                }
+            }
+        }
+        if !finite {
+            return Err(overflow("the scores"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! The model contract: what a model family gives the objective, the solvers and the influence
+//! engine. A family is one type implementing [`Model`] (GLMs: [`glm::Glm`]; per-example
+//! gradients supplied by the user: [`gradients::GradientModel`]; the MLP of DESIGN-networks.md
+//! lands here as `models/mlp/`), and nothing else in the core knows which family it is.
+//!
+//! A model supplies *block kernels*: per-example losses, gradients and predictions, and weighted
+//! sums of losses, gradients, Hessians and Hessian-vector products over one block of rows, all
+//! single-threaded. `objective::Objective` runs them over row blocks in parallel, adds the 1/W
+//! normalisation and the l2 penalty, and keeps the reduction order fixed. What a family may lack
+//! is optional: `Option` (capabilities: float32 gradients, preconditioner blocks) or `Result`
+//! (predictions for a model that has none).
+
+pub mod glm;
+pub mod gradients;
+
+use std::ops::Range;
+
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3};
+
+use crate::data::{Batch, XView};
+use crate::error::Result;
+use crate::linalg;
+
+/// Which prediction [`Model::predict`] and [`Model::prediction_grads`] give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prediction {
+    /// The linear predictor (logits): one per output.
+    Linear,
+    /// The mean response: identity, sigmoid probability, Poisson rate, or class probabilities.
+    Mean,
+}
+
+pub trait Model: Send + Sync {
+    /// Number of parameters p.
+    fn n_params(&self) -> usize;
+    /// Number of input features d each row of X must have.
+    fn n_features(&self) -> usize;
+    /// Number of predictions per point k (classes for a multinomial model, else 1).
+    fn n_outputs(&self) -> usize;
+    /// 1 for parameters the l2 penalty applies to, 0 for intercepts.
+    fn penalty_mask(&self) -> Array1<f64>;
+    /// Orthonormal basis (p x r) of directions along which the objective is flat by construction
+    /// for this `l2` (for example the multinomial's free intercepts), or `None`. Solvers work in
+    /// the orthogonal complement, the identifiable subspace.
+    fn null_space(&self, _l2: f64) -> Option<Array2<f64>> {
+        None
+    }
+    /// Validate targets; `arg` names the argument in the error.
+    fn check_targets(&self, arg: &'static str, y: ArrayView1<f64>) -> Result<()>;
+
+    /// Per-example losses l(z_i; theta) of every row of `data` into `out`.
+    fn losses(&self, theta: ArrayView1<f64>, data: &Batch, out: ArrayViewMut1<f64>);
+    /// Per-example gradients (unweighted) of every row of `data` into the rows of `out` (n x p).
+    fn grads(&self, theta: ArrayView1<f64>, data: &Batch, out: ArrayViewMut2<f64>);
+    /// The score kernel: `out (B x q) = scale (G v + 1 c^T)` where the rows of G are the
+    /// per-example gradients of the block `data` and `vc = [v; c]` is (p + 1) x q. `out` may
+    /// have any layout.
+    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, out: ArrayViewMut2<f64>) {
+        scores_from_grads(self, theta, data, vc, scale, out)
+    }
+    /// Predictions at the rows of `x`: (n x k).
+    fn predict(&self, theta: ArrayView1<f64>, x: XView, kind: Prediction) -> Result<Array2<f64>>;
+    /// Gradients in theta of the predictions at the rows of `x`: ((n k) x p), row t k + c for
+    /// prediction c at point t.
+    fn prediction_grads(&self, theta: ArrayView1<f64>, x: XView, kind: Prediction) -> Result<Array2<f64>>;
+    /// The Hessians of each row's loss in its k linear predictors, flattened (n x k^2): the
+    /// middle factor of the Gauss-Newton form H_i = J_i^T A_i J_i (for a GLM, the weight a_i of
+    /// DESIGN.md section 2). Leverage is built from it.
+    fn output_hessians(&self, theta: ArrayView1<f64>, data: &Batch) -> Result<Array2<f64>>;
+
+    /// Weighted sums over `data`: (sum_i w_i l_i, sum_i w_i grad l_i).
+    fn loss_grad_sum(&self, theta: ArrayView1<f64>, data: &Batch) -> (f64, Array1<f64>);
+    /// Adds sum_i w_i Hess l_i to the lower triangle of `out` (p x p); the rest is not read.
+    fn hessian_sum(&self, theta: ArrayView1<f64>, data: &Batch, out: ArrayViewMut2<f64>);
+    /// The parameter panels of the tiled Hessian (used for large p, see `Objective::hessian`):
+    /// consecutive ranges covering `0..p` in order. One task computes the tile of every pair of
+    /// panels (I, J), I >= J, so a panel should be a few hundred parameters or more. Default:
+    /// chunks of 512.
+    fn hessian_panels(&self) -> Vec<Range<usize>> {
+        let p = self.n_params();
+        (0..p.div_ceil(512)).map(|b| b * 512..((b + 1) * 512).min(p)).collect()
+    }
+    /// Adds the tile `rows` x `cols` of sum_i w_i Hess l_i over `data` to `out` (|rows| x |cols|),
+    /// where `rows` and `cols` are panels of [`Model::hessian_panels`] with `rows.start >= cols.start`.
+    /// On a diagonal tile (`rows == cols`) only the lower triangle of `out` is written; the rest is not read.
+    fn hessian_tile_sum(&self, theta: ArrayView1<f64>, data: &Batch, rows: Range<usize>, cols: Range<usize>, out: ArrayViewMut2<f64>);
+    /// Adds sum_i w_i (Hess l_i) v to `out` for a block of vectors `v` (p x r).
+    fn hvp_sum(&self, theta: ArrayView1<f64>, data: &Batch, v: ArrayView2<f64>, out: ArrayViewMut2<f64>);
+
+    /// Gradients of float32 rows in float32, for the float32 score path, if the family has them.
+    fn float32(&self) -> Option<&dyn Float32Grads> {
+        None
+    }
+    /// The Hessian's diagonal (and diagonal blocks) for CG preconditioners, if the family has
+    /// them (else CG runs unpreconditioned).
+    fn preconditioning(&self) -> Option<&dyn Preconditioning> {
+        None
+    }
+}
+
+/// Optional capability: per-example gradients of float32 rows.
+pub trait Float32Grads: Sync {
+    /// Per-example gradients of float32 rows `x` (targets `y`) in float32 into `out` (n x p);
+    /// intermediate quantities (linear predictors, residuals) are computed in float64.
+    fn grads_f32(&self, theta: ArrayView1<f64>, x: ArrayView2<f32>, y: ArrayView1<f64>, out: ArrayViewMut2<f32>);
+}
+
+/// Optional capability: the pieces of the Hessian that preconditioners are made of.
+pub trait Preconditioning: Sync {
+    /// Adds the diagonal of sum_i w_i Hess l_i over `data` to `out` (p).
+    fn hessian_diag_sum(&self, theta: ArrayView1<f64>, data: &Batch, out: ArrayViewMut1<f64>);
+    /// Groups of parameters (m x b indices) whose b x b diagonal blocks of the Hessian make a
+    /// block-Jacobi preconditioner, or `None` (then Jacobi). Multinomial GLMs: the k classes'
+    /// coefficients of each feature, the blocks where the classes couple.
+    fn hessian_groups(&self) -> Option<Array2<usize>>;
+    /// Adds the diagonal blocks (m x b x b) of sum_i w_i Hess l_i over
+    /// [`Preconditioning::hessian_groups`] to `out` (called only when there are groups).
+    fn hessian_blocks_sum(&self, theta: ArrayView1<f64>, data: &Batch, out: ArrayViewMut3<f64>);
+}
+
+/// [`Model::scores`] as one matrix product: the block's gradients are written, scaled, into
+/// [scale G, scale 1] (B x (p + 1)) and multiplied by [v; c], so the output is written once.
+pub fn scores_from_grads<M: Model + ?Sized>(model: &M, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, out: ArrayViewMut2<f64>) {
+    let p = model.n_params();
+    let mut g = Array2::zeros((data.n(), p + 1));
+    model.grads(theta, data, g.slice_mut(s![.., ..p]));
+    g.column_mut(p).fill(1.0);
+    linalg::gemm(out, false, g.view(), vc, scale);
+}
+
+/// The float32 score kernel, `out = scale (G v + 1 c^T)` with G from [`Float32Grads`] and `vc` =
+/// [v; c] in float32: one float32 product (twice the SIMD lanes of float64).
+pub fn scores_f32(
+    grads: &dyn Float32Grads,
+    theta: ArrayView1<f64>,
+    x: ArrayView2<f32>,
+    y: ArrayView1<f64>,
+    vc: ArrayView2<f32>,
+    scale: f32,
+    out: ArrayViewMut2<f32>,
+) {
+    let p = vc.nrows() - 1;
+    let mut g = Array2::zeros((x.nrows(), p + 1));
+    grads.grads_f32(theta, x, y, g.slice_mut(s![.., ..p]));
+    g.column_mut(p).fill(1.0);
+    linalg::gemm(out, false, g.view(), vc, scale);
+}

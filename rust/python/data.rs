@@ -1,0 +1,64 @@
+//! The one conversion of feature arguments: float64 or float32 arrays, a `.npy` path, or CSR
+//! arrays become a core [`Features`] that keeps the NumPy arrays alive without copying them.
+
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use numpy::ndarray::ArrayView1;
+use numpy::{Element, PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::prelude::*;
+
+use super::errors::intern;
+use crate::data::{CsrArrays, Features, Names, Shared, Shared1, Table};
+
+/// Features as the Python layer passes them: float64 or float32 arrays, a `.npy` path, or a
+/// CSR matrix as (data, indices, indptr, n_columns).
+#[derive(FromPyObject)]
+pub enum XArg<'py> {
+    F64(PyReadonlyArray2<'py, f64>),
+    F32(PyReadonlyArray2<'py, f32>),
+    Path(PathBuf),
+    Csr(PyReadonlyArray1<'py, f64>, PyReadonlyArray1<'py, i32>, PyReadonlyArray1<'py, i64>, usize),
+}
+
+/// Argument names as the caller spells them, `(x, y)`, for every error about these rows.
+pub type NamesArg = Option<(String, String)>;
+
+pub fn names(arg: &NamesArg) -> Names {
+    arg.as_ref().map_or(Names::TRAIN, |(x, y)| Names { x: intern(x), y: intern(y) })
+}
+
+fn owner(a: &Bound<'_, PyAny>) -> Arc<dyn Any + Send + Sync> {
+    Arc::new(a.clone().unbind())
+}
+
+fn shared1<T: Element + Send + Sync + 'static>(a: &PyReadonlyArray1<'_, T>) -> Shared1<T> {
+    // SAFETY: the NumPy array is kept alive by the owner for as long as the handle lives, and
+    // a NumPy array's buffer never moves while it is referenced
+    unsafe { Shared::borrowed(a.as_array(), owner(a.as_any())) }
+}
+
+impl XArg<'_> {
+    /// The features, borrowed from the caller's arrays; errors name `arg`.
+    pub fn features(&self, arg: &'static str) -> PyResult<Features> {
+        // SAFETY (both dense arms): as in `shared1`
+        Ok(match self {
+            XArg::F64(a) => Features::F64(unsafe { Shared::borrowed(a.as_array(), owner(a.as_any())) }),
+            XArg::F32(a) => Features::F32(unsafe { Shared::borrowed(a.as_array(), owner(a.as_any())) }),
+            XArg::Path(p) => Features::npy(p, arg)?,
+            XArg::Csr(data, indices, indptr, ncols) => Features::Csr(CsrArrays::new(shared1(indptr), shared1(indices), shared1(data), *ncols, arg)?),
+        })
+    }
+}
+
+/// A table of rows (x, y, w), validated, errors naming the arguments as `names` says. Without
+/// `y` the rows have no targets (per-example gradients, or points only predicted at).
+pub fn table(x: &XArg<'_>, y: Option<ArrayView1<f64>>, w: Option<ArrayView1<f64>>, names: Names) -> PyResult<Table> {
+    let features = x.features(names.x)?;
+    let w = w.map(|w| w.to_owned());
+    Ok(match y {
+        Some(y) => Table::new(features, y.to_owned(), w, names)?,
+        None => Table::without_targets(features, w, names)?,
+    })
+}

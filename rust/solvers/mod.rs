@@ -1,0 +1,227 @@
+//! Solving H v = g (DESIGN.md section 3), one prepared solver for Newton's steps and for
+//! influence. [`Method::Direct`]: form H, Cholesky, many right-hand sides at once.
+//! [`Method::Cg`]: matrix-free conjugate gradients on Hessian-vector products, many right-hand
+//! sides per data pass, preconditioned. Directions in the model's null space (the multinomial's
+//! free intercepts, [`NullSpace`]) are handled by solving with H + s N N^T instead of H: on
+//! gradients, which are orthogonal to N, this gives the minimum-norm (pseudo-inverse) solution,
+//! i.e. the solve happens in the identifiable subspace.
+
+mod cg;
+mod direct;
+mod precond;
+
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
+
+pub use cg::{cg, CgOptions, SolveInfo};
+pub use direct::{Direct, DIRECT_KEEP_H_MAX_P};
+pub use precond::{block_jacobi, jacobi, preconditioner, Preconditioner};
+
+use crate::cancel::Cancel;
+use crate::error::{Error, Result};
+use crate::models::Model;
+use crate::objective::Objective;
+
+/// How H v = g is solved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Form H, Cholesky: right for p up to a few thousand.
+    Direct,
+    /// Matrix-free conjugate gradients on Hessian-vector products.
+    Cg,
+}
+
+#[derive(Clone, Debug)]
+pub struct SolverOptions {
+    pub method: Method,
+    /// Solve (H + damping I) v = g.
+    pub damping: f64,
+    pub cg: CgOptions,
+}
+
+impl Default for SolverOptions {
+    fn default() -> Self {
+        Self { method: Method::Direct, damping: 0.0, cg: CgOptions::default() }
+    }
+}
+
+impl SolverOptions {
+    /// Refuse a negative or non-finite damping and CG tolerances (named as the caller spells them).
+    pub fn check(&self) -> Result<()> {
+        for (arg, v) in [("damping", self.damping), ("rtol", self.cg.rtol), ("atol", self.cg.atol)] {
+            if !(v >= 0.0) || !v.is_finite() {
+                return Err(Error::Value { arg, msg: format!("must be a finite number >= 0, got {v}") });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The directions N (p x r, orthonormal columns) along which the objective is flat, with the
+/// curvature s the solvers give them: they solve with H + s N N^T.
+#[derive(Clone, Debug)]
+pub struct NullSpace {
+    pub basis: Array2<f64>,
+    pub scale: f64,
+}
+
+impl NullSpace {
+    /// hv += s N N^T v.
+    pub fn add_product(&self, hv: &mut Array2<f64>, v: ArrayView2<f64>) {
+        *hv += &(self.basis.dot(&self.basis.t().dot(&v)) * self.scale);
+    }
+
+    /// The diagonal of s N N^T.
+    pub fn diag(&self) -> Array1<f64> {
+        self.basis.mapv(|v| v * v).sum_axis(Axis(1)) * self.scale
+    }
+
+    /// Restore the exact null-space component of a solution x of (H + s N N^T) x = b: on N the
+    /// operator is s I, so that component is N N^T b / s. Preconditioned or truncated CG does not
+    /// keep it exact (the Jacobi preconditioner mixes N into the search directions).
+    pub fn fix_component(&self, x: &mut Array2<f64>, b: ArrayView2<f64>) {
+        let nb = &self.basis;
+        let drift = nb.dot(&nb.t().dot(x));
+        *x -= &drift;
+        x.scaled_add(1.0 / self.scale, &nb.dot(&nb.t().dot(&b)));
+    }
+}
+
+/// A solver prepared at one theta: the factored Hessian, or CG's preconditioner and null space.
+pub struct Prepared {
+    kind: Kind,
+    damping: f64,
+}
+
+enum Kind {
+    Direct(Direct),
+    /// The preconditioner (Jacobi or block Jacobi), the null space with its scale, and an
+    /// explicit Hessian when the caller supplied one (else Hessian-vector products on the data).
+    Cg {
+        precond: Option<Preconditioner>,
+        null: Option<NullSpace>,
+        explicit: Option<Array2<f64>>,
+    },
+}
+
+impl Prepared {
+    /// Factor H + damping I (`h` the Hessian, penalty included), augmented along the null-space
+    /// `basis` (see [`Direct::new`]).
+    pub fn direct(mut h: Array2<f64>, damping: f64, basis: Option<Array2<f64>>) -> Result<Self> {
+        h.diag_mut().mapv_inplace(|v| v + damping);
+        Ok(Self { kind: Kind::Direct(Direct::new(h, basis.as_ref().map(|b| b.view()))?), damping })
+    }
+
+    /// Conjugate gradients on the Hessian of `obj` at `theta` (or `explicit`), given its
+    /// diagonal (`None` if the model cannot give it): the null directions get the scale of the
+    /// mean curvature; the preconditioner is block Jacobi where the model groups its
+    /// parameters, else Jacobi (only Jacobi for an explicit Hessian), or none.
+    pub fn cg<M: Model + ?Sized>(
+        obj: &Objective<M>,
+        theta: ArrayView1<f64>,
+        diag: Option<Array1<f64>>,
+        explicit: Option<Array2<f64>>,
+        damping: f64,
+        precondition: bool,
+        cancel: &Cancel,
+    ) -> Result<Self> {
+        let scale = diag.as_ref().and_then(|d| d.mean()).map(|m| m + damping).unwrap_or(1.0).abs().max(f64::MIN_POSITIVE);
+        let null = obj.model.null_space(obj.l2).map(|basis| NullSpace { basis, scale });
+        let precond = match (precondition, &explicit) {
+            (false, _) => None,
+            (true, Some(_)) => jacobi(diag, damping, null.as_ref()),
+            (true, None) => preconditioner(obj, theta, diag, damping, null.as_ref(), cancel)?,
+        };
+        Ok(Self { kind: Kind::Cg { precond, null, explicit }, damping })
+    }
+
+    /// Prepare `opts.method` at `theta` from one pass over the data, which also gives the
+    /// gradient of the objective there (returned: it tells whether theta is an optimum). With
+    /// `explicit`, that Hessian (p x p, symmetric) replaces the objective's.
+    pub fn at<M: Model + ?Sized>(
+        obj: &Objective<M>,
+        theta: ArrayView1<f64>,
+        opts: &SolverOptions,
+        explicit: Option<Array2<f64>>,
+        cancel: &Cancel,
+    ) -> Result<(Self, Array1<f64>)> {
+        opts.check()?;
+        Ok(match opts.method {
+            Method::Direct => {
+                let (grad, h) = match explicit {
+                    Some(h) => (obj.value_grad(theta, cancel)?.1, h),
+                    None => {
+                        let (_, g, h) = obj.value_grad_hessian(theta, cancel)?;
+                        crate::error::check_overflow("the Hessian", h.iter())?;
+                        (g, h)
+                    }
+                };
+                (Self::direct(h, opts.damping, obj.model.null_space(obj.l2))?, grad)
+            }
+            Method::Cg => {
+                let (grad, diag) = match &explicit {
+                    Some(h) => (obj.value_grad(theta, cancel)?.1, Some(h.diag().to_owned())),
+                    None => {
+                        let (_, g, d) = obj.value_grad_hessian_diag(theta, cancel)?;
+                        if let Some(d) = &d {
+                            crate::error::check_overflow("the Hessian's diagonal", d.iter())?;
+                        }
+                        (g, d)
+                    }
+                };
+                (Self::cg(obj, theta, diag, explicit, opts.damping, opts.cg.precondition, cancel)?, grad)
+            }
+        })
+    }
+
+    pub fn method(&self) -> Method {
+        match self.kind {
+            Kind::Direct(_) => Method::Direct,
+            Kind::Cg { .. } => Method::Cg,
+        }
+    }
+
+    /// Solve (H + damping I) X = B in place for the columns of `b` (p x m); `obj` and `theta` must
+    /// be the ones the solver was prepared with (CG applies H through them). Direct solves
+    /// report the residual of the factorisation; `parallel` = false keeps a direct solve on the
+    /// calling thread (for callers that already parallelise). CG stops by `cg`.
+    pub fn solve_in_place<M: Model + ?Sized>(
+        &self,
+        obj: &Objective<M>,
+        theta: ArrayView1<f64>,
+        mut b: ArrayViewMut2<f64>,
+        cg_opts: &CgOptions,
+        parallel: bool,
+        cancel: &Cancel,
+    ) -> Result<SolveInfo> {
+        match &self.kind {
+            Kind::Direct(direct) => {
+                let rhs = b.to_owned();
+                if parallel {
+                    direct.solve_in_place(b.view_mut());
+                } else {
+                    direct.chol_solve_in_place(b.view_mut());
+                }
+                Ok(direct.residuals(rhs.view(), b.view()))
+            }
+            Kind::Cg { precond, null, explicit } => {
+                let apply = |v: ArrayView2<f64>| -> Result<Array2<f64>> {
+                    let mut hv = match explicit {
+                        Some(h) => h.dot(&v),
+                        None => obj.hvp(theta, v, cancel)?,
+                    };
+                    hv.scaled_add(self.damping, &v);
+                    if let Some(null) = null {
+                        null.add_product(&mut hv, v);
+                    }
+                    Ok(hv)
+                };
+                let (mut x, info) = cg(apply, precond.as_ref(), b.view(), cg_opts, cancel)?;
+                if let Some(null) = null {
+                    null.fix_component(&mut x, b.view());
+                }
+                b.assign(&x);
+                Ok(info)
+            }
+        }
+    }
+}
