@@ -225,7 +225,7 @@ def m_w1_full(c):
     np.save(c["tmp"] + "/w1_full.npy", S[:, ::c["stride"]])
     part = np.argpartition(S, 10, axis=1)[:, :10]  # the 10 most helpful per query, from the full matrix
     np.save(c["tmp"] + "/w1_full_top10.npy", np.sort(part, axis=1))
-    c_t = inf._loss_grads(Xt, yt) @ inf.inverse_hvp(_penalty_grad(model.theta_, c["l2"]))
+    c_t = inf.loss_grads(Xt, yt) @ inf.inverse_hvp(_penalty_grad(model.theta_, c["l2"]))
     np.save(c["tmp"] + "/w1_offsets.npy", c_t)
     return {"best_s": min(times), "times_s": times, "init_s": inits[int(np.argmin(times))],
             "query_s": min(times) - inits[int(np.argmin(times))], "call_peak_mib": max(peaks),
@@ -338,9 +338,9 @@ def m_w2_fit(c):
 def _resolved_fit_solver(model, n: int) -> str:
     solver = getattr(model, "solver", "direct")
     if solver == "auto":
-        from upweight import _auto
+        from upweight.solver import Work, resolve
 
-        solver = "direct" if _auto.prefers_direct(_auto.Work(n, model.theta_.size, model.n_classes), 1) else "cg"
+        solver = resolve(solver, Work(n, model.theta_.size, model.n_classes))
     return solver
 
 
@@ -349,14 +349,14 @@ def m_w2_fit_direct(c):
     import upweight as uw
 
     X, y, _, _ = w2_data(c)
-    ref = uw.load_model(c["tmp"] + "/w2_model.npz")._flat_theta()
+    ref = uw.load_model(c["tmp"] + "/w2_model.npz").get_theta()
     try:
         model = uw.LogisticRegression(l2=c["l2"], solver="direct")
     except TypeError as exc:  # a version without the solver option always fits this way
         return {"skipped": str(exc)}
     with Phase() as ph:
         model.fit(X, y)
-    theta = model._flat_theta()
+    theta = model.get_theta()
     return {"best_s": ph.seconds, "call_peak_mib": ph.peak, "n_iter": model.n_iter_, "grad_norm": model.grad_norm_,
             "max_theta_diff": float(np.max(np.abs(theta - ref)) / np.max(np.abs(ref)))}
 
@@ -487,11 +487,12 @@ def m_w2_parts(c):
     import resource
 
     import scipy.linalg
+
     import upweight as uw
     from upweight import _core
 
     X, y, _, _ = w2_data(c)
-    theta = uw.load_model(c["tmp"] + "/w2_model.npz")._flat_theta()
+    theta = uw.load_model(c["tmp"] + "/w2_model.npz").get_theta()
     n, d = X.shape
     k, l2, r = c["k"], c["l2"], d + 1
     p = k * r
@@ -536,7 +537,7 @@ def m_w2_parts(c):
     G = np.random.default_rng(3).standard_normal((4, p)) * 1e-3
     timed("uw_cholesky", lambda: uw.GradientInfluence(G, hessian=H, solver="direct"))
     timed("scipy_cholesky", lambda: scipy.linalg.cho_factor(H, lower=True, overwrite_a=True, check_finite=False))
-    del H
+    H = None  # free it before the next measurements
     V = np.random.default_rng(2).standard_normal((p, c["q"]))
     a = timed("uw_hvp", lambda: _core.hvp("multinomial", k, theta, X, y, None, l2, V))
     b = timed("np_hvp", lambda: batched_hvp(MultinomialHVP(theta, X, l2), V))
@@ -547,11 +548,12 @@ def m_w2_parts(c):
 def m_w2_scipy(c):
     import scipy
     import scipy.sparse.linalg as sla
+
     import upweight as uw
 
     check = hvp_check()
     X, y, Xt, yt = w2_data(c)
-    theta = uw.load_model(c["tmp"] + "/w2_model.npz")._flat_theta()
+    theta = uw.load_model(c["tmp"] + "/w2_model.npz").get_theta()
     p, q = theta.size, c["q"]
     iters, qtimes, V = [], [], []
     with Phase() as setup:
@@ -716,7 +718,7 @@ def run_w1(c: dict, tmp: Path) -> dict:
     for side in ("helpful", "harmful"):
         ia, ib = np.sort(a[side + "_idx"], 1), np.sort(b[side + "_idx"], 1)
         cmp[f"f32_{side}_same_sets"] = float(np.mean(np.all(ia == ib, 1)))
-        cmp[f"f32_{side}_shared"] = float(np.mean([len(set(x) & set(y)) / len(x) for x, y in zip(ia, ib)]))
+        cmp[f"f32_{side}_shared"] = float(np.mean([len(set(x) & set(y)) / len(x) for x, y in zip(ia, ib, strict=True)]))
         cmp[f"f32_{side}_rel"] = float(np.max(np.abs(b[side] - a[side]) / np.abs(a[side])))
     cmp["f32_vs_full_matrix_rel"] = float(max(np.max(np.abs(b[s] - a[s])) for s in ("helpful", "harmful")) / np.max(np.abs(S)))
     cmp["topk_vs_full_matrix"] = float(np.mean(np.all(np.sort(a["helpful_idx"], 1) == np.load(tmp / "w1_full_top10.npy"), 1)))
@@ -768,7 +770,8 @@ def notes_w1(r: dict) -> str:
     floor, prod = fl["best_s"], fl["product_s"]
     return f"""Reading W1. The floor is the NumPy work any exact method does: one (n x 129)(129 x 500) product (which
 includes first-touching the 400 MB output) and one Hessian build. (a)'s construction (gradient and
-Hessian from one pass over X, Cholesky: {full['init_s']:.3f} s) is {'cheaper' if full['init_s'] < fl['hessian_s'] else 'no cheaper'} than NumPy's Hessian product
+Hessian from one pass over X, Cholesky: {full['init_s']:.3f} s) is \
+{'cheaper' if full['init_s'] < fl['hessian_s'] else 'no cheaper'} than NumPy's Hessian product
 ({fl['hessian_s']:.3f} s); its query is {full['query_s'] / prod:.2f}x NumPy's product alone. The score kernel is one product per
 512-row block: the block's gradients, scaled, with a column of ones, [r X, r, 1], times [V; c]
 (`model::scores_from_grads`), so S is written once. The floor moved between {min(fl['both_runs_s']):.3f} and
@@ -780,7 +783,8 @@ measured 0.51 to 0.64 s across runs on this machine). Being 2x faster than it me
 {py['best_s'] / 2 / floor:.2f}x the floor: below the cost of writing the 400 MB result with any BLAS. upweight uses
 less memory: no n x p gradient matrix; the q x n output is its only large allocation.
 
-Top-10 never allocates the output: {b64['call_peak_mib']:.0f} MiB at peak (the data) against {full['call_peak_mib']:.0f}. Its query ({b64['query_s']:.3f} s)
+Top-10 never allocates the output: {b64['call_peak_mib']:.0f} MiB at peak (the data) against {full['call_peak_mib']:.0f}. Its \
+query ({b64['query_s']:.3f} s)
 is the score product plus a selection that compares each block row of scores with every
 query's current k-th best and touches only the few that pass (candidates are buffered and
 partitioned, O(1) each). With float32 rows (c) the product runs in float32 ({f32['query_s']:.3f} s for the query)
@@ -800,7 +804,8 @@ def notes_w2(r: dict) -> str:
 products with the {c['n'] * c['d'] * 8 / 2**20:.0f} MiB X only k = {c['k']} columns wide (memory-bound). upweight's CG solves all q
 right-hand sides together (two products k q = {c['k'] * c['q']} columns wide per iteration, {per_it:.2f} s) and its block-Jacobi
 preconditioner (the inverse of each feature's k x k class block of H) cuts the iterations to {cg['iter_mean']:.0f} on average
-(with Jacobi, the diagonal alone, it needed 78 in the run before block Jacobi): {sc['best_s'] / cg['best_s']:.1f}x in all. Its Hessian-vector product is
+(with Jacobi, the diagonal alone, it needed 78 in the run before block Jacobi): {sc['best_s'] / cg['best_s']:.1f}x in all. Its \
+Hessian-vector product is
 about as fast as NumPy's batched one (parts table), so only fewer iterations would make CG faster: what is
 left is the coupling between features, which no block-diagonal preconditioner sees."""
     if pa:
@@ -816,7 +821,8 @@ It ran {pa['uw_hessian_s']:.0f} s on {pa['uw_hessian_cpu_s'] / pa['uw_hessian_s'
 per core faer's kernel on these 785 x 4096 x 785 products is {pa['uw_hessian_cpu_s'] / pa['np_hessian_cpu_s']:.1f}x OpenBLAS's time.
 The blocked parallel Cholesky (deterministic across thread counts) took
 {pa['uw_cholesky_s']:.1f} s against SciPy's {pa['scipy_cholesky_s']:.1f} s. With NumPy's Hessian and SciPy's Cholesky the direct
-solve would take about {pa['np_hessian_s'] + pa['scipy_cholesky_s'] + di['query_s']:.0f} s, {sc['best_s'] / (pa['np_hessian_s'] + pa['scipy_cholesky_s'] + di['query_s']):.0f}x SciPy: what is left is per-core
+solve would take about {pa['np_hessian_s'] + pa['scipy_cholesky_s'] + di['query_s']:.0f} s, \
+{sc['best_s'] / (pa['np_hessian_s'] + pa['scipy_cholesky_s'] + di['query_s']):.0f}x SciPy: what is left is per-core
 kernel speed (faer against OpenBLAS), not parallelism or passes over the data. Memory: the direct
 path now peaks at {di['call_peak_mib']:.0f} MiB (H is factored in place above p = 4096, and s N N^T is added
 through N's nonzeros); it was 1195 MiB."""
@@ -833,12 +839,14 @@ def notes_w3(r: dict) -> str:
     R = r["rows"]
     fl, tk, fit = R["w3_floor"], R["w3_topk"], R["w3_fit"]
     floor = fl["best_s"]
-    return f"""Reading W3. Of upweight's {tk['best_s']:.1f} s, the top-k pass is {tk['query_s']:.1f} s ({tk['query_s'] / floor:.2f} floors) and
+    return f"""Reading W3. Of upweight's {tk['best_s']:.1f} s, the top-k pass is {tk['query_s']:.1f} s \
+({tk['query_s'] / floor:.2f} floors) and
 `Influence(model, path, y)` {tk['init_s']:.1f} s ({tk['init_s'] / floor:.2f} floors): one pass over the file that sums the gradient
 (for the optimality check) and the Hessian together. The fit reads the file a few times per
 Newton step ({fit['n_iter']} steps, {fit['best_s'] / floor:.1f} floors). Peak RSS stays at y (80 MB) plus blocks and queries; the
 file never enters RSS (page cache only). Against the other two NumPy variants the ratio is
-{tk['best_s'] / R['w3_floor_fresh']['best_s']:.2f}x (a fresh output array per chunk) and {tk['best_s'] / R['w3_floor_pread']['best_s']:.2f}x (`os.preadv` reads)."""
+{tk['best_s'] / R['w3_floor_fresh']['best_s']:.2f}x (a fresh output array per chunk) and \
+{tk['best_s'] / R['w3_floor_pread']['best_s']:.2f}x (`os.preadv` reads)."""
 
 
 NOTES = {"W1": notes_w1, "W2": notes_w2, "W3": notes_w3}
@@ -873,7 +881,8 @@ def render_w1(r: dict) -> list[str]:
     L.append(f"| floor: NumPy `Z @ V` ({c['n']} x {c['d'] + 1} @ {c['d'] + 1} x {c['q']}) + Hessian `Z.T @ (Z * h)` | "
              f"{floor:.3f} | 1.00 | {floor / prod:.2f} | | | {fl['call_peak_mib']:.0f} | {fl['process_peak_mib']:.0f} |")
     L.append(f"| &nbsp;&nbsp;product alone | {prod:.3f} | {prod / floor:.2f} | 1.00 | | | | |")
-    L.append(f"| &nbsp;&nbsp;Hessian alone | {fl['hessian_s']:.3f} | {fl['hessian_s'] / floor:.2f} | {fl['hessian_s'] / prod:.2f} | | | | |")
+    L.append(f"| &nbsp;&nbsp;Hessian alone | {fl['hessian_s']:.3f} | {fl['hessian_s'] / floor:.2f} | "
+             f"{fl['hessian_s'] / prod:.2f} | | | | |")
     row("(a) upweight full S, float64: `Influence(...).on_loss`", R["w1_full"])
     row("(b) upweight top-10, float64: `Influence(...).top_k(k=10)`", R["w1_top10_f64"])
     row("(c) upweight top-10, X float32", R["w1_top10_f32"])
@@ -935,7 +944,8 @@ def render_w2(r: dict) -> list[str]:
         "",
         f"Command: `{r['command']}` ({r['machine']}; one run per process).",
         "",
-        "| what | time (s) | SciPy / this | construction (s) | query (s) | iterations (min / mean / max) | peak RSS, call (MiB) | peak RSS, process (MiB) |",
+        "| what | time (s) | SciPy / this | construction (s) | query (s) | iterations (min / mean / max) "
+        "| peak RSS, call (MiB) | peak RSS, process (MiB) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     fit = R["w2_fit"]
@@ -1013,7 +1023,8 @@ def render_w3(r: dict) -> list[str]:
         "| what | time (s) | / floor | construction (s) | query (s) | peak RSS, call (MiB) | peak RSS, process (MiB) |",
         "|---|---:|---:|---:|---:|---:|---:|",
         f"| floor: one streamed NumPy product, chunks of {c['chunk']} rows sliced from `np.load(mmap_mode='r')` @ "
-        f"({c['d'] + 1} x {c['q']}) into one reused output buffer | {floor:.2f} | 1.00 | | | {fl['call_peak_mib']:.0f} | {fl['process_peak_mib']:.0f} |",
+        f"({c['d'] + 1} x {c['q']}) into one reused output buffer | {floor:.2f} | 1.00 | | | {fl['call_peak_mib']:.0f} "
+        f"| {fl['process_peak_mib']:.0f} |",
     ]
     for key, name in [("w3_floor_fresh", "the same, a fresh output array per chunk (`chunk @ V`)"),
                       ("w3_floor_pread", "the same product, chunks read with `os.preadv` into one reused buffer")]:

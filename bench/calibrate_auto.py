@@ -1,10 +1,10 @@
-"""Measure the constants of ``solver="auto"``'s cost model (python/upweight/_auto.py) on this
+"""Measure the constants of ``solver="auto"``'s cost model (python/upweight/solver.py) on this
 machine, then check the rule: for a few problem shapes, time both solvers end to end and compare
 the faster one with the rule's pick.
 
     python bench/calibrate_auto.py            # prints constants and the check as Markdown
 
-Each constant is seconds per unit of work (see _auto.py), the median of 3 timings.
+Each constant is seconds per unit of work (see solver.py), the median of 3 timings.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import time
 import numpy as np
 
 import upweight as uw
-from upweight import _auto, _core
+from upweight import _core
+from upweight import solver as policy
 from upweight._validation import as_csr
 
 
@@ -112,7 +113,7 @@ def constants():
 def check(c):
     """Both solvers end to end (construction + one query of r right-hand sides) on a few shapes."""
     for name, v in c.items():
-        setattr(_auto, name, v)
+        setattr(policy, name, v)
     rows = []
     shapes = [  # (label, n, d, k, r)
         ("binary, d = 128, q = 500", 100_000, 128, 1, 500),
@@ -129,13 +130,13 @@ def check(c):
             y = (y > 0).astype(float)
         model = uw.LogisticRegression(l2=1e-3).fit(X, y)
         Xq, yq = X[:r], y[:r]
-        w = _auto.Work(n, k * (d + 1), k)
+        w = policy.Work(n, k * (d + 1), k)
         t = {}
         for solver in ("direct", "cg"):
             t[solver], _ = timed(lambda: uw.Influence(model, X, y, solver=solver).top_k(Xq, yq, k=5), repeat=1)
-        pick = "direct" if _auto.prefers_direct(w, r) else "cg"
+        pick = "direct" if policy.prefers_direct(w, r) else "cg"
         best = min(t, key=t.get)
-        rows.append((label, n, k * (d + 1), r, t["direct"], t["cg"], _auto.direct_seconds(w, r), _auto.cg_seconds(w, r), pick, best))
+        rows.append((label, n, k * (d + 1), r, t["direct"], t["cg"], policy.direct_seconds(w, r), policy.cg_seconds(w, r), pick, best))
     return rows
 
 
@@ -151,7 +152,8 @@ def main():
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for row in check(c):
         label, n, p, r, td, tc, md, mc, pick, best = row
-        print(f"| {label} | {n} | {p} | {r} | {td:.2f} | {tc:.2f} | {md:.2f} | {mc:.2f} | {pick} | {best}{'' if pick == best else ' (miss)'} |")
+        miss = "" if pick == best else " (miss)"
+        print(f"| {label} | {n} | {p} | {r} | {td:.2f} | {tc:.2f} | {md:.2f} | {mc:.2f} | {pick} | {best}{miss} |")
     sys.stdout.flush()
 
 

@@ -23,12 +23,12 @@ print(f"test point {test[t]}: label {yte[t]}, p(benign) = {model.predict_proba(X
 inf = uw.Influence(model, Xtr, ytr)
 top = inf.top_k(Xte[t:t + 1], yte[t:t + 1], k=3)
 for kind, idx, score in (("helpful", top.helpful_idx[0], top.helpful[0]), ("harmful", top.harmful_idx[0], top.harmful[0])):
-    print(f"most {kind}: " + ", ".join(f"#{train[m]} (label {ytr[m]}, S = {s:+.4f})" for m, s in zip(idx, score)))
+    print(f"most {kind}: " + ", ".join(f"#{train[m]} (label {ytr[m]}, S = {s:+.4f})" for m, s in zip(idx, score, strict=True)))
 
 # removing a point changes the loss by about -S[t, m]; check with exact refits
 listed = np.r_[top.helpful_idx[0], top.harmful_idx[0]]
 loo = uw.leave_one_out(model, Xtr, ytr, idx=listed, X_test=Xte[t:t + 1], y_test=yte[t:t + 1])
-for m, p, a in zip(listed, loo.predicted_loss[:, 0], loo.actual_loss[:, 0]):
+for m, p, a in zip(listed, loo.predicted_loss[:, 0], loo.actual_loss[:, 0], strict=True):
     print(f"  remove #{train[m]}: predicted {p:+.4f}, refit {a:+.4f}")
 
 # every training point against every test loss

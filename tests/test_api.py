@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import importlib.util
+import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -42,7 +42,8 @@ def test_fit_returns_self_and_sets_attributes():
     assert model.converged_ and model.grad_norm_ < 1e-10 and model.n_iter_ >= 1
     assert model.predict_proba(X).shape == (200, 2)
     assert set(np.unique(model.predict(X))) <= {0, 1}
-    assert model.get_params() == {"l2": 1e-2, "tol": 1e-10, "max_iter": 100, "warm_start": False, "solver": "auto", "progress": None, "n_classes": None}
+    assert model.get_params() == {"l2": 1e-2, "tol": 1e-10, "max_iter": 100, "warm_start": False, "solver": "auto", "progress": None,
+                                  "n_classes": None}
     assert model.set_params(l2=0.5).l2 == 0.5
 
 
@@ -151,6 +152,77 @@ def test_bad_influence_input_names_the_argument(fitted):
         uw.Influence(model, X[:, :3], y)
     with pytest.raises(uw.InputError, match="model"):
         uw.Influence(object(), X, y)
+
+
+def test_every_estimator_implements_the_model_protocol(tmp_path):
+    """The estimators (and what interop and load_model return) are ``uw.Model``s; the protocol's
+    members are the ones models.MODEL_MEMBERS names; theta round-trips through get/set_theta."""
+    from upweight import models
+
+    declared = {n for n in vars(uw.Model) if not n.startswith("_")} | set(uw.Model.__annotations__)
+    assert declared == set(models.MODEL_MEMBERS)
+    X, y = logistic_data()
+    y3 = np.arange(len(y)) % 3
+    for model, yy in ((uw.LinearRegression(l2=1e-2), X[:, 0]), (uw.PoissonRegression(l2=1e-2), np.round(np.exp(X[:, 1]))),
+                      (uw.LogisticRegression(l2=1e-2), y), (uw.LogisticRegression(l2=1e-2), y3)):
+        model.fit(X, yy)
+        assert isinstance(model, uw.Model) and model.penalty_renormalized
+        theta = model.get_theta()
+        assert theta.shape == (model.n_params,) and theta.dtype == np.float64
+        before = theta.copy()
+        theta[0] += 1.0  # a copy: the model is unchanged
+        np.testing.assert_array_equal(model.get_theta(), before)
+        fresh = type(model)(l2=1e-2)
+        fresh.set_theta(model.get_theta(), n_features=X.shape[1])
+        np.testing.assert_array_equal(fresh.predict(X), model.predict(X))
+        np.testing.assert_array_equal(fresh.theta_, model.theta_)
+        uw.save_model(model, tmp_path / "m.npz", force=True)
+        assert isinstance(uw.load_model(tmp_path / "m.npz"), uw.Model)
+    with pytest.raises(uw.InputError, match="theta: has 3 entries, expected p = 5"):
+        uw.LinearRegression().fit(X, X[:, 0]).set_theta(np.zeros(3))
+
+
+def test_the_penalty_convention_is_a_documented_parameter(tmp_path):
+    """penalty_renormalized: a constructor keyword and a set_params key (not poked from outside),
+    shown by repr when not the default, kept by save/load, and honoured by Influence."""
+    X, y = logistic_data()
+    assert uw.LinearRegression(penalty_renormalized=False).penalty_renormalized is False
+    model = uw.LogisticRegression(l2=1e-1).fit(X, y)
+    assert "penalty_renormalized" not in repr(model)
+    mean = uw.Influence(model, X, y).params(idx=[0])
+    model.set_params(penalty_renormalized=False)
+    assert "penalty_renormalized=False" in repr(model)
+    summed = uw.Influence(model, X, y).params(idx=[0])
+    # the sum-of-losses convention drops the renormalisation term -H^{-1} 2 l2 coef* / W
+    pen = 2 * 1e-1 * np.r_[model.coef_, 0.0]
+    np.testing.assert_allclose(mean - summed, -uw.Influence(model, X, y).inverse_hvp(pen)[None, :] / len(y), rtol=1e-9, atol=1e-15)
+    uw.save_model(model, tmp_path / "m.npz")
+    assert uw.load_model(tmp_path / "m.npz").penalty_renormalized is False
+
+
+def test_segments_of_the_training_rows_give_one_pass_bitwise():
+    """self_influence(rows=...) and solve_queries(...).top_k(rows=...) merged with TopK.merge
+    over block-aligned segments equal the one-pass results exactly (what `upweight score
+    --resume` relies on)."""
+    from upweight._constants import BLOCK_ROWS
+
+    X, y = logistic_data(n=3 * BLOCK_ROWS + 77)
+    model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+    inf = uw.Influence(model, X, y)
+    cuts = [(0, BLOCK_ROWS), (BLOCK_ROWS, 3 * BLOCK_ROWS), (3 * BLOCK_ROWS, len(y))]
+    np.testing.assert_array_equal(np.concatenate([inf.self_influence(rows=c) for c in cuts]), inf.self_influence())
+    G = inf.loss_grads(X[:5], y[:5])
+    solved = inf.solve_queries(G)
+    parts = [solved.top_k(4, rows=c) for c in cuts]
+    merged = parts[0].merge(parts[1], 4).merge(parts[2], 4)
+    whole = inf.top_k(X[:5], y[:5], k=4)
+    for a, b in zip(merged.as_tuple(), whole.as_tuple(), strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    with pytest.raises(uw.InputError, match="rows"):
+        inf.self_influence(rows=(-1, 5))
+    with pytest.raises(uw.InputError, match="rows"):
+        solved.top_k(4, rows=(5, 5))
 
 
 def test_unfitted_models_are_refused():
@@ -297,7 +369,7 @@ def test_demo_runs_and_writes_its_figures(tmp_path):
     rows = out.split("predicted change of loss   actual (refit)")[1].strip().splitlines()[:10]
     pairs = np.array([[float(v) for v in r.split()[1:3]] for r in rows])
     assert np.all(np.sign(pairs[:, 0]) == np.sign(pairs[:, 1]))
-    line = next(l for l in out.splitlines() if "Pearson R" in l)
+    line = next(ln for ln in out.splitlines() if "Pearson R" in ln)
     assert float(line.split("Pearson R ")[1].split(",")[0]) > 0.9
     if importlib.util.find_spec("matplotlib"):
         for name in ("response_curve.png", "leave_one_out.png", "digits_gallery.png"):
@@ -343,7 +415,7 @@ def test_concurrent_calls_on_one_influence_object_are_safe():
         alone = [f() for f in calls]
         with ThreadPoolExecutor(max_workers=6) as pool:
             together = list(pool.map(lambda f: f(), calls))
-        for a, b in zip(alone, together):
+        for a, b in zip(alone, together, strict=True):
             np.testing.assert_array_equal(a, b)
 
 

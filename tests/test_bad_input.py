@@ -20,7 +20,7 @@ import dataclasses
 import io
 import os
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -124,10 +124,12 @@ ENTRY_POINTS: list[tuple[str, dict, Callable]] = [
     ("on_loss", {"X_test": "X_test", "y_test": "y_test"}, lambda c, a: c.inf.on_loss(a["X_test"], a["y_test"])),
     ("top_k", {"X_test": "X_test", "y_test": "y_test"}, lambda c, a: c.inf.top_k(a["X_test"], a["y_test"], k=3).harmful),
     ("on_mean_loss", {"X_test": "X_test", "y_test": "y_test"}, lambda c, a: c.inf.on_mean_loss(a["X_test"], a["y_test"])),
-    ("on_loss_gap", {"X_test": "X_test", "y_test": "y_test"}, lambda c, a: c.inf.on_loss_gap(a["X_test"], a["y_test"], c.arrays["X"], c.arrays["y"])),
+    ("on_loss_gap", {"X_test": "X_test", "y_test": "y_test"},
+     lambda c, a: c.inf.on_loss_gap(a["X_test"], a["y_test"], c.arrays["X"], c.arrays["y"])),
     ("on_prediction", {"X_test": "X_test"}, lambda c, a: c.inf.on_prediction(a["X_test"])),
     ("leave_one_out(test)", {"X_test": "X_test", "y_test": "y_test"},
-     lambda c, a: uw.leave_one_out(c.model, c.arrays["X"], c.arrays["y"], idx=[0], X_test=a["X_test"], y_test=a["y_test"], sample_weight=c.arrays["w"]).predicted_loss),
+     lambda c, a: uw.leave_one_out(c.model, c.arrays["X"], c.arrays["y"], idx=[0], X_test=a["X_test"], y_test=a["y_test"],
+                                   sample_weight=c.arrays["w"]).predicted_loss),
     ("predict_proba", {"X_test": "X"}, lambda c, a: c.model.predict_proba(a["X_test"])),
     ("decision_function", {"X_test": "X"}, lambda c, a: c.model.decision_function(a["X_test"])),
     ("loss", {"X_test": "X", "y_test": "y"}, lambda c, a: c.model.loss(a["X_test"], a["y_test"])),
@@ -162,14 +164,16 @@ NAN_AT = r"{arg}: contains NaN or infinity \(first at (flat )?index {at}\)"
 ROWS = [
     ("3-d", MATRICES | VECTORS, lambda a, ch: np.asarray(a)[None, None], uw.InputError, r"{arg}\b"),
     ("1-d matrix", MATRICES - {"g", "G_test"}, lambda a, ch: np.asarray(a)[0], uw.InputError, r"{arg}\b"),
-    ("wrong width", MATRICES, lambda a, ch: np.asarray(a)[:, :-1], uw.InputError, r"{arg}: (.* )?(has|holds) (\d+ (columns|entries per row)|shape)|to match {arg}$"),
+    ("wrong width", MATRICES, lambda a, ch: np.asarray(a)[:, :-1], uw.InputError,
+     r"{arg}: (.* )?(has|holds) (\d+ (columns|entries per row)|shape)|to match {arg}$"),
     ("wrong height", {"gT"}, lambda a, ch: np.asarray(a)[:-1], uw.InputError, r"{arg}: has \d+ rows, expected p"),
     ("wrong width (point)", {"x"}, lambda a, ch: np.asarray(a)[:-1], uw.InputError, r"{arg}: has \d+ columns"),
     ("wrong length", {"y", "y_test", "w"}, lambda a, ch: np.asarray(a)[:-1], uw.InputError, r"{arg}: has \d+ entries"),
     ("empty", MATRICES | VECTORS, lambda a, ch: np.asarray(a)[:0], uw.InputError, r"{arg}: (.* )?(has no rows|has 0 entries|has shape)"),
     ("object dtype", MATRICES | VECTORS | {"x"}, lambda a, ch: np.asarray(a).astype(object), uw.InputTypeError, r"{arg}: .*dtype object"),
     ("str dtype", MATRICES | VECTORS | {"x"}, lambda a, ch: np.asarray(a).astype(str), uw.InputTypeError, r"{arg}: .*dtype <U"),
-    ("complex dtype", MATRICES | VECTORS | {"x"}, lambda a, ch: np.asarray(a).astype(complex), uw.InputTypeError, r"{arg}: .*dtype (complex|<c16)"),
+    ("complex dtype", MATRICES | VECTORS | {"x"}, lambda a, ch: np.asarray(a).astype(complex), uw.InputTypeError,
+     r"{arg}: .*dtype (complex|<c16)"),
     ("NaN", MATRICES | VECTORS | {"x"}, lambda a, ch: _put(a, 4 if ch != "x" else 2, np.nan), uw.InputError, NAN_AT),
     ("inf", MATRICES | VECTORS | {"x"}, lambda a, ch: _put(a, 4 if ch != "x" else 2, -np.inf), uw.InputError, NAN_AT),
     ("NaN target (point)", {"y1"}, lambda a, ch: np.nan, uw.InputError, r"{arg}: contains NaN"),
@@ -213,7 +217,7 @@ CLI_MESSAGES = {"object dtype": r"{arg}: .*pickle"}
 def _cases(rows, kind):
     out = []
     for row_id, channels, transform, exc, message in rows:
-        for ep, names, call in ENTRY_POINTS:
+        for ep, names, _call in ENTRY_POINTS:
             if kind == "multinomial" and ep.startswith(("GradientInfluence", "diagnostics")):
                 continue
             if (row_id, ep) in SKIP:
@@ -333,7 +337,8 @@ def test_bad_files_raise_a_clear_error(contexts, tmp_path, row_id, make, message
     assert re.search(names[ch], text) and re.search(message, text), f"{ep}: {text!r}"
 
 
-@pytest.mark.parametrize("ch, ep", [(ch, ep) for ch, eps in FILE_ENTRY_POINTS.items() if ch in ("X", "G") for ep in eps if not ep.startswith("cli")])
+@pytest.mark.parametrize("ch, ep", [(ch, ep) for ch, eps in FILE_ENTRY_POINTS.items() if ch in ("X", "G")
+                                    for ep in eps if not ep.startswith("cli")])
 def test_a_memmap_truncated_underneath_is_refused_not_a_crash(contexts, tmp_path, ch, ep):
     """A memmap (np.load(..., mmap_mode="r")) whose file is then truncated would SIGBUS when
     touched; upweight reads the file by path with length checks, so it raises instead."""

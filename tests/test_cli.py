@@ -42,12 +42,14 @@ def test_fit_then_score_top_k_matches_the_api(data):
     cli("fit", d / "X.npy", "--y", d / "y.npy", "--family", "logistic", "--l2", "1e-3", "-o", d / "m.npz", "--force")
     loaded = uw.load_model(d / "m.npz")
     np.testing.assert_array_equal(loaded.theta_, model.theta_)
-    cli("score", d / "X.npy", "--y", d / "y.npy", "--model", d / "m.npz", "--query", d / "query.npz", "-k", "4", "-o", d / "top.npz", "--force")
+    cli("score", d / "X.npy", "--y", d / "y.npy", "--model", d / "m.npz", "--query", d / "query.npz", "-k", "4",
+        "-o", d / "top.npz", "--force")
     top = uw.Influence(model, X, y).top_k(X[:7] + 0.1, y[:7], k=4)
     with np.load(d / "top.npz") as z:
         np.testing.assert_array_equal(z["helpful_idx"], top.helpful_idx)
         np.testing.assert_array_equal(z["harmful"], top.harmful)
-    cli("score", d / "train.csv", "--family", "logistic", "--l2", "1e-3", "--query", d / "query.npz", "-k", "4", "-o", d / "top.csv", "--force")
+    cli("score", d / "train.csv", "--family", "logistic", "--l2", "1e-3", "--query", d / "query.npz", "-k", "4",
+        "-o", d / "top.csv", "--force")
     table = np.loadtxt(d / "top.csv", delimiter=",", skiprows=1)
     assert open(d / "top.csv").readline().strip() == "query,rank,helpful_index,helpful_score,harmful_index,harmful_score"
     np.testing.assert_array_equal(table[:, 2].reshape(7, 4), top.helpful_idx)

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import warnings
 
 import numpy as np
 import pytest
@@ -227,7 +226,8 @@ def test_training_file_several_times_larger_than_the_memory_limit(tmp_path):
     assert path.stat().st_size > 2.2 * (limit_mib << 20)
     env = {"MALLOC_ARENA_MAX": "2", "OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     res = subprocess.run([sys.executable, "-c", MEMORY_LIMITED, str(path), str(limit_mib), str(n)],
-                         capture_output=True, text=True, env={**env, **{k: v for k, v in __import__("os").environ.items() if k.startswith(("PYTHON", "HOME", "LD_"))}})
+                         capture_output=True, text=True,
+                         env={**env, **{k: v for k, v in __import__("os").environ.items() if k.startswith(("PYTHON", "HOME", "LD_"))}})
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["theta_err"] < 1e-3

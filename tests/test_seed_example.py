@@ -43,9 +43,9 @@ def exact():
     def mul(M, v):
         return [M[0][0] * v[0] + M[0][1] * v[1], M[1][0] * v[0] + M[1][1] * v[1]]
 
-    zty = [sum(z[j] * y for z, y in zip(Z, ys)) for j in range(2)]
+    zty = [sum(z[j] * y for z, y in zip(Z, ys, strict=True)) for j in range(2)]
     theta = mul(inv, zty)
-    r = [theta[0] * z[0] + theta[1] * z[1] - y for z, y in zip(Z, ys)]
+    r = [theta[0] * z[0] + theta[1] * z[1] - y for z, y in zip(Z, ys, strict=True)]
     I = [[-v * r[m] for v in mul(inv, Z[m])] for m in range(3)]
     S = [[2 * r[t] * (Z[t][0] * I[m][0] + Z[t][1] * I[m][1]) for m in range(3)] for t in range(3)]
     return theta, I, S

@@ -76,9 +76,10 @@ def test_sparse_kernels_equal_dense(family):
     for name, args in [("objective", (w, 0.1)), ("hessian", (w, 0.1)), ("hvp", (w, 0.1, V))]:
         a = getattr(_core, name)(family, k, theta, csr, y, *args)
         b = getattr(_core, name)(family, k, theta, dense, y, *args)
-        for u, v in zip(a if name == "objective" else [a], b if name == "objective" else [b]):
+        for u, v in zip(a if name == "objective" else [a], b if name == "objective" else [b], strict=True):
             np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-13)
-    np.testing.assert_allclose(_core.per_example_grads(family, k, theta, csr, y), _core.per_example_grads(family, k, theta, dense, y), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(_core.per_example_grads(family, k, theta, csr, y), _core.per_example_grads(family, k, theta, dense, y),
+                               rtol=1e-13, atol=1e-15)
 
 
 def test_any_sparse_format_and_non_canonical_input_is_accepted():

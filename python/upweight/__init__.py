@@ -11,6 +11,7 @@ See DESIGN.md (in the repository) for every definition, sign and formula.
 from . import plots, reference  # plots imports matplotlib only when drawing
 from ._core import num_threads
 from .datasets import load_breast_cancer, load_digits
+from .diagnostics import Diagnostics, diagnostics
 from .errors import (
     ConvergenceError,
     ConvergenceWarning,
@@ -22,11 +23,9 @@ from .errors import (
     SingularHessianError,
     UpweightError,
 )
-from .diagnostics import Diagnostics, diagnostics
-from .gradients import GradientInfluence
-from .influence import Influence, SolveInfo, TopK
-from .models import LinearRegression, LogisticRegression, PoissonRegression
-from .persist import load_model, save_model
+from .influence import GradientInfluence, Influence, SolveInfo, TopK
+from .io import load_model, save_model
+from .models import LinearRegression, LogisticRegression, Model, PoissonRegression
 from .validation import Prediction, TestLoss, compare, leave_k_out, leave_one_out, response_curve
 
 __version__ = "0.1.0"
@@ -42,6 +41,7 @@ __all__ = [
     "InternalError",
     "LinearRegression",
     "LogisticRegression",
+    "Model",
     "NotAtOptimumWarning",
     "NotFittedError",
     "PoissonRegression",

@@ -2,11 +2,10 @@
 
 import os
 from collections.abc import Callable
-from typing import final
+from typing import TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
-from typing_extensions import TypeAlias
 
 __all__ = [
     "BLOCK_ROWS",

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 
+from . import _core
 from .errors import InputError, InputTypeError, UpweightError
 
 
@@ -160,12 +161,12 @@ def as_positive_int(v, name: str) -> int:
     return int(v)
 
 
-def _npy_header(path: str):
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read(f)
-        return shape, fortran, dtype, f.tell()
+def npy_header(path: str, name: str = "X") -> tuple[np.dtype, int, int, int]:
+    """(dtype, n, d, offset of the first value) of a 2-d C-ordered float64/float32 ``.npy``
+    file, parsed by the core (the one reader of the format): InputError naming ``name`` for
+    anything else (1-d, Fortran order, other dtypes, pickled objects, a truncated header)."""
+    dtype, n, d, offset = _core.npy_header(path, name)
+    return np.dtype(np.float32 if dtype == "f4" else np.float64), n, d, offset
 
 
 def training_features(X, n_features: int | None = None, name: str = "X"):
@@ -180,24 +181,21 @@ def training_features(X, n_features: int | None = None, name: str = "X"):
         path = os.fspath(X)
         if not os.path.isfile(path):
             raise InputError(f"{name}: no such file {path!r}")
-        try:
-            shape, _, _, _ = _npy_header(path)
-        except Exception as exc:
-            raise InputError(f"{name}: {path!r} is not a readable .npy file ({exc})") from None
-        if len(shape) != 2 or (n_features is not None and shape[1] != n_features):
-            raise InputError(f"{name}: {path!r} holds shape {shape}, expected (n, {n_features or 'd'})")
-        if shape[0] == 0:
+        _, n, d, _ = npy_header(path, name)
+        if n_features is not None and d != n_features:
+            raise InputError(f"{name}: {path!r} holds shape ({n}, {d}), expected (n, {n_features})")
+        if n == 0:
             raise InputError(f"{name}: {path!r} has no rows")
-        return path, shape[0], shape[1]
-    if isinstance(X, np.memmap) and X.filename and str(X.filename).endswith(".npy") and X.ndim == 2:
-        try:
-            shape, fortran, dtype, offset = _npy_header(str(X.filename))
-            if shape == X.shape and not fortran and dtype in (np.float64, np.float32) and X.offset == offset:
-                if n_features is not None and X.shape[1] != n_features:
-                    raise InputError(f"{name}: has {X.shape[1]} columns but the model has {n_features} features")
-                return str(X.filename), X.shape[0], X.shape[1]
-        except (OSError, ValueError):
-            pass
+        return path, n, d
+    if (isinstance(X, np.memmap) and X.filename and str(X.filename).endswith(".npy") and os.path.isfile(X.filename)
+            and X.ndim == 2 and X.dtype in (np.float64, np.float32) and X.flags.c_contiguous):
+        # a file the core can stream: its header is read with length checks, so a file truncated
+        # underneath the memmap is an InputError here, not a SIGBUS when the memmap is touched
+        dtype, n, d, offset = npy_header(str(X.filename), name)
+        if (n, d) == X.shape and X.dtype == dtype and X.offset == offset:  # the memmap is the whole file
+            if n_features is not None and d != n_features:
+                raise InputError(f"{name}: has {d} columns but the model has {n_features} features")
+            return str(X.filename), n, d
     if isinstance(X, np.ndarray) and X.dtype == np.float32 and X.ndim == 2:
         if n_features is not None and X.shape[1] != n_features:
             raise InputError(f"{name}: has {X.shape[1]} columns but the model has {n_features} features")
@@ -210,8 +208,7 @@ def training_features(X, n_features: int | None = None, name: str = "X"):
 
 def read_npy_rows(path: str, rows) -> np.ndarray:
     """Rows of a 2-d .npy file as float64, read with seeks (no memory map)."""
-    shape, _, dtype, offset = _npy_header(path)
-    d = shape[1]
+    dtype, _, d, offset = npy_header(path)
     out = np.empty((len(rows), d))
     with open(path, "rb") as f:
         for j, i in enumerate(rows):
@@ -255,7 +252,7 @@ def score_itemsize(X) -> int:
     in float32."""
     if isinstance(X, str):
         try:
-            return 4 if _npy_header(X)[2] == np.float32 else 8
-        except Exception:
+            return 4 if npy_header(X)[0] == np.float32 else 8
+        except (OSError, UpweightError):
             return 8
     return 4 if isinstance(X, np.ndarray) and X.dtype == np.float32 else 8

@@ -32,6 +32,7 @@ from . import _core
 from ._validation import as_weights, training_features
 from .errors import InputError
 from .influence import Influence
+from .models import check_model
 
 __all__ = ["Diagnostics", "diagnostics"]
 
@@ -62,20 +63,22 @@ def _variance(family: str, mu: np.ndarray) -> np.ndarray:
 def diagnostics(model, X, y, sample_weight=None) -> Diagnostics:
     """Leverage, residuals, Cook's distance and DFBETA(S) of a fitted single-output model on
     its training data (same X, y, sample_weight as the fit)."""
-    if getattr(model, "n_classes", 1) != 1:
+    family, k = check_model(model).core_model()
+    if k != 1:
         raise InputError("model: diagnostics are defined for single-output models (not multinomial)")
     inf = Influence(model, X, y, sample_weight, solver="direct")
     Xc, n, _ = training_features(X, model.n_features_in_)
     yv = inf.y
     w = as_weights(sample_weight, n)
     wv = np.ones(n) if w is None else w
-    h = inf._core.leverage()
-    mu = _core.predict(model.family, 1, model._flat_theta(), Xc, "mean")[:, 0]
+    h = inf.leverage()
+    theta = model.get_theta()
+    mu = _core.predict(family, 1, theta, Xc, "mean")[:, 0]
     resid = yv - mu
-    pearson = np.sqrt(wv) * resid / np.sqrt(_variance(model.family, mu))
+    pearson = np.sqrt(wv) * resid / np.sqrt(_variance(family, mu))
     p = inf.n_params
     n_eff = int(np.count_nonzero(wv))
-    least_squares = model.family == "squared"
+    least_squares = family == "squared"
     if least_squares:
         if n_eff <= p + 1:
             raise InputError(f"X: {n_eff} points of positive weight leave no residual degrees of freedom for {p} parameters")
@@ -94,5 +97,5 @@ def diagnostics(model, X, y, sample_weight=None) -> Diagnostics:
         # (Z^T W Z)^{-1} = (2 / W) H^{-1} when l2 = 0 (H = (2/W) Z^T W Z + 2 l2 mask)
         cov = 2.0 / inf.total_weight * np.diag(inf.inverse_hvp(np.eye(p)))
         dfbetas = dfbeta / np.sqrt(scale_i[:, None] * cov[None, :])
-    loo = model.theta_ - dfbeta if exact else None
+    loo = theta - dfbeta if exact else None
     return Diagnostics(h, resid, pearson, scale, studentized, external, cooks, dfbeta, dfbetas, loo, exact)

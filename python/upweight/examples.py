@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .influence import Influence
+from .models import LinearRegression
+
 
 @dataclass
 class SeedExample:
@@ -28,7 +31,7 @@ class SeedExample:
             x, y = self.X[i, 0], self.y[i]
             lines.append(f"  ({x:g}, {y:g})  {self.params[i, 0]:+11.6f}  {self.params[i, 1]:+11.6f}")
         lines += ["", "influence of point m (columns) on the loss at point t (rows):",
-                  "  t \\ m     " + "".join(f"({x:g}, {y:g})".rjust(12) for x, y in zip(self.X[:, 0], self.y))]
+                  "  t \\ m     " + "".join(f"({x:g}, {y:g})".rjust(12) for x, y in zip(self.X[:, 0], self.y, strict=True))]
         for t in range(3):
             lines.append(f"  ({self.X[t, 0]:g}, {self.y[t]:g})".ljust(12) + "".join(f"{v:+12.6f}" for v in self.scores[t]))
         return "\n".join(lines)
@@ -36,9 +39,6 @@ class SeedExample:
 
 def seed_example() -> SeedExample:
     """Fit the three-point example with the library and compute its influence tables."""
-    from .influence import Influence
-    from .models import LinearRegression
-
     X = np.array([[0.0], [1.0], [2.0]])
     y = np.array([0.0, 1.5, 2.0])
     model = LinearRegression().fit(X, y)

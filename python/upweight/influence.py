@@ -8,6 +8,10 @@ the fitted parameters with respect to its weight,
 and the influence on any differentiable f of theta is grad f(theta*) . I(z_m). Signs: a negative
 score on a test loss means upweighting the training point lowers that loss (it *helps*);
 removing a point changes theta by about -I(z_m). Koh & Liang's I_up equals W * I when l2 = 0.
+
+:class:`Influence` takes a fitted model (anything implementing :class:`upweight.models.Model`) and
+its training set; :class:`GradientInfluence` takes per-example gradients of any model (deep
+models: PyTorch, JAX) instead. Both answer the same queries (:class:`_Queries`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _auto, _core
+from . import _core
+from ._core import InfluenceCore
 from ._validation import (
     as_indices,
     as_matrix,
@@ -35,13 +40,15 @@ from ._validation import (
     training_features,
 )
 from .errors import ConvergenceError, InputError, NotAtOptimumWarning
+from .interop import from_sklearn, from_statsmodels
+from .models import Model, check_model
+from .solver import QueryPolicy, Work, check_on_unconverged, check_solver, work
 
-__all__ = ["Influence", "SolveInfo", "TopK"]
+__all__ = ["GradientInfluence", "Influence", "SolvedQueries", "SolveInfo", "TopK"]
 
 #: Gradient norm (max abs entry of grad L_w) above which ``Influence`` warns that theta is not
 #: an optimum of the objective on the data it was given.
 OPTIMUM_TOL = 1e-6
-
 
 
 @dataclass(frozen=True)
@@ -68,19 +75,60 @@ class TopK:
     harmful_idx: np.ndarray
     harmful: np.ndarray
 
+    @classmethod
+    def _from_core(cls, top) -> TopK:
+        hi, h, xi, x = top
+        return cls(hi.astype(np.intp), h, xi.astype(np.intp), x)
 
-def _check_solver(solver: str, on_unconverged: str) -> None:
-    if solver not in ("auto", "direct", "cg"):
-        raise InputError(f"solver: expected 'auto', 'direct' or 'cg', got {solver!r}")
-    if on_unconverged not in ("raise", "warn"):
-        raise InputError(f"on_unconverged: expected 'raise' or 'warn', got {on_unconverged!r}")
+    def merge(self, other: TopK, k: int) -> TopK:
+        """The ``k`` best of this result and ``other`` (for the same queries, e.g. two segments of
+        the training rows): helpful = smallest scores, harmful = largest, ties to the lower index,
+        as one pass over all rows would choose."""
+        return TopK._from_core(_core.merge_top_k(self._to_core(), other._to_core(), _check_k(k)))
+
+    def _to_core(self):
+        """As the core takes a top-k result: unsigned indices, C-contiguous arrays."""
+        hi, h, xi, x = self.as_tuple()
+        f64, idx = (lambda a: np.ascontiguousarray(a, dtype=np.float64)), (lambda a: np.ascontiguousarray(a, dtype=np.uintp))
+        return idx(hi), f64(h), idx(xi), f64(x)
+
+    def as_tuple(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(helpful_idx, helpful, harmful_idx, harmful)``."""
+        return self.helpful_idx, self.helpful, self.harmful_idx, self.harmful
 
 
-def _work(n: int, p: int, k: int, X) -> _auto.Work:
-    """The cost model's view of a training set (see :mod:`upweight._auto`)."""
-    if isinstance(X, tuple):  # CSR
-        return _auto.Work(n, p, k, z=X[0].size / max(n, 1) + 1, sparse=True)
-    return _auto.Work(n, p, k)
+class SolvedQueries:
+    """Query gradients solved once, to score the training rows segment by segment without
+    solving again: :meth:`_Queries.solve_queries` makes it, :meth:`top_k` scores a segment. A
+    long streamed run can so be cut into resumable pieces (``upweight score --resume``)."""
+
+    def __init__(self, core: InfluenceCore, vc: np.ndarray, n_queries: int):
+        self._core, self._vc = core, vc
+        self.n_queries = n_queries
+
+    def top_k(self, k: int = 10, rows: tuple[int, int] | None = None) -> TopK:
+        """The ``k`` most helpful and most harmful training points of the rows
+        ``rows = (start, stop)`` (default all), indices counted from the first training row.
+        Segments starting at multiples of ``upweight._constants.BLOCK_ROWS`` give bitwise the
+        scores of one pass."""
+        k = _check_k(k)
+        return TopK._from_core(self._core.top_k_solved(self._vc, k, None if rows is None else _segment(rows)))
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InputError(f"k: expected a positive integer, got {k!r}")
+    return int(k)
+
+
+def _segment(rows) -> tuple[int, int]:
+    try:
+        start, stop = (int(r) for r in rows)
+    except (TypeError, ValueError):
+        raise InputError(f"rows: expected (start, stop), got {rows!r}") from None
+    if start < 0:
+        raise InputError(f"rows: segment {start}..{stop} starts before the first training point")
+    return start, stop
 
 
 class _Queries:
@@ -90,34 +138,31 @@ class _Queries:
     solver: str
     on_unconverged: str
     solve_info: SolveInfo | None
-    _cores: dict
-    _auto_work: _auto.Work | None  # set when solver="auto": the shape the cost model sees
+    n_params: int
+    _cores: dict[str, InfluenceCore]
+    _policy: QueryPolicy
 
     _itemsize: int = 8  # bytes per score (4 when the training rows are float32)
 
-    def _start(self, solver: str, work: _auto.Work) -> None:
-        """Build the first core. Under "auto": direct when the cost model prefers it even for a
-        single right-hand side, else CG (one cheap pass), upgraded per query by :meth:`_core_for`."""
-        self._cores = {}
-        self._auto_work = work if solver == "auto" else None
-        if solver == "auto":
-            solver = "direct" if _auto.prefers_direct(work, 1) else "cg"
-        self.solver = solver
-        self._cores[solver] = self._make_core(solver)
+    def _start(self, policy: QueryPolicy) -> None:
+        """Build the core for the policy's first method."""
+        self._policy, self._cores = policy, {}
+        self.solver = policy.method
+        self._cores[self.solver] = self._make_core(self.solver)
 
-    _make_core: Callable[[str], _core.InfluenceCore]  # builds a core for "direct" or "cg"
+    _make_core: Callable[[str], InfluenceCore]  # builds a core for "direct" or "cg"
 
     @property
-    def _core(self):
+    def _core(self) -> InfluenceCore:
         return self._cores[self.solver]
 
-    def _core_for(self, n_rhs: int):
-        """The core for a query with ``n_rhs`` right-hand sides. Under "auto" with CG in use, H is
-        formed (once, then kept) when the cost model says forming and factoring it is cheaper
-        than running CG for this query: e.g. self-influence, n right-hand sides."""
-        if self._auto_work is not None and self.solver == "cg" and _auto.prefers_direct(self._auto_work, n_rhs):
-            self._cores["direct"] = self._make_core("direct")
-            self.solver = "direct"
+    def _core_for(self, n_rhs: int) -> InfluenceCore:
+        """The core for a query with ``n_rhs`` right-hand sides, by the solver policy (under
+        "auto", H is formed once, then kept, when that is cheaper than CG for this query)."""
+        method = self._policy.method_for(n_rhs)
+        if method not in self._cores:
+            self._cores[method] = self._make_core(method)
+        self.solver = method
         return self._core
 
     @property
@@ -155,13 +200,18 @@ class _Queries:
     def _rows(self, idx):
         return None if idx is None else [int(i) for i in as_indices(idx, self.n_samples)]
 
-    def self_influence(self) -> np.ndarray:
+    def self_influence(self, rows: tuple[int, int] | None = None) -> np.ndarray:
         """grad l(z_m) . I(z_m) for every training point, shape (n,), streamed over the training
         rows. Always <= 0 without a penalty; the most negative values flag points the model fits
         only by bending towards them (outliers, mislabelled points). Each training point is its
         own right-hand side: with ``solver="cg"`` that is one CG solve per point (n passes over
-        the data per iteration in total), so prefer ``"direct"`` whenever H fits in memory."""
-        return self._checked(self._core_for(self.n_samples).self_influence())
+        the data per iteration in total), so prefer ``"direct"`` whenever H fits in memory.
+
+        ``rows = (start, stop)``: only those training rows, (stop - start,), e.g. one segment of a
+        resumable run; segments starting at multiples of ``upweight._constants.BLOCK_ROWS`` give
+        bitwise the values of one pass."""
+        segment = None if rows is None else _segment(rows)
+        return self._checked(self._core_for(self.n_samples).self_influence(segment))
 
     def inverse_hvp(self, g) -> np.ndarray:
         """(H + damping I)^{-1} g for a vector (p,) or the columns of a matrix (p, r)."""
@@ -187,20 +237,24 @@ class _Queries:
         rows = self._rows(idx)
         n_out = self.n_samples if rows is None else len(rows)
         check_output_fits((G.shape[0], n_out), self._itemsize, arg,
-                          "use top_k / top_k_on (streamed: memory O(q k)), fewer queries at a time, or idx= for a subset of training points")
+                          "use top_k / top_k_on (streamed: memory O(q k)), fewer queries at a time, "
+                          "or idx= for a subset of training points")
         return self._checked(self._core_for(G.shape[0]).on(G, rows))
 
     def top_k_on(self, grad_f, k: int = 10) -> TopK:
         """The ``k`` most helpful and most harmful training points for functions f given their
         gradients (r, p) at theta*, streamed over the training rows."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InputError(f"k: expected a positive integer, got {k!r}")
+        k = _check_k(k)
         G, _ = self._grad_matrix(grad_f)
-        hi, h, xi, x = self._checked(self._core_for(G.shape[0]).top_k(G, int(k)))
-        return TopK(hi.astype(np.intp), h, xi.astype(np.intp), x)
+        return TopK._from_core(self._checked(self._core_for(G.shape[0]).top_k(G, k)))
 
-    def _self_influence(self, segment) -> np.ndarray:
-        return self._checked(self._core_for(self.n_samples).self_influence(segment))
+    def solve_queries(self, grad_f) -> SolvedQueries:
+        """Solve for the functions f given their gradients (r, p) at theta* once, and return an
+        object that scores any segment of the training rows without solving again
+        (:meth:`SolvedQueries.top_k`); ``solve_info`` reports this solve."""
+        G, _ = self._grad_matrix(grad_f)
+        core = self._core_for(G.shape[0])
+        return SolvedQueries(core, self._checked(core.solve_queries(G)), G.shape[0])
 
 
 class Influence(_Queries):
@@ -208,7 +262,9 @@ class Influence(_Queries):
 
     Parameters
     ----------
-    model : fitted ``LinearRegression``, ``LogisticRegression`` or ``PoissonRegression``
+    model : a fitted model implementing :class:`upweight.models.Model`: ``LinearRegression``,
+        ``LogisticRegression``, ``PoissonRegression``, or a model from :meth:`from_sklearn` /
+        :meth:`from_statsmodels``
     X, y, sample_weight : the training set the model was fitted on (same weights and order).
         X may be float64 or float32 (kept as float32: scores are computed in float32, sums and
         solves in float64), a scipy.sparse matrix (used in CSR form, never densified: every pass
@@ -219,7 +275,7 @@ class Influence(_Queries):
         Hessian-vector products, preconditioned by the Hessian's diagonal, or for multinomial
         models by each feature's k x k class block), or "auto": per query, the cheaper of
         the two by a cost model measured on n, p, the row density and the number of right-hand
-        sides (:mod:`upweight._auto`); once formed, H is kept. ``solver`` tells which one the
+        sides (:mod:`upweight.solver`); once formed, H is kept. ``solver`` tells which one the
         next query will use.
     damping : solve (H + damping I) v = g instead of H v = g.
     rtol, atol, max_iter, precondition : conjugate-gradient stopping rule and preconditioner.
@@ -235,21 +291,18 @@ class Influence(_Queries):
     def __init__(self, model, X, y, sample_weight=None, *, solver: str = "auto", damping: float = 0.0,
                  rtol: float = 1e-10, atol: float = 0.0, max_iter: int = 1000, precondition: bool = True,
                  on_unconverged: str = "raise", progress=None):
-        if not hasattr(model, "_flat_theta"):
-            raise InputError(f"model: expected a fitted upweight estimator, got {type(model).__name__}")
-        theta = model._flat_theta()
-        self.model = model
+        self.model: Model = check_model(model)
         self._sparse = X.tocsr() if is_sparse(X) else None
         self.X, n, _ = training_features(X, model.n_features_in_)
-        self.y = model._targets(y, n, fitting=False)
+        self.y = model.check_targets(y, n)
         self.sample_weight = as_weights(sample_weight, n)
         self.l2 = float(model.l2)
-        _check_solver(solver, on_unconverged)
-        self.on_unconverged = on_unconverged
+        check_solver(solver)
+        self.on_unconverged = check_on_unconverged(on_unconverged)
         self.solve_info: SolveInfo | None = None
         self._args = (float(damping), float(rtol), float(atol), int(max_iter), bool(precondition), progress)
         self._itemsize = score_itemsize(self.X)
-        self._start(solver, _work(n, theta.size, model.n_classes, self.X))
+        self._start(QueryPolicy(solver, work(n, model.n_params, model.core_model()[1], self.X)))
         if self._core.grad_norm > OPTIMUM_TOL:
             warnings.warn(
                 f"the model's parameters do not minimise the objective on this data (max |gradient| = "
@@ -265,8 +318,6 @@ class Influence(_Queries):
         ``LogisticRegression`` or ``PoissonRegressor``, with its penalty converted exactly
         (:mod:`upweight.interop`); ``inf.model`` is the equivalent upweight model. Keyword
         arguments go to :class:`Influence`."""
-        from .interop import from_sklearn
-
         model, yv = from_sklearn(estimator, X, y, sample_weight)
         return cls(model, X, yv, sample_weight, **kwargs)
 
@@ -275,21 +326,20 @@ class Influence(_Queries):
         """Influence for fitted statsmodels ``OLS``, ``WLS`` or ``GLM`` (Gaussian, Binomial,
         Poisson; canonical links) results, on the data they were fitted on (X without the
         constant column: ``inf.X``)."""
-        from .interop import from_statsmodels
-
         model, X, y, w = from_statsmodels(results)
         return cls(model, X, y, w, **kwargs)
 
-    def _make_core(self, method: str):
+    def _make_core(self, method: str) -> InfluenceCore:
         m = self.model
-        # sum-of-losses objectives (scikit-learn's Ridge, LogisticRegression): no renormalisation term
-        renormalize = not getattr(m, "_penalty_sum", False)
-        return _core.InfluenceCore(m.family, m.n_classes, m._flat_theta(), self.X, self.y, self.sample_weight, self.l2, method, *self._args, renormalize)
+        # penalty_renormalized=False, sum-of-losses objectives (scikit-learn's Ridge, LogisticRegression): no renormalisation term
+        family, k = m.core_model()
+        return _core.InfluenceCore(family, k, m.get_theta(), self.X, self.y, self.sample_weight, self.l2, method, *self._args,
+                                   bool(m.penalty_renormalized))
 
     # -- basic facts ------------------------------------------------------------------------
     @property
-    def n_params(self) -> int:
-        return self.model.n_classes * (self.model.n_features_in_ + 1)
+    def n_params(self) -> int:  # type: ignore[override]  # the model's p (an attribute of GradientInfluence)
+        return self.model.n_params
 
     @property
     def grad_norm(self) -> float:
@@ -322,24 +372,26 @@ class Influence(_Queries):
         single = np.ndim(x) == 1
         X = as_matrix(np.atleast_2d(x) if single else x, "x", self.model.n_features_in_)
         yv = as_vector(np.atleast_1d(y), "y", X.shape[0])
-        yv = self.model._targets(yv, X.shape[0], fitting=False)
+        yv = self.model.check_targets(yv, X.shape[0])
         with renamed(X="x"):
             out = self._checked(self._core_for(X.shape[0]).params(X, yv))
         return out[0] if single else out
 
     # -- functions of theta ------------------------------------------------------------------
-    def _loss_grads(self, X_test, y_test) -> np.ndarray:
+    def loss_grads(self, X_test, y_test) -> np.ndarray:
+        """Gradients of the loss at each test point, grad l(z_t; theta*): (q, p). Pass them (or
+        combinations of them) to :meth:`on`, :meth:`top_k_on` or :meth:`solve_queries`."""
         Xt = as_matrix(X_test, "X_test", self.model.n_features_in_)
         yt = as_vector(y_test, "y_test", Xt.shape[0])
         with renamed(X="X_test", y="y_test"):
-            yt = self.model._targets(yt, Xt.shape[0], fitting=False)
+            yt = self.model.check_targets(yt, Xt.shape[0])
             return self._core.loss_grads(Xt, yt)
 
     def on_loss(self, X_test, y_test, idx=None) -> np.ndarray:
         """Score matrix S of shape (q, n): S[t, m] = grad l(z_t) . I(z_m), the influence of
         training point m on the loss at test point t. Negative: m helps t. With ``idx``, only
         those training points: (q, len(idx)). For large n prefer :meth:`top_k`."""
-        return self._scores(self._loss_grads(X_test, y_test), idx, "X_test")
+        return self._scores(self.loss_grads(X_test, y_test), idx, "X_test")
 
     def on_prediction(self, X_test, kind: str = "mean", idx=None) -> np.ndarray:
         """Influence of every training point on the predictions at ``X_test``.
@@ -351,29 +403,113 @@ class Influence(_Queries):
         if kind not in ("mean", "linear"):
             raise InputError(f"kind: expected 'mean' or 'linear', got {kind!r}")
         Xt = as_points(X_test, "X_test", self.model.n_features_in_)
-        k = self.model.n_classes
+        family, k = self.model.core_model()
         with renamed(X="X_test"):
-            G = _core.prediction_grads(self.model.family, k, self.model._flat_theta(), Xt, kind)
+            G = _core.prediction_grads(family, k, self.model.get_theta(), Xt, kind)
         S = self._scores(G, idx, "X_test")
         return S if k == 1 else S.reshape(n_rows(Xt), k, S.shape[1])
 
     def on_mean_loss(self, X_test, y_test, idx=None) -> np.ndarray:
         """Influence of every training point (or the rows ``idx``) on the mean loss over the
         test points: (n,). One solve, whatever the number of test points."""
-        return self.on(self._loss_grads(X_test, y_test).mean(axis=0), idx)
+        return self.on(self.loss_grads(X_test, y_test).mean(axis=0), idx)
 
     def on_loss_gap(self, X_a, y_a, X_b, y_b, idx=None) -> np.ndarray:
         """Influence on the gap between two groups' mean test losses, mean loss(a) - mean
         loss(b) (e.g. a fairness gap): (n,). Negative: upweighting the point narrows a gap in
         which a is worse off (or widens one where b is)."""
-        g = self._loss_grads(X_a, y_a).mean(axis=0) - self._loss_grads(X_b, y_b).mean(axis=0)
+        g = self.loss_grads(X_a, y_a).mean(axis=0) - self.loss_grads(X_b, y_b).mean(axis=0)
         return self.on(g, idx)
 
     def top_k(self, X_test, y_test, k: int = 10) -> TopK:
         """For each test point, the ``k`` training points whose upweighting most lowers (helpful)
         and most raises (harmful) its loss, streamed over the training rows: the (q, n) score
         matrix is never held, so n can be far larger than memory."""
-        return self.top_k_on(self._loss_grads(X_test, y_test), k)
+        return self.top_k_on(self.loss_grads(X_test, y_test), k)
+
+    def leverage(self) -> np.ndarray:
+        """Hat values of the training rows, (w_m a_m / W) z_m^T H^{-1} z_m with a_m the Hessian
+        weight of the loss in eta (single-output GLMs; :func:`upweight.diagnostics`)."""
+        return self._core.leverage()
 
     def __repr__(self) -> str:
         return f"Influence({self.model!r}, n={self.n_samples}, p={self.n_params}, solver={self.solver!r})"
+
+
+class GradientInfluence(_Queries):
+    """Influence of training points from their per-example gradients (deep models, DESIGN.md
+    sections 3-4).
+
+    Users of PyTorch or JAX models compute per-example training gradients g_i (often randomly
+    projected to a few thousand dimensions, as TRAK and LoGra do) and hand them over as an (n, p)
+    array, a float32 array, or a ``.npy`` file. upweight never imports a deep-learning framework.
+
+    The curvature is either the empirical Fisher F = (1/W) sum_i w_i g_i g_i^T, built from the
+    same gradients (streamed, in Rust), or an explicit Hessian. Damping (solve (F + damping I) v = g)
+    is both a numerical safeguard and, for networks not trained to convergence, the modelling
+    choice of Bae et al. (2022): damped Gauss-Newton influence approximates the proximal Bregman
+    response. Scores keep the library's convention: S[t, m] = -g_t . (F + damping I)^{-1} g_m / W,
+    negative when upweighting m lowers the loss at t.
+
+    Parameters
+    ----------
+    train_grads : (n, p) float64/float32 array, ``.npy`` path or its memmap: row m is the
+        gradient of the training loss of point m at the trained parameters.
+    hessian : optional (p, p) symmetric matrix to use as curvature instead of the Fisher.
+    curvature : "fisher" (the empirical Fisher of ``train_grads``; the default).
+    damping, sample_weight, solver, rtol, atol, max_iter, precondition, on_unconverged, progress : as for
+        :class:`upweight.Influence`.
+    """
+
+    def __init__(self, train_grads, *, hessian=None, curvature: str = "fisher", damping: float = 0.0,
+                 sample_weight=None, solver: str = "auto", rtol: float = 1e-10, atol: float = 0.0,
+                 max_iter: int = 1000, precondition: bool = True, on_unconverged: str = "raise", progress=None):
+        if curvature != "fisher":
+            raise InputError(f"curvature: expected 'fisher' (or pass hessian=...), got {curvature!r}")
+        self.train_grads, n, p = training_features(train_grads, name="train_grads")
+        self.n_params = p
+        check_solver(solver)
+        self.on_unconverged = check_on_unconverged(on_unconverged)
+        self.solve_info = None
+        H = None
+        if hessian is not None:
+            H = as_matrix(hessian, "hessian")
+            if H.shape != (p, p):
+                raise InputError(f"hessian: has shape {H.shape}, expected ({p}, {p}) to match train_grads")
+        self.curvature = "explicit" if H is not None else "fisher"
+        self._w, self._H = as_weights(sample_weight, n), H
+        self._args = (float(damping), float(rtol), float(atol), int(max_iter), bool(precondition), progress)
+        self._itemsize = score_itemsize(self.train_grads)
+        self._start(QueryPolicy(solver, Work(n, p), explicit_hessian=H is not None))
+
+    def _make_core(self, method: str) -> InfluenceCore:
+        with renamed(X="train_grads"):  # the core calls its training rows X
+            return _core.InfluenceCore.from_gradients(self.train_grads, self._w, self._H, method, *self._args)
+
+    def _test_grads(self, test_grads):
+        G, _ = self._grad_matrix(test_grads, "test_grads")
+        return G
+
+    def params(self, idx=None) -> np.ndarray:
+        """I(z_m) = -(H + damping I)^{-1} g_m / W for all training points or the rows ``idx``."""
+        if idx is None:
+            check_output_fits((self.n_samples, self.n_params), 8, "idx", "pass idx= for a subset of training points")
+            return self._checked(self._core_for(self.n_samples).params_train())
+        rows = self._rows(idx)
+        if isinstance(self.train_grads, str):
+            G = read_npy_rows(self.train_grads, rows)
+        else:
+            G = np.ascontiguousarray(self.train_grads[rows], dtype=np.float64)
+        return self._checked(self._core_for(len(rows)).params(G, np.zeros(len(rows))))
+
+    def on_loss(self, test_grads, idx=None) -> np.ndarray:
+        """Score matrix (q, n) from test-loss gradients (q, p): S[t, m] < 0 means training point
+        m helps test point t."""
+        return self._scores(self._test_grads(test_grads), idx, "test_grads")
+
+    def top_k(self, test_grads, k: int = 10) -> TopK:
+        """Per test gradient, the k most helpful and most harmful training points, streamed."""
+        return self.top_k_on(self._test_grads(test_grads), k)
+
+    def __repr__(self) -> str:
+        return f"GradientInfluence(n={self.n_samples}, p={self.n_params}, curvature={self.curvature!r}, solver={self.solver!r})"

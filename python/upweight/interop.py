@@ -19,9 +19,10 @@ canonical links; freq_weights x var_weights)    w = the weights
 =============================================  ==============================================
 
 Ridge and LogisticRegression penalise a *sum* of losses, so adding weight to a point does not
-renormalise their penalty: for them influence omits DESIGN.md's penalty term 2 l2 coef*
-(``Influence(renormalize=...)`` in the core) and exact refits (:mod:`upweight.validation`) use
-l2 = alpha / W with the refit's own W. PoissonRegressor averages its loss, as upweight does.
+renormalise their penalty: their models are built with ``penalty_renormalized=False`` (see
+:class:`upweight.models.Model`), so influence omits DESIGN.md's penalty term 2 l2 coef* and exact
+refits (:mod:`upweight.validation`) use l2 = alpha / W with the refit's own W. PoissonRegressor
+averages its loss, as upweight does.
 
 The estimator's parameters are taken as a warm start and polished by upweight's Newton method
 to the exact optimum of that objective (an iterative solver's tolerance would otherwise enter
@@ -43,14 +44,13 @@ from .models import LinearRegression, LogisticRegression, PoissonRegression
 __all__ = ["from_sklearn", "from_statsmodels"]
 
 
-def _polish(model, theta0: np.ndarray, X, y, w, source: str):
+def _polish(model, theta0: np.ndarray, n_features: int, X, y, w, source: str):
     """Fit ``model`` from ``theta0`` to the exact optimum; warn if that moved it noticeably."""
-    model.warm_start = True
-    model._set_theta(theta0)
-    model.n_features_in_ = theta0.size // model.n_classes - 1
+    model.set_params(warm_start=True)
+    model.set_theta(theta0, n_features=n_features)
     model.fit(X, y, sample_weight=w)
-    model.warm_start = False
-    theta = model.theta_.reshape(-1)
+    model.set_params(warm_start=False)
+    theta = model.get_theta()
     moved = float(np.abs(theta - theta0.reshape(-1)).max() / max(np.abs(theta).max(), 1e-300))
     if moved > 1e-4:
         warnings.warn(
@@ -88,13 +88,17 @@ def from_sklearn(estimator, X, y, sample_weight=None):
     W = _total_weight(w, n)
     coef = np.atleast_2d(np.asarray(estimator.coef_, dtype=np.float64))
     intercept = np.atleast_1d(np.asarray(estimator.intercept_, dtype=np.float64))
+    # Ridge and LogisticRegression penalise a *sum* of losses: adding weight to a point does not
+    # renormalise their penalty (penalty_renormalized=False: influence omits the 2 l2 coef* term
+    # and refits rescale l2)
+    model: LinearRegression | LogisticRegression | PoissonRegression
     if name == "LinearRegression":
         model, yv = LinearRegression(l2=0.0), y
     elif name == "Ridge":
         alpha = float(np.asarray(estimator.alpha))
         if np.ndim(estimator.alpha) or coef.shape[0] != 1:
             raise InputError("estimator: Ridge with one alpha and a single target is supported")
-        model, yv = LinearRegression(l2=alpha / W), y
+        model, yv = LinearRegression(l2=alpha / W, penalty_renormalized=False), y
     elif name == "PoissonRegressor":
         model, yv = PoissonRegression(l2=float(estimator.alpha) / 2), y
     elif name == "LogisticRegression":
@@ -108,18 +112,14 @@ def from_sklearn(estimator, X, y, sample_weight=None):
         yv = np.searchsorted(classes, np.asarray(y))
         if np.any(yv >= classes.size) or np.any(classes[np.minimum(yv, classes.size - 1)] != np.asarray(y)):
             raise InputError("y: has labels the estimator was not fitted on")
-        model = LogisticRegression(l2=l2, n_classes=classes.size if classes.size > 2 else None)
-        model.classes_ = np.arange(classes.size)
+        model = LogisticRegression(l2=l2, n_classes=classes.size if classes.size > 2 else None, penalty_renormalized=False)
     else:
         raise InputError(f"estimator: {name} is not supported (LinearRegression, Ridge, LogisticRegression, PoissonRegressor)")
-    theta0 = np.column_stack([coef, intercept]).reshape(-1)
-    if model.n_classes > 1 and coef.shape[0] == model.n_classes:
-        theta0 = (np.column_stack([coef, intercept]) - np.column_stack([coef, intercept]).mean(axis=0)).reshape(-1)
+    rows = np.column_stack([coef, intercept])
+    if name == "LogisticRegression" and classes.size > 2 and coef.shape[0] == classes.size:
+        rows = rows - rows.mean(axis=0)  # the pinned (identified) multinomial parameters
     yv = np.asarray(yv, dtype=np.float64)
-    # Ridge and LogisticRegression penalise a *sum* of losses: adding weight to a point does not
-    # renormalise their penalty, so influence omits the 2 l2 coef* term and refits rescale l2
-    model._penalty_sum = name in ("Ridge", "LogisticRegression") and model.l2 > 0
-    return _polish(model, theta0, X, yv, w, name), yv
+    return _polish(model, rows.reshape(-1), coef.shape[1], X, yv, w, name), yv
 
 
 def from_statsmodels(results):
@@ -131,28 +131,30 @@ def from_statsmodels(results):
     y = np.asarray(m.endog, dtype=np.float64)
     const = [j for j in range(exog.shape[1]) if np.all(exog[:, j] == 1.0)]
     if len(const) != 1:
-        raise InputError("results: the model needs exactly one constant column (sm.add_constant): upweight's models always have an intercept")
+        raise InputError("results: the model needs exactly one constant column (sm.add_constant): "
+                         "upweight's models always have an intercept")
     j0 = const[0]
     X = np.delete(exog, j0, axis=1)
     params = np.asarray(results.params, dtype=np.float64)
     theta0 = np.append(np.delete(params, j0), params[j0])
+    model: LinearRegression | LogisticRegression | PoissonRegression
     if name in ("OLS", "WLS"):
         w = None if name == "OLS" else np.asarray(m.weights, dtype=np.float64) * np.ones(len(y))
         model = LinearRegression(l2=0.0)
     elif name == "GLM":
         fam = type(m.family).__name__
         link = type(m.family.link).__name__
-        canonical = {"Gaussian": ("Identity", LinearRegression), "Binomial": ("Logit", LogisticRegression), "Poisson": ("Log", PoissonRegression)}
+        canonical: dict[str, tuple[str, type[LinearRegression | LogisticRegression | PoissonRegression]]] = {
+            "Gaussian": ("Identity", LinearRegression), "Binomial": ("Logit", LogisticRegression), "Poisson": ("Log", PoissonRegression)}
         if fam not in canonical or link != canonical[fam][0]:
-            raise InputError(f"results: GLM family {fam} with link {link} is not supported (Gaussian/identity, Binomial/logit, Poisson/log)")
+            raise InputError(f"results: GLM family {fam} with link {link} is not supported "
+                             "(Gaussian/identity, Binomial/logit, Poisson/log)")
         w = np.asarray(m.freq_weights, dtype=np.float64) * np.asarray(m.var_weights, dtype=np.float64)
         w = None if np.all(w == 1.0) else w
         model = canonical[fam][1](l2=0.0)
-        if fam == "Binomial":
-            model.classes_ = np.arange(2)
     else:
         raise InputError(f"results: {name} is not supported (OLS, WLS, GLM)")
-    if getattr(results, "_results", results).__class__.__name__.startswith("Regularized"):
+    if type(results).__name__.startswith("Regularized"):  # RegularizedResults or its wrapper
         raise InputError("results: regularised fits (fit_regularized) are not supported")
-    model = _polish(model, theta0, X, y, w, name)
+    model = _polish(model, theta0, X.shape[1], X, y, w, name)
     return model, X, y, w

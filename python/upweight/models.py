@@ -12,29 +12,131 @@ fitted attributes end in ``_``, ``sample_weight``). ``theta_`` is laid out as
 from __future__ import annotations
 
 import warnings
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from . import _core
-from ._validation import as_nonneg_float, as_points, n_rows, as_positive_int, as_vector, as_weights, training_features
+from ._validation import as_nonneg_float, as_points, as_positive_int, as_vector, as_weights, n_rows, training_features
 from .errors import ConvergenceWarning, InputError, NotFittedError, SingularHessianError
+from .solver import resolve, work
 
-__all__ = ["LinearRegression", "LogisticRegression", "PoissonRegression"]
+__all__ = ["LinearRegression", "LogisticRegression", "Model", "PoissonRegression", "check_model"]
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What the rest of upweight needs of a model (DESIGN.md section 5: a model family is one
+    Rust type implementing the core's model trait plus one Python class declaring this protocol).
+    Every estimator here implements it, and so do the models :mod:`upweight.interop` builds from
+    scikit-learn and statsmodels; :class:`~upweight.Influence`, validation, diagnostics,
+    persistence and the CLI talk to models only through it.
+
+    Attributes and methods:
+
+    ``l2``
+        The ridge penalty: the objective is the weighted *mean* loss plus ``l2 * ||coef||^2``
+        (DESIGN.md section 1; intercepts are not penalised).
+    ``penalty_renormalized``
+        The penalty convention. True (the default, DESIGN.md's objective): the penalty sits
+        outside a weighted *average*, so adding weight to a point renormalises the average and
+        influence carries the term ``2 l2 coef*``. False: the model stands for an estimator that
+        penalises a *sum* of losses (scikit-learn's ``Ridge`` and ``LogisticRegression``,
+        converted with ``l2 = alpha / W``): influence omits that term and exact refits rescale
+        ``l2`` with the refit's own W. Set it with the constructor keyword or ``set_params``.
+    ``n_features_in_``
+        Number of features d (set by fitting).
+    ``n_params``
+        p, the length of the flat parameter vector theta.
+    ``get_theta()``
+        A flat float64 copy of theta (length ``n_params``); NotFittedError before fitting.
+    ``set_theta(theta, *, n_features=None)``
+        Set theta from a flat vector; with ``n_features``, first declare the fitted shape (a model
+        restored from a file or converted from another library: theta's length then decides the
+        number of outputs where the family has several).
+    ``check_targets(y, n, *, fitting=False)``
+        ``y`` validated for this family as a float64 vector of length ``n`` (InputError naming
+        ``y`` otherwise); ``fitting=True`` when the targets define the fitted shape (classes).
+    ``core_model()``
+        What the Rust core builds the model from. Today the ``(family, n_outputs)`` pair that the
+        ``upweight._core`` functions take first (e.g. ``("multinomial", 10)``); the rest of the
+        package passes it on to ``_core`` unread (only :func:`~upweight.diagnostics`, defined for
+        single-output GLMs, reads the family's variance function from it). A later version makes it
+        a ``_core`` model object.
+
+    Exact refits (:mod:`upweight.validation`) also honour, when present, the estimator's
+    ``solver``, ``max_iter`` and ``grad_norm_``.
+    """
+
+    l2: float
+    penalty_renormalized: bool
+
+    @property
+    def n_features_in_(self) -> int: ...
+
+    @property
+    def n_params(self) -> int: ...
+
+    def get_theta(self) -> np.ndarray: ...
+
+    def set_theta(self, theta, *, n_features: int | None = None) -> None: ...
+
+    def check_targets(self, y, n: int, *, fitting: bool = False) -> np.ndarray: ...
+
+    def core_model(self) -> tuple[str, int]: ...
+
+
+#: The names :class:`Model` declares (for error messages).
+MODEL_MEMBERS = ("l2", "penalty_renormalized", "n_features_in_", "n_params", "get_theta", "set_theta", "check_targets", "core_model")
+
+
+def check_model(model, arg: str = "model") -> Model:
+    """``model`` if it implements :class:`Model` and is fitted. Otherwise an InputError naming
+    ``arg`` (and the members it lacks), or, for a model that is not fitted yet, NotFittedError
+    naming ``arg``."""
+    if not isinstance(model, Model):
+        get_theta = getattr(model, "get_theta", None)
+        if callable(get_theta):  # a model whose fitted attributes do not exist yet
+            try:
+                get_theta()
+            except NotFittedError as exc:
+                raise NotFittedError(f"{arg}: {exc}") from None
+        missing = ", ".join(name for name in MODEL_MEMBERS if not hasattr(model, name))
+        raise InputError(
+            f"{arg}: expected a fitted upweight model (an estimator of upweight.models, or Influence.from_sklearn / "
+            f"from_statsmodels for other libraries' models), got {type(model).__name__} (it lacks {missing} of upweight.models.Model)"
+        )
+    try:
+        model.get_theta()
+    except NotFittedError as exc:
+        raise NotFittedError(f"{arg}: {exc}") from None
+    return model
 
 
 class _GLM:
-    """Shared machinery: fitting, parameters, predictions on the linear predictor."""
+    """Shared machinery: fitting, parameters, predictions on the linear predictor; implements
+    :class:`Model`.
+
+    ``penalty_renormalized`` (keyword): the penalty convention of :class:`Model`; leave it True
+    unless the model stands for an estimator that penalises a sum of losses (what
+    :mod:`upweight.interop` sets for scikit-learn's ``Ridge`` and ``LogisticRegression``).
+    """
 
     _family: str = ""
+    theta_: np.ndarray
+    coef_: np.ndarray
+    intercept_: float | np.ndarray  # a float for one output, (k,) for multinomial
+    n_features_in_: int
 
     def __init__(self, l2: float = 0.0, *, tol: float = 1e-10, max_iter: int = 100, warm_start: bool = False,
-                 solver: str = "auto", progress=None):
+                 solver: str = "auto", progress=None, penalty_renormalized: bool = True):
         self.l2 = l2
         self.solver = solver
         self.tol = tol
         self.max_iter = max_iter
         self.warm_start = warm_start
         self.progress = progress
+        self.penalty_renormalized = penalty_renormalized
 
     # -- scikit-learn protocol -------------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict:
@@ -42,14 +144,18 @@ class _GLM:
                 "solver": self.solver, "progress": self.progress}
 
     def set_params(self, **params):
+        """Set parameters by name (those of ``get_params``, and ``penalty_renormalized``)."""
         for key, value in params.items():
-            if key not in self.get_params():
+            if key not in self.get_params() and key != "penalty_renormalized":
                 raise InputError(f"{key}: not a parameter of {type(self).__name__}")
             setattr(self, key, value)
         return self
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        params = self.get_params()
+        if not self.penalty_renormalized:
+            params["penalty_renormalized"] = False
+        args = ", ".join(f"{k}={v!r}" for k, v in params.items())
         return f"{type(self).__name__}({args})"
 
     # -- family hooks ----------------------------------------------------------------------
@@ -63,8 +169,56 @@ class _GLM:
         """Number of linear predictors per example (k); 1 except for multinomial."""
         return 1
 
-    def _targets(self, y, n: int, fitting: bool) -> np.ndarray:
+    # -- the Model protocol ----------------------------------------------------------------
+    @property
+    def n_params(self) -> int:
+        """p = k (d + 1): one row [coef..., intercept] per linear predictor."""
+        return self.n_classes * (self._n_features() + 1)
+
+    def core_model(self) -> tuple[str, int]:
+        """``(family, n_classes)``, the model as the ``upweight._core`` functions take it."""
+        return self.family, self.n_classes
+
+    def check_targets(self, y, n: int, *, fitting: bool = False) -> np.ndarray:
+        """``y`` as a float64 vector of length ``n`` (InputError naming ``y`` otherwise)."""
         return as_vector(y, "y", n)
+
+    def get_theta(self) -> np.ndarray:
+        """A flat float64 copy of ``theta_`` (``theta_.reshape(-1)``); NotFittedError before fit."""
+        self._check_fitted()
+        return np.array(self.theta_, dtype=np.float64).reshape(-1)
+
+    def set_theta(self, theta, *, n_features: int | None = None) -> None:
+        """Set ``theta_`` (and ``coef_``, ``intercept_``) from a flat vector of length
+        ``n_params``. With ``n_features``, first declare the fitted shape: d features, and the
+        number of outputs that theta's length implies (classes, for LogisticRegression)."""
+        theta = np.array(theta, dtype=np.float64).reshape(-1)
+        if n_features is not None:
+            if isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer)) or n_features < 0:
+                raise InputError(f"n_features: expected an integer >= 0, got {n_features!r}")
+            d = int(n_features)
+            if theta.size == 0 or theta.size % (d + 1):
+                raise InputError(f"theta: has {theta.size} entries, not a positive multiple of n_features + 1 = {d + 1}")
+            self._declare_outputs(theta.size // (d + 1))
+            self.n_features_in_ = d
+        if getattr(self, "n_features_in_", None) is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit(X, y) first, or pass n_features")
+        k = self.n_classes
+        p = k * (self.n_features_in_ + 1)
+        if theta.size != p:
+            raise InputError(f"theta: has {theta.size} entries, expected p = {p}")
+        if k == 1:
+            self.theta_ = theta
+            self.coef_ = theta[:-1]
+            self.intercept_ = float(theta[-1])
+        else:
+            self.theta_ = theta.reshape(k, -1)
+            self.coef_ = self.theta_[:, :-1]
+            self.intercept_ = self.theta_[:, -1]
+
+    def _declare_outputs(self, k: int) -> None:
+        if k != 1:
+            raise InputError(f"theta: {type(self).__name__} has one output, got parameters for {k}")
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, X, y, sample_weight=None):
@@ -73,7 +227,7 @@ class _GLM:
         ``progress(pass, rows_done, rows_total)``, if set, is called during long fits.
         ``solver``: each Newton step solves H s = -g "direct"ly (forms H) or by truncated
         conjugate gradients on Hessian-vector products ("cg", H never formed); "auto" picks the
-        cheaper per step by the cost model of :mod:`upweight._auto`.
+        cheaper per step by the cost model of :mod:`upweight.solver`.
         ``X`` may be float64 or float32 (used as float32, widened block by block), a scipy.sparse
         matrix (used in CSR form, never densified), or the path of a ``.npy`` file (or its
         ``np.load(..., mmap_mode="r")`` memmap), streamed block by block.
@@ -85,7 +239,7 @@ class _GLM:
         """
         X_in = X
         X, n, d = training_features(X)
-        y = self._targets(y, n, fitting=True)
+        y = self.check_targets(y, n, fitting=True)
         w = as_weights(sample_weight, n)
         l2 = as_nonneg_float(self.l2, "l2")
         tol = as_nonneg_float(self.tol, "tol")
@@ -94,19 +248,13 @@ class _GLM:
         prev = getattr(self, "theta_", None) if self.warm_start else None
         if prev is not None and prev.size == self.n_classes * (d + 1):
             theta0 = np.ascontiguousarray(prev.reshape(-1), dtype=np.float64)
-        solver = self.solver
-        if solver not in ("auto", "direct", "cg"):
-            raise InputError(f"solver: expected 'auto', 'direct' or 'cg', got {solver!r}")
-        if solver == "auto":  # the cost model of Influence's "auto", for one right-hand side per step
-            from . import _auto
-            from .influence import _work
-
-            solver = "direct" if _auto.prefers_direct(_work(n, self.n_classes * (d + 1), self.n_classes, X), 1) else "cg"
+        # "auto": the cost model of Influence's "auto", for one right-hand side per step
+        solver = resolve(self.solver, work(n, self.n_classes * (d + 1), self.n_classes, X))
         theta, n_iter, grad_norm, converged, objective = _core.fit(
             self.family, self.n_classes, X, y, w, l2, tol, max_iter, theta0, self.progress, solver
         )
         self.n_features_in_ = d
-        self._set_theta(theta)
+        self.set_theta(theta)
         if not isinstance(X, str):  # a file would have to be read again; its fit is not checked
             self._check_separation(X_in, y, w, l2)
         self.n_iter_ = n_iter
@@ -124,18 +272,6 @@ class _GLM:
             )
         return self
 
-    def _set_theta(self, theta: np.ndarray) -> None:
-        k = self.n_classes
-        theta = np.asarray(theta, dtype=np.float64)
-        if k == 1:
-            self.theta_ = theta
-            self.coef_ = theta[:-1]
-            self.intercept_ = float(theta[-1])
-        else:
-            self.theta_ = theta.reshape(k, -1)
-            self.coef_ = self.theta_[:, :-1]
-            self.intercept_ = self.theta_[:, -1]
-
     def _check_separation(self, X, y, w, l2) -> None:
         """Classification families only: see LogisticRegression."""
 
@@ -143,19 +279,15 @@ class _GLM:
         if getattr(self, "theta_", None) is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit(X, y) first")
 
-    def _flat_theta(self) -> np.ndarray:
-        self._check_fitted()
-        return np.ascontiguousarray(self.theta_.reshape(-1), dtype=np.float64)
-
     def decision_function(self, X) -> np.ndarray:
         """The linear predictor eta = X coef + intercept: (n,) or (n, k) for multinomial."""
         X = as_points(X, "X", self._n_features())
-        eta = _core.predict(self.family, self.n_classes, self._flat_theta(), X, "linear")
+        eta = _core.predict(self.family, self.n_classes, self.get_theta(), X, "linear")
         return eta[:, 0] if self.n_classes == 1 else eta
 
     def _mean(self, X) -> np.ndarray:
         X = as_points(X, "X", self._n_features())
-        m = _core.predict(self.family, self.n_classes, self._flat_theta(), X, "mean")
+        m = _core.predict(self.family, self.n_classes, self.get_theta(), X, "mean")
         return m[:, 0] if self.n_classes == 1 else m
 
     def _n_features(self) -> int:
@@ -165,8 +297,8 @@ class _GLM:
     def loss(self, X, y) -> np.ndarray:
         """Per-example losses l(z_i; theta_) (DESIGN.md section 2), shape (n,)."""
         X = as_points(X, "X", self._n_features())
-        y = self._targets(y, n_rows(X), fitting=False)
-        return _core.losses(self.family, self.n_classes, self._flat_theta(), X, y)
+        y = self.check_targets(y, n_rows(X))
+        return _core.losses(self.family, self.n_classes, self.get_theta(), X, y)
 
 
 class LinearRegression(_GLM):
@@ -205,8 +337,9 @@ class LogisticRegression(_GLM):
     """
 
     def __init__(self, l2: float = 0.0, *, n_classes: int | None = None, tol: float = 1e-10, max_iter: int = 100,
-                 warm_start: bool = False, solver: str = "auto", progress=None):
-        super().__init__(l2, tol=tol, max_iter=max_iter, warm_start=warm_start, solver=solver, progress=progress)
+                 warm_start: bool = False, solver: str = "auto", progress=None, penalty_renormalized: bool = True):
+        super().__init__(l2, tol=tol, max_iter=max_iter, warm_start=warm_start, solver=solver, progress=progress,
+                         penalty_renormalized=penalty_renormalized)
         self.n_classes_param = n_classes
 
     def get_params(self, deep: bool = True) -> dict:
@@ -228,7 +361,9 @@ class LogisticRegression(_GLM):
             raise NotFittedError("LogisticRegression is not fitted yet: call fit(X, y) first")
         return 1 if len(k) == 2 else len(k)
 
-    def _targets(self, y, n: int, fitting: bool) -> np.ndarray:
+    def check_targets(self, y, n: int, *, fitting: bool = False) -> np.ndarray:
+        """``y`` as float64 class ids 0..k-1 (InputError naming ``y`` otherwise). ``fitting``: the
+        labels define ``classes_`` (``n_classes`` if given, else ``max(y) + 1``)."""
         y = as_vector(y, "y", n)
         nonfinite = np.flatnonzero(~np.isfinite(y))
         if nonfinite.size:
@@ -253,6 +388,9 @@ class LogisticRegression(_GLM):
                 i = int(np.argmax(y >= k))
                 raise InputError(f"y: class id {y[i]:g} at index {i} is not below the fitted number of classes ({k})")
         return y
+
+    def _declare_outputs(self, k: int) -> None:
+        self.classes_ = np.arange(2 if k == 1 else k)
 
     def _check_separation(self, X, y, w, l2) -> None:
         """Without a penalty, classes that some theta classifies perfectly have no finite

@@ -12,11 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
+from .validation import compare
 
-__all__ = ["gallery", "loo_scatter", "response_curve"]
+__all__ = ["gallery", "loo_scatter", "pyplot", "response_curve"]
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot``, or an InputError saying how to install it (``upweight[plot]``)."""
     try:
         import matplotlib.pyplot as plt  # falls back to a file-only backend without a display
     except ImportError:
@@ -25,7 +27,7 @@ def _pyplot():
 
 
 def _axes(ax, figsize=(5, 4)):
-    plt = _pyplot()
+    plt = pyplot()
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
         return fig, ax
@@ -50,8 +52,6 @@ def response_curve(rc, index: int = 0, ax=None, label: str = "f"):
 def loo_scatter(predicted, actual, ax=None, what: str = "change of test loss"):
     """Predicted vs actual leave-one-out changes (e.g. ``loo.predicted_loss``,
     ``loo.actual_loss``), with the diagonal and Pearson's R."""
-    from .validation import compare
-
     c = compare(predicted, actual)
     fig, ax = _axes(ax)
     p, a = np.ravel(predicted), np.ravel(actual)
@@ -68,7 +68,7 @@ def loo_scatter(predicted, actual, ax=None, what: str = "change of test loss"):
 def gallery(query, helpful, harmful, shape=(8, 8), query_title: str = "query", helpful_titles=None, harmful_titles=None):
     """A query image, then rows of its most helpful and most harmful training images (each a
     flat array reshaped to ``shape``)."""
-    plt = _pyplot()
+    plt = pyplot()
     helpful, harmful = np.atleast_2d(helpful), np.atleast_2d(harmful)
     k = max(len(helpful), len(harmful))
     fig, axes = plt.subplots(2, k + 1, figsize=(1.4 * (k + 1), 3.2))

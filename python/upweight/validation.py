@@ -13,6 +13,7 @@ A model refits exactly as it was fitted: same family, l2, tol and solver, on the
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +22,13 @@ from . import _core
 from ._validation import as_indices, as_points, as_vector, as_weights, n_rows, renamed, training_features
 from .errors import ConvergenceWarning, InputError
 from .influence import Influence
+from .models import Model, check_model
+from .solver import resolve, work
 
-__all__ = ["Comparison", "LeaveOneOut", "LeaveKOut", "Prediction", "ResponseCurve", "TestLoss", "compare", "leave_k_out", "leave_one_out", "response_curve"]
+__all__ = [
+    "Comparison", "LeaveKOut", "LeaveOneOut", "Prediction", "ResponseCurve", "TestLoss",
+    "compare", "leave_k_out", "leave_one_out", "response_curve",
+]
 
 #: Refits stop when max |gradient| is at most this, or 10x the gradient norm the fitted model
 #: itself reached if that is larger (large-valued targets stall above 1e-12 at rounding level):
@@ -38,15 +44,15 @@ class TestLoss:
     def __init__(self, X_test, y_test, mean: bool = False):
         self.X_test, self.y_test, self.mean = X_test, y_test, mean
 
-    def _values(self, model, theta):
+    def _values(self, model: Model, theta):
         Xt = as_points(self.X_test, "X_test", model.n_features_in_)
         with renamed(X="X_test", y="y_test"):
-            yt = model._targets(as_vector(self.y_test, "y_test", n_rows(Xt)), n_rows(Xt), fitting=False)
-            v = _core.losses(model.family, model.n_classes, theta, Xt, yt)
+            yt = model.check_targets(as_vector(self.y_test, "y_test", n_rows(Xt)), n_rows(Xt))
+            v = _core.losses(*model.core_model(), theta, Xt, yt)
         return np.array([v.mean()]) if self.mean else v
 
     def _grads(self, inf: Influence):
-        G = inf._loss_grads(self.X_test, self.y_test)
+        G = inf.loss_grads(self.X_test, self.y_test)
         return G.mean(axis=0, keepdims=True) if self.mean else G
 
 
@@ -59,16 +65,16 @@ class Prediction:
             raise InputError(f"kind: expected 'mean' or 'linear', got {kind!r}")
         self.X_test, self.kind = X_test, kind
 
-    def _values(self, model, theta):
+    def _values(self, model: Model, theta):
         Xt = as_points(self.X_test, "X_test", model.n_features_in_)
         with renamed(X="X_test"):
-            return _core.predict(model.family, model.n_classes, theta, Xt, self.kind).reshape(-1)
+            return _core.predict(*model.core_model(), theta, Xt, self.kind).reshape(-1)
 
     def _grads(self, inf: Influence):
         m = inf.model
         Xt = as_points(self.X_test, "X_test", m.n_features_in_)
         with renamed(X="X_test"):
-            return _core.prediction_grads(m.family, m.n_classes, m._flat_theta(), Xt, self.kind)
+            return _core.prediction_grads(*m.core_model(), m.get_theta(), Xt, self.kind)
 
 
 def _values(f, model, theta):
@@ -124,32 +130,26 @@ class Comparison:
 
 
 def _setup(model, X, y, sample_weight):
-    if not hasattr(model, "_flat_theta"):
-        raise InputError(f"model: expected a fitted upweight estimator, got {type(model).__name__}")
-    theta = model._flat_theta()
+    model = check_model(model)
+    theta = model.get_theta()
     Xc, n, _ = training_features(X, model.n_features_in_)
-    yv = model._targets(y, n, fitting=False)
+    yv = model.check_targets(y, n)
     w = as_weights(sample_weight, n)
     return theta, Xc, yv, w, n
 
 
-def _refit(model, Xc, y, w, theta, points, weights, progress=None):
-    import warnings
-
-    from . import _auto
-    from .influence import _work
-
-    solver = getattr(model, "solver", "auto")
-    if solver == "auto":  # as the estimator's own fit would choose
-        solver = "direct" if _auto.prefers_direct(_work(len(y), theta.size, model.n_classes, Xc), 1) else "cg"
+def _refit(model: Model, Xc, y, w, theta, points, weights, progress=None):
+    family, k = model.core_model()
+    # "auto" as the estimator's own fit would choose
+    solver = resolve(getattr(model, "solver", "auto"), work(len(y), theta.size, k, Xc))
     l2s = None
-    if getattr(model, "_penalty_sum", False):  # sum-of-losses objective: l2 = alpha / W moves with W
+    if not model.penalty_renormalized and model.l2 > 0:  # sum-of-losses objective: l2 = alpha / W moves with W
         wv = np.ones(len(y)) if w is None else w
         W = float(wv.sum())
-        l2s = [float(model.l2) * W / (W - float(np.sum(wv[list(p)])) + float(np.sum(v))) for p, v in zip(points, weights)]
+        l2s = [float(model.l2) * W / (W - float(np.sum(wv[list(p)])) + float(np.sum(v))) for p, v in zip(points, weights, strict=True)]
     tol = max(REFIT_TOL, 10 * float(getattr(model, "grad_norm_", 0.0)))
     thetas, n_iter, grad_norm, converged = _core.refit(
-        model.family, model.n_classes, theta, Xc, y, w, float(model.l2), tol, max(int(model.max_iter), 100),
+        family, k, theta, Xc, y, w, float(model.l2), tol, max(int(getattr(model, "max_iter", 100)), 100),
         [list(map(int, p)) for p in points], [list(map(float, v)) for v in weights], solver, progress, l2s,
     )
     if not converged.all():

@@ -1,7 +1,7 @@
 """Resumable streaming runs for ``upweight score`` (top-k and self-influence).
 
 The training rows are processed in segments of ``segment_rows`` (a multiple of the core's
-512-row blocks, so every block, hence every score, is the same as in one pass). After each
+``BLOCK_ROWS``-row blocks, so every block, hence every score, is the same as in one pass). After each
 segment the merged result so far is written atomically to ``OUTPUT.resume.npz`` together with a
 fingerprint of the inputs; ``--resume`` continues after the last finished segment if the
 fingerprint matches. Segments are always used, so a resumed run gives exactly what an
@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import numpy as np
 
-from .errors import InputError
+from .._constants import BLOCK_ROWS
+from ..errors import InputError
+from ..influence import Influence, TopK
 from .persist import atomic_path
 
-BLOCK_ROWS = 512  # rust/blocks.rs
 DEFAULT_SEGMENT_ROWS = 1 << 20
 
 
@@ -37,20 +39,15 @@ def fingerprint(settings: dict, files) -> str:
     return json.dumps({"settings": settings, "files": stamp}, sort_keys=True, default=str)
 
 
-def merge_top_k(a: dict, b: dict, k: int) -> dict:
-    """The k best of two top-k results (later segment ``b``): helpful = smallest scores, harmful =
-    largest, ties to the lower index, as one pass would choose."""
-    out = {}
-    for side, sign in (("helpful", 1.0), ("harmful", -1.0)):
-        idx = np.concatenate([a[f"{side}_idx"], b[f"{side}_idx"]], axis=1)
-        val = np.concatenate([a[side], b[side]], axis=1)
-        order = np.lexsort((idx, sign * val), axis=1)[:, :k]
-        out[f"{side}_idx"] = np.take_along_axis(idx, order, axis=1)
-        out[side] = np.take_along_axis(val, order, axis=1)
-    return out
+TOP_K_KEYS = ("helpful_idx", "helpful", "harmful_idx", "harmful")
 
 
-def run(inf, what: str, output, fp: str, resume: bool, segment_rows: int, G=None, k: int = 10, say=print) -> dict:
+def _top_k(arrays: dict) -> TopK:
+    return TopK(*(arrays[key] for key in TOP_K_KEYS))
+
+
+def run(inf: Influence, what: str, output, fp: str, resume: bool, segment_rows: int, G=None, k: int = 10,
+        say: Callable[[str], object] = print) -> dict:
     """Top-k (``G`` the query gradients) or self-influence over the training rows, segment by
     segment, checkpointing after each. Returns the arrays to write."""
     if segment_rows < BLOCK_ROWS or segment_rows % BLOCK_ROWS:
@@ -67,19 +64,19 @@ def run(inf, what: str, output, fp: str, resume: bool, segment_rows: int, G=None
         say(f"resuming after row {start:,} of {n:,} ({ckpt})")
     elif resume:
         say(f"nothing to resume ({ckpt} not found): starting from the first row")
-    if what != "self":
-        core = inf._core_for(G.shape[0])  # one solve for every segment
-        vc = inf._checked(core.solve_queries(G))
+    solved = None if what == "self" else inf.solve_queries(G)  # one solve for every segment
     for a in range(start, n, segment_rows):
         b = min(n, a + segment_rows)
-        if what == "self":
-            part = {"self_influence": inf._self_influence((a, b))}
+        if solved is None:
+            part = {"self_influence": inf.self_influence(rows=(a, b))}
             arrays = part if arrays is None else {"self_influence": np.concatenate([arrays["self_influence"], part["self_influence"]])}
         else:
-            hi, h, xi, x = core.top_k_solved(vc, k, (a, b))
-            part = {"helpful_idx": hi.astype(np.intp), "helpful": h, "harmful_idx": xi.astype(np.intp), "harmful": x}
-            arrays = part if arrays is None else merge_top_k(arrays, part, k)
+            top = solved.top_k(k, rows=(a, b))
+            if arrays is not None:
+                top = _top_k(arrays).merge(top, k)
+            arrays = dict(zip(TOP_K_KEYS, top.as_tuple(), strict=True))
         with atomic_path(ckpt, force=True) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, fingerprint=np.array(fp), next_row=np.array(b), **arrays)
+    assert arrays is not None  # n >= 1 rows, or a checkpoint's arrays
     return arrays

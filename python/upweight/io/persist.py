@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .. import models
+from ..errors import InputError
 
 FORMAT = "upweight-model-1"
 
@@ -33,31 +34,37 @@ def atomic_path(path, force: bool = False):
         raise
 
 
-def save_model(model, path, force: bool = False) -> None:
+#: The estimators a model file may name.
+ESTIMATORS = {cls.__name__: cls for cls in (models.LinearRegression, models.LogisticRegression, models.PoissonRegression)}
+
+
+def save_model(model: models.Model, path, force: bool = False) -> None:
     """Save a fitted estimator's specification and parameters to ``path`` (.npz), atomically."""
-    theta = model._flat_theta()
+    model = models.check_model(model)
+    if type(model).__name__ not in ESTIMATORS:
+        raise InputError(f"model: {type(model).__name__} cannot be saved (one of {', '.join(ESTIMATORS)})")
+    theta = model.get_theta()
+    # the penalty convention is stored only when it is not the default (models converted from
+    # scikit-learn's Ridge / LogisticRegression), so native models' files keep their fields
+    extra = {} if model.penalty_renormalized else {"penalty_renormalized": False}
     with atomic_path(path, force) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, format=FORMAT, estimator=type(model).__name__, l2=float(model.l2),
-                     theta=theta, n_features=model.n_features_in_, n_classes=model.n_classes,
-                     n_iter=model.n_iter_, grad_norm=model.grad_norm_)
+                     theta=theta, n_features=model.n_features_in_, n_classes=model.core_model()[1],
+                     n_iter=getattr(model, "n_iter_", 0), grad_norm=getattr(model, "grad_norm_", 0.0), **extra)
 
 
-def load_model(path):
+def load_model(path) -> models.Model:
     """Load an estimator saved by :func:`save_model`, ready for ``Influence``."""
-    from . import models
-
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["format"]) != FORMAT:
                 raise InputError(f"model: {path!r} is not an upweight model file")
-            cls = getattr(models, str(z["estimator"]))
-            model = cls(l2=float(z["l2"]))
-            n_classes = int(z["n_classes"])
-            if cls is models.LogisticRegression:
-                model.classes_ = np.arange(2 if n_classes == 1 else n_classes)
-            model.n_features_in_ = int(z["n_features"])
-            model._set_theta(np.array(z["theta"], dtype=np.float64))
+            cls = ESTIMATORS[str(z["estimator"])]
+            # absent: the default convention (and every file written before it was stored)
+            renormalized = bool(z["penalty_renormalized"]) if "penalty_renormalized" in z.files else True
+            model = cls(l2=float(z["l2"]), penalty_renormalized=renormalized)
+            model.set_theta(np.array(z["theta"], dtype=np.float64), n_features=int(z["n_features"]))
             model.n_iter_, model.grad_norm_, model.converged_ = int(z["n_iter"]), float(z["grad_norm"]), True
             return model
     except (OSError, KeyError, ValueError, AttributeError) as exc:

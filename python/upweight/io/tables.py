@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
-from ._validation import training_features
-from .errors import InputError
+from .._validation import training_features
+from ..errors import InputError
 from .persist import atomic_path
 
 
@@ -48,12 +49,10 @@ def read_table(path, arg: str, target_column: str | None, target_path=None, stre
         if ext == ".npy":
             X = path if stream else np.load(path, allow_pickle=False)
             if stream:
-                try:
-                    training_features(path)  # checks it is a 2-d .npy file
-                except InputError as exc:
-                    raise InputError(str(exc).replace("X:", f"{arg}:", 1)) from None
+                training_features(path, name=arg)  # checks it is a 2-d float .npy file
         elif ext == ".npz":
             with np.load(path, allow_pickle=False) as z:
+                xkey: str | None
                 if {"data", "indices", "indptr", "format", "shape"} <= set(z.files):
                     X = _sparse_npz(path, arg)
                     xkey = ""
@@ -63,9 +62,8 @@ def read_table(path, arg: str, target_column: str | None, target_path=None, stre
                     raise InputError(f"{arg}: {path!r} has no array 'X' (found {sorted(z.files)})")
                 if xkey:
                     X = z[xkey]
-                key = target_column or "y"
-                if key in z:
-                    y = z[key]
+                if (target_column or "y") in z:
+                    y = z[target_column or "y"]
         elif ext in (".csv", ".parquet"):
             if ext == ".csv":
                 with open(path) as f:
@@ -91,7 +89,10 @@ def read_table(path, arg: str, target_column: str | None, target_path=None, stre
     except (ValueError, OSError) as exc:
         raise InputError(f"{arg}: cannot read {path!r} as {ext} ({exc})") from None
     if target_path is not None:
-        y = read_vector(target_path, {"train": "--y", "query": "--query-y"}.get(arg, arg + "-y")) if str(target_path).endswith(".npy") else read_table(target_path, arg + "-y", None)[0].ravel()
+        if str(target_path).endswith(".npy"):
+            y = read_vector(target_path, {"train": "--y", "query": "--query-y"}.get(arg, arg + "-y"))
+        else:
+            y = read_table(target_path, arg + "-y", None)[0].ravel()
     return X, y
 
 
@@ -128,7 +129,7 @@ def write_scores(path, arrays: dict[str, np.ndarray], force: bool = False) -> No
     with atomic_path(path, force) as tmp:
         if ext == ".npz":
             with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, **cast(dict[str, Any], arrays))  # (numpy's stub types **kwds like allow_pickle)
             return
         columns = _long_form(arrays)
         if ext == ".csv":

@@ -1,9 +1,9 @@
 """Command line interface: ``upweight demo``, ``upweight seed``, ``upweight fit``, ``upweight score``.
 
-``upweight demo`` fits a logistic regression to the bundled breast-cancer data and reports which
+This module parses the arguments and runs ``seed``, ``fit`` and ``score``; ``upweight demo``
+(:mod:`.demo`) fits a logistic regression to the bundled breast-cancer data and reports which
 training points most help and most hurt the worst-predicted test points, checks them against
-exact leave-one-out refits, and writes figures (response curve, leave-one-out scatter, and a
-gallery of the digits that most help and hurt a misclassified handwritten digit).
+exact leave-one-out refits, and writes figures.
 """
 
 from __future__ import annotations
@@ -12,121 +12,16 @@ import argparse
 import os
 import sys
 
-import numpy as np
-
-
-def _demo(args: argparse.Namespace) -> int:
-    import upweight as uw
-
-    X, y, names = uw.load_breast_cancer()
-    rng = np.random.default_rng(args.seed)
-    perm = rng.permutation(len(y))
-    n_test = len(y) // 5
-    test, train = perm[:n_test], perm[n_test:]
-    mu, sd = X[train].mean(axis=0), X[train].std(axis=0)
-    Z = (X - mu) / sd  # standardise with training statistics
-    Xtr, ytr, Xte, yte = Z[train], y[train], Z[test], y[test]
-
-    model = uw.LogisticRegression(l2=args.l2).fit(Xtr, ytr)
-    acc = float(np.mean(model.predict(Xte) == yte))
-    print("upweight demo: breast cancer (Wisconsin diagnostic, UCI, CC BY 4.0); y = 1 benign")
-    print(f"  binary logistic regression, l2 = {args.l2:g}, {len(train)} training / {len(test)} test points, "
-          f"{Xtr.shape[1]} standardised features")
-    print(f"  Newton: {model.n_iter_} iterations, gradient norm {model.grad_norm_:.1e}; test accuracy {acc:.3f}")
-
-    inf = uw.Influence(model, Xtr, ytr)
-    test_loss = model.loss(Xte, yte)
-    worst = np.argsort(-test_loss)[: args.queries]
-    S = inf.on_loss(Xte[worst], yte[worst])  # (queries, n_train)
-    p_train = model.predict_proba(Xtr)[:, 1]
-    self_inf = inf.self_influence()
-
-    def row(m: int, score: float) -> str:
-        return (f"    train {'#' + str(train[m]):<5} label {ytr[m]}  p(benign) {p_train[m]:.3f}  "
-                f"score {score:+.2e}  self-influence {self_inf[m]:+.2e}")
-
-    for j, t in enumerate(worst):
-        p_t = model.predict_proba(Xte[t : t + 1])[0, 1]
-        print(f"\nTest point #{test[t]} (label {yte[t]}, p(benign) = {p_t:.3f}, loss {test_loss[t]:.3f})")
-        order = np.argsort(S[j])
-        print(f"  most helpful training points (upweighting them lowers this loss):")
-        for m in order[: args.top]:
-            print(row(m, S[j, m]))
-        print(f"  most harmful training points (upweighting them raises this loss):")
-        for m in order[::-1][: args.top]:
-            print(row(m, S[j, m]))
-
-    # Check against exact leave-one-out refits: the worst test point's listed points, then a
-    # sample of training points against every test loss.
-    t = worst[0]
-    listed = np.r_[np.argsort(S[0])[: args.top], np.argsort(S[0])[::-1][: args.top]]
-    loo = uw.leave_one_out(model, Xtr, ytr, idx=listed, X_test=Xte[t : t + 1], y_test=yte[t : t + 1])
-    print(f"\nCheck against exact refits without each listed point (test #{test[t]}):")
-    print("    train    predicted change of loss   actual (refit)")
-    for m, pr, ac in zip(listed, loo.predicted_loss[:, 0], loo.actual_loss[:, 0]):
-        print(f"    #{train[m]:<6} {pr:+24.5f} {ac:+16.5f}")
-    sample = rng.choice(len(ytr), size=min(100, len(ytr)), replace=False)
-    wide = uw.leave_one_out(model, Xtr, ytr, idx=sample, X_test=Xte, y_test=yte)
-    c = uw.compare(wide.predicted_loss, wide.actual_loss)
-    print(f"  {len(sample)} training points x {len(yte)} test losses: Pearson R {c.pearson:.4f}, "
-          f"Spearman {c.spearman:.4f}, slope {c.slope:.3f} (actual on predicted)")
-    flagged = np.argsort(self_inf)[: args.top]
-    print(f"Most self-influential training points (candidates for label noise): "
-          + ", ".join(f"#{train[m]} (label {ytr[m]}, p {p_train[m]:.2f})" for m in flagged))
-    if args.plots:
-        _demo_plots(args, model, inf, Xtr, ytr, Xte, yte, t, int(np.argmax(S[0])), wide, train, test)
-    return 0
-
-
-def _demo_plots(args, model, inf, Xtr, ytr, Xte, yte, t, m, wide, train, test) -> None:
-    """PNG figures beside the report: response curve, leave-one-out scatter, digits gallery."""
-    import os
-
-    import upweight as uw
-
-    try:
-        from . import plots
-
-        plots._pyplot()
-    except uw.InputError:
-        print("\n(figures skipped: pip install 'upweight[plot]' for matplotlib)")
-        return
-    os.makedirs(args.plots, exist_ok=True)
-    written = []
-    rc = uw.response_curve(model, Xtr, ytr, m=m, eps=np.linspace(-1.0, 4.0, 11), f=uw.TestLoss(Xte[t : t + 1], yte[t : t + 1]))
-    fig = plots.response_curve(rc, label=f"loss at test #{test[t]}")
-    fig.axes[0].set_xlabel(f"eps (weight added to train #{train[m]})")
-    written.append(_save(fig, args.plots, "response_curve.png"))
-    written.append(_save(plots.loo_scatter(wide.predicted_loss, wide.actual_loss), args.plots, "leave_one_out.png"))
-    # digits: a misclassified test image and the training images that most help and hurt it
-    Xd, yd = uw.load_digits()
-    rng = np.random.default_rng(args.seed)
-    perm = rng.permutation(len(yd))
-    te, tr = perm[:300], perm[300:]
-    digits = uw.LogisticRegression(l2=args.l2).fit(Xd[tr] / 16, yd[tr])
-    pred = digits.predict(Xd[te] / 16)
-    wrong = np.flatnonzero(pred != yd[te])
-    q = int(wrong[0]) if wrong.size else 0
-    top = uw.Influence(digits, Xd[tr] / 16, yd[tr]).top_k(Xd[te][q : q + 1] / 16, yd[te][q : q + 1], k=6)
-    fig = plots.gallery(
-        Xd[te][q], Xd[tr][top.helpful_idx[0]], Xd[tr][top.harmful_idx[0]],
-        query_title=f"test: {yd[te][q]} (predicted {pred[q]})",
-        helpful_titles=[f"helps: {yd[tr][i]}" for i in top.helpful_idx[0]],
-        harmful_titles=[f"hurts: {yd[tr][i]}" for i in top.harmful_idx[0]],
-    )
-    written.append(_save(fig, args.plots, "digits_gallery.png"))
-    print("\nFigures: " + ", ".join(written))
-
-
-def _save(fig, folder: str, name: str) -> str:
-    import os
-
-    path = os.path.join(folder, name)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+from .._constants import BLOCK_ROWS
+from ..errors import InputError, UpweightError
+from ..examples import seed_example
+from ..influence import Influence
+from ..io import resume
+from ..io.persist import load_model, save_model
+from ..io.tables import read_table, read_vector, write_scores
+from ..models import LinearRegression, LogisticRegression, PoissonRegression
+from ..solver import SOLVERS
+from .demo import run as run_demo
 
 
 class ProgressBar:
@@ -150,12 +45,10 @@ class ProgressBar:
             self.drawn = False
 
 
-ESTIMATORS = {"linear": "LinearRegression", "logistic": "LogisticRegression", "poisson": "PoissonRegression"}
+ESTIMATORS = {"linear": LinearRegression, "logistic": LogisticRegression, "poisson": PoissonRegression}
 
 
 def _training_data(args):
-    from .tables import read_table, read_vector
-
     X, y = read_table(args.train, "train", args.target_column, args.y, stream=True)
     if y is None:
         raise _input_error("train: no target: pass --y FILE or a table with a target column (--target-column)")
@@ -165,25 +58,19 @@ def _training_data(args):
     return X, y, w
 
 
-def _input_error(msg: str):
-    from .errors import InputError
-
+def _input_error(msg: str) -> InputError:
     return InputError(msg)
 
 
 def _fit_model(args, X, y, w, bar):
-    import upweight as uw
-
-    model = getattr(uw, ESTIMATORS[args.family])(l2=args.l2, progress=bar)
+    model = ESTIMATORS[args.family](l2=args.l2, progress=bar)
     model.fit(X, y, sample_weight=w)
     bar.close()
-    model.progress = None
+    model.set_params(progress=None)
     return model
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from .persist import save_model
-
     X, y, w = _training_data(args)
     bar = ProgressBar("fit", not args.quiet)
     model = _fit_model(args, X, y, w, bar)
@@ -194,10 +81,6 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    import upweight as uw
-    from .persist import load_model
-    from .tables import read_table, write_scores
-
     X, y, w = _training_data(args)
     bar = ProgressBar("score", not args.quiet)
     if args.model:
@@ -206,13 +89,11 @@ def _score(args: argparse.Namespace) -> int:
         model = _fit_model(args, X, y, w, ProgressBar("fit", not args.quiet))
     else:
         raise _input_error("model: pass --model FILE (from `upweight fit`) or --family to fit one")
-    from . import resume
-
     if os.path.exists(args.output) and not args.force:  # before any work, not after it
         raise _input_error(f"output: {args.output!r} exists; pass --force to overwrite it")
     if args.resume and args.what == "full":
         raise _input_error("resume: --resume applies to --what top-k and --what self (streamed in segments)")
-    inf = uw.Influence(model, X, y, sample_weight=w, solver=args.solver, damping=args.damping, progress=bar)
+    inf = Influence(model, X, y, sample_weight=w, solver=args.solver, damping=args.damping, progress=bar)
     settings = {k: getattr(args, k) for k in ("what", "k", "family", "l2", "solver", "damping", "target_column", "segment_rows")}
     files = [args.train, args.y, args.weights, args.model, args.query, args.query_y]
     fp = resume.fingerprint(settings, [f for f in files if f])
@@ -226,24 +107,27 @@ def _score(args: argparse.Namespace) -> int:
         if yq is None:
             raise _input_error("query: no target: pass --query-y FILE or a table with a target column")
         if args.what == "top-k":
-            arrays = resume.run(inf, "top-k", args.output, fp, args.resume, args.segment_rows, G=inf._loss_grads(Xq, yq), k=args.k, say=say)
+            arrays = resume.run(inf, "top-k", args.output, fp, args.resume, args.segment_rows, G=inf.loss_grads(Xq, yq), k=args.k, say=say)
         else:
             arrays = {"scores": inf.on_loss(Xq, yq)}
     bar.close()
     write_scores(args.output, arrays, force=args.force)
     if os.path.exists(resume.checkpoint_path(args.output)):
         os.unlink(resume.checkpoint_path(args.output))
+    residual = inf.solve_info.max_residual if inf.solve_info is not None else 0.0
     print(f"wrote {args.what} scores for {inf.n_samples} training points to {args.output} "
-          f"(solver {inf.solver}, max relative residual {inf.solve_info.max_residual:.1e})")
+          f"(solver {inf.solver}, max relative residual {residual:.1e})")
     return 0
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("train", help="training features: .npy (streamed block by block, may exceed memory), .npz (arrays X, y; or a scipy.sparse.save_npz matrix, used sparse), .csv or .parquet (header row)")
+    p.add_argument("train", help="training features: .npy (streamed block by block, may exceed memory), .npz (arrays X, y; "
+                   "or a scipy.sparse.save_npz matrix, used sparse), .csv or .parquet (header row)")
     p.add_argument("--y", metavar="FILE", help="training targets (.npy) when TRAIN holds features only")
     p.add_argument("--target-column", metavar="NAME", help="target column (CSV/Parquet) or array (.npz) name (default: y)")
     p.add_argument("--weights", metavar="FILE", help="sample weights (.npy), default all 1")
-    p.add_argument("--family", choices=sorted(ESTIMATORS), help="model family: linear (squared loss), logistic (binary, or multinomial for k > 2 class ids), poisson")
+    p.add_argument("--family", choices=sorted(ESTIMATORS),
+                   help="model family: linear (squared loss), logistic (binary, or multinomial for k > 2 class ids), poisson")
     p.add_argument("--l2", type=float, default=0.0, help="ridge penalty l2 * ||coef||^2 on the mean loss (default 0)")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="output file; written atomically (temporary file + rename)")
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
@@ -251,8 +135,6 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
 
 
 def _seed(args: argparse.Namespace) -> int:
-    from .examples import seed_example
-
     print(seed_example().report())
     return 0
 
@@ -277,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--plots", metavar="DIR", default="upweight_demo",
                       help="folder for the PNG figures (response curve, leave-one-out scatter, digits gallery; "
                       "needs matplotlib; default upweight_demo); --plots '' skips them")
-    demo.set_defaults(func=_demo)
+    demo.set_defaults(func=run_demo)
     seed = sub.add_parser(
         "seed",
         help="print the three-point worked example (fitted line, influence, influence on each loss)",
@@ -308,35 +190,29 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--query-y", metavar="FILE", help="query targets (.npy) when QUERY holds features only")
     score.add_argument("--what", choices=["top-k", "self", "full"], default="top-k", help="what to compute (default top-k)")
     score.add_argument("-k", "--k", type=int, default=10, help="how many helpful and harmful points per query (default 10)")
-    score.add_argument("--solver", choices=["auto", "direct", "cg"], default="auto", help="how to solve H v = g (default auto)")
+    score.add_argument("--solver", choices=list(SOLVERS), default="auto", help="how to solve H v = g (default auto)")
     score.add_argument("--damping", type=float, default=0.0, help="solve (H + damping I) v = g (default 0)")
     score.add_argument("--resume", action="store_true",
                        help="continue an interrupted top-k or self run from its checkpoint OUTPUT.resume.npz (written after "
                        "every segment of training rows; the result equals an uninterrupted run's)")
-    score.add_argument("--segment-rows", type=int, default=1 << 20, metavar="N",
-                       help="training rows per checkpointed segment, a multiple of 512 (default 1048576)")
+    score.add_argument("--segment-rows", type=int, default=resume.DEFAULT_SEGMENT_ROWS, metavar="N",
+                       help=f"training rows per checkpointed segment, a multiple of {BLOCK_ROWS} (default {resume.DEFAULT_SEGMENT_ROWS})")
     score.set_defaults(func=_score)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .errors import UpweightError
-
     try:
         return args.func(args)
     except UpweightError as exc:
         print(f"upweight: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        ckpt = getattr(args, "output", None) and args.output + ".resume.npz"
+        ckpt = getattr(args, "output", None) and resume.checkpoint_path(args.output)
         if args.command == "score" and ckpt and os.path.exists(ckpt):
             print(f"\nupweight: interrupted; no output was written. Finished segments are in {ckpt}: "
                   "rerun the same command with --resume to continue", file=sys.stderr)
         else:
             print("\nupweight: interrupted; no output was written", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

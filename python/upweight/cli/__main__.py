@@ -1,0 +1,7 @@
+"""``python -m upweight.cli``: the ``upweight`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
