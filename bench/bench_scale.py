@@ -70,6 +70,11 @@ QUICK = {
 # ---------------------------------------------------------------------------------------------
 
 
+def _n_features(X) -> int:
+    """Columns of features as the core takes them (an array or a CSR tuple)."""
+    return X[3] if isinstance(X, tuple) else X.shape[1]
+
+
 def _status(field: str) -> float:
     return int(Path("/proc/self/status").read_text().split(field + ":")[1].split()[0]) / 1024
 
@@ -471,7 +476,7 @@ def hvp_check() -> float:
     y = rng.integers(0, k, n).astype(np.float64)
     theta = rng.standard_normal(k * (d + 1)) * 0.3
     V = rng.standard_normal((k * (d + 1), 3))
-    ref = _core.hvp("multinomial", k, theta, X, y, None, l2, V)
+    ref = _core.Model.glm("multinomial", k, _n_features(X)).hvp(theta, X, y, None, l2, V)
     h = MultinomialHVP(theta, X, l2)
     mine = np.stack([h(V[:, j]) for j in range(V.shape[1])], 1)
     return float(np.max(np.abs(mine - ref)) / np.max(np.abs(ref)))
@@ -508,7 +513,7 @@ def m_w2_parts(c):
         out[name + "_s"], out[name + "_cpu_s"] = time.perf_counter() - t0, cpu() - c0
         return res
 
-    H = timed("uw_hessian", lambda: _core.hessian("multinomial", k, theta, X, y, None, l2))
+    H = timed("uw_hessian", lambda: _core.Model.glm("multinomial", k, _n_features(X)).hessian(theta, X, y, None, l2))
 
     def numpy_hessian():
         Z = np.hstack([X, np.ones((n, 1))])
@@ -539,7 +544,7 @@ def m_w2_parts(c):
     timed("scipy_cholesky", lambda: scipy.linalg.cho_factor(H, lower=True, overwrite_a=True, check_finite=False))
     H = None  # free it before the next measurements
     V = np.random.default_rng(2).standard_normal((p, c["q"]))
-    a = timed("uw_hvp", lambda: _core.hvp("multinomial", k, theta, X, y, None, l2, V))
+    a = timed("uw_hvp", lambda: _core.Model.glm("multinomial", k, _n_features(X)).hvp(theta, X, y, None, l2, V))
     b = timed("np_hvp", lambda: batched_hvp(MultinomialHVP(theta, X, l2), V))
     out["hvp_agree"] = _rel(b, a)
     return out

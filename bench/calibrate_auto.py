@@ -21,6 +21,11 @@ from upweight import solver as policy
 from upweight._validation import as_csr
 
 
+def _n_features(X) -> int:
+    """Columns of features as the core takes them (an array or a CSR tuple)."""
+    return X[3] if isinstance(X, tuple) else X.shape[1]
+
+
 def timed(f, repeat=3):
     out, times = None, []
     for _ in range(repeat):
@@ -54,7 +59,7 @@ def hvp_constants(family, k, theta, X, y, work_per_vector):
     t = {}
     for r in (1, 32):
         V = np.random.default_rng(r).standard_normal((p, r))
-        t[r], _ = timed(lambda: _core.hvp(family, k, theta, X, y, None, 1e-3, V))
+        t[r], _ = timed(lambda: _core.Model.glm(family, k, _n_features(X)).hvp(theta, X, y, None, 1e-3, V))
     c_hvp = (t[32] - t[1]) / (4 * work_per_vector * 31)
     c_pass = max(t[1] - c_hvp * 4 * work_per_vector, 0.0) / work_per_vector
     return c_pass, c_hvp
@@ -66,19 +71,19 @@ def constants():
     n, d = 20000, 2000
     X, y, th = dense_problem(n, d, 1)
     y = (y > 0).astype(float)
-    t, _ = timed(lambda: _core.hessian("logistic", 1, th, X, y, None, 1e-3))
+    t, _ = timed(lambda: _core.Model.glm("logistic", 1, _n_features(X)).hessian(th, X, y, None, 1e-3))
     c["C_HESS_DENSE"] = t / (n * (d + 1) ** 2)
     c["C_PASS_DENSE"], c["C_HVP_DENSE"] = hvp_constants("logistic", 1, th, X, y, n * (d + 1))
     # dense Hessian, tiled schedule (p > 2048): multinomial k = 10, d = 784 (W2's shape)
     n, d, k = 4000, 784, 10
     X, y, th = dense_problem(n, d, k)
-    t, _ = timed(lambda: _core.hessian("multinomial", k, th, X, y, None, 1e-3))
+    t, _ = timed(lambda: _core.Model.glm("multinomial", k, _n_features(X)).hessian(th, X, y, None, 1e-3))
     c["C_HESS_DENSE_TILED"] = t / (n * k * (k + 1) / 2 * (d + 1) ** 2)
     # sparse: binary, d = 3000, 2% density
     Xs, ys, ths = sparse_problem(20000, 3000, 0.02)
     csr = as_csr(Xs, "X")
     z = Xs.nnz / Xs.shape[0] + 1
-    t, _ = timed(lambda: _core.hessian("logistic", 1, ths, csr, ys, None, 1e-3))
+    t, _ = timed(lambda: _core.Model.glm("logistic", 1, _n_features(csr)).hessian(ths, csr, ys, None, 1e-3))
     c["C_HESS_SPARSE"] = t / (Xs.shape[0] * z**2)
     c["C_PASS_SPARSE"], c["C_HVP_SPARSE"] = hvp_constants("logistic", 1, ths, csr, ys, Xs.shape[0] * z)
     # Cholesky and triangular solves: an explicit SPD H, p = 3000, built from 8 gradient rows
@@ -86,7 +91,7 @@ def constants():
     A = np.random.default_rng(3).standard_normal((p, p)) / np.sqrt(p)
     H = A @ A.T + np.eye(p)
     G = np.random.default_rng(4).standard_normal((8, p))
-    t, core = timed(lambda: _core.InfluenceCore.from_gradients(G, None, H, "direct"))
+    t, core = timed(lambda: _core.Influence(_core.Model.gradients(p), np.zeros(p), G, None, None, 0.0, "direct", hessian=H))
     c["C_CHOL"] = t / (p**3 / 3)
     B = np.random.default_rng(5).standard_normal((p, 400))
     t, _ = timed(lambda: core.inverse_hvp(B))

@@ -50,6 +50,11 @@ SETTINGS = dict(deadline=None, database=None, suppress_health_check=[HealthCheck
 SCALE = float(os.environ.get("UPWEIGHT_TEST_SCALE", "1"))
 
 
+def glm(case, X) -> _core.Model:
+    """The core's model of ``case``'s family for the features ``X``."""
+    return _core.Model.glm(case.family, case.k, X.shape[1])
+
+
 def examples(n: int) -> int:
     return max(1, int(n * SCALE))
 
@@ -310,20 +315,20 @@ def test_losses_and_per_example_grads(case):
     X = f64(X)
     theta = random_theta(case, np.random.default_rng(case.seed + 1))
     for A, b in ((X, y), (f64(Xt), yt)):
-        np.testing.assert_allclose(_core.losses(case.family, case.k, theta, A, b), ref.losses(theta, A, b, case.family), **TIGHT)
-        G = _core.per_example_grads(case.family, case.k, theta, A, b)
+        np.testing.assert_allclose(glm(case, A).losses(theta, A, b), ref.losses(theta, A, b, case.family), **TIGHT)
+        G = glm(case, A).per_example_grads(theta, A, b)
         assert G.shape == (A.shape[0], case.p)
         np.testing.assert_allclose(G, ref.per_example_grads(theta, A, b, case.family), **TIGHT)
     # predictions: linear predictor and mean response, and their gradients in theta
-    eta = _core.predict(case.family, case.k, theta, X, "linear")
+    eta = glm(case, X).predict(theta, X, "linear")
     np.testing.assert_allclose(eta, ref.linear_predictor(theta, X, case.family).reshape(case.n, case.k), **TIGHT)
-    mu = _core.predict(case.family, case.k, theta, X, "mean")
+    mu = glm(case, X).predict(theta, X, "mean")
     np.testing.assert_allclose(mu, ref.mean_response(theta, X, case.family).reshape(case.n, case.k), **TIGHT)
     np.testing.assert_allclose(
-        _core.prediction_grads(case.family, case.k, theta, X, "mean"), mean_jacobian(theta, X, case.family), **TIGHT
+        glm(case, X).prediction_grads(theta, X, "mean"), mean_jacobian(theta, X, case.family), **TIGHT
     )
     np.testing.assert_array_equal(
-        _core.prediction_grads(case.family, case.k, theta, X, "linear"), linear_jacobian(X, case.family, case.k)
+        glm(case, X).prediction_grads(theta, X, "linear"), linear_jacobian(X, case.family, case.k)
     )
 
 
@@ -333,7 +338,7 @@ def test_objective_value_and_gradient(case):
     X, y, w, _, _ = case.build()
     X = f64(X)
     theta = random_theta(case, np.random.default_rng(case.seed + 2))
-    value, grad = _core.objective(case.family, case.k, theta, X, y, w, case.l2)
+    value, grad = glm(case, X).objective(theta, X, y, w, case.l2)
     np.testing.assert_allclose(value, ref.objective(theta, X, y, case.family, w, case.l2), **SUM)
     expected = ref.gradient(theta, X, y, case.family, w, case.l2)
     assert_close(grad, expected, 1e-11)
@@ -345,7 +350,7 @@ def test_hessian(case):
     X, y, w, _, _ = case.build()
     X = f64(X)
     theta = random_theta(case, np.random.default_rng(case.seed + 3))
-    H = _core.hessian(case.family, case.k, theta, X, y, w, case.l2)
+    H = glm(case, X).hessian(theta, X, y, w, case.l2)
     assert H.shape == (case.p, case.p)
     np.testing.assert_array_equal(H, H.T)
     assert_close(H, ref.hessian(theta, X, y, case.family, w, case.l2), 1e-11)
@@ -359,11 +364,11 @@ def test_hvp_block(case, r):
     rng = np.random.default_rng(case.seed + 4)
     theta = random_theta(case, rng)
     V = rng.normal(size=(case.p, r))
-    HV = _core.hvp(case.family, case.k, theta, X, y, w, case.l2, V)
+    HV = glm(case, X).hvp(theta, X, y, w, case.l2, V)
     assert HV.shape == (case.p, r)
     assert_close(HV, ref.hvp(theta, X, y, case.family, V, w, case.l2), 1e-11)
     # and against the Rust core's own explicit Hessian
-    H = _core.hessian(case.family, case.k, theta, X, y, w, case.l2)
+    H = glm(case, X).hessian(theta, X, y, w, case.l2)
     assert_close(HV, H @ V, 1e-11)
 
 
@@ -556,12 +561,12 @@ def test_many_row_blocks(family):
                 seed=11, weights="random_with_zeros", f32=False)
     X, y, w, _, _ = case.build()
     theta = random_theta(case, np.random.default_rng(12))
-    value, grad = _core.objective(family, case.k, theta, X, y, w, case.l2)
+    value, grad = glm(case, X).objective(theta, X, y, w, case.l2)
     np.testing.assert_allclose(value, ref.objective(theta, X, y, family, w, case.l2), rtol=1e-10)
     assert_close(grad, ref.gradient(theta, X, y, family, w, case.l2), 1e-10)
-    assert_close(_core.hessian(family, case.k, theta, X, y, w, case.l2), ref.hessian(theta, X, y, family, w, case.l2), 1e-10)
+    assert_close(glm(case, X).hessian(theta, X, y, w, case.l2), ref.hessian(theta, X, y, family, w, case.l2), 1e-10)
     V = np.random.default_rng(13).normal(size=(case.p, 3))
-    assert_close(_core.hvp(family, case.k, theta, X, y, w, case.l2, V), ref.hvp(theta, X, y, family, V, w, case.l2), 1e-10)
+    assert_close(glm(case, X).hvp(theta, X, y, w, case.l2, V), ref.hvp(theta, X, y, family, V, w, case.l2), 1e-10)
     model = fit(case, X, y, w)
     check_fit(case, model, X, y, w)
     inf = uw.Influence(model, X, y, sample_weight=w)

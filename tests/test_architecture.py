@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,49 @@ def test_the_checks_catch_a_cycle_and_a_private_access(tmp_path):
     found = private_accesses(root)
     assert any("a.py:3: ._poked" in f for f in found) and any("a.py:4: ._secret" in f for f in found)
     assert any("import _hidden" in f for f in found) and any("'_x'" in f for f in found)
+
+
+# ---------------------------------------------------------------------------------------
+# The Rust side: thin bindings and the direction of the core's module dependencies.
+
+RUST = PACKAGE.parent.parent / "rust"
+
+
+def rust_uses(module: str) -> dict[str, set[str]]:
+    """For each file under rust/<module>/ (or rust/<module>.rs), the crate modules it uses."""
+    root = RUST / module
+    files = sorted(root.rglob("*.rs")) if root.is_dir() else [RUST / f"{module}.rs"]
+    out = {}
+    for f in files:
+        text = f.read_text()
+        out[str(f.relative_to(RUST))] = {m for m in ("influence", "fit", "models", "objective", "solvers", "data", "python")
+                                          if f"crate::{m}" in text or f"crate::{m}::" in text}
+    return out
+
+
+def test_bindings_files_stay_small():
+    sizes = {f.name: len(f.read_text().splitlines()) for f in (RUST / "python").glob("*.rs")}
+    assert sizes, "rust/python/ has no files"
+    assert all(n <= 300 for n in sizes.values()), sizes
+
+
+@pytest.mark.parametrize("module", ["models", "fit"])
+def test_rust_models_and_fit_never_use_influence(module):
+    uses = rust_uses(module)
+    assert uses, module
+    assert not {f: u for f, u in uses.items() if "influence" in u}, uses
+
+
+def test_the_core_never_uses_the_bindings():
+    for module in ("data", "models", "objective", "solvers", "fit", "influence"):
+        assert not {f: u for f, u in rust_uses(module).items() if "python" in u}, module
+
+
+def test_the_cg_chain_exists_once():
+    """Preconditioner, operator, CG and the null-space fix are assembled in one place
+    (solvers::Prepared), which Newton and Influence both use."""
+    calls_cg = re.compile(r"(?<![:\w])cg\(")  # a call of solvers::cg itself (not Prepared::cg)
+    callers = [f for f in RUST.rglob("*.rs") if "tests" not in f.parts and calls_cg.search(f.read_text()) and f.name != "cg.rs"]
+    assert [f.relative_to(RUST).as_posix() for f in callers] == ["solvers/mod.rs"]
+    for user in ("fit/mod.rs", "influence/mod.rs"):
+        assert "Prepared" in (RUST / user).read_text(), user

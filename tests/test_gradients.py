@@ -12,6 +12,11 @@ import upweight as uw
 from upweight import _core
 
 
+def _n_features(X) -> int:
+    """Columns of features as the core takes them (an array or a CSR tuple)."""
+    return X[3] if isinstance(X, tuple) else X.shape[1]
+
+
 @pytest.fixture(scope="module")
 def logistic():
     rng = np.random.default_rng(0)
@@ -19,8 +24,8 @@ def logistic():
     y = (rng.random(600) < 1 / (1 + np.exp(-X @ np.linspace(-1, 1, 6)))).astype(float)
     w = rng.uniform(0.5, 1.5, 600)
     model = uw.LogisticRegression().fit(X, y, sample_weight=w)
-    G = _core.per_example_grads("logistic", 1, model.theta_, X, y)
-    H = _core.hessian("logistic", 1, model.theta_, X, y, w, 0.0)
+    G = _core.Model.glm("logistic", 1, _n_features(X)).per_example_grads(model.theta_, X, y)
+    H = _core.Model.glm("logistic", 1, _n_features(X)).hessian(model.theta_, X, y, w, 0.0)
     return model, X, y, w, G, H
 
 

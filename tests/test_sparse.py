@@ -22,6 +22,11 @@ from upweight._validation import as_csr  # noqa: E402
 FAMILIES = ["squared", "logistic", "poisson", "multinomial"]
 
 
+def _n_features(X) -> int:
+    """Columns of features as the core takes them (an array or a CSR tuple)."""
+    return X[3] if isinstance(X, tuple) else X.shape[1]
+
+
 def problem(family, n=600, d=40, density=0.15, k=3, seed=0):
     """Sparse nonnegative count-like features with a planted model."""
     rng = np.random.default_rng(seed)
@@ -74,12 +79,12 @@ def test_sparse_kernels_equal_dense(family):
     csr, dense, y = as_csr(X, "X"), X.toarray(), np.asarray(y, dtype=float)
     V = np.random.default_rng(4).standard_normal((theta.size, 3))
     for name, args in [("objective", (w, 0.1)), ("hessian", (w, 0.1)), ("hvp", (w, 0.1, V))]:
-        a = getattr(_core, name)(family, k, theta, csr, y, *args)
-        b = getattr(_core, name)(family, k, theta, dense, y, *args)
+        core = _core.Model.glm(family, k, X.shape[1])
+        a = getattr(core, name)(theta, csr, y, *args)
+        b = getattr(core, name)(theta, dense, y, *args)
         for u, v in zip(a if name == "objective" else [a], b if name == "objective" else [b], strict=True):
             np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-13)
-    np.testing.assert_allclose(_core.per_example_grads(family, k, theta, csr, y), _core.per_example_grads(family, k, theta, dense, y),
-                               rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(core.per_example_grads(theta, csr, y), core.per_example_grads(theta, dense, y), rtol=1e-13, atol=1e-15)
 
 
 def test_any_sparse_format_and_non_canonical_input_is_accepted():
@@ -120,7 +125,7 @@ def test_bad_sparse_input_names_the_problem():
         ((data, indices[::-1].copy(), indptr, d), "not sorted"),
     ]:
         with pytest.raises(uw.InputError, match=msg):
-            _core.hessian("logistic", 1, theta, broken, y, None, 0.01)
+            _core.Model.glm("logistic", 1, _n_features(broken)).hessian(theta, broken, y, None, 0.01)
 
 
 BAG_OF_WORDS = textwrap.dedent("""

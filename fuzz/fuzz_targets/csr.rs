@@ -6,7 +6,7 @@
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use ndarray::{Array1, Array2};
-use upweight::matrix::{Csr, XView};
+use upweight::data::{Csr, XView};
 
 /// A biased coin that comes up false once the input is used up (`Unstructured::ratio` would
 /// then always say true).

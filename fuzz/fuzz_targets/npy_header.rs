@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use upweight::source::{NpyDtype, NpyHeader};
+use upweight::data::{NpyDtype, NpyHeader};
 
 fuzz_target!(|data: &[u8]| {
     let mut r = data;

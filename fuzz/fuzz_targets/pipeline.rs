@@ -7,13 +7,16 @@
 //! returns only finite numbers (no silent NaN) and well-formed top-k indices.
 #![no_main]
 
+use std::sync::Arc;
+
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use ndarray::{Array1, Array2};
-use upweight::influence::{Method, SolverOptions, TopK};
-use upweight::matrix::Csr;
-use upweight::refit::{refits, Change};
-use upweight::{newton, Cancel, Dataset, Family, Features, FitOptions, Glm, GradientModel, Influence, Model, Objective, Table};
+use upweight::data::{Features, Names, Rows, Table};
+use upweight::fit::refit::{refits, Change};
+use upweight::influence::{Influence, InfluenceOptions, Points, TopK};
+use upweight::solvers::{Method, SolverOptions};
+use upweight::{newton, Cancel, Family, FitOptions, Glm, GradientModel, Model, Objective};
 
 /// A biased coin that comes up false once the input is used up (`Unstructured::ratio` would
 /// then always say true).
@@ -67,46 +70,46 @@ fn check_top(top: &TopK, n: usize, k: usize, r: usize) {
     }
 }
 
-/// Every query on a prepared `Influence`; each either errs or returns finite numbers.
-fn queries<M: Model + ?Sized>(u: &mut Unstructured, inf: &Influence, model: &M, train: &Table, test: Option<&Dataset>) -> Result<()> {
+/// Every query on a prepared `Influence` (about its own training set); each either errs or
+/// returns finite numbers.
+fn queries(u: &mut Unstructured, inf: &Influence, test: Option<&Table>) -> Result<()> {
     let c = Cancel::new();
-    let (n, p) = (train.y.len(), inf.n_params());
-    if let Ok((params, _)) = inf.params(model, train, train, &c) {
+    let (n, p) = (inf.data().n(), inf.n_params());
+    if let Ok((params, _)) = inf.params(Points::Train, &c) {
         assert_eq!(params.dim(), (n, p));
         finite("params", params.iter());
     }
-    if let Ok((s, _)) = inf.self_influence(model, train, train, &c) {
+    if let Ok((s, _)) = inf.self_influence(Points::Train, &c) {
         finite("self_influence", s.iter());
     }
     let r = u.int_in_range(1..=3)?;
     let grad_f = Array2::from_shape_vec((r, p), values(u, r * p)?).expect("r x p");
-    if let Ok((s, _)) = inf.on(model, train, train, grad_f.view(), &c) {
+    if let Ok((s, _)) = inf.on(grad_f.view(), Points::Train, &c) {
         let s = s.into_f64();
         assert_eq!(s.dim(), (r, n));
         finite("on", s.iter());
     }
     let k = u.int_in_range(0..=n + 2)?;
-    if let Ok((top, _)) = inf.top_k(model, train, train, grad_f.view(), k, &c) {
+    if let Ok((top, _)) = inf.top_k(grad_f.view(), k, Points::Train, &c) {
         check_top(&top, n, k, r);
     }
     if let Some(test) = test {
-        if let Ok((s, _)) = inf.on_loss(model, train, test, &c) {
+        if let Ok((s, _)) = inf.on_loss(test, Points::Train, &c) {
             finite("on_loss", s.into_f64().iter());
         }
     }
     Ok(())
 }
 
-fn solver(u: &mut Unstructured) -> Result<SolverOptions> {
-    let mut opts = SolverOptions {
-        method: if u.arbitrary()? { Method::Direct } else { Method::Cg },
-        damping: if chance(u, 1, 3) { value(u)? } else { 0.0 },
-        renormalize: u.arbitrary()?,
-        ..Default::default()
-    };
-    opts.cg.max_iter = u.int_in_range(1..=200)?;
-    opts.cg.precondition = u.arbitrary()?;
-    Ok(opts)
+/// Solver and influence options, drawn in the order the inputs in the corpus were written for.
+fn solver(u: &mut Unstructured) -> Result<InfluenceOptions> {
+    let method = if u.arbitrary()? { Method::Direct } else { Method::Cg };
+    let damping = if chance(u, 1, 3) { value(u)? } else { 0.0 };
+    let renormalize = u.arbitrary()?;
+    let mut solver = SolverOptions { method, damping, ..Default::default() };
+    solver.cg.max_iter = u.int_in_range(1..=200)?;
+    solver.cg.precondition = u.arbitrary()?;
+    Ok(InfluenceOptions { solver, renormalize })
 }
 
 fn run(u: &mut Unstructured) -> Result<()> {
@@ -133,33 +136,31 @@ fn run(u: &mut Unstructured) -> Result<()> {
         indptr.push(indices.len() as i64);
     }
     let storage = u.int_in_range(0..=2)?;
+    // a table owns its features: each call builds them afresh from copies of the arrays
     let features = || -> Option<Features> {
         Some(match storage {
-            0 => Features::F64(x.view()),
-            1 => Features::F32(x32.view()),
-            _ => Features::Csr(Csr::new(&indptr, &indices, &data, d).ok()?),
+            0 => Features::dense(x.clone()),
+            1 => Features::dense_f32(x32.clone()),
+            _ => Features::csr(indptr.clone(), indices.clone(), data.clone(), d).ok()?,
         })
     };
 
     if chance(u, 1, 4) {
         // user-supplied gradients: the rows of x are the per-example gradients (p = d)
         let (Some(feat), true) = (features(), d > 0) else { return Ok(()) };
-        let y = Array1::zeros(n);
-        let Ok(train) = Table::new(feat, y.view(), w.as_ref().map(|w| w.view())) else { return Ok(()) };
+        let Ok(train) = Table::without_targets(feat, w.clone(), Names::TRAIN) else { return Ok(()) };
         let model = GradientModel { p: d };
-        let Ok(obj) = Objective::new(&model, &train, 0.0) else { return Ok(()) };
         let theta = Array1::zeros(d);
         let opts = solver(u)?;
-        let inf = if u.arbitrary()? {
+        let hessian = if u.arbitrary()? {
             let h = Array2::from_shape_vec((d, d), values(u, d * d)?).expect("d x d");
-            let h = if u.arbitrary()? { &h + &h.t() } else { h };
-            Influence::with_hessian(&obj, theta.view(), h, opts, &c)
+            Some(if u.arbitrary()? { &h + &h.t() } else { h })
         } else {
-            Influence::new(&obj, theta.view(), opts, &c)
+            None
         };
-        if let Ok(inf) = inf {
+        if let Ok(inf) = Influence::new(Arc::new(model), train, theta, 0.0, opts, hessian, &c) {
             assert!(inf.grad_norm().is_finite());
-            queries(u, &inf, &model, &train, None)?;
+            queries(u, &inf, None)?;
         }
         return Ok(());
     }
@@ -174,7 +175,7 @@ fn run(u: &mut Unstructured) -> Result<()> {
     let l2 = *u.choose(&[0.0, 1e-3, 0.1, 1.0, 1e-12, 1e12])?;
     let model = Glm::new(family, d);
     let Some(feat) = features() else { return Ok(()) };
-    let Ok(train) = Table::new(feat, y.view(), w.as_ref().map(|w| w.view())) else { return Ok(()) };
+    let Ok(train) = Table::new(feat, y.clone(), w.clone(), Names::TRAIN) else { return Ok(()) };
     let Ok(obj) = Objective::new(&model, &train, l2) else { return Ok(()) };
     let method = if u.arbitrary()? { Method::Direct } else { Method::Cg };
     let fit = newton(&obj, None, &FitOptions { tol: 1e-9, max_iter: u.int_in_range(0..=40)?, method }, &c);
@@ -190,11 +191,17 @@ fn run(u: &mut Unstructured) -> Result<()> {
         }
         Err(_) => Array1::from_shape_vec(model.n_params(), values(u, model.n_params())?).expect("p"),
     };
-    let test_x = x.slice(ndarray::s![..n.min(3), ..]);
-    let test = Dataset::new(test_x, y.slice(ndarray::s![..n.min(3)]), None, ["X_test", "y_test"]).ok();
-    if let Ok(inf) = Influence::new(&obj, theta.view(), solver(u)?, &c) {
+    let test_x = x.slice(ndarray::s![..n.min(3), ..]).to_owned();
+    let test_y = y.slice(ndarray::s![..n.min(3)]).to_owned();
+    let test = Table::new(Features::dense(test_x), test_y, None, Names { x: "X_test", y: "y_test" }).ok();
+    // the influence owns its training table: a second one from the same arrays (already
+    // validated once above, so building it again succeeds); `train` stays for the refits
+    let opts = solver(u)?;
+    let feat = features().expect("built above");
+    let inf_train = Table::new(feat, y.clone(), w.clone(), Names::TRAIN).expect("validated above");
+    if let Ok(inf) = Influence::new(Arc::new(model), inf_train, theta.clone(), l2, opts, None, &c) {
         assert!(inf.grad_norm().is_finite());
-        queries(u, &inf, &model, &train, test.as_ref())?;
+        queries(u, &inf, test.as_ref())?;
     }
     if chance(u, 1, 3) && theta.iter().all(|t| t.is_finite()) {
         let m = u.int_in_range(0..=n)?; // n: out of range

@@ -1,4 +1,4 @@
-"""Type stubs for the compiled core (rust/bindings.rs). Arrays are float64; theta is flattened."""
+"""Type stubs for the compiled core (rust/python/). Arrays are float64; theta is flattened."""
 
 import os
 from collections.abc import Callable
@@ -10,19 +10,17 @@ import numpy.typing as npt
 __all__ = [
     "BLOCK_ROWS",
     "TILED_HESSIAN_MAX_ROW_BLOCK_P",
-    "InfluenceCore",
-    "fit",
-    "hessian",
-    "hvp",
-    "losses",
+    "Influence",
+    "Model",
+    "finish_hvp_sums",
+    "finish_sums",
     "merge_top_k",
     "npy_header",
     "num_threads",
-    "objective",
-    "per_example_grads",
-    "predict",
-    "prediction_grads",
-    "refit",
+    "partial_hvp",
+    "partial_sums",
+    "score_block",
+    "top_k_block",
 ]
 
 _F64: TypeAlias = npt.NDArray[np.float64]
@@ -30,64 +28,86 @@ _F32: TypeAlias = npt.NDArray[np.float32]
 # a CSR matrix: (data, indices int32, indptr int64, n_columns), see _validation.as_csr
 _Csr: TypeAlias = tuple[_F64, npt.NDArray[np.int32], npt.NDArray[np.int64], int]
 _X: TypeAlias = _F64 | _F32 | str | os.PathLike[str] | _Csr
-
-def fit(
-    family: str,
-    n_classes: int,
-    x: _X,
-    y: _F64,
-    w: _F64 | None,
-    l2: float,
-    tol: float,
-    max_iter: int,
-    theta0: _F64 | None = None,
-    progress: Callable[[int, int, int], object] | None = None,
-    method: str = "direct",
-) -> tuple[_F64, int, float, bool, float]: ...
-def refit(
-    family: str,
-    n_classes: int,
-    theta0: _F64,
-    x: _X,
-    y: _F64,
-    w: _F64 | None,
-    l2: float,
-    tol: float,
-    max_iter: int,
-    points: list[list[int]],
-    weights: list[list[float]],
-    method: str = "direct",
-    progress: Callable[[int, int, int], object] | None = None,
-    l2s: list[float] | None = None,
-) -> tuple[_F64, npt.NDArray[np.uintp], _F64, npt.NDArray[np.bool_]]: ...
-def losses(family: str, n_classes: int, theta: _F64, x: _X, y: _F64) -> _F64: ...
-def per_example_grads(family: str, n_classes: int, theta: _F64, x: _X, y: _F64) -> _F64: ...
-def objective(family: str, n_classes: int, theta: _F64, x: _X, y: _F64, w: _F64 | None, l2: float) -> tuple[float, _F64]: ...
-def hessian(family: str, n_classes: int, theta: _F64, x: _X, y: _F64, w: _F64 | None, l2: float) -> _F64: ...
-def hvp(family: str, n_classes: int, theta: _F64, x: _X, y: _F64, w: _F64 | None, l2: float, v: _F64) -> _F64: ...
-def predict(family: str, n_classes: int, theta: _F64, x: _X, kind: str) -> _F64: ...
-def prediction_grads(family: str, n_classes: int, theta: _F64, x: _X, kind: str) -> _F64: ...
-def num_threads() -> int: ...
-
+_Names: TypeAlias = tuple[str, str] | None
 _Info: TypeAlias = tuple[npt.NDArray[np.uintp], _F64, npt.NDArray[np.bool_]]
+_TopK: TypeAlias = tuple[npt.NDArray[np.uintp], _F64, npt.NDArray[np.uintp], _F64]
+_TopKIn: TypeAlias = tuple[npt.NDArray[np.int64], _F64, npt.NDArray[np.int64], _F64]
+_Progress: TypeAlias = Callable[[int, int, int], object] | None
 
 BLOCK_ROWS: int
 TILED_HESSIAN_MAX_ROW_BLOCK_P: int
 
-_TopK: TypeAlias = tuple[npt.NDArray[np.uintp], _F64, npt.NDArray[np.uintp], _F64]
-
-def merge_top_k(a: _TopK, b: _TopK, k: int) -> _TopK: ...
+def merge_top_k(a: _TopKIn, b: _TopKIn, k: int) -> _TopK: ...
 def npy_header(path: str | os.PathLike[str], arg: str = "X") -> tuple[str, int, int, int]: ...
+def num_threads() -> int: ...
+def partial_sums(
+    model: Model, theta: _F64, x: _X, y: _F64, w: _F64 | None, hessian: bool = False
+) -> tuple[float, float, _F64, _F64 | None]: ...
+def finish_sums(
+    model: Model, theta: _F64, l2: float, weight: float, loss: float, grad: _F64, hessian: _F64 | None = None
+) -> tuple[float, _F64, _F64 | None]: ...
+def partial_hvp(model: Model, theta: _F64, x: _X, y: _F64, w: _F64 | None, v: _F64) -> _F64: ...
+def finish_hvp_sums(model: Model, l2: float, total_weight: float, hv: _F64, v: _F64) -> _F64: ...
+def score_block(model: Model, theta: _F64, x: _X, y: _F64, vc: _F64, total_weight: float) -> _F64 | _F32: ...
+def top_k_block(model: Model, theta: _F64, x: _X, y: _F64, vc: _F64, total_weight: float, k: int, offset: int) -> _TopK: ...
 
 @final
-class InfluenceCore:
-    def __new__(
-        cls,
-        family: str,
-        n_classes: int,
-        theta: _F64,
+class Model:
+    @staticmethod
+    def glm(family: str, n_classes: int, n_features: int) -> Model: ...
+    @staticmethod
+    def gradients(n_params: int) -> Model: ...
+    @property
+    def family(self) -> str | None: ...
+    @property
+    def n_params(self) -> int: ...
+    @property
+    def n_features(self) -> int: ...
+    @property
+    def n_outputs(self) -> int: ...
+    def losses(self, theta: _F64, x: _X, y: _F64, names: _Names = None) -> _F64: ...
+    def per_example_grads(self, theta: _F64, x: _X, y: _F64, names: _Names = None) -> _F64: ...
+    def predict(self, theta: _F64, x: _X, kind: str, names: _Names = None) -> _F64: ...
+    def prediction_grads(self, theta: _F64, x: _X, kind: str, names: _Names = None) -> _F64: ...
+    def objective(self, theta: _F64, x: _X, y: _F64, w: _F64 | None, l2: float) -> tuple[float, _F64]: ...
+    def hessian(self, theta: _F64, x: _X, y: _F64, w: _F64 | None, l2: float) -> _F64: ...
+    def hvp(self, theta: _F64, x: _X, y: _F64, w: _F64 | None, l2: float, v: _F64) -> _F64: ...
+    def fit(
+        self,
         x: _X,
         y: _F64,
+        w: _F64 | None,
+        l2: float,
+        tol: float,
+        max_iter: int,
+        theta0: _F64 | None = None,
+        progress: _Progress = None,
+        method: str = "direct",
+    ) -> tuple[_F64, int, float, bool, float]: ...
+    def refit(
+        self,
+        theta0: _F64,
+        x: _X,
+        y: _F64,
+        w: _F64 | None,
+        l2: float,
+        tol: float,
+        max_iter: int,
+        points: list[list[int]],
+        weights: list[list[float]],
+        method: str = "direct",
+        progress: _Progress = None,
+        l2s: list[float] | None = None,
+    ) -> tuple[_F64, npt.NDArray[np.uintp], _F64, npt.NDArray[np.bool_]]: ...
+
+@final
+class Influence:
+    def __new__(
+        cls,
+        model: Model,
+        theta: _F64,
+        x: _X,
+        y: _F64 | None,
         w: _F64 | None,
         l2: float,
         method: str = "direct",
@@ -96,39 +116,24 @@ class InfluenceCore:
         atol: float = 0.0,
         max_iter: int = 1000,
         precondition: bool = True,
-        progress: Callable[[int, int, int], object] | None = None,
+        progress: _Progress = None,
         renormalize: bool = True,
-    ) -> InfluenceCore: ...
-    @staticmethod
-    def from_gradients(
-        x: _X,
-        w: _F64 | None,
         hessian: _F64 | None = None,
-        method: str = "direct",
-        damping: float = 0.0,
-        rtol: float = 1e-10,
-        atol: float = 0.0,
-        max_iter: int = 1000,
-        precondition: bool = True,
-        progress: Callable[[int, int, int], object] | None = None,
-    ) -> InfluenceCore: ...
+        names: _Names = None,
+    ) -> Influence: ...
     @property
     def grad_norm(self) -> float: ...
     @property
     def total_weight(self) -> float: ...
     @property
     def n_samples(self) -> int: ...
-    def params_train(self) -> tuple[_F64, _Info]: ...
-    def params(self, x: _F64, y: _F64) -> tuple[_F64, _Info]: ...
+    def params(self, rows: list[int] | None = None) -> tuple[_F64, _Info]: ...
+    def params_of(self, x: _X, y: _F64, names: _Names = None) -> tuple[_F64, _Info]: ...
     def self_influence(self, segment: tuple[int, int] | None = None) -> tuple[_F64, _Info]: ...
-    def loss_grads(self, x_test: _F64, y_test: _F64) -> _F64: ...
-    def on(self, grad_f: _F64, rows: list[int] | None = None) -> tuple[_F64, _Info]: ...
-    def top_k(
-        self, grad_f: _F64, k: int
-    ) -> tuple[tuple[npt.NDArray[np.uintp], _F64, npt.NDArray[np.uintp], _F64], _Info]: ...
+    def loss_grads(self, x_test: _X, y_test: _F64, names: _Names = None) -> _F64: ...
+    def on(self, grad_f: _F64, rows: list[int] | None = None) -> tuple[_F64 | _F32, _Info]: ...
+    def top_k(self, grad_f: _F64, k: int) -> tuple[_TopK, _Info]: ...
     def solve_queries(self, grad_f: _F64) -> tuple[_F64, _Info]: ...
-    def top_k_solved(
-        self, vc: _F64, k: int, segment: tuple[int, int] | None = None
-    ) -> tuple[npt.NDArray[np.uintp], _F64, npt.NDArray[np.uintp], _F64]: ...
+    def top_k_solved(self, vc: _F64, k: int, segment: tuple[int, int] | None = None) -> _TopK: ...
     def leverage(self) -> _F64: ...
     def inverse_hvp(self, g: _F64) -> tuple[_F64, _Info]: ...

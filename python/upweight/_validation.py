@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 import os
 import sys
@@ -11,20 +10,6 @@ import numpy as np
 
 from . import _core
 from .errors import InputError, InputTypeError, UpweightError
-
-
-@contextlib.contextmanager
-def renamed(**names: str):
-    """Errors raised inside about ``old`` (the core names data by its role: X, y, grad_f)
-    re-raised naming the caller's argument instead, e.g. ``renamed(X="X_test")``."""
-    try:
-        yield
-    except UpweightError as exc:
-        msg = str(exc)
-        for old, new in names.items():
-            if msg.startswith(old + ":"):
-                raise type(exc)(new + msg[len(old):]) from None
-        raise
 
 
 def check_finite(a: np.ndarray, name: str) -> None:
@@ -204,17 +189,6 @@ def training_features(X, n_features: int | None = None, name: str = "X"):
         return np.ascontiguousarray(X), X.shape[0], X.shape[1]
     X = as_matrix(X, name, n_features)
     return X, X.shape[0], X.shape[1]
-
-
-def read_npy_rows(path: str, rows) -> np.ndarray:
-    """Rows of a 2-d .npy file as float64, read with seeks (no memory map)."""
-    dtype, _, d, offset = npy_header(path)
-    out = np.empty((len(rows), d))
-    with open(path, "rb") as f:
-        for j, i in enumerate(rows):
-            f.seek(offset + int(i) * d * dtype.itemsize)
-            out[j] = np.frombuffer(f.read(d * dtype.itemsize), dtype=dtype)
-    return out
 
 
 def available_memory() -> int:

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _core
 from ._validation import as_weights, training_features
 from .errors import InputError
 from .influence import Influence
@@ -52,19 +51,11 @@ class Diagnostics:
     exact: bool  # dfbeta is exact (least squares, l2 = 0) rather than one-step
 
 
-def _variance(family: str, mu: np.ndarray) -> np.ndarray:
-    if family == "squared":
-        return np.ones_like(mu)
-    if family == "logistic":
-        return mu * (1 - mu)
-    return mu  # poisson
-
-
 def diagnostics(model, X, y, sample_weight=None) -> Diagnostics:
     """Leverage, residuals, Cook's distance and DFBETA(S) of a fitted single-output model on
     its training data (same X, y, sample_weight as the fit)."""
-    family, k = check_model(model).core_model()
-    if k != 1:
+    core = check_model(model).core_model()
+    if core.n_outputs != 1:
         raise InputError("model: diagnostics are defined for single-output models (not multinomial)")
     inf = Influence(model, X, y, sample_weight, solver="direct")
     Xc, n, _ = training_features(X, model.n_features_in_)
@@ -73,12 +64,15 @@ def diagnostics(model, X, y, sample_weight=None) -> Diagnostics:
     wv = np.ones(n) if w is None else w
     h = inf.leverage()
     theta = model.get_theta()
-    mu = _core.predict(family, 1, theta, Xc, "mean")[:, 0]
+    mu = core.predict(theta, Xc, "mean")[:, 0]
     resid = yv - mu
-    pearson = np.sqrt(wv) * resid / np.sqrt(_variance(family, mu))
+    # for a canonical link the variance function is d mu / d eta: the intercept's entry of the
+    # gradient of the mean (1 squared loss, mu (1 - mu) logistic, mu Poisson)
+    variance = core.prediction_grads(theta, Xc, "mean")[:, -1]
+    pearson = np.sqrt(wv) * resid / np.sqrt(variance)
     p = inf.n_params
     n_eff = int(np.count_nonzero(wv))
-    least_squares = family == "squared"
+    least_squares = core.family == "squared"
     if least_squares:
         if n_eff <= p + 1:
             raise InputError(f"X: {n_eff} points of positive weight leave no residual degrees of freedom for {p} parameters")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
-from ._core import InfluenceCore
+from ._core import Influence as InfluenceCore
 from ._validation import (
     as_indices,
     as_matrix,
@@ -32,10 +32,7 @@ from ._validation import (
     as_weights,
     check_finite,
     check_output_fits,
-    is_sparse,
     n_rows,
-    read_npy_rows,
-    renamed,
     score_itemsize,
     training_features,
 )
@@ -87,9 +84,9 @@ class TopK:
         return TopK._from_core(_core.merge_top_k(self._to_core(), other._to_core(), _check_k(k)))
 
     def _to_core(self):
-        """As the core takes a top-k result: unsigned indices, C-contiguous arrays."""
+        """As the core takes a top-k result: int64 indices, C-contiguous arrays."""
         hi, h, xi, x = self.as_tuple()
-        f64, idx = (lambda a: np.ascontiguousarray(a, dtype=np.float64)), (lambda a: np.ascontiguousarray(a, dtype=np.uintp))
+        f64, idx = (lambda a: np.ascontiguousarray(a, dtype=np.float64)), (lambda a: np.ascontiguousarray(a, dtype=np.int64))
         return idx(hi), f64(h), idx(xi), f64(x)
 
     def as_tuple(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -292,7 +289,6 @@ class Influence(_Queries):
                  rtol: float = 1e-10, atol: float = 0.0, max_iter: int = 1000, precondition: bool = True,
                  on_unconverged: str = "raise", progress=None):
         self.model: Model = check_model(model)
-        self._sparse = X.tocsr() if is_sparse(X) else None
         self.X, n, _ = training_features(X, model.n_features_in_)
         self.y = model.check_targets(y, n)
         self.sample_weight = as_weights(sample_weight, n)
@@ -302,7 +298,7 @@ class Influence(_Queries):
         self.solve_info: SolveInfo | None = None
         self._args = (float(damping), float(rtol), float(atol), int(max_iter), bool(precondition), progress)
         self._itemsize = score_itemsize(self.X)
-        self._start(QueryPolicy(solver, work(n, model.n_params, model.core_model()[1], self.X)))
+        self._start(QueryPolicy(solver, work(n, model.n_params, model.core_model().n_outputs, self.X)))
         if self._core.grad_norm > OPTIMUM_TOL:
             warnings.warn(
                 f"the model's parameters do not minimise the objective on this data (max |gradient| = "
@@ -332,9 +328,8 @@ class Influence(_Queries):
     def _make_core(self, method: str) -> InfluenceCore:
         m = self.model
         # penalty_renormalized=False, sum-of-losses objectives (scikit-learn's Ridge, LogisticRegression): no renormalisation term
-        family, k = m.core_model()
-        return _core.InfluenceCore(family, k, m.get_theta(), self.X, self.y, self.sample_weight, self.l2, method, *self._args,
-                                   bool(m.penalty_renormalized))
+        return InfluenceCore(m.core_model(), m.get_theta(), self.X, self.y, self.sample_weight, self.l2, method, *self._args,
+                             bool(m.penalty_renormalized))
 
     # -- basic facts ------------------------------------------------------------------------
     @property
@@ -346,22 +341,14 @@ class Influence(_Queries):
         """max |grad L_w(theta)| on the training data: ~0 at the optimum."""
         return self._core.grad_norm
 
-    def _training_rows(self, rows: np.ndarray):
-        """Features and targets of the training rows ``rows``, in memory."""
-        if isinstance(self.X, str):
-            return read_npy_rows(self.X, rows), np.ascontiguousarray(self.y[rows])
-        if self._sparse is not None:
-            return np.ascontiguousarray(self._sparse[rows].toarray(), dtype=np.float64), np.ascontiguousarray(self.y[rows])
-        return np.ascontiguousarray(self.X[rows], dtype=np.float64), np.ascontiguousarray(self.y[rows])
-
     # -- parameters ---------------------------------------------------------------------------
     def params(self, idx=None) -> np.ndarray:
         """I(z_m) for all training points, or the rows ``idx``: shape (n or len(idx), p)."""
         if idx is None:
             check_output_fits((self.n_samples, self.n_params), 8, "idx", "pass idx= for a subset of training points")
-            return self._checked(self._core_for(self.n_samples).params_train())
-        rows = as_indices(idx, self.n_samples)
-        return self._checked(self._core_for(len(rows)).params(*self._training_rows(rows)))
+            return self._checked(self._core_for(self.n_samples).params())
+        rows = [int(i) for i in as_indices(idx, self.n_samples)]
+        return self._checked(self._core_for(len(rows)).params(rows))  # gathered in the core
 
     def new_point(self, x, y) -> np.ndarray:
         """I(z) of a point (or points) not in the training set: the derivative of theta with
@@ -373,8 +360,7 @@ class Influence(_Queries):
         X = as_matrix(np.atleast_2d(x) if single else x, "x", self.model.n_features_in_)
         yv = as_vector(np.atleast_1d(y), "y", X.shape[0])
         yv = self.model.check_targets(yv, X.shape[0])
-        with renamed(X="x"):
-            out = self._checked(self._core_for(X.shape[0]).params(X, yv))
+        out = self._checked(self._core_for(X.shape[0]).params_of(X, yv, names=("x", "y")))
         return out[0] if single else out
 
     # -- functions of theta ------------------------------------------------------------------
@@ -383,9 +369,8 @@ class Influence(_Queries):
         combinations of them) to :meth:`on`, :meth:`top_k_on` or :meth:`solve_queries`."""
         Xt = as_matrix(X_test, "X_test", self.model.n_features_in_)
         yt = as_vector(y_test, "y_test", Xt.shape[0])
-        with renamed(X="X_test", y="y_test"):
-            yt = self.model.check_targets(yt, Xt.shape[0])
-            return self._core.loss_grads(Xt, yt)
+        yt = self.model.check_targets(yt, Xt.shape[0], name="y_test")
+        return self._core.loss_grads(Xt, yt, names=("X_test", "y_test"))
 
     def on_loss(self, X_test, y_test, idx=None) -> np.ndarray:
         """Score matrix S of shape (q, n): S[t, m] = grad l(z_t) . I(z_m), the influence of
@@ -403,9 +388,9 @@ class Influence(_Queries):
         if kind not in ("mean", "linear"):
             raise InputError(f"kind: expected 'mean' or 'linear', got {kind!r}")
         Xt = as_points(X_test, "X_test", self.model.n_features_in_)
-        family, k = self.model.core_model()
-        with renamed(X="X_test"):
-            G = _core.prediction_grads(family, k, self.model.get_theta(), Xt, kind)
+        core = self.model.core_model()
+        k = core.n_outputs
+        G = core.prediction_grads(self.model.get_theta(), Xt, kind, names=("X_test", "y_test"))
         S = self._scores(G, idx, "X_test")
         return S if k == 1 else S.reshape(n_rows(Xt), k, S.shape[1])
 
@@ -483,8 +468,9 @@ class GradientInfluence(_Queries):
         self._start(QueryPolicy(solver, Work(n, p), explicit_hessian=H is not None))
 
     def _make_core(self, method: str) -> InfluenceCore:
-        with renamed(X="train_grads"):  # the core calls its training rows X
-            return _core.InfluenceCore.from_gradients(self.train_grads, self._w, self._H, method, *self._args)
+        p = self.n_params
+        return InfluenceCore(_core.Model.gradients(p), np.zeros(p), self.train_grads, None, self._w, 0.0, method, *self._args,
+                             True, self._H, names=("train_grads", "y"))
 
     def _test_grads(self, test_grads):
         G, _ = self._grad_matrix(test_grads, "test_grads")
@@ -494,13 +480,9 @@ class GradientInfluence(_Queries):
         """I(z_m) = -(H + damping I)^{-1} g_m / W for all training points or the rows ``idx``."""
         if idx is None:
             check_output_fits((self.n_samples, self.n_params), 8, "idx", "pass idx= for a subset of training points")
-            return self._checked(self._core_for(self.n_samples).params_train())
+            return self._checked(self._core_for(self.n_samples).params())
         rows = self._rows(idx)
-        if isinstance(self.train_grads, str):
-            G = read_npy_rows(self.train_grads, rows)
-        else:
-            G = np.ascontiguousarray(self.train_grads[rows], dtype=np.float64)
-        return self._checked(self._core_for(len(rows)).params(G, np.zeros(len(rows))))
+        return self._checked(self._core_for(len(rows)).params(rows))  # gathered in the core
 
     def on_loss(self, test_grads, idx=None) -> np.ndarray:
         """Score matrix (q, n) from test-loss gradients (q, p): S[t, m] < 0 means training point

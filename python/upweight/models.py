@@ -58,11 +58,10 @@ class Model(Protocol):
         ``y`` validated for this family as a float64 vector of length ``n`` (InputError naming
         ``y`` otherwise); ``fitting=True`` when the targets define the fitted shape (classes).
     ``core_model()``
-        What the Rust core builds the model from. Today the ``(family, n_outputs)`` pair that the
-        ``upweight._core`` functions take first (e.g. ``("multinomial", 10)``); the rest of the
-        package passes it on to ``_core`` unread (only :func:`~upweight.diagnostics`, defined for
-        single-output GLMs, reads the family's variance function from it). A later version makes it
-        a ``_core`` model object.
+        The model as the Rust core holds it: a ``upweight._core.Model`` built once from the
+        family's spec (``_core.Model.glm(family, n_classes, n_features)`` for the GLMs), which
+        knows its dimensions (``n_params``, ``n_features``, ``n_outputs``) and computes losses,
+        gradients, predictions, fits and refits. Influence is built on it.
 
     Exact refits (:mod:`upweight.validation`) also honour, when present, the estimator's
     ``solver``, ``max_iter`` and ``grad_norm_``.
@@ -81,9 +80,9 @@ class Model(Protocol):
 
     def set_theta(self, theta, *, n_features: int | None = None) -> None: ...
 
-    def check_targets(self, y, n: int, *, fitting: bool = False) -> np.ndarray: ...
+    def check_targets(self, y, n: int, *, fitting: bool = False, name: str = "y") -> np.ndarray: ...
 
-    def core_model(self) -> tuple[str, int]: ...
+    def core_model(self) -> _core.Model: ...
 
 
 #: The names :class:`Model` declares (for error messages).
@@ -175,13 +174,16 @@ class _GLM:
         """p = k (d + 1): one row [coef..., intercept] per linear predictor."""
         return self.n_classes * (self._n_features() + 1)
 
-    def core_model(self) -> tuple[str, int]:
-        """``(family, n_classes)``, the model as the ``upweight._core`` functions take it."""
-        return self.family, self.n_classes
+    def core_model(self) -> _core.Model:
+        """The fitted model as the Rust core holds it (its family and dimensions)."""
+        return self._core_model(self._n_features())
 
-    def check_targets(self, y, n: int, *, fitting: bool = False) -> np.ndarray:
-        """``y`` as a float64 vector of length ``n`` (InputError naming ``y`` otherwise)."""
-        return as_vector(y, "y", n)
+    def _core_model(self, n_features: int) -> _core.Model:
+        return _core.Model.glm(self.family, self.n_classes, n_features)
+
+    def check_targets(self, y, n: int, *, fitting: bool = False, name: str = "y") -> np.ndarray:
+        """``y`` as a float64 vector of length ``n`` (InputError naming ``name`` otherwise)."""
+        return as_vector(y, name, n)
 
     def get_theta(self) -> np.ndarray:
         """A flat float64 copy of ``theta_`` (``theta_.reshape(-1)``); NotFittedError before fit."""
@@ -250,8 +252,8 @@ class _GLM:
             theta0 = np.ascontiguousarray(prev.reshape(-1), dtype=np.float64)
         # "auto": the cost model of Influence's "auto", for one right-hand side per step
         solver = resolve(self.solver, work(n, self.n_classes * (d + 1), self.n_classes, X))
-        theta, n_iter, grad_norm, converged, objective = _core.fit(
-            self.family, self.n_classes, X, y, w, l2, tol, max_iter, theta0, self.progress, solver
+        theta, n_iter, grad_norm, converged, objective = self._core_model(d).fit(
+            X, y, w, l2, tol, max_iter, theta0, self.progress, solver
         )
         self.n_features_in_ = d
         self.set_theta(theta)
@@ -282,12 +284,12 @@ class _GLM:
     def decision_function(self, X) -> np.ndarray:
         """The linear predictor eta = X coef + intercept: (n,) or (n, k) for multinomial."""
         X = as_points(X, "X", self._n_features())
-        eta = _core.predict(self.family, self.n_classes, self.get_theta(), X, "linear")
+        eta = self.core_model().predict(self.get_theta(), X, "linear")
         return eta[:, 0] if self.n_classes == 1 else eta
 
     def _mean(self, X) -> np.ndarray:
         X = as_points(X, "X", self._n_features())
-        m = _core.predict(self.family, self.n_classes, self.get_theta(), X, "mean")
+        m = self.core_model().predict(self.get_theta(), X, "mean")
         return m[:, 0] if self.n_classes == 1 else m
 
     def _n_features(self) -> int:
@@ -298,7 +300,7 @@ class _GLM:
         """Per-example losses l(z_i; theta_) (DESIGN.md section 2), shape (n,)."""
         X = as_points(X, "X", self._n_features())
         y = self.check_targets(y, n_rows(X))
-        return _core.losses(self.family, self.n_classes, self.get_theta(), X, y)
+        return self.core_model().losses(self.get_theta(), X, y)
 
 
 class LinearRegression(_GLM):
@@ -361,17 +363,17 @@ class LogisticRegression(_GLM):
             raise NotFittedError("LogisticRegression is not fitted yet: call fit(X, y) first")
         return 1 if len(k) == 2 else len(k)
 
-    def check_targets(self, y, n: int, *, fitting: bool = False) -> np.ndarray:
-        """``y`` as float64 class ids 0..k-1 (InputError naming ``y`` otherwise). ``fitting``: the
-        labels define ``classes_`` (``n_classes`` if given, else ``max(y) + 1``)."""
-        y = as_vector(y, "y", n)
+    def check_targets(self, y, n: int, *, fitting: bool = False, name: str = "y") -> np.ndarray:
+        """``y`` as float64 class ids 0..k-1 (InputError naming ``name`` otherwise). ``fitting``:
+        the labels define ``classes_`` (``n_classes`` if given, else ``max(y) + 1``)."""
+        y = as_vector(y, name, n)
         nonfinite = np.flatnonzero(~np.isfinite(y))
         if nonfinite.size:
-            raise InputError(f"y: contains NaN or infinity (first at index {nonfinite[0]})")
+            raise InputError(f"{name}: contains NaN or infinity (first at index {nonfinite[0]})")
         bad = np.flatnonzero((y < 0) | (y != np.floor(y)))
         if bad.size:
             raise InputError(
-                f"y: value {y[bad[0]]} at index {bad[0]} is not a class id; LogisticRegression "
+                f"{name}: value {y[bad[0]]} at index {bad[0]} is not a class id; LogisticRegression "
                 "expects integer labels 0..k-1 (0/1 for binary)"
             )
         if fitting:
@@ -379,14 +381,14 @@ class LogisticRegression(_GLM):
             k = max(as_positive_int(k, "n_classes"), 2)
             if y.max() >= k:
                 i = int(np.argmax(y >= k))
-                raise InputError(f"y: class id {y[i]:g} at index {i} is not below n_classes={k}")
+                raise InputError(f"{name}: class id {y[i]:g} at index {i} is not below n_classes={k}")
             self.classes_ = np.arange(k)
         else:
             self._check_fitted()
             k = len(self.classes_)
             if y.size and y.max() >= k:
                 i = int(np.argmax(y >= k))
-                raise InputError(f"y: class id {y[i]:g} at index {i} is not below the fitted number of classes ({k})")
+                raise InputError(f"{name}: class id {y[i]:g} at index {i} is not below the fitted number of classes ({k})")
         return y
 
     def _declare_outputs(self, k: int) -> None:

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _core
-from ._validation import as_indices, as_points, as_vector, as_weights, n_rows, renamed, training_features
+from ._validation import as_indices, as_points, as_vector, as_weights, n_rows, training_features
 from .errors import ConvergenceWarning, InputError
 from .influence import Influence
 from .models import Model, check_model
@@ -46,9 +45,8 @@ class TestLoss:
 
     def _values(self, model: Model, theta):
         Xt = as_points(self.X_test, "X_test", model.n_features_in_)
-        with renamed(X="X_test", y="y_test"):
-            yt = model.check_targets(as_vector(self.y_test, "y_test", n_rows(Xt)), n_rows(Xt))
-            v = _core.losses(*model.core_model(), theta, Xt, yt)
+        yt = model.check_targets(as_vector(self.y_test, "y_test", n_rows(Xt)), n_rows(Xt), name="y_test")
+        v = model.core_model().losses(theta, Xt, yt, names=("X_test", "y_test"))
         return np.array([v.mean()]) if self.mean else v
 
     def _grads(self, inf: Influence):
@@ -67,14 +65,12 @@ class Prediction:
 
     def _values(self, model: Model, theta):
         Xt = as_points(self.X_test, "X_test", model.n_features_in_)
-        with renamed(X="X_test"):
-            return _core.predict(*model.core_model(), theta, Xt, self.kind).reshape(-1)
+        return model.core_model().predict(theta, Xt, self.kind, names=("X_test", "y_test")).reshape(-1)
 
     def _grads(self, inf: Influence):
         m = inf.model
         Xt = as_points(self.X_test, "X_test", m.n_features_in_)
-        with renamed(X="X_test"):
-            return _core.prediction_grads(*m.core_model(), m.get_theta(), Xt, self.kind)
+        return m.core_model().prediction_grads(m.get_theta(), Xt, self.kind, names=("X_test", "y_test"))
 
 
 def _values(f, model, theta):
@@ -139,17 +135,17 @@ def _setup(model, X, y, sample_weight):
 
 
 def _refit(model: Model, Xc, y, w, theta, points, weights, progress=None):
-    family, k = model.core_model()
+    core = model.core_model()
     # "auto" as the estimator's own fit would choose
-    solver = resolve(getattr(model, "solver", "auto"), work(len(y), theta.size, k, Xc))
+    solver = resolve(getattr(model, "solver", "auto"), work(len(y), theta.size, core.n_outputs, Xc))
     l2s = None
     if not model.penalty_renormalized and model.l2 > 0:  # sum-of-losses objective: l2 = alpha / W moves with W
         wv = np.ones(len(y)) if w is None else w
         W = float(wv.sum())
         l2s = [float(model.l2) * W / (W - float(np.sum(wv[list(p)])) + float(np.sum(v))) for p, v in zip(points, weights, strict=True)]
     tol = max(REFIT_TOL, 10 * float(getattr(model, "grad_norm_", 0.0)))
-    thetas, n_iter, grad_norm, converged = _core.refit(
-        family, k, theta, Xc, y, w, float(model.l2), tol, max(int(getattr(model, "max_iter", 100)), 100),
+    thetas, n_iter, grad_norm, converged = core.refit(
+        theta, Xc, y, w, float(model.l2), tol, max(int(getattr(model, "max_iter", 100)), 100),
         [list(map(int, p)) for p in points], [list(map(float, v)) for v in weights], solver, progress, l2s,
     )
     if not converged.all():

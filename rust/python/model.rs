@@ -20,6 +20,8 @@ use crate::{newton, Family, FitOptions, Glm, GradientModel, Method, Model, Objec
 #[pyclass(name = "Model", module = "upweight._core", frozen)]
 pub struct PyModel {
     pub inner: Arc<dyn Model>,
+    /// The GLM family, when the model is one.
+    family: Option<Family>,
     desc: String,
 }
 
@@ -80,15 +82,20 @@ impl PyModel {
     #[staticmethod]
     fn glm(family: &str, n_classes: usize, n_features: usize) -> PyResult<Self> {
         let f = Family::from_name(family, n_classes)?;
-        Ok(Self { inner: Arc::new(Glm::new(f, n_features)), desc: format!("a {family} GLM with {n_features} features") })
+        Ok(Self { inner: Arc::new(Glm::new(f, n_features)), family: Some(f), desc: format!("a {family} GLM with {n_features} features") })
     }
 
     /// Per-example gradients of width `n_params` as the rows of the data (empirical Fisher).
     #[staticmethod]
     fn gradients(n_params: usize) -> Self {
-        Self { inner: Arc::new(GradientModel { p: n_params }), desc: format!("gradients of {n_params} parameters") }
+        Self { inner: Arc::new(GradientModel { p: n_params }), family: None, desc: format!("gradients of {n_params} parameters") }
     }
 
+    /// The GLM family's name ("squared", "logistic", "poisson", "multinomial"), or None.
+    #[getter]
+    fn family(&self) -> Option<&'static str> {
+        self.family.map(|f| f.name())
+    }
     #[getter]
     fn n_params(&self) -> usize {
         self.inner.n_params()

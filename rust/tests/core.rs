@@ -537,3 +537,69 @@ fn block_jacobi_preconditioner_solves_multinomial_systems_in_fewer_iterations() 
     let (sj, sb): (usize, usize) = (ij.iterations.iter().sum(), ib.iterations.iter().sum());
     assert!(sb < sj, "block Jacobi {:?} vs Jacobi {:?} iterations", ib.iterations, ij.iterations);
 }
+
+/// The per-chunk kernels a distributed run maps over chunks of the training set: partial sums
+/// added in chunk order and finished once give the objective, gradient, Hessian and HVPs of the
+/// whole set (the same bits for one chunk, rounding-level differences for several); per-chunk
+/// top-k merged with `TopK::merge` equals top-k over the whole set.
+#[test]
+fn per_chunk_kernels_combine_to_the_whole() {
+    use upweight::influence::Scorer;
+    use upweight::objective::partial::finish_hvp;
+    for family in FAMILIES {
+        let (x, y, w) = problem(family, 2300, 4, 31);
+        let model = Glm::new(family, 4);
+        let data = Batch::new(x.view(), y.view(), Some(w.view()), Names::TRAIN).unwrap();
+        let (l2, c) = (0.05, Cancel::new());
+        let theta = fit(&model, data, l2);
+        let obj = Objective::new(&model, &data, l2).unwrap();
+        let (value, grad, h) = obj.value_grad_hessian(theta.view(), &c).unwrap();
+        let mask = model.penalty_mask();
+        // one chunk: the same bits
+        let whole = obj.partial(theta.view(), true, &c).unwrap();
+        let (v1, g1, h1) = whole.finish(&mask, l2, theta.view());
+        assert_eq!(v1.to_bits(), value.to_bits(), "{family:?}");
+        assert!(g1.iter().zip(&grad).all(|(a, b)| a.to_bits() == b.to_bits()), "{family:?}");
+        assert!(same_bits(&h1.unwrap(), &h), "{family:?}");
+        // chunks at arbitrary boundaries, added in order
+        let bounds = [0, 700, 1024, 1900, 2300];
+        let chunk = |i: usize| data.rows(bounds[i], bounds[i + 1]);
+        let mut sum = Objective::new(&model, &chunk(0), l2).unwrap().partial(theta.view(), true, &c).unwrap();
+        let v = Array2::from_shape_fn((model.n_params(), 2), |(i, j)| ((i + 3 * j) % 5) as f64 - 2.0);
+        let mut hv = Objective::new(&model, &chunk(0), l2).unwrap().partial_hvp(theta.view(), v.view(), &c).unwrap();
+        for i in 1..4 {
+            let rows = chunk(i);
+            let o = Objective::new(&model, &rows, l2).unwrap();
+            sum.add(&o.partial(theta.view(), true, &c).unwrap());
+            hv += &o.partial_hvp(theta.view(), v.view(), &c).unwrap();
+        }
+        let (v2, g2, h2) = sum.finish(&mask, l2, theta.view());
+        assert!((v2 - value).abs() <= 1e-14 * value.abs(), "{family:?}: {v2} vs {value}");
+        assert!(max_abs(&(g2 - &grad).insert_axis(Axis(1))) <= 1e-13 * max_abs(&h), "{family:?} gradient");
+        assert!(max_abs(&(&h2.unwrap() - &h)) <= 1e-14 * max_abs(&h), "{family:?} Hessian");
+        let hv = finish_hvp(&mask, l2, sum.weight, hv, v.view());
+        assert!(max_abs(&(&hv - &h.dot(&v))) <= 1e-13 * max_abs(&hv), "{family:?} HVP");
+        // top-k per chunk, merged, equals top-k over the whole set
+        let inf = influence(model, &data, &theta, l2, SolverOptions::default());
+        let test = table(&data.rows(0, 30));
+        let g = inf.loss_grads(&test).unwrap();
+        let (vc, _) = inf.solve_queries(g.view(), &c).unwrap();
+        let (whole_top, _) = inf.top_k(g.view(), 6, Points::Train, &c).unwrap();
+        let scorer = Scorer { model: &model, theta: theta.view(), total_weight: inf.total_weight() };
+        let mut merged: Option<upweight::TopK> = None;
+        for i in 0..4 {
+            let mut top = scorer.top_k(&chunk(i), &vc, 6, &c).unwrap();
+            top.helpful_idx.mapv_inplace(|j| j + bounds[i]);
+            top.harmful_idx.mapv_inplace(|j| j + bounds[i]);
+            merged = Some(match merged {
+                None => top,
+                Some(m) => m.merge(&top, 6).unwrap(),
+            });
+        }
+        assert_eq!(merged.unwrap(), whole_top, "{family:?}");
+        // and the score block of a chunk is that chunk's columns of the full score matrix
+        let full = inf.on(g.view(), Points::Train, &c).unwrap().0.into_f64();
+        let block = scorer.scores(&chunk(2), &vc, &c).unwrap().into_f64();
+        assert!(same_bits(&block, &full.slice(ndarray::s![.., 1024..1900]).to_owned()), "{family:?} score block");
+    }
+}

@@ -50,7 +50,7 @@ def save_model(model: models.Model, path, force: bool = False) -> None:
     with atomic_path(path, force) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, format=FORMAT, estimator=type(model).__name__, l2=float(model.l2),
-                     theta=theta, n_features=model.n_features_in_, n_classes=model.core_model()[1],
+                     theta=theta, n_features=model.n_features_in_, n_classes=model.core_model().n_outputs,
                      n_iter=getattr(model, "n_iter_", 0), grad_norm=getattr(model, "grad_norm_", 0.0), **extra)
 
 
