@@ -85,3 +85,22 @@ def test_score_blocks_and_top_k_blocks_combine_to_the_whole(family):
     np.testing.assert_array_equal(merged[1], whole.helpful)
     np.testing.assert_array_equal(merged[2], whole.harmful_idx)
     np.testing.assert_array_equal(merged[3], whole.harmful)
+
+
+def test_kernels_refuse_rows_that_do_not_fit_the_model():
+    model, X, y, w = problem("logistic")
+    core, theta = model.core_model(), model.get_theta()
+    vc = np.zeros((theta.size + 1, 2))
+    wide = np.hstack([X, X[:, :1]])
+    for call in (
+        lambda: _core.partial_sums(core, theta, wide, y, w),
+        lambda: _core.partial_hvp(core, theta, wide, y, w, np.zeros((theta.size, 1))),
+        lambda: _core.score_block(core, theta, wide, y, vc, 1.0),
+        lambda: _core.top_k_block(core, theta, wide, y, vc, 1.0, 3, 0),
+    ):
+        with pytest.raises(uw.InputError, match="^X: has 5 columns but the model has 4 features"):
+            call()
+    with pytest.raises(uw.InputError, match="^y: "):
+        _core.score_block(core, theta, X, y + 2, vc, 1.0)
+    with pytest.raises(uw.InputError, match="^vc: has 3 rows, expected 6"):
+        _core.score_block(core, theta, X, y, vc[:3], 1.0)

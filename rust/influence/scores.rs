@@ -79,7 +79,7 @@ impl Scorer<'_> {
     /// float32 kernel.
     pub fn scores(&self, points: &dyn Rows, vc: &Array2<f64>, cancel: &Cancel) -> Result<Scores> {
         let (n, r) = (points.n(), vc.ncols());
-        self.check_vc(vc)?;
+        self.check(points, vc)?;
         Ok(if self.float32_kernel(points) {
             let vc32 = vc.mapv(|v| v as f32);
             Scores::F32(fill_scores(n, r, cancel, |range, out| self.score_rows(points, range, vc, ScoreOut::F32(out, &vc32)))?)
@@ -88,10 +88,15 @@ impl Scorer<'_> {
         })
     }
 
-    pub(super) fn check_vc(&self, vc: &Array2<f64>) -> Result<()> {
+    /// Solved queries for this model ((p + 1) x r) and rows of its width.
+    pub(super) fn check(&self, points: &dyn Rows, vc: &Array2<f64>) -> Result<()> {
         let p = self.model.n_params();
         if vc.nrows() != p + 1 {
             return Err(Error::Shape { arg: "vc", msg: format!("has {} rows, expected {}", vc.nrows(), p + 1) });
+        }
+        if points.d() != self.model.n_features() {
+            let msg = format!("has {} columns but the model has {} features", points.d(), self.model.n_features());
+            return Err(Error::Shape { arg: points.names().x, msg });
         }
         Ok(())
     }

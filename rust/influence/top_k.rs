@@ -146,7 +146,7 @@ impl Scorer<'_> {
     /// The `k` most helpful and most harmful rows of `points` for solved queries `vc`, indices
     /// relative to `points` (see [`Influence::top_k`]).
     pub fn top_k(&self, points: &dyn Rows, vc: &Array2<f64>, k: usize, cancel: &Cancel) -> Result<TopK> {
-        self.check_vc(vc)?;
+        self.check(points, vc)?;
         let r = vc.ncols();
         let k = k.min(points.n());
         let f32_path = self.float32_kernel(points);

@@ -6,13 +6,13 @@
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 
-use super::data::{table, XArg};
+use super::data::XArg;
 use super::influence::{top_k_py, TopKArrays};
 use super::model::PyModel;
 use super::run::run;
 use crate::influence::Scorer;
 use crate::objective::partial::{finish_hvp, Partial};
-use crate::{Names, Objective, Scores};
+use crate::{Objective, Scores};
 
 type PartialPy<'py> = (f64, f64, Bound<'py, PyArray1<f64>>, Option<Bound<'py, PyArray2<f64>>>);
 type Finished<'py> = (f64, Bound<'py, PyArray1<f64>>, Option<Bound<'py, PyArray2<f64>>>);
@@ -30,8 +30,7 @@ pub fn partial_sums<'py>(
     w: Option<PyReadonlyArray1<'py, f64>>,
     hessian: bool,
 ) -> PyResult<PartialPy<'py>> {
-    let t = model.theta(&theta)?;
-    let rows = table(&x, Some(y.as_array()), w.as_ref().map(|w| w.as_array()), Names::TRAIN)?;
+    let (t, rows) = (model.theta(&theta)?, model.rows(&x, Some(&y), w.as_ref(), &None)?);
     let p = run(py, |c| Objective::new(&*model.inner, &rows, 0.0)?.partial(t, hessian, c))?;
     Ok((p.weight, p.loss, p.grad.into_pyarray(py), p.hessian.map(|h| h.into_pyarray(py))))
 }
@@ -67,8 +66,7 @@ pub fn partial_hvp<'py>(
     w: Option<PyReadonlyArray1<'py, f64>>,
     v: PyReadonlyArray2<'py, f64>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    let (t, v) = (model.theta(&theta)?, v.as_array());
-    let rows = table(&x, Some(y.as_array()), w.as_ref().map(|w| w.as_array()), Names::TRAIN)?;
+    let (t, v, rows) = (model.theta(&theta)?, v.as_array(), model.rows(&x, Some(&y), w.as_ref(), &None)?);
     Ok(run(py, |c| Objective::new(&*model.inner, &rows, 0.0)?.partial_hvp(t, v, c))?.into_pyarray(py))
 }
 
@@ -97,8 +95,7 @@ pub fn score_block<'py>(
     vc: PyReadonlyArray2<'py, f64>,
     total_weight: f64,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let (t, vc) = (model.theta(&theta)?, vc.as_array().to_owned());
-    let rows = table(&x, Some(y.as_array()), None, Names::TRAIN)?;
+    let (t, vc, rows) = (model.theta(&theta)?, vc.as_array().to_owned(), model.rows(&x, Some(&y), None, &None)?);
     let scorer = Scorer { model: &*model.inner, theta: t, total_weight };
     Ok(match run(py, |c| scorer.scores(&rows, &vc, c))? {
         Scores::F64(a) => a.into_pyarray(py).into_any(),
@@ -122,8 +119,7 @@ pub fn top_k_block<'py>(
     k: usize,
     offset: usize,
 ) -> PyResult<TopKArrays<'py>> {
-    let (t, vc) = (model.theta(&theta)?, vc.as_array().to_owned());
-    let rows = table(&x, Some(y.as_array()), None, Names::TRAIN)?;
+    let (t, vc, rows) = (model.theta(&theta)?, vc.as_array().to_owned(), model.rows(&x, Some(&y), None, &None)?);
     let scorer = Scorer { model: &*model.inner, theta: t, total_weight };
     let mut top = run(py, |c| scorer.top_k(&rows, &vc, k, c))?;
     top.helpful_idx.mapv_inplace(|i| i + offset);

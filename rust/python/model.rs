@@ -58,7 +58,7 @@ impl PyModel {
     }
 
     /// Rows (x, y, w) for this model: the right width; targets (when given) in its support.
-    fn rows(&self, x: &XArg<'_>, y: Option<&PyReadonlyArray1<'_, f64>>, w: Option<&PyReadonlyArray1<'_, f64>>, arg_names: &NamesArg) -> PyResult<Table> {
+    pub fn rows(&self, x: &XArg<'_>, y: Option<&PyReadonlyArray1<'_, f64>>, w: Option<&PyReadonlyArray1<'_, f64>>, arg_names: &NamesArg) -> PyResult<Table> {
         let names = names(arg_names);
         let t = table(x, y.map(|y| y.as_array()), w.map(|w| w.as_array()), names)?;
         if t.d() != self.inner.n_features() {

@@ -19,7 +19,7 @@ pub use precond::{block_jacobi, jacobi, preconditioner, Preconditioner};
 use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::models::Model;
-use crate::objective::Objective;
+use crate::objective::{Curvature, Objective};
 
 /// How H v = g is solved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,9 +150,10 @@ impl Prepared {
                 let (grad, h) = match explicit {
                     Some(h) => (obj.value_grad(theta, cancel)?.1, h),
                     None => {
-                        let (_, g, h) = obj.value_grad_hessian(theta, cancel)?;
+                        let e = obj.evaluate(theta, Curvature::Hessian, cancel)?;
+                        let h = e.hessian.expect("asked for the Hessian");
                         crate::error::check_overflow("the Hessian", h.iter())?;
-                        (g, h)
+                        (e.grad, h)
                     }
                 };
                 (Self::direct(h, opts.damping, obj.model.null_space(obj.l2))?, grad)
@@ -161,11 +162,11 @@ impl Prepared {
                 let (grad, diag) = match &explicit {
                     Some(h) => (obj.value_grad(theta, cancel)?.1, Some(h.diag().to_owned())),
                     None => {
-                        let (_, g, d) = obj.value_grad_hessian_diag(theta, cancel)?;
-                        if let Some(d) = &d {
+                        let e = obj.evaluate(theta, Curvature::Diagonal, cancel)?;
+                        if let Some(d) = &e.diag {
                             crate::error::check_overflow("the Hessian's diagonal", d.iter())?;
                         }
-                        (g, d)
+                        (e.grad, e.diag)
                     }
                 };
                 (Self::cg(obj, theta, diag, explicit, opts.damping, opts.cg.precondition, cancel)?, grad)

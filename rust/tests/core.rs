@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use ndarray::{array, Array1, Array2, Axis, ShapeBuilder};
 use upweight::influence::InfluenceOptions;
+use upweight::objective::Curvature;
 use upweight::{newton, Batch, Cancel, Family, FitOptions, Glm, Influence, Method, Model, Names, Objective, Points, SolverOptions, Table};
 
 /// Small deterministic pseudo-random numbers (no dev-dependency needed).
@@ -380,8 +381,8 @@ fn glm_tiles_across_classes_match_the_full_block_kernel() {
     }
 }
 
-/// `value_grad_hessian` and `value_grad_hessian_diag` (one pass over the data) give the same
-/// bits as `value_grad` with `hessian` / `hessian_diag`, for both Hessian schedules.
+/// `evaluate` with the Hessian or its diagonal (one pass over the data) gives the same bits as
+/// `value_grad` with `hessian` / `hessian_diag`, for both Hessian schedules.
 #[test]
 fn fused_passes_equal_the_separate_ones_bitwise() {
     // p = 1000 over 70 row blocks: the Hessian's 33 partial sums (3 blocks each) and the
@@ -396,12 +397,14 @@ fn fused_passes_equal_the_separate_ones_bitwise() {
         let c = Cancel::new();
         let (v, g) = obj.value_grad(theta.view(), &c).unwrap();
         let h = obj.hessian(theta.view(), &c).unwrap();
-        let (v2, g2, h2) = obj.value_grad_hessian(theta.view(), &c).unwrap();
+        let e = obj.evaluate(theta.view(), Curvature::Hessian, &c).unwrap();
+        let (v2, g2, h2) = (e.value, e.grad, e.hessian.unwrap());
         assert_eq!(v.to_bits(), v2.to_bits(), "{family:?} d={d}");
         assert!(g.iter().zip(&g2).all(|(a, b)| a.to_bits() == b.to_bits()), "{family:?} d={d}: gradient");
         assert!(same_bits(&h, &h2), "{family:?} d={d}: Hessian");
         let diag = obj.hessian_diag(theta.view(), &c).unwrap().unwrap();
-        let (v3, g3, d3) = obj.value_grad_hessian_diag(theta.view(), &c).unwrap();
+        let e = obj.evaluate(theta.view(), Curvature::Diagonal, &c).unwrap();
+        let (v3, g3, d3) = (e.value, e.grad, e.diag);
         assert_eq!(v.to_bits(), v3.to_bits());
         assert!(g.iter().zip(&g3).all(|(a, b)| a.to_bits() == b.to_bits()));
         assert!(diag.iter().zip(&d3.unwrap()).all(|(a, b)| a.to_bits() == b.to_bits()));
@@ -553,7 +556,8 @@ fn per_chunk_kernels_combine_to_the_whole() {
         let (l2, c) = (0.05, Cancel::new());
         let theta = fit(&model, data, l2);
         let obj = Objective::new(&model, &data, l2).unwrap();
-        let (value, grad, h) = obj.value_grad_hessian(theta.view(), &c).unwrap();
+        let e = obj.evaluate(theta.view(), Curvature::Hessian, &c).unwrap();
+        let (value, grad, h) = (e.value, e.grad, e.hessian.unwrap());
         let mask = model.penalty_mask();
         // one chunk: the same bits
         let whole = obj.partial(theta.view(), true, &c).unwrap();
