@@ -9,5 +9,5 @@ from . import _core
 BLOCK_ROWS: int = _core.BLOCK_ROWS
 
 #: Up to this many parameters the core forms H by row blocks; above it, by tiles
-#: (rust/objective.rs). The cost model of ``solver="auto"`` has one constant per schedule.
+#: (rust/objective/hessian.rs). The cost model of ``solver="auto"`` has one constant per schedule.
 TILED_HESSIAN_MAX_ROW_BLOCK_P: int = _core.TILED_HESSIAN_MAX_ROW_BLOCK_P

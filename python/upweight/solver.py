@@ -9,7 +9,7 @@ cheaper of the two by a cost model measured on the development machine,
 
 with n rows, k linear predictors, z stored entries per row plus the intercept (d + 1 for dense
 rows, nnz / n + 1 for sparse ones), p parameters. c_hess has one value per Hessian schedule
-(row blocks up to p = ``TILED_ABOVE_P``, tiles above: rust/objective.rs) and per storage; c_pass
+(row blocks up to p = ``TILED_ABOVE_P``, tiles above: rust/objective/hessian.rs) and per storage; c_pass
 is the part of a Hessian-vector pass that does not grow with the number of vectors (reading X
 once, the linear predictors); iters is the typical preconditioned CG count at rtol 1e-10 for
 single-output and for multinomial models. The constants are seconds per unit of work; only

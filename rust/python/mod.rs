@@ -80,7 +80,7 @@ mod _core {
     #[pymodule_export]
     const BLOCK_ROWS: usize = crate::blocks::BLOCK_ROWS;
 
-    /// Largest p whose Hessian is summed by row blocks; above it, by tiles (rust/objective.rs).
+    /// Largest p whose Hessian is summed by row blocks; above it, by tiles (rust/objective/hessian.rs).
     #[pymodule_export]
     const TILED_HESSIAN_MAX_ROW_BLOCK_P: usize = crate::objective::TILED_HESSIAN_MAX_ROW_BLOCK_P;
 }

@@ -38,7 +38,7 @@ impl Preconditioner {
     }
 }
 
-/// Jacobi preconditioner for [`hessian_operator`]: the inverse of its diagonal, given the
+/// Jacobi preconditioner for the operator H + damping I + s N N^T: the inverse of its diagonal, given the
 /// Hessian's diagonal (`None` if the model cannot provide it).
 pub fn jacobi(diag: Option<Array1<f64>>, damping: f64, null: Option<&NullSpace>) -> Option<Preconditioner> {
     let mut d = diag? + damping;
@@ -48,7 +48,7 @@ pub fn jacobi(diag: Option<Array1<f64>>, damping: f64, null: Option<&NullSpace>)
     Some(Preconditioner::Jacobi(d.mapv(|v| if v > 0.0 { 1.0 / v } else { 1.0 })))
 }
 
-/// Block-Jacobi preconditioner for [`hessian_operator`]: the inverses of its diagonal blocks
+/// Block-Jacobi preconditioner for the same operator: the inverses of its diagonal blocks
 /// over `groups`, given the Hessian's blocks (from `Objective::hessian_blocks`): damping on
 /// their diagonals and the blocks' part of s N N^T added, then each inverted by Cholesky. A
 /// block that is not positive definite falls back to the inverse of its diagonal.
