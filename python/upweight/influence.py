@@ -289,7 +289,11 @@ class Influence(_Queries):
                  rtol: float = 1e-10, atol: float = 0.0, max_iter: int = 1000, precondition: bool = True,
                  on_unconverged: str = "raise", progress=None):
         self.model: Model = check_model(model)
-        self.X, n, _ = training_features(X, model.n_features_in_)
+        # what the influence is of, fixed now: refitting or editing the model later leaves this
+        # object (and every core it builds, also lazily under "auto") on these parameters
+        self._core_model, self._theta = model.core_model(), model.get_theta()
+        self._d, self._renormalized = model.n_features_in_, bool(model.penalty_renormalized)
+        self.X, n, _ = training_features(X, self._d)
         self.y = model.check_targets(y, n)
         self.sample_weight = as_weights(sample_weight, n)
         self.l2 = float(model.l2)
@@ -298,7 +302,7 @@ class Influence(_Queries):
         self.solve_info: SolveInfo | None = None
         self._args = (float(damping), float(rtol), float(atol), int(max_iter), bool(precondition), progress)
         self._itemsize = score_itemsize(self.X)
-        self._start(QueryPolicy(solver, work(n, model.n_params, model.core_model().n_outputs, self.X)))
+        self._start(QueryPolicy(solver, work(n, self._theta.size, self._core_model.n_outputs, self.X)))
         if self._core.grad_norm > OPTIMUM_TOL:
             warnings.warn(
                 f"the model's parameters do not minimise the objective on this data (max |gradient| = "
@@ -326,15 +330,14 @@ class Influence(_Queries):
         return cls(model, X, y, w, **kwargs)
 
     def _make_core(self, method: str) -> InfluenceCore:
-        m = self.model
         # penalty_renormalized=False, sum-of-losses objectives (scikit-learn's Ridge, LogisticRegression): no renormalisation term
-        return InfluenceCore(m.core_model(), m.get_theta(), self.X, self.y, self.sample_weight, self.l2, method, *self._args,
-                             bool(m.penalty_renormalized))
+        return InfluenceCore(self._core_model, self._theta, self.X, self.y, self.sample_weight, self.l2, method, *self._args,
+                             self._renormalized)
 
     # -- basic facts ------------------------------------------------------------------------
     @property
     def n_params(self) -> int:  # type: ignore[override]  # the model's p (an attribute of GradientInfluence)
-        return self.model.n_params
+        return self._theta.size
 
     @property
     def grad_norm(self) -> float:
@@ -357,7 +360,7 @@ class Influence(_Queries):
         ``x`` of shape (d,) with scalar ``y`` gives (p,); ``x`` of shape (m, d) gives (m, p).
         """
         single = np.ndim(x) == 1
-        X = as_matrix(np.atleast_2d(x) if single else x, "x", self.model.n_features_in_)
+        X = as_matrix(np.atleast_2d(x) if single else x, "x", self._d)
         yv = as_vector(np.atleast_1d(y), "y", X.shape[0])
         yv = self.model.check_targets(yv, X.shape[0])
         out = self._checked(self._core_for(X.shape[0]).params_of(X, yv, names=("x", "y")))
@@ -367,7 +370,7 @@ class Influence(_Queries):
     def loss_grads(self, X_test, y_test) -> np.ndarray:
         """Gradients of the loss at each test point, grad l(z_t; theta*): (q, p). Pass them (or
         combinations of them) to :meth:`on`, :meth:`top_k_on` or :meth:`solve_queries`."""
-        Xt = as_matrix(X_test, "X_test", self.model.n_features_in_)
+        Xt = as_matrix(X_test, "X_test", self._d)
         yt = as_vector(y_test, "y_test", Xt.shape[0])
         yt = self.model.check_targets(yt, Xt.shape[0], name="y_test")
         return self._core.loss_grads(Xt, yt, names=("X_test", "y_test"))
@@ -387,10 +390,9 @@ class Influence(_Queries):
         """
         if kind not in ("mean", "linear"):
             raise InputError(f"kind: expected 'mean' or 'linear', got {kind!r}")
-        Xt = as_points(X_test, "X_test", self.model.n_features_in_)
-        core = self.model.core_model()
-        k = core.n_outputs
-        G = core.prediction_grads(self.model.get_theta(), Xt, kind, names=("X_test", "y_test"))
+        Xt = as_points(X_test, "X_test", self._d)
+        k = self._core_model.n_outputs
+        G = self._core_model.prediction_grads(self._theta, Xt, kind, names=("X_test", "y_test"))
         S = self._scores(G, idx, "X_test")
         return S if k == 1 else S.reshape(n_rows(Xt), k, S.shape[1])
 

@@ -122,9 +122,7 @@ class _GLM:
     """
 
     _family: str = ""
-    theta_: np.ndarray
-    coef_: np.ndarray
-    intercept_: float | np.ndarray  # a float for one output, (k,) for multinomial
+    theta_: np.ndarray  # the one source of truth: coef_ and intercept_ are read from and written into it
     n_features_in_: int
 
     def __init__(self, l2: float = 0.0, *, tol: float = 1e-10, max_iter: int = 100, warm_start: bool = False,
@@ -209,14 +207,49 @@ class _GLM:
         p = k * (self.n_features_in_ + 1)
         if theta.size != p:
             raise InputError(f"theta: has {theta.size} entries, expected p = {p}")
-        if k == 1:
-            self.theta_ = theta
-            self.coef_ = theta[:-1]
-            self.intercept_ = float(theta[-1])
-        else:
-            self.theta_ = theta.reshape(k, -1)
-            self.coef_ = self.theta_[:, :-1]
-            self.intercept_ = self.theta_[:, -1]
+        self.theta_ = theta if k == 1 else theta.reshape(k, -1)
+
+    # -- coef_ and intercept_: parts of theta_, read from it and written into it -------------------
+    def _fitted_theta(self) -> np.ndarray:
+        theta = self.__dict__.get("theta_")
+        if theta is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit(X, y) first")
+        return theta
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """The coefficients, (d,) or (k, d) for multinomial: a view of ``theta_``, so assigning to
+        it (whole or by entries) changes the model's parameters."""
+        theta = self._fitted_theta()
+        return theta[:-1] if theta.ndim == 1 else theta[:, :-1]
+
+    @coef_.setter
+    def coef_(self, value) -> None:
+        self._set_part("coef_", lambda t: t[:-1] if t.ndim == 1 else t[:, :-1], value)
+
+    @property
+    def intercept_(self) -> float | np.ndarray:
+        """The intercept: a float, or (k,) for multinomial (a view of ``theta_``)."""
+        theta = self._fitted_theta()
+        return float(theta[-1]) if theta.ndim == 1 else theta[:, -1]
+
+    @intercept_.setter
+    def intercept_(self, value) -> None:
+        one = self._fitted_theta().ndim == 1
+        self._set_part("intercept_", lambda t: t[-1:] if one else t[:, -1], np.reshape(value, -1) if one else value)
+
+    def _set_part(self, name: str, select, value) -> None:
+        """Write ``value`` into the part ``select(theta_)`` of the parameters."""
+        theta = self._fitted_theta()
+        if not theta.flags.writeable:
+            theta = self.theta_ = theta.copy()
+        part = select(theta)
+        value = np.asarray(value, dtype=np.float64)
+        if value.shape != part.shape:
+            raise InputError(f"{name}: has shape {value.shape}, expected {part.shape}")
+        if not np.all(np.isfinite(value)):
+            raise InputError(f"{name}: contains NaN or infinity")
+        part[...] = value
 
     def _declare_outputs(self, k: int) -> None:
         if k != 1:
@@ -408,8 +441,7 @@ class LogisticRegression(_GLM):
         if w is not None:
             correct = correct | (w == 0)
         if correct.all():
-            for attr in ("theta_", "coef_", "intercept_"):
-                delattr(self, attr)
+            del self.theta_
             raise SingularHessianError(
                 "the classes are perfectly separable, so the unpenalised loss has no finite minimiser "
                 "(and no Hessian to invert there): use l2 > 0"

@@ -1,0 +1,86 @@
+"""State: an ``Influence`` answers about the model as it was when the influence was built, and an
+estimator's parameters have one source of truth (``theta_``; ``coef_`` and ``intercept_`` are
+parts of it)."""
+
+import copy
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import upweight as uw
+
+
+def sparse_problem():
+    """A sparse logistic problem on which ``solver="auto"`` starts with CG and forms H later."""
+    rng = np.random.default_rng(42)
+    X = sp.random(400, 600, density=0.012, format="csr", random_state=np.random.RandomState(42))
+    X.data = rng.standard_normal(X.data.size)
+    y = (rng.random(400) < 1 / (1 + np.exp(-(X @ rng.standard_normal(600))))).astype(float)
+    return X, y
+
+
+def test_refitting_the_model_does_not_change_an_existing_influence():
+    X, y = sparse_problem()
+    model = uw.LogisticRegression(l2=0.05).fit(X, y)
+    frozen = copy.deepcopy(model)
+    inf = uw.Influence(model, X, y)
+    assert inf.solver == "cg"  # the direct core is built later, at the first many-right-hand-side query
+    # the estimator is refitted on other data and its parameters edited
+    model.set_params(l2=0.5).fit(X[:200], y[:200])
+    model.coef_ = model.coef_ * 3
+    s = inf.self_influence()
+    assert inf.solve_info.method == "direct"  # built after the refit
+    expected = uw.Influence(frozen, X, y, solver="direct")
+    np.testing.assert_allclose(s, expected.self_influence(), rtol=1e-10)
+    np.testing.assert_allclose(inf.on_prediction(X[:3]), expected.on_prediction(X[:3]), rtol=1e-10)
+    np.testing.assert_allclose(inf.new_point(X[0].toarray()[0], 1.0), expected.new_point(X[0].toarray()[0], 1.0), rtol=1e-10)
+    assert inf.l2 == 0.05 and inf.n_params == 601
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_coef_and_intercept_are_parts_of_theta(k):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 3))
+    y = rng.integers(0, k, 60)
+    model = uw.LogisticRegression(l2=0.1).fit(X, y)
+    theta = model.theta_.copy()
+    # reading
+    if k == 2:
+        np.testing.assert_array_equal(model.coef_, theta[:-1])
+        assert model.intercept_ == theta[-1] and isinstance(model.intercept_, float)
+    else:
+        np.testing.assert_array_equal(model.coef_, theta[:, :-1])
+        np.testing.assert_array_equal(model.intercept_, theta[:, -1])
+    # assigning the whole coefficient array, an entry of it, or the intercept changes theta_ and
+    # everything computed from it
+    model.coef_ = model.coef_ * 2
+    model.coef_[..., 0] = 7.0
+    model.intercept_ = np.asarray(model.intercept_) - 1.0 if k > 2 else model.intercept_ - 1.0
+    expected = theta.copy()
+    expected[..., :-1] *= 2
+    expected[..., 0] = 7.0
+    expected[..., -1] -= 1.0
+    np.testing.assert_array_equal(model.theta_, expected)
+    np.testing.assert_array_equal(model.get_theta(), expected.reshape(-1))
+    fresh = uw.LogisticRegression(l2=0.1)
+    fresh.set_theta(expected.reshape(-1), n_features=3)
+    np.testing.assert_array_equal(model.predict_proba(X), fresh.predict_proba(X))
+    with pytest.raises(uw.InputError, match="^coef_: has shape"):
+        model.coef_ = np.zeros(5)
+    with pytest.raises(uw.InputError, match="^intercept_: contains NaN"):
+        model.intercept_ = np.full(np.shape(model.intercept_), np.nan)
+
+
+def test_unfitted_models_have_no_parameters():
+    model = uw.LinearRegression()
+    assert not hasattr(model, "coef_") and not hasattr(model, "intercept_")
+    with pytest.raises(uw.NotFittedError):
+        model.coef_ = np.zeros(2)
+
+
+def test_compare_pairs_entries_of_the_same_shape_only():
+    a = np.arange(50.0).reshape(5, 10)
+    assert uw.compare(a, a * 2).slope == pytest.approx(2.0)
+    with pytest.raises(uw.InputError, match=r"^actual: has shape \(10, 5\) but predicted has shape \(5, 10\)"):
+        uw.compare(a, a.T)
