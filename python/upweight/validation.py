@@ -229,11 +229,11 @@ def _ranks(a: np.ndarray) -> np.ndarray:
 
 def compare(predicted, actual) -> Comparison:
     """Pearson and Spearman correlation, and the slope of ``actual`` regressed on ``predicted``
-    (with intercept), over all entries (flattened)."""
-    p = np.asarray(predicted, dtype=np.float64).ravel()
-    a = np.asarray(actual, dtype=np.float64).ravel()
-    if p.shape != a.shape:
-        raise InputError(f"actual: has {a.size} entries but predicted has {p.size}")
+    (with intercept), over all entries (flattened; both must have the same shape)."""
+    P, A = np.asarray(predicted, dtype=np.float64), np.asarray(actual, dtype=np.float64)
+    if P.shape != A.shape:  # (5, 10) against (10, 5) would pair unrelated entries
+        raise InputError(f"actual: has shape {A.shape} but predicted has shape {P.shape}")
+    p, a = P.ravel(), A.ravel()
     if p.size < 2 or not (np.isfinite(p).all() and np.isfinite(a).all()):
         raise InputError("predicted, actual: need at least 2 finite entries")
     pc, ac = p - p.mean(), a - a.mean()
