@@ -218,3 +218,45 @@ def test_killed_streaming_run_resumes_to_the_same_result(tmp_path, what):
     np.savez(tmp_path / "x.npz.resume.npz", fingerprint=np.array("{}"), next_row=np.array(512))
     bad = cli(*common, "-o", tmp_path / "x.npz", "--resume", check=False)
     assert bad.returncode == 2 and "written for other inputs" in bad.stderr
+
+
+def test_an_output_that_is_an_input_is_refused_even_with_force(data, tmp_path):
+    d, *_ = data
+    train = tmp_path / "train.csv"
+    train.write_bytes((d / "train.csv").read_bytes())
+    before = train.read_bytes()
+    link = tmp_path / "link.csv"
+    link.symlink_to(train)
+    for out in (train, link, tmp_path / "." / "train.csv"):
+        res = cli("score", train, "--family", "logistic", "--what", "self", "-o", out, "--force", check=False)
+        assert res.returncode == 2 and "is the train input" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert train.read_bytes() == before
+    model = tmp_path / "m.npz"
+    cli("fit", d / "X.npy", "--y", d / "y.npy", "--family", "logistic", "-o", model)
+    saved = model.read_bytes()
+    res = cli("score", d / "X.npy", "--y", d / "y.npy", "--model", model, "--what", "self", "-o", model, "--force", check=False)
+    assert res.returncode == 2 and "is the --model input" in res.stderr
+    res = cli("fit", d / "X.npy", "--y", d / "y.npy", "--family", "logistic", "-o", d / "y.npy", "--force", check=False)
+    assert res.returncode == 2 and "is the --y input" in res.stderr
+    assert model.read_bytes() == saved
+
+
+def test_outputs_and_options_are_checked_before_any_work(data, tmp_path):
+    """A bad output path, format or option is refused at once, with no traceback and no
+    checkpoint left behind (the training file here would take long to fit: it is never read)."""
+    d, *_ = data
+    never_read = tmp_path / "huge.npy"
+    never_read.write_bytes(b"not even a .npy file")
+    cases = [
+        (["-o", tmp_path / "nodir" / "out.npz"], "folder"),
+        (["-o", tmp_path / "out.txt"], "unsupported file type '.txt'"),
+        (["-o", tmp_path / "out.npz", "-k", "0", "--query", d / "query.npz"], "k: expected a positive integer, got 0"),
+        (["-o", tmp_path / "out.npz", "-k", "-3", "--query", d / "query.npz"], "k: expected a positive integer, got -3"),
+        (["-o", tmp_path / "out.npz", "--segment-rows", "100", "--what", "self"], "segment-rows"),
+    ]
+    for extra, message in cases:
+        res = cli("score", never_read, "--family", "logistic", *extra, check=False)
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, (extra, res.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.npy"]
+    res = cli("fit", never_read, "--family", "logistic", "-o", tmp_path / "nodir" / "m.npz", check=False)
+    assert res.returncode == 2 and "folder" in res.stderr and "Traceback" not in res.stderr

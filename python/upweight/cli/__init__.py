@@ -18,7 +18,7 @@ from ..examples import seed_example
 from ..influence import Influence
 from ..io import resume
 from ..io.persist import load_model, save_model
-from ..io.tables import read_table, read_vector, write_scores
+from ..io.tables import SCORE_FORMATS, check_output, read_table, read_vector, write_scores
 from ..models import LinearRegression, LogisticRegression, PoissonRegression
 from ..solver import SOLVERS
 from .demo import run as run_demo
@@ -70,7 +70,14 @@ def _fit_model(args, X, y, w, bar):
     return model
 
 
+def _inputs(args) -> list[tuple[str, str | None]]:
+    """The files a command reads, by argument."""
+    names = ("train", "y", "weights", "model", "query", "query_y")
+    return [("--" + a.replace("_", "-") if a != "train" else a, getattr(args, a, None)) for a in names]
+
+
 def _fit(args: argparse.Namespace) -> int:
+    check_output(args.output, _inputs(args), args.force)
     X, y, w = _training_data(args)
     bar = ProgressBar("fit", not args.quiet)
     model = _fit_model(args, X, y, w, bar)
@@ -81,6 +88,11 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
+    # every argument and the output checked before the first pass over the data
+    check_output(args.output, _inputs(args), args.force, SCORE_FORMATS)
+    if args.what == "top-k" and args.k < 1:
+        raise _input_error(f"k: expected a positive integer, got {args.k}")
+    resume.check_segment_rows(args.segment_rows)
     X, y, w = _training_data(args)
     bar = ProgressBar("score", not args.quiet)
     if args.model:
@@ -89,8 +101,6 @@ def _score(args: argparse.Namespace) -> int:
         model = _fit_model(args, X, y, w, ProgressBar("fit", not args.quiet))
     else:
         raise _input_error("model: pass --model FILE (from `upweight fit`) or --family to fit one")
-    if os.path.exists(args.output) and not args.force:  # before any work, not after it
-        raise _input_error(f"output: {args.output!r} exists; pass --force to overwrite it")
     if args.resume and args.what == "full":
         raise _input_error("resume: --resume applies to --what top-k and --what self (streamed in segments)")
     inf = Influence(model, X, y, sample_weight=w, solver=args.solver, damping=args.damping, progress=bar)

@@ -46,12 +46,19 @@ def _top_k(arrays: dict) -> TopK:
     return TopK(*(arrays[key] for key in TOP_K_KEYS))
 
 
+def check_segment_rows(segment_rows: int) -> int:
+    """Segments start at multiples of the core's row blocks, so a resumed run scores every block
+    as one pass would."""
+    if segment_rows < BLOCK_ROWS or segment_rows % BLOCK_ROWS:
+        raise InputError(f"segment-rows: must be a positive multiple of {BLOCK_ROWS}, got {segment_rows}")
+    return segment_rows
+
+
 def run(inf: Influence, what: str, output, fp: str, resume: bool, segment_rows: int, G=None, k: int = 10,
         say: Callable[[str], object] = print) -> dict:
     """Top-k (``G`` the query gradients) or self-influence over the training rows, segment by
     segment, checkpointing after each. Returns the arrays to write."""
-    if segment_rows < BLOCK_ROWS or segment_rows % BLOCK_ROWS:
-        raise InputError(f"segment-rows: must be a positive multiple of {BLOCK_ROWS}, got {segment_rows}")
+    check_segment_rows(segment_rows)
     n = inf.n_samples
     ckpt = checkpoint_path(output)
     start, arrays = 0, None

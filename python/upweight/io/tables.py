@@ -118,11 +118,39 @@ def read_vector(path, arg: str) -> np.ndarray:
     return v
 
 
+#: What ``write_scores`` writes, by file extension.
+SCORE_FORMATS = (".npz", ".csv", ".parquet")
+
+
+def check_output(path, inputs, force: bool, formats: tuple[str, ...] | None = None) -> None:
+    """Refuse, before any work, an output path that cannot be written or would destroy an input:
+    an unsupported extension (``formats``; Parquet also needs pyarrow), a missing folder, an
+    existing file without ``force``, or one of ``inputs`` (the same file, also through links or
+    another spelling of the path), which is refused even with ``force``."""
+    path = os.fspath(path)
+    ext = Path(path).suffix.lower()
+    if formats is not None and ext not in formats:
+        raise InputError(f"output: unsupported file type {ext!r}; use {', '.join(formats[:-1])} or {formats[-1]}")
+    if ext == ".parquet":
+        _pyarrow("output")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError(f"output: folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"output: folder {folder!r} is not writable")
+    if os.path.exists(path):
+        for arg, inp in inputs:
+            if inp is not None and os.path.exists(inp) and os.path.samefile(path, inp):
+                raise InputError(f"output: {path!r} is the {arg} input; writing it would destroy that input (even with --force)")
+        if not force:
+            raise InputError(f"output: {path!r} exists; pass --force to overwrite it")
+
+
 def write_scores(path, arrays: dict[str, np.ndarray], force: bool = False) -> None:
     """Write named arrays to ``path`` (.npz, .csv or .parquet) atomically (temporary file, then
     rename). 2-d arrays in CSV/Parquet are written one row per query."""
     ext = Path(path).suffix.lower()
-    if ext not in (".npz", ".csv", ".parquet"):
+    if ext not in SCORE_FORMATS:
         raise InputError(f"output: unsupported file type {ext!r}; use .npz, .csv or .parquet")
     if ext == ".parquet":
         _pyarrow("output")
