@@ -84,3 +84,27 @@ def test_compare_pairs_entries_of_the_same_shape_only():
     assert uw.compare(a, a * 2).slope == pytest.approx(2.0)
     with pytest.raises(uw.InputError, match=r"^actual: has shape \(10, 5\) but predicted has shape \(5, 10\)"):
         uw.compare(a, a.T)
+
+
+def test_bad_counts_numbers_and_callbacks_are_named_input_errors():
+    """Counts too large for the core, non-numeric settings and a progress that cannot be called are
+    refused up front, naming the argument (they used to be OverflowError, ValueError, or a failure
+    in the middle of a fit)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 2)), rng.integers(0, 2, 40)
+    for bad, name in ((-1, "max_iter"), (10**20, "max_iter")):
+        with pytest.raises(uw.InputError, match=f"^{name}: "):
+            uw.LogisticRegression(max_iter=bad).fit(X, y)
+    with pytest.raises(uw.InputTypeError, match="^progress: expected a callable"):
+        uw.LogisticRegression(progress=5).fit(X, y)
+    model = uw.LogisticRegression(l2=0.1).fit(X, y)
+    for kwargs, name in (({"damping": "abc"}, "damping"), ({"rtol": "x"}, "rtol"), ({"atol": -1.0}, "atol"),
+                         ({"max_iter": 10**20}, "max_iter"), ({"progress": 5}, "progress")):
+        with pytest.raises(uw.UpweightError, match=f"^{name}: "):
+            uw.Influence(model, X, y, **kwargs)
+        with pytest.raises(uw.UpweightError, match=f"^{name}: "):
+            uw.GradientInfluence(rng.standard_normal((40, 3)), **kwargs)
+    inf = uw.Influence(model, X, y)
+    for k in (0, 2**70, 2.5):
+        with pytest.raises(uw.InputError, match="^k: "):
+            inf.top_k(X[:2], y[:2], k=k)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 import os
 import sys
+from collections.abc import Callable
 
 import numpy as np
 
@@ -140,10 +141,29 @@ def as_nonneg_float(v, name: str) -> float:
     return v
 
 
+#: The largest count the core takes (its counts are 64-bit; larger ones would overflow on the way).
+MAX_COUNT = 2**62
+
+
 def as_positive_int(v, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
         raise InputError(f"{name}: expected a positive integer, got {v!r}")
+    if int(v) > MAX_COUNT:
+        raise InputError(f"{name}: {v} is larger than the largest supported count ({MAX_COUNT})")
     return int(v)
+
+
+def as_progress(progress):
+    """A progress callback: None or a callable taking (pass, rows_done, rows_total)."""
+    if progress is not None and not callable(progress):
+        raise InputTypeError(f"progress: expected a callable progress(pass, rows_done, rows_total) or None, got {type(progress).__name__}")
+    return progress
+
+
+def solver_args(damping, rtol, atol, max_iter, precondition, progress) -> tuple[float, float, float, int, bool, Callable | None]:
+    """The solver settings of an influence, checked, in the order ``_core.Influence`` takes them."""
+    return (as_nonneg_float(damping, "damping"), as_nonneg_float(rtol, "rtol"), as_nonneg_float(atol, "atol"),
+            as_positive_int(max_iter, "max_iter"), bool(precondition), as_progress(progress))
 
 
 def npy_header(path: str, name: str = "X") -> tuple[np.dtype, int, int, int]:

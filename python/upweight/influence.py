@@ -28,12 +28,14 @@ from ._validation import (
     as_indices,
     as_matrix,
     as_points,
+    as_positive_int,
     as_vector,
     as_weights,
     check_finite,
     check_output_fits,
     n_rows,
     score_itemsize,
+    solver_args,
     training_features,
 )
 from .errors import ConvergenceError, InputError, NotAtOptimumWarning
@@ -113,9 +115,7 @@ class SolvedQueries:
 
 
 def _check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InputError(f"k: expected a positive integer, got {k!r}")
-    return int(k)
+    return as_positive_int(k, "k")
 
 
 def _segment(rows) -> tuple[int, int]:
@@ -300,7 +300,7 @@ class Influence(_Queries):
         check_solver(solver)
         self.on_unconverged = check_on_unconverged(on_unconverged)
         self.solve_info: SolveInfo | None = None
-        self._args = (float(damping), float(rtol), float(atol), int(max_iter), bool(precondition), progress)
+        self._args = solver_args(damping, rtol, atol, max_iter, precondition, progress)
         self._itemsize = score_itemsize(self.X)
         self._start(QueryPolicy(solver, work(n, self._theta.size, self._core_model.n_outputs, self.X)))
         if self._core.grad_norm > OPTIMUM_TOL:
@@ -465,7 +465,7 @@ class GradientInfluence(_Queries):
                 raise InputError(f"hessian: has shape {H.shape}, expected ({p}, {p}) to match train_grads")
         self.curvature = "explicit" if H is not None else "fisher"
         self._w, self._H = as_weights(sample_weight, n), H
-        self._args = (float(damping), float(rtol), float(atol), int(max_iter), bool(precondition), progress)
+        self._args = solver_args(damping, rtol, atol, max_iter, precondition, progress)
         self._itemsize = score_itemsize(self.train_grads)
         self._start(QueryPolicy(solver, Work(n, p), explicit_hessian=H is not None))
 

@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from . import _core
-from ._validation import as_nonneg_float, as_points, as_positive_int, as_vector, as_weights, n_rows, training_features
+from ._validation import as_nonneg_float, as_points, as_positive_int, as_progress, as_vector, as_weights, n_rows, training_features
 from .errors import ConvergenceWarning, InputError, NotFittedError, SingularHessianError
 from .solver import resolve, work
 
@@ -279,6 +279,7 @@ class _GLM:
         l2 = as_nonneg_float(self.l2, "l2")
         tol = as_nonneg_float(self.tol, "tol")
         max_iter = as_positive_int(self.max_iter, "max_iter")
+        as_progress(self.progress)
         theta0 = None
         prev = getattr(self, "theta_", None) if self.warm_start else None
         if prev is not None and prev.size == self.n_classes * (d + 1):
