@@ -108,3 +108,51 @@ def test_bad_counts_numbers_and_callbacks_are_named_input_errors():
     for k in (0, 2**70, 2.5):
         with pytest.raises(uw.InputError, match="^k: "):
             inf.top_k(X[:2], y[:2], k=k)
+
+
+def test_empty_selections_and_impossible_groups_name_their_argument():
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((30, 2)), rng.standard_normal(30)
+    model = uw.LinearRegression(l2=0.1).fit(X, y)
+    inf = uw.Influence(model, X, y)
+    for call in (lambda: inf.params(idx=[]), lambda: inf.on_loss(X[:2], y[:2], idx=[]),
+                 lambda: inf.params(idx=np.zeros(30, bool)), lambda: uw.leave_one_out(model, X, y, idx=[])):
+        with pytest.raises(uw.InputError, match="^idx: selects no training points"):
+            call()
+    with pytest.raises(uw.InputError, match="^group: selects no training points"):
+        uw.leave_k_out(model, X, y, group=[])
+    with pytest.raises(uw.InputError, match="^group: removes every training point"):
+        uw.leave_k_out(model, X, y, group=np.arange(30))
+    w = np.ones(30)
+    w[5:] = 0
+    with pytest.raises(uw.InputError, match="^group: removes every training point"):
+        uw.leave_k_out(uw.LinearRegression(l2=0.1).fit(X, y, w), X, y, group=np.arange(5), sample_weight=w)
+    with pytest.raises(uw.InputError, match="^eps: is empty"):
+        uw.response_curve(model, X, y, 3, eps=[])
+    with pytest.raises(uw.InputError, match="^eps: contains NaN"):
+        uw.response_curve(model, X, y, 3, eps=[0.1, np.nan])
+
+
+def test_estimator_settings_upweight_does_not_model_are_refused():
+    sklm = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((80, 3))
+    y = (X[:, 0] + rng.standard_normal(80) > 0).astype(int)
+    for est, what in ((sklm.LogisticRegression(class_weight="balanced"), "class_weight"),
+                      (sklm.LogisticRegression(class_weight={0: 1.0, 1: 2.0}), "class_weight"),
+                      (sklm.LogisticRegression(solver="liblinear"), "liblinear"),
+                      (sklm.LinearRegression(positive=True), "positive=True"),
+                      (sklm.Ridge(positive=True), "positive=True")):
+        est.fit(X, y)
+        with pytest.raises(uw.InputError, match=f"^estimator: .*{what}"):
+            uw.Influence.from_sklearn(est, X, y)
+    # a plain list X is taken like an array
+    est = sklm.LogisticRegression().fit(X, y)
+    inf = uw.Influence.from_sklearn(est, X.tolist(), y)
+    np.testing.assert_allclose(inf.self_influence(), uw.Influence.from_sklearn(est, X, y).self_influence())
+    sm = pytest.importorskip("statsmodels.api")
+    Xc = sm.add_constant(X)
+    for kw in ({"offset": rng.standard_normal(80)}, {"exposure": rng.uniform(1, 2, 80)}):
+        res = sm.GLM(rng.poisson(1.0, 80), Xc, family=sm.families.Poisson(), **kw).fit()
+        with pytest.raises(uw.InputError, match="^results: a GLM with an (offset|exposure)"):
+            uw.Influence.from_statsmodels(res)

@@ -116,12 +116,14 @@ def as_weights(w, n: int) -> np.ndarray | None:
 
 
 def as_indices(idx, n: int, name: str = "idx") -> np.ndarray:
-    """Row indices in 0..n-1 (a boolean mask of length n is accepted too)."""
+    """Row indices in 0..n-1, at least one (a boolean mask of length n is accepted too)."""
     arr = np.asarray(idx)
     if arr.dtype == bool:
         if arr.shape != (n,):
             raise InputError(f"{name}: a boolean mask must have shape ({n},), got {arr.shape}")
-        return np.flatnonzero(arr)
+        arr = np.flatnonzero(arr)
+    if arr.size == 0:
+        raise InputError(f"{name}: selects no training points")
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):

@@ -37,7 +37,7 @@ import warnings
 
 import numpy as np
 
-from ._validation import as_weights
+from ._validation import as_weights, training_features
 from .errors import InputError, NotAtOptimumWarning
 from .models import LinearRegression, LogisticRegression, PoissonRegression
 
@@ -67,7 +67,20 @@ def _total_weight(w, n: int) -> float:
 
 
 def _n_rows(X) -> int:
-    return X.shape[0]
+    """Rows of X in any form the estimators take (array, list, sparse, .npy path)."""
+    return training_features(X)[1]
+
+
+def _refuse_unmodelled(estimator, name: str) -> None:
+    """Settings that change the estimator's math in ways the converted model does not follow."""
+    if getattr(estimator, "class_weight", None) is not None:
+        raise InputError("estimator: class_weight is not supported; pass the class weights as sample_weight "
+                         "(w_i times the weight of y_i's class) to both the estimator and upweight")
+    if name == "LogisticRegression" and getattr(estimator, "solver", None) == "liblinear":
+        raise InputError("estimator: solver='liblinear' penalises the intercept, which upweight's models never do; "
+                         "refit with solver='lbfgs' or 'newton-cholesky'")
+    if getattr(estimator, "positive", False):
+        raise InputError("estimator: positive=True constrains the coefficients; influence of a constrained fit is not modelled")
 
 
 def from_sklearn(estimator, X, y, sample_weight=None):
@@ -83,6 +96,7 @@ def from_sklearn(estimator, X, y, sample_weight=None):
         raise InputError(f"estimator: {name} is not fitted")
     if not getattr(estimator, "fit_intercept", True):
         raise InputError("estimator: fit_intercept=False is not supported (upweight's models always have an intercept)")
+    _refuse_unmodelled(estimator, name)
     n = _n_rows(X)
     w = as_weights(sample_weight, n)
     W = _total_weight(w, n)
@@ -142,6 +156,9 @@ def from_statsmodels(results):
         w = None if name == "OLS" else np.asarray(m.weights, dtype=np.float64) * np.ones(len(y))
         model = LinearRegression(l2=0.0)
     elif name == "GLM":
+        for term in ("offset", "exposure"):
+            if getattr(m, term, None) is not None and np.any(np.asarray(getattr(m, term)) != 0):
+                raise InputError(f"results: a GLM with an {term} is not supported (a fixed term in the linear predictor)")
         fam = type(m.family).__name__
         link = type(m.family.link).__name__
         canonical: dict[str, tuple[str, type[LinearRegression | LogisticRegression | PoissonRegression]]] = {

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import as_indices, as_points, as_vector, as_weights, n_rows, training_features
+from ._validation import as_indices, as_points, as_vector, as_weights, check_finite, n_rows, training_features
 from .errors import ConvergenceWarning, InputError
 from .influence import Influence
 from .models import Model, check_model
@@ -163,6 +163,9 @@ def response_curve(model, X, y, m: int, eps, f=None, sample_weight=None, progres
     theta, Xc, yv, w, n = _setup(model, X, y, sample_weight)
     m = int(as_indices(m, n, "m")[0])
     eps = np.atleast_1d(as_vector(np.atleast_1d(eps), "eps"))
+    if eps.size == 0:
+        raise InputError("eps: is empty; give the weight changes to refit at")
+    check_finite(eps, "eps")
     wm = 1.0 if w is None else float(w[m])
     if np.any(wm + eps < 0):
         raise InputError(f"eps: w_m + eps must be >= 0 (w_m = {wm:g}), got eps = {eps.min():g}")
@@ -204,6 +207,9 @@ def leave_k_out(model, X, y, group, X_test=None, y_test=None, sample_weight=None
     idx = as_indices(np.asarray(list(group) if not isinstance(group, np.ndarray) else group), n, "group")
     if np.unique(idx).size != idx.size:
         raise InputError("group: has repeated indices")
+    wv = np.ones(n) if w is None else w
+    if np.any(wv > 0) and np.all(np.delete(wv, idx) == 0):  # (all-zero weights are sample_weight's error)
+        raise InputError("group: removes every training point of positive weight; nothing would be left to fit")
     t = _refit(model, Xc, yv, w, theta, [idx.tolist()], [[0.0] * len(idx)])[0]
     inf = Influence(model, X, y, sample_weight)
     wm = np.ones(len(idx)) if w is None else w[idx]
