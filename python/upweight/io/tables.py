@@ -9,6 +9,7 @@ atomically. Pickled data is never loaded.
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 from typing import Any, cast
@@ -65,15 +66,7 @@ def read_table(path, arg: str, target_column: str | None, target_path=None, stre
                 if (target_column or "y") in z:
                     y = z[target_column or "y"]
         elif ext in (".csv", ".parquet"):
-            if ext == ".csv":
-                with open(path) as f:
-                    header = f.readline().strip().split(",")
-                data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-            else:
-                table = _pyarrow(arg).read_table(path)
-                header = table.column_names
-                data = np.column_stack([table.column(c).to_numpy() for c in header]).astype(np.float64)
-            header = [h.strip() for h in header]
+            header, data = _read_csv(path, arg) if ext == ".csv" else _read_parquet(path, arg)
             key = target_column or ("y" if "y" in header else None)
             if key is not None:
                 if key not in header:
@@ -89,11 +82,48 @@ def read_table(path, arg: str, target_column: str | None, target_path=None, stre
     except (ValueError, OSError) as exc:
         raise InputError(f"{arg}: cannot read {path!r} as {ext} ({exc})") from None
     if target_path is not None:
+        option = {"train": "--y", "query": "--query-y"}.get(arg, arg + "-y")
         if str(target_path).endswith(".npy"):
-            y = read_vector(target_path, {"train": "--y", "query": "--query-y"}.get(arg, arg + "-y"))
+            y = read_vector(target_path, option)
         else:
-            y = read_table(target_path, arg + "-y", None)[0].ravel()
+            # a table of targets: its target column if it names one, else its only column
+            tx, ty = read_table(target_path, option, None)
+            if ty is None and np.ndim(tx) == 2 and np.shape(tx)[1] != 1:
+                raise InputError(f"{option}: {os.fspath(target_path)!r} has {np.shape(tx)[1]} columns; "
+                                 "expected one column of targets (or one named 'y')")
+            y = np.asarray(ty if ty is not None else tx).ravel()
     return X, y
+
+
+def _read_csv(path: str, arg: str) -> tuple[list[str], np.ndarray]:
+    """Header names and data of a CSV file with a header row. The header may be quoted and may
+    start with a UTF-8 byte-order mark (as R and Excel write it); it must name every column."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        header = [h.strip() for h in next(csv.reader(f, skipinitialspace=True), [])]
+        if not header or header == [""]:
+            raise InputError(f"{arg}: {path!r} is empty (expected a header row, then data rows)")
+        data = np.loadtxt(f, delimiter=",", ndmin=2)
+    if data.shape[0] == 0:
+        raise InputError(f"{arg}: {path!r} has a header but no data rows")
+    if data.shape[1] != len(header):
+        raise InputError(f"{arg}: {path!r} has {len(header)} header names but {data.shape[1]} columns of data; "
+                         "the header must name every column")
+    return header, data
+
+
+def _read_parquet(path: str, arg: str) -> tuple[list[str], np.ndarray]:
+    """Header names and data of a Parquet file whose columns are all numeric (or boolean)."""
+    table = _pyarrow(arg).read_table(path)
+    header = [str(c).strip() for c in table.column_names]
+    columns = []
+    for name in table.column_names:
+        col = table.column(name).to_numpy()
+        if col.dtype.kind not in "biuf":
+            raise InputError(f"{arg}: {path!r} column {name!r} has type {table.schema.field(name).type}, not a number")
+        columns.append(col.astype(np.float64))
+    if not columns or table.num_rows == 0:
+        raise InputError(f"{arg}: {path!r} has no data")
+    return header, np.column_stack(columns)
 
 
 def read_vector(path, arg: str) -> np.ndarray:

@@ -1,0 +1,63 @@
+"""Reading tables for the CLI (upweight.io.tables): CSV headers as R, Excel and people write
+them, header/data agreement, target files with headers, non-numeric Parquet columns; every problem
+an InputError naming the option, never a traceback or a silently shifted column."""
+
+import numpy as np
+import pytest
+
+import upweight as uw
+from upweight.io.tables import read_table
+
+ROWS = np.array([[1.0, 2.0, 0.0], [3.0, 4.0, 1.0], [5.0, 6.5, 1.0]])
+
+
+def write(path, text: str, encoding="utf-8"):
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+def body():
+    return "".join(",".join(f"{v:g}" for v in row) + "\n" for row in ROWS)
+
+
+@pytest.mark.parametrize("header", ["a,b,y", '"a","b","y"', ' a , b , "y"'])
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig"])
+def test_quoted_headers_and_a_byte_order_mark_are_read(tmp_path, header, encoding):
+    X, y = read_table(write(tmp_path / "t.csv", header + "\n" + body(), encoding), "train", None)
+    np.testing.assert_array_equal(X, ROWS[:, :2])
+    np.testing.assert_array_equal(y, ROWS[:, 2])
+
+
+@pytest.mark.parametrize("header, message", [
+    ("a,y", "has 2 header names but 3 columns of data"),  # the target would silently shift
+    ("a,b,c,y", "has 4 header names but 3 columns of data"),
+])
+def test_header_and_data_must_agree(tmp_path, header, message):
+    with pytest.raises(uw.InputError, match=f"^train: .*{message}"):
+        read_table(write(tmp_path / "t.csv", header + "\n" + body()), "train", None)
+
+
+def test_empty_and_header_only_files_are_refused(tmp_path):
+    with pytest.raises(uw.InputError, match="^train: .*is empty"):
+        read_table(write(tmp_path / "e.csv", ""), "train", None)
+    with pytest.raises(uw.InputError, match="^train: .*has a header but no data rows"):
+        read_table(write(tmp_path / "h.csv", "a,b,y\n"), "train", None)
+
+
+def test_a_target_table_with_a_header_gives_its_targets(tmp_path):
+    feats = write(tmp_path / "x.csv", "a,b\n" + "".join(f"{r[0]:g},{r[1]:g}\n" for r in ROWS))
+    for text in ("y\n0\n1\n1\n", "target\n0\n1\n1\n"):
+        X, y = read_table(feats, "train", None, write(tmp_path / "y.csv", text))
+        np.testing.assert_array_equal(y, [0.0, 1.0, 1.0])
+        assert X.shape == (3, 2)
+    with pytest.raises(uw.InputError, match="^--y: .*has 2 columns; expected one column"):
+        read_table(feats, "train", None, write(tmp_path / "y2.csv", "p,q\n0,1\n1,1\n1,0\n"))
+
+
+def test_non_numeric_parquet_columns_are_named(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    t = pa.table({"a": [1.0, 2.0], "when": pa.array([1, 2], type=pa.timestamp("s")), "y": [0.0, 1.0]})
+    pq.write_table(t, tmp_path / "t.parquet")
+    with pytest.raises(uw.InputError, match="^train: .*column 'when' has type timestamp"):
+        read_table(tmp_path / "t.parquet", "train", None)
