@@ -156,3 +156,46 @@ def test_estimator_settings_upweight_does_not_model_are_refused():
         res = sm.GLM(rng.poisson(1.0, 80), Xc, family=sm.families.Poisson(), **kw).fit()
         with pytest.raises(uw.InputError, match="^results: a GLM with an (offset|exposure)"):
             uw.Influence.from_statsmodels(res)
+
+
+MEMMAP_SCRIPT = r"""
+import os, sys, numpy as np, upweight as uw
+path, kind = sys.argv[1], sys.argv[2]
+rng = np.random.default_rng(0)
+X = rng.standard_normal((400, 3))
+y = (X[:, 0] > 0).astype(float)
+np.save(path, X)
+if kind == "slice":
+    M = np.load(path, mmap_mode="r")[50:]
+else:  # a raw np.memmap over the data part of the file
+    M = np.memmap(path, dtype=np.float64, mode="r", offset=128, shape=(350, 3))
+ys = y[50:] if kind == "slice" else y[:350]
+model = uw.LogisticRegression(l2=0.1).fit(M, ys)
+inf = uw.Influence(model, M, ys)
+before = inf.self_influence()
+os.truncate(path, os.path.getsize(path) // 2)
+# the influence holds its own copy: the truncation cannot reach it
+assert np.array_equal(inf.self_influence(), before)
+for call in (lambda: uw.Influence(model, M, ys), lambda: model.predict(M), lambda: inf.on_loss(M, ys)):
+    try:
+        call()
+    except uw.InputError as exc:
+        assert "truncated" in str(exc), exc
+    else:
+        raise AssertionError("no error")
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("kind", ["slice", "raw"])
+def test_memory_maps_whose_file_is_truncated_never_crash(tmp_path, kind):
+    """A slice of np.load(..., mmap_mode="r") or a raw np.memmap is read into memory once its
+    file is checked to hold every byte it maps; truncating the file later cannot reach upweight,
+    and a memory map over a truncated file is an InputError, not a SIGBUS (in a subprocess, so a
+    crash would fail this test instead of killing the run)."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", MEMMAP_SCRIPT, str(tmp_path / "m.npy"), kind], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", (res.returncode, res.stdout, res.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import numbers
 import os
 import sys
@@ -86,7 +87,7 @@ def as_matrix(a, name: str, n_features: int | None = None) -> np.ndarray:
         if n_features is not None and a.ndim == 2 and a.shape[1] != n_features:
             raise InputError(f"{name}: has {a.shape[1]} columns but the model has {n_features} features")
         a = a.toarray()
-    arr = _numeric(a, name)
+    arr = _numeric(unmapped(a, name), name)
     if arr.ndim != 2:
         raise InputError(f"{name}: expected a 2-d array (n_samples, n_features), got {arr.ndim}-d shape {arr.shape}")
     if arr.shape[0] == 0:
@@ -98,7 +99,7 @@ def as_matrix(a, name: str, n_features: int | None = None) -> np.ndarray:
 
 def as_vector(a, name: str, n: int | None = None) -> np.ndarray:
     """A 1-d float64 C-contiguous array of length n."""
-    arr = _numeric(a, name)
+    arr = _numeric(unmapped(a, name), name)
     if arr.ndim != 1:
         raise InputError(f"{name}: expected a 1-d array, got {arr.ndim}-d shape {arr.shape}")
     if n is not None and arr.shape[0] != n:
@@ -176,6 +177,45 @@ def npy_header(path: str, name: str = "X") -> tuple[np.dtype, int, int, int]:
     return np.dtype(np.float32 if dtype == "f4" else np.float64), n, d, offset
 
 
+def _mapped_extent(a: np.memmap) -> tuple[str, int] | None:
+    """(file, bytes of the file that ``a``'s elements reach) for a view of a ``np.memmap``, or
+    None when ``a`` is not memory-mapped (or the mapping cannot be located)."""
+    mm = getattr(a, "_mmap", None)
+    filename = getattr(a, "filename", None)
+    if mm is None or not filename:
+        return None
+    try:
+        map_addr = np.frombuffer(mm, dtype=np.uint8).__array_interface__["data"][0]
+    except (ValueError, TypeError):  # a closed mapping
+        return None
+    start = int(a.offset) - int(a.offset) % mmap.ALLOCATIONGRANULARITY  # where numpy's mapping begins
+    addr = a.__array_interface__["data"][0]
+    last = addr + sum(max(0, (s - 1) * st) for s, st in zip(a.shape, a.strides, strict=True)) + a.itemsize if a.size else addr
+    return os.fspath(filename), start + (last - map_addr)
+
+
+def unmapped(a, name: str):
+    """A memory-mapped array (a ``np.memmap`` or any view of one, e.g. a slice of
+    ``np.load(path, mmap_mode="r")``) as an in-memory copy, after checking that its file still
+    holds every byte it maps: the core then never touches mapped pages, and a file truncated
+    underneath is an InputError, never a SIGBUS. Other inputs are returned as they are."""
+    if not isinstance(a, np.memmap):
+        return a
+    extent = _mapped_extent(a)
+    if extent is None:
+        raise InputError(f"{name}: a memory map whose file upweight cannot locate; pass np.asarray(...) or the .npy path")
+    path, need = extent
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise InputError(f"{name}: the file behind this memory map cannot be read ({exc})") from None
+    if size < need:
+        raise InputError(f"{name}: the file behind this memory map, {path!r}, was truncated: its data need "
+                         f"{need} bytes, the file has {size}")
+    check_output_fits(a.shape, a.itemsize, name, "pass the .npy file's path instead: it is streamed block by block")
+    return np.array(a, copy=True, subok=False)
+
+
 def training_features(X, n_features: int | None = None, name: str = "X"):
     """(X, n, d) with X as the core takes it: a float64 or float32 C-contiguous array, the path
     of a .npy file read block by block (a path, or an ``np.load(..., mmap_mode="r")`` memmap of
@@ -203,6 +243,7 @@ def training_features(X, n_features: int | None = None, name: str = "X"):
             if n_features is not None and d != n_features:
                 raise InputError(f"{name}: has {d} columns but the model has {n_features} features")
             return str(X.filename), n, d
+    X = unmapped(X, name)  # any other memmap (a slice, a raw np.memmap) is read into memory
     if isinstance(X, np.ndarray) and X.dtype == np.float32 and X.ndim == 2:
         if n_features is not None and X.shape[1] != n_features:
             raise InputError(f"{name}: has {X.shape[1]} columns but the model has {n_features} features")
