@@ -199,3 +199,44 @@ def test_memory_maps_whose_file_is_truncated_never_crash(tmp_path, kind):
     res = subprocess.run([sys.executable, "-c", MEMMAP_SCRIPT, str(tmp_path / "m.npy"), kind], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "ok", (res.returncode, res.stdout, res.stderr)
+
+
+def test_editing_the_training_data_after_building_an_influence_changes_nothing_or_raises(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 4))
+    y = (X[:, 0] + 0.5 * rng.standard_normal(300) > 0).astype(float)
+    w = rng.uniform(0.5, 1.5, 300)
+    model = uw.LogisticRegression(l2=0.05).fit(X, y, w)
+    expected = uw.Influence(model, X.copy(), y.copy(), w.copy(), solver="direct")
+    for solver in ("direct", "cg", "auto"):
+        Xe, ye, we = X.copy(), y.copy(), w.copy()
+        inf = uw.Influence(model, Xe, ye, we, solver=solver)
+        Xe *= 10  # the caller edits their arrays in place
+        ye[:] = 1 - ye
+        we[:] = 1.0
+        np.testing.assert_allclose(inf.self_influence(), expected.self_influence(), rtol=1e-7, atol=1e-12)
+        np.testing.assert_allclose(inf.on_loss(X[:3], y[:3]), expected.on_loss(X[:3], y[:3]), rtol=1e-7, atol=1e-12)
+    # sparse: editing the matrix's data in place
+    S = sp.csr_matrix(np.where(np.abs(X) > 0.5, X, 0.0))
+    ms = uw.LogisticRegression(l2=0.05).fit(S, y)
+    ref = uw.Influence(ms, S.copy(), y).self_influence()
+    inf = uw.Influence(ms, S, y)
+    S.data *= 3
+    np.testing.assert_array_equal(inf.self_influence(), ref)
+    # copy=False shares the caller's arrays, as documented
+    Xs = X.copy()
+    assert np.shares_memory(uw.Influence(model, Xs, y, w, copy=False).X, Xs)
+    # a .npy file: rewritten -> every later query refuses; a relative path survives os.chdir
+    monkeypatch.chdir(tmp_path)
+    np.save("train.npy", X)
+    inf = uw.Influence(model, "train.npy", y, w)
+    first = inf.self_influence()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    np.save("train.npy", X * 10)  # a different file with the same relative name
+    np.testing.assert_array_equal(inf.self_influence(), first)
+    np.save(tmp_path / "train.npy", X * 10)  # the file itself rewritten
+    with pytest.raises(uw.InputError, match="^X: the file .* changed"):
+        inf.self_influence()
+    with pytest.raises(uw.InputError, match="^X: the file .* changed"):
+        inf.top_k(X[:2], y[:2], k=3)

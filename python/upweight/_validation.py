@@ -180,9 +180,11 @@ def npy_header(path: str, name: str = "X") -> tuple[np.dtype, int, int, int]:
 def _mapped_extent(a: np.memmap) -> tuple[str, int] | None:
     """(file, bytes of the file that ``a``'s elements reach) for a view of a ``np.memmap``, or
     None when ``a`` is not memory-mapped (or the mapping cannot be located)."""
-    mm = getattr(a, "_mmap", None)
+    mm = a.base
+    while isinstance(mm, np.ndarray):  # a view's base chain ends at the mapping
+        mm = mm.base
     filename = getattr(a, "filename", None)
-    if mm is None or not filename:
+    if not isinstance(mm, mmap.mmap) or not filename:
         return None
     try:
         map_addr = np.frombuffer(mm, dtype=np.uint8).__array_interface__["data"][0]
@@ -252,6 +254,35 @@ def training_features(X, n_features: int | None = None, name: str = "X"):
         return np.ascontiguousarray(X), X.shape[0], X.shape[1]
     X = as_matrix(X, name, n_features)
     return X, X.shape[0], X.shape[1]
+
+
+def _shares(a, source) -> bool:
+    """Whether array ``a`` may share memory with the caller's ``source`` (an array, or a sparse
+    matrix's arrays)."""
+    parts = [getattr(source, k, None) for k in ("data", "indices", "indptr")] if is_sparse(source) else [source]
+    return any(isinstance(p, np.ndarray) and np.shares_memory(a, p) for p in parts)
+
+
+def kept(a, source, copy: bool = True):
+    """What an object that keeps data for later queries stores of ``a`` (made from the caller's
+    ``source`` by the functions above): with ``copy``, arrays (and CSR arrays) that still share
+    the caller's memory are copied, so editing the caller's arrays later cannot mix new data into
+    old answers; a ``.npy`` path becomes absolute (a later ``os.chdir`` cannot redirect it)."""
+    if isinstance(a, str):
+        return os.path.abspath(a)
+    if not copy:
+        return a
+    if isinstance(a, tuple):  # CSR arrays
+        return tuple(np.array(p, copy=True) if isinstance(p, np.ndarray) and _shares(p, source) else p for p in a)
+    if isinstance(a, np.ndarray) and _shares(a, source):
+        return a.copy()
+    return a
+
+
+def file_stamp(path: str) -> tuple[int, int, int]:
+    """(size, modification time in ns, inode) of a file: what changes when it is rewritten."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def available_memory() -> int:

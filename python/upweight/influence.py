@@ -33,6 +33,8 @@ from ._validation import (
     as_weights,
     check_finite,
     check_output_fits,
+    file_stamp,
+    kept,
     n_rows,
     score_itemsize,
     solver_args,
@@ -153,9 +155,24 @@ class _Queries:
     def _core(self) -> InfluenceCore:
         return self._cores[self.solver]
 
+    def _watch(self, *inputs) -> None:
+        """Record the files among ``inputs`` ((name, value) pairs), to refuse queries once they change."""
+        self._files = [(name, v, file_stamp(v)) for name, v in inputs if isinstance(v, str)]
+
+    def _check_files(self) -> None:
+        for name, path, stamp in getattr(self, "_files", ()):
+            try:
+                now = file_stamp(path)
+            except OSError:
+                now = None
+            if now != stamp:
+                raise InputError(f"{name}: the file {path!r} changed (or vanished) after this influence was built; "
+                                 "its answers would mix old and new data: build a new one")
+
     def _core_for(self, n_rhs: int) -> InfluenceCore:
         """The core for a query with ``n_rhs`` right-hand sides, by the solver policy (under
         "auto", H is formed once, then kept, when that is cheaper than CG for this query)."""
+        self._check_files()
         method = self._policy.method_for(n_rhs)
         if method not in self._cores:
             self._cores[method] = self._make_core(method)
@@ -280,6 +297,11 @@ class Influence(_Queries):
     progress : optional callable ``progress(pass, rows_done, rows_total)``, called from the
         calling thread at most every 50 ms while a long call runs; raising in it cancels the call.
         Every long call is interruptible with Ctrl-C.
+    copy : keep private copies of in-memory X, y and sample_weight (the default), so that editing
+        the caller's arrays later cannot mix new data into answers about the old fit; with
+        ``copy=False`` they are shared (do not modify them while the influence is in use). A
+        ``.npy`` path is never copied: it is made absolute, and queries raise ``InputError`` once
+        the file has changed. The model's parameters are always taken as they are now.
 
     Parameter vectors are flattened as ``model.theta_.reshape(-1)``: p = d + 1, or k (d + 1) for
     multinomial. After each query, ``solve_info`` reports iterations and relative residuals.
@@ -287,15 +309,18 @@ class Influence(_Queries):
 
     def __init__(self, model, X, y, sample_weight=None, *, solver: str = "auto", damping: float = 0.0,
                  rtol: float = 1e-10, atol: float = 0.0, max_iter: int = 1000, precondition: bool = True,
-                 on_unconverged: str = "raise", progress=None):
+                 on_unconverged: str = "raise", progress=None, copy: bool = True):
         self.model: Model = check_model(model)
         # what the influence is of, fixed now: refitting or editing the model later leaves this
         # object (and every core it builds, also lazily under "auto") on these parameters
         self._core_model, self._theta = model.core_model(), model.get_theta()
         self._d, self._renormalized = model.n_features_in_, bool(model.penalty_renormalized)
-        self.X, n, _ = training_features(X, self._d)
-        self.y = model.check_targets(y, n)
-        self.sample_weight = as_weights(sample_weight, n)
+        Xc, n, _ = training_features(X, self._d)
+        # the data, kept: later edits of the caller's arrays (or of a .npy file) cannot mix in
+        self.X = kept(Xc, X, copy)
+        self.y = kept(model.check_targets(y, n), y, copy)
+        self.sample_weight = kept(as_weights(sample_weight, n), sample_weight, copy)
+        self._watch(("X", self.X))
         self.l2 = float(model.l2)
         check_solver(solver)
         self.on_unconverged = check_on_unconverged(on_unconverged)
@@ -450,10 +475,13 @@ class GradientInfluence(_Queries):
 
     def __init__(self, train_grads, *, hessian=None, curvature: str = "fisher", damping: float = 0.0,
                  sample_weight=None, solver: str = "auto", rtol: float = 1e-10, atol: float = 0.0,
-                 max_iter: int = 1000, precondition: bool = True, on_unconverged: str = "raise", progress=None):
+                 max_iter: int = 1000, precondition: bool = True, on_unconverged: str = "raise", progress=None,
+                 copy: bool = True):
         if curvature != "fisher":
             raise InputError(f"curvature: expected 'fisher' (or pass hessian=...), got {curvature!r}")
-        self.train_grads, n, p = training_features(train_grads, name="train_grads")
+        G, n, p = training_features(train_grads, name="train_grads")
+        self.train_grads = kept(G, train_grads, copy)
+        self._watch(("train_grads", self.train_grads))
         self.n_params = p
         check_solver(solver)
         self.on_unconverged = check_on_unconverged(on_unconverged)
@@ -464,7 +492,7 @@ class GradientInfluence(_Queries):
             if H.shape != (p, p):
                 raise InputError(f"hessian: has shape {H.shape}, expected ({p}, {p}) to match train_grads")
         self.curvature = "explicit" if H is not None else "fisher"
-        self._w, self._H = as_weights(sample_weight, n), H
+        self._w, self._H = kept(as_weights(sample_weight, n), sample_weight, copy), H
         self._args = solver_args(damping, rtol, atol, max_iter, precondition, progress)
         self._itemsize = score_itemsize(self.train_grads)
         self._start(QueryPolicy(solver, Work(n, p), explicit_hessian=H is not None))
