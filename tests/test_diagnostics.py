@@ -99,3 +99,29 @@ def test_diagnostics_refuse_multinomial(data):
     y3 = np.arange(len(X)) % 3
     with pytest.raises(uw.InputError, match="single-output"):
         uw.diagnostics(uw.LogisticRegression(l2=1e-2).fit(X[:, :3], y3), X[:, :3], y3)
+
+
+def test_a_point_of_leverage_one_is_named_and_only_its_values_are_nan():
+    """A one-hot category used by a single row gives that row leverage 1: its studentized
+    residuals, Cook's distance, DFBETA(S) and leave-one-out parameters are undefined. They are NaN
+    (as documented), a HighLeverageWarning names the row, NumPy emits no RuntimeWarning, and every
+    other row is finite."""
+    import warnings
+
+    rng = np.random.default_rng(4)
+    X = np.column_stack([rng.standard_normal(40), np.zeros(40)])
+    X[17, 1] = 1.0  # the only row of its category
+    y = X[:, 0] + 0.2 * rng.standard_normal(40) + 3.0 * X[:, 1]
+    model = uw.LinearRegression().fit(X, y)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = uw.diagnostics(model, X, y)
+    kinds = [w.category for w in caught]
+    assert uw.HighLeverageWarning in kinds and RuntimeWarning not in kinds, kinds
+    assert "[17]" in str(next(w.message for w in caught if w.category is uw.HighLeverageWarning))
+    assert d.leverage[17] == pytest.approx(1.0)
+    others = np.arange(40) != 17
+    for name in ("resid_studentized", "resid_studentized_external", "cooks_distance", "dfbeta", "dfbetas", "loo_params"):
+        v = getattr(d, name)
+        assert np.all(np.isnan(v[17])), name
+        assert np.all(np.isfinite(v[others])), name

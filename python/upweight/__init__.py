@@ -15,6 +15,7 @@ from .diagnostics import Diagnostics, diagnostics
 from .errors import (
     ConvergenceError,
     ConvergenceWarning,
+    HighLeverageWarning,
     InputError,
     InputTypeError,
     InternalError,
@@ -42,6 +43,7 @@ __all__ = [
     "LinearRegression",
     "LogisticRegression",
     "Model",
+    "HighLeverageWarning",
     "NotAtOptimumWarning",
     "NotFittedError",
     "PoissonRegression",

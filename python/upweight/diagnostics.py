@@ -20,16 +20,22 @@ with a_i the Hessian weight of the loss in eta (DESIGN.md section 2) and H the H
 
 Parameters are ordered as ``model.theta_``: [coef_1..coef_d, intercept]. Single-output models
 only (not multinomial).
+
+A point of leverage 1 (to rounding: 1 - h_i <= 1e-10; e.g. the only row of a one-hot category)
+determines its own fit: removing it leaves a direction unidentified. Its studentized residuals,
+Cook's distance, DFBETA(S) and exact leave-one-out parameters are NaN, and a
+:class:`~upweight.HighLeverageWarning` names such points; every other point's values are finite.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from ._validation import as_weights, training_features
-from .errors import InputError
+from .errors import HighLeverageWarning, InputError
 from .influence import Influence
 from .models import check_model
 
@@ -80,16 +86,26 @@ def diagnostics(model, X, y, sample_weight=None) -> Diagnostics:
     else:
         scale = 1.0
     one_minus = 1.0 - h
-    studentized = pearson / np.sqrt(scale * one_minus)
-    cooks = studentized**2 * h / (one_minus * p)
-    dfbeta = wv[:, None] * inf.params() / one_minus[:, None]
-    exact = least_squares and float(model.l2) == 0.0
-    external = dfbetas = None
-    if least_squares:
-        scale_i = ((n_eff - p) * scale - pearson**2 / one_minus) / (n_eff - p - 1)
-        external = pearson / np.sqrt(scale_i * one_minus)
-        # (Z^T W Z)^{-1} = (2 / W) H^{-1} when l2 = 0 (H = (2/W) Z^T W Z + 2 l2 mask)
-        cov = 2.0 / inf.total_weight * np.diag(inf.inverse_hvp(np.eye(p)))
-        dfbetas = dfbeta / np.sqrt(scale_i[:, None] * cov[None, :])
+    # leverage 1: the point fits itself exactly; 1 / (1 - h) is undefined there (NaN, documented)
+    full = one_minus <= 1e-10
+    if full.any():
+        idx = np.flatnonzero(full)
+        warnings.warn(f"training points {idx[:10].tolist()}{' ...' if idx.size > 10 else ''} have leverage 1 (each alone "
+                      "determines a direction of the fit, e.g. the only row of a category): their studentized "
+                      "residuals, Cook's distances, DFBETA(S) and leave-one-out parameters are undefined (NaN)",
+                      HighLeverageWarning, stacklevel=2)
+    one_minus = np.where(full, np.nan, one_minus)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        studentized = pearson / np.sqrt(scale * one_minus)
+        cooks = studentized**2 * h / (one_minus * p)
+        dfbeta = wv[:, None] * inf.params() / one_minus[:, None]
+        exact = least_squares and float(model.l2) == 0.0
+        external = dfbetas = None
+        if least_squares:
+            scale_i = ((n_eff - p) * scale - np.where(full, 0.0, pearson**2 / one_minus)) / (n_eff - p - 1)
+            external = pearson / np.sqrt(scale_i * one_minus)
+            # (Z^T W Z)^{-1} = (2 / W) H^{-1} when l2 = 0 (H = (2/W) Z^T W Z + 2 l2 mask)
+            cov = 2.0 / inf.total_weight * np.diag(inf.inverse_hvp(np.eye(p)))
+            dfbetas = dfbeta / np.sqrt(scale_i[:, None] * cov[None, :])
     loo = theta - dfbeta if exact else None
     return Diagnostics(h, resid, pearson, scale, studentized, external, cooks, dfbeta, dfbetas, loo, exact)

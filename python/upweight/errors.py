@@ -50,6 +50,12 @@ class ConvergenceWarning(UserWarning):
     """Newton's method stopped before the gradient norm reached ``tol``."""
 
 
+class HighLeverageWarning(UserWarning):
+    """A training point has leverage 1 (it alone determines a direction of the fit, e.g. the only
+    row of a one-hot category): its studentized residuals, Cook's distance, DFBETA(S) and exact
+    leave-one-out parameters are undefined (NaN); the message names the points."""
+
+
 class NotAtOptimumWarning(UserWarning):
     """Influence was requested at parameters that do not minimise the objective on the given data.
 
