@@ -66,6 +66,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_core import make_data  # the W1 logistic data (this folder is on sys.path when run as a script)
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -194,16 +195,6 @@ def load_before(window: float = 1.0) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def logistic_data(n: int, d: int, q: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d))
-    beta = rng.standard_normal(d) / np.sqrt(d)
-    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-(X @ beta)))).astype(np.float64)
-    Xt = rng.standard_normal((q, d))
-    yt = (rng.random(q) < 1.0 / (1.0 + np.exp(-(Xt @ beta)))).astype(np.float64)
-    return X, y, Xt, yt
-
-
 def multinomial_data(n: int, d: int, k: int, q: int, seed: int = 0):
     """As bench_scale.w2_data: nonnegative features, ~80% zeros, k classes from a softmax model."""
     rng = np.random.default_rng(seed)
@@ -226,7 +217,7 @@ def sparse_data(n: int, d: int, density: float, q: int, seed: int = 0):
 
 def write_w3(tmp: str, seed: int = 0) -> None:
     c = SIZES["w3"]
-    X, y, Xt, yt = logistic_data(c["n"], c["d"], c["q"], seed)
+    X, y, Xt, yt = make_data(c["n"], c["d"], c["q"], seed)
     np.save(f"{tmp}/w3_X.npy", X.astype(np.float32))
     np.save(f"{tmp}/w3_y.npy", y)
     np.save(f"{tmp}/w3_Xt.npy", Xt)
@@ -245,7 +236,7 @@ def now() -> float:
 
 def job_floor_w1(tmp):
     c = SIZES["w1"]
-    X, _, _, _ = logistic_data(c["n"], c["d"], c["q"])
+    X, _, _, _ = make_data(c["n"], c["d"], c["q"])
     Z = np.hstack([X, np.ones((c["n"], 1))])
     del X
     V = np.random.default_rng(1).standard_normal((c["d"] + 1, c["q"]))
@@ -262,7 +253,7 @@ def _w1(tmp, top):
     import upweight as uw
 
     c = SIZES["w1"]
-    X, y, Xt, yt = logistic_data(c["n"], c["d"], c["q"])
+    X, y, Xt, yt = make_data(c["n"], c["d"], c["q"])
     model = uw.LogisticRegression(l2=L2, solver="direct").fit(X, y)
 
     def once():
@@ -368,7 +359,7 @@ def job_self_inf(tmp):
     import upweight as uw
 
     c = SIZES["self"]
-    X, y, _, _ = logistic_data(c["n"], c["d"], 1)
+    X, y, _, _ = make_data(c["n"], c["d"], 1)
     model = uw.LogisticRegression(l2=L2, solver="direct").fit(X, y)
 
     def once():

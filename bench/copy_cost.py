@@ -6,20 +6,14 @@ import json
 import sys
 import time
 
-import numpy as np
+from bench_core import make_data  # (this folder is on sys.path when run as a script)
 
 import upweight as uw
 
 
 def main() -> None:
     copy = sys.argv[1] == "1"
-    rng = np.random.default_rng(0)
-    n, d, q = 100000, 128, 500
-    X = rng.standard_normal((n, d))
-    beta = rng.standard_normal(d) / np.sqrt(d)
-    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ beta)))).astype(float)
-    Xt = rng.standard_normal((q, d))
-    yt = (rng.random(q) < 0.5).astype(float)
+    X, y, Xt, yt = make_data(100000, 128, 500)  # W1's shape and data
     model = uw.LogisticRegression(l2=1e-3).fit(X, y)
     best: dict[str, float] = {}
     for _ in range(3):

@@ -33,6 +33,7 @@ than 1e-4 relative to their size.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 import numpy as np
@@ -67,8 +68,11 @@ def _total_weight(w, n: int) -> float:
 
 
 def _n_rows(X) -> int:
-    """Rows of X in any form the estimators take (array, list, sparse, .npy path)."""
-    return training_features(X)[1]
+    """Rows of X in any form the estimators take (array, list, sparse, .npy path), without
+    converting or reading it."""
+    if isinstance(X, (str, os.PathLike)):
+        return training_features(X)[1]  # the .npy header only
+    return int(np.shape(X)[0]) if hasattr(X, "shape") else len(X)
 
 
 def _refuse_unmodelled(estimator, name: str) -> None:
