@@ -44,21 +44,6 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl Error {
-    /// The same error about argument `to` when it is about `from` (a core routine that names its
-    /// input generically, e.g. `X`, called on the caller's `X_test`).
-    pub fn renamed(self, from: &str, to: &'static str) -> Self {
-        let swap = |arg: &'static str| if arg == from { to } else { arg };
-        match self {
-            Error::Shape { arg, msg } => Error::Shape { arg: swap(arg), msg },
-            Error::NonFinite { arg, index } => Error::NonFinite { arg: swap(arg), index },
-            Error::Label { arg, index, value, expected } => Error::Label { arg: swap(arg), index, value, expected },
-            Error::Value { arg, msg } => Error::Value { arg: swap(arg), msg },
-            other => other,
-        }
-    }
-}
-
 /// Index of the first non-finite entry, if any.
 pub(crate) fn first_non_finite<'a>(values: impl IntoIterator<Item = &'a f64>) -> Option<usize> {
     values.into_iter().position(|v| !v.is_finite())

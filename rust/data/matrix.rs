@@ -22,9 +22,14 @@ pub struct Csr<'a> {
 impl<'a> Csr<'a> {
     /// Validate a whole CSR matrix (as scipy.sparse.csr_matrix stores it): `indptr` starts at 0,
     /// never decreases and ends at nnz; column indices are in range and, within a row, strictly
-    /// increasing (canonical form: sorted, no duplicates); values are finite.
+    /// increasing (canonical form: sorted, no duplicates); values are finite. Errors name `X`.
     pub fn new(indptr: &'a [i64], indices: &'a [i32], data: &'a [f64], ncols: usize) -> Result<Self> {
-        let bad = |msg: String| Error::Value { arg: "X", msg: format!("sparse matrix: {msg}") };
+        Self::checked(indptr, indices, data, ncols, "X")
+    }
+
+    /// [`Csr::new`] with errors naming `arg`.
+    pub fn checked(indptr: &'a [i64], indices: &'a [i32], data: &'a [f64], ncols: usize, arg: &'static str) -> Result<Self> {
+        let bad = |msg: String| Error::Value { arg, msg: format!("sparse matrix: {msg}") };
         if indptr.is_empty() {
             return Err(bad("indptr is empty".into()));
         }
@@ -49,7 +54,7 @@ impl<'a> Csr<'a> {
                 }
             }
             if let Some(i) = (w[0] as usize..w[1] as usize).find(|&e| !data[e].is_finite()) {
-                return Err(Error::Value { arg: "X", msg: format!("contains NaN or infinity (first at row {row}, column {})", indices[i]) });
+                return Err(Error::Value { arg, msg: format!("contains NaN or infinity (first at row {row}, column {})", indices[i]) });
             }
         }
         Ok(Self { indptr, indices, data, ncols })

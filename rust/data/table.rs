@@ -44,7 +44,7 @@ impl CsrArrays {
     pub fn new(indptr: Shared1<i64>, indices: Shared1<i32>, data: Shared1<f64>, ncols: usize, arg: &'static str) -> Result<Self> {
         let contiguous = |ok: bool| if ok { Ok(()) } else { Err(Error::Value { arg, msg: "sparse arrays must be contiguous".into() }) };
         contiguous(indptr.view().is_standard_layout() && indices.view().is_standard_layout() && data.view().is_standard_layout())?;
-        Csr::new(indptr.as_slice(), indices.as_slice(), data.as_slice(), ncols).map_err(|e| e.renamed("X", arg))?;
+        Csr::checked(indptr.as_slice(), indices.as_slice(), data.as_slice(), ncols, arg)?;
         Ok(Self { indptr, indices, data, ncols })
     }
 
@@ -168,6 +168,9 @@ impl Rows for Table {
     }
     fn names(&self) -> Names {
         self.names
+    }
+    fn is_f32(&self) -> bool {
+        self.x.is_f32()
     }
     fn x_rows(&self, start: usize, end: usize) -> Result<Block<'_>> {
         Ok(match &self.x {
