@@ -61,3 +61,54 @@ def test_non_numeric_parquet_columns_are_named(tmp_path):
     pq.write_table(t, tmp_path / "t.parquet")
     with pytest.raises(uw.InputError, match="^train: .*column 'when' has type timestamp"):
         read_table(tmp_path / "t.parquet", "train", None)
+
+
+def test_an_npz_is_checked_from_its_headers_before_anything_is_inflated(tmp_path):
+    """A compressed .npz declaring a (4e7, 3) X (960 MB inflated, 1 MB on disk) with a y of the
+    wrong length is refused from the headers: nothing near the array's size is allocated."""
+    import tracemalloc
+    import zipfile
+
+    path = tmp_path / "big.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("X.npy", "w", force_zip64=True) as f:  # streamed: the test never holds X either
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (40_000_000, 3)})
+            chunk = np.zeros((1_000_000, 3)).tobytes()
+            for _ in range(40):
+                f.write(chunk)
+        with zf.open("y.npy", "w") as f:
+            np.lib.format.write_array(f, np.zeros(5))
+    tracemalloc.start()
+    try:
+        with pytest.raises(uw.InputError, match=r"train: array 'y' of .* has shape \(5,\), expected \(40000000,\)"):
+            read_table(path, "train", None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20, peak
+
+
+def test_an_npz_member_declaring_more_than_it_holds_is_refused(tmp_path):
+    import zipfile
+
+    path = tmp_path / "forged.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        with zf.open("X.npy", "w") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (10**12, 3)})
+            f.write(b"\0" * 48)
+    with pytest.raises(uw.InputError, match=r"train: array 'X' of .* declares shape \(1000000000000, 3\) .* truncated or corrupt"):
+        read_table(path, "train", None)
+
+def test_the_cli_refuses_a_forged_npz_with_an_error_not_a_crash(tmp_path, capsys):
+    import zipfile
+
+    from upweight.cli import main
+
+    path = tmp_path / "forged.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        with zf.open("X.npy", "w") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (10**12, 3)})
+            f.write(b"\0" * 48)
+    assert main(["fit", str(path), "-o", str(tmp_path / "m.npz")]) != 0
+    assert "truncated or corrupt" in capsys.readouterr().err
+    assert not (tmp_path / "m.npz").exists()

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from .._validation import training_features
+from .._validation import check_output_fits, training_features
 from ..errors import InputError
 from .persist import atomic_path
 
@@ -36,6 +36,45 @@ def _sparse_npz(path: str, arg: str):
     except ImportError:
         raise InputError(f"{arg}: {path!r} holds a scipy.sparse matrix; reading it needs scipy (pip install scipy)") from None
     return sp.load_npz(path).tocsr()
+
+
+def _npz_member(z, name: str, arg: str, path: str) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) of array ``name`` of an open .npz, from its .npy header alone (nothing
+    else is inflated). A header that promises more bytes than the zip member holds (a crafted or
+    truncated file), a pickled dtype, or an array that cannot fit in memory is an InputError."""
+    member = name + ".npy"
+    try:
+        info = z.zip.getinfo(member)
+        with z.zip.open(member) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            header_len = f.tell()
+    except (KeyError, ValueError, OSError) as exc:
+        raise InputError(f"{arg}: cannot read array {name!r} of {path!r} ({exc})") from None
+    if dtype.hasobject:
+        raise InputError(f"{arg}: array {name!r} of {path!r} holds pickled Python objects (upweight never loads pickle)")
+    need = dtype.itemsize * int(np.prod(shape, dtype=object))
+    if need > info.file_size - header_len:
+        raise InputError(f"{arg}: array {name!r} of {path!r} declares shape {shape} ({need} bytes) but holds only "
+                         f"{max(info.file_size - header_len, 0)} bytes: the file is truncated or corrupt")
+    check_output_fits(shape, dtype.itemsize, arg, f"array {name!r} of {path!r} is larger than this machine's memory")
+    return shape, dtype
+
+
+def _check_npz_shapes(z, xkey: str, ykey: str | None, arg: str, path: str) -> None:
+    """X 2-d and y (if any) 1-d with one entry per row of X, from the headers, before inflating."""
+    xshape, _ = _npz_member(z, xkey, arg, path)
+    if len(xshape) != 2:
+        raise InputError(f"{arg}: array {xkey!r} of {path!r} must be 2-d (n, d), got shape {xshape}")
+    if ykey is not None:
+        yshape, _ = _npz_member(z, ykey, arg, path)
+        if len(yshape) != 1 or yshape[0] != xshape[0]:
+            raise InputError(
+                f"{arg}: array {ykey!r} of {path!r} has shape {yshape}, expected ({xshape[0]},) (one target per row of {xkey!r})"
+            )
 
 
 def read_table(path, arg: str, target_column: str | None, target_path=None, stream: bool = False):
@@ -61,10 +100,12 @@ def read_table(path, arg: str, target_column: str | None, target_path=None, stre
                     xkey = "X" if "X" in z else None
                 if xkey is None:
                     raise InputError(f"{arg}: {path!r} has no array 'X' (found {sorted(z.files)})")
+                ykey = (target_column or "y") if (target_column or "y") in z else None
                 if xkey:
+                    _check_npz_shapes(z, xkey, ykey, arg, path)
                     X = z[xkey]
-                if (target_column or "y") in z:
-                    y = z[target_column or "y"]
+                if ykey is not None:
+                    y = z[ykey]
         elif ext in (".csv", ".parquet"):
             header, data = _read_csv(path, arg) if ext == ".csv" else _read_parquet(path, arg)
             key = target_column or ("y" if "y" in header else None)
