@@ -357,3 +357,17 @@ def test_a_memmap_truncated_underneath_is_refused_not_a_crash(contexts, tmp_path
 def test_the_table_is_large(contexts):
     """The counts tests/README.md reports."""
     assert len(CASES) >= 250 and len(WORK_CASES) >= 60 and len(FILE_CASES) >= 20
+
+
+@pytest.mark.parametrize("w_big", [1e308, 1e305])
+def test_weights_too_large_to_sum_blame_sample_weight_not_x(w_big):
+    """The objective is the weighted mean loss, so only the weights' ratios matter: weights whose
+    sum overflows are refused naming sample_weight (not "X ... overflowed"), with what to do."""
+    X = np.random.default_rng(0).standard_normal((20, 2))
+    y = (X[:, 0] > 0).astype(float)
+    w = np.full(20, w_big)
+    with pytest.raises(uw.InputError, match="sample_weight: too large to sum in float64 .* divide them all by one constant"):
+        uw.LogisticRegression(l2=0.1).fit(X, y, sample_weight=w)
+    a = uw.LogisticRegression(l2=0.1).fit(X, y, sample_weight=w / w_big)  # the advice works
+    b = uw.LogisticRegression(l2=0.1).fit(X, y)
+    np.testing.assert_allclose(a.get_theta(), b.get_theta(), rtol=1e-12)

@@ -47,8 +47,19 @@ impl<'a> Batch<'a> {
             if let Some(i) = w.iter().position(|&v| v < 0.0) {
                 return Err(Error::Weights { msg: format!("must be >= 0, got {} at index {i}", w[i]) });
             }
-            if !(w.sum() > 0.0) {
+            let total = w.sum();
+            if !(total > 0.0) {
                 return Err(Error::Weights { msg: "all weights are zero".into() });
+            }
+            if !total.is_finite() || w.iter().any(|&v| !(v * 1e8).is_finite()) {
+                // the objective is the weighted *mean* loss: only the weights' ratios matter
+                return Err(Error::Weights {
+                    msg: format!(
+                        "too large to sum in float64 (largest {:e}): divide them all by one constant, which changes no \
+                         answer (the objective is the weighted mean loss)",
+                        w.iter().cloned().fold(0.0_f64, f64::max)
+                    ),
+                });
             }
         }
         Ok(())
