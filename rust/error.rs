@@ -18,6 +18,8 @@ pub enum Error {
     Value { arg: &'static str, msg: String },
     /// The (augmented) Hessian is not positive definite: the optimum is not unique.
     Singular { msg: String },
+    /// An allocation larger than the memory available (or than any address space).
+    Memory { msg: String },
     /// A long call was cancelled (Ctrl-C in Python).
     Interrupted,
 }
@@ -37,6 +39,7 @@ impl fmt::Display for Error {
             }
             Error::Value { arg, msg } => write!(f, "{arg}: {msg}"),
             Error::Singular { msg } => write!(f, "{msg}"),
+            Error::Memory { msg } => write!(f, "{msg}"),
             Error::Interrupted => write!(f, "interrupted"),
         }
     }

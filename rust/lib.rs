@@ -14,7 +14,7 @@
 //! - [`influence`]: I(z), scores, top-k, self-influence, leverage, for an [`Influence`] that owns
 //!   its model, theta and training data;
 //! - [`blocks`]: deterministic parallel loops over row blocks; [`linalg`]: faer glue;
-//!   [`cancel`]: Ctrl-C and progress.
+//!   [`cancel`]: Ctrl-C and progress; [`memory`]: size checks before large allocations.
 
 pub mod blocks;
 pub mod cancel;
@@ -23,6 +23,7 @@ pub mod error;
 pub mod fit;
 pub mod influence;
 pub mod linalg;
+pub mod memory;
 pub mod models;
 pub mod objective;
 pub mod solvers;

@@ -99,6 +99,11 @@ pub struct Cholesky {
     l: Factor,
 }
 
+/// The smallest accepted L_ii^2 / H_ii: the relative curvature a direction must keep after the
+/// earlier ones are projected out. float64 Cholesky computes it to about p eps, and it bounds
+/// the condition number of H equilibrated by its diagonal (NIST's Longley data: 7e-9, accepted).
+pub const PIVOT_RTOL: f64 = 1e-12;
+
 /// Where L lives: a copy with zeros above the diagonal, or the lower triangle of the caller's
 /// matrix, factored in place (its strict upper triangle is scratch, never read).
 enum Factor {
@@ -181,15 +186,22 @@ fn check_square((r, c): (usize, usize)) -> Result<usize> {
 /// `PARALLEL_CHOLESKY_MIN_N` on the blocked parallel one, [`factor_blocked`].
 fn factor_lower_in_place(mut l: MatMut<'_, f64>) -> Result<()> {
     let n = l.nrows();
+    let h_diag: Vec<f64> = (0..n).map(|i| l[(i, i)]).collect();
     let res = if n >= PARALLEL_CHOLESKY_MIN_N { factor_blocked(l.as_mut()) } else { factor_seq(l.as_mut()) };
     if let Err(index) = res {
         return Err(Error::Singular { msg: format!("the Hessian is not positive definite (Cholesky pivot {index} of {n} is not positive)") });
     }
-    // Pivots that are positive but tiny relative to the largest make the solve meaningless.
-    let diag: Vec<f64> = (0..n).map(|i| l[(i, i)]).collect();
-    let max = diag.iter().cloned().fold(0.0_f64, f64::max);
-    if let Some(index) = diag.iter().position(|&d| !(d > max * 1e-7) || !d.is_finite()) {
-        return Err(Error::Singular { msg: format!("the Hessian is numerically singular (condition number above 1e14 at pivot {index} of {n})") });
+    // A positive pivot can still be rounding noise. L_ii^2 / H_ii is the part of direction i's
+    // curvature that the earlier directions do not explain (1 - R^2 in the H metric), a ratio
+    // that rescaling the parameters (the features' units) leaves unchanged: test it, not L_ii
+    // against the largest pivot, which a rescaled column moves.
+    if let Some(index) = (0..n).position(|i| !(l[(i, i)] * l[(i, i)] > PIVOT_RTOL * h_diag[i]) || !l[(i, i)].is_finite()) {
+        return Err(Error::Singular {
+            msg: format!(
+                "the Hessian is numerically singular: direction {index} of {n} is a combination of the earlier ones \
+                 (its unexplained curvature is below {PIVOT_RTOL:e} of its own, whatever the units)"
+            ),
+        });
     }
     Ok(())
 }

@@ -79,6 +79,107 @@ ATOL_ROUNDING_LEVEL = 0.0
 ROUNDING_LEVEL_KEYS = ("grad_norm", "/solve_info/residuals")
 MASK_ROUNDING_LEVEL_IN_STDOUT = False
 
+#: What df097f3 did wrong and was changed on purpose, by key prefix: the golden keys under the
+#: prefix are not compared; instead the case must now give ``value`` under ``prefix + key``.
+#: Each entry names the issue item that changed it and the test that covers the new behaviour.
+CHANGED_BY_DESIGN = {
+    "fit/multinomial/l2=0.05,w/n_classes=4/": (
+        "refused", "InputError",
+        "issue 11 item 2: class 3 has no training point, so its unpenalised intercept has no finite optimum; df097f3 "
+        "reported a fit at a tol-dependent point (tests/test_identifiability.py)",
+    ),
+}
+
+#: Results changed on purpose at rounding level: (key pattern, kind, tolerance, reason). The
+#: first pattern matching a key applies; keys no pattern matches stay exact. Kinds: "rtol"
+#: (normwise relative), "atol" (absolute), "int" (integer counts, absolute), "range" (the part
+#: outside the multinomial's flat directions, normwise relative; the part along them is a
+#: convention of the solver, see the reason), "text" (stdout with rounding-level numbers masked).
+MULTINOMIAL_NULL_SCALE = (
+    "issue 11 item 14: the multinomial's flat directions are given the Hessian's curvature on their own "
+    "support (was: its mean diagonal), so the augmented Hessian rescales with the features; the solves "
+    "move at rounding level"
+)
+INVERSE_HVP_NULL_PART = (
+    MULTINOMIAL_NULL_SCALE + "; inverse_hvp of a vector with a part along the flat directions returns "
+    "N S^-1 N^T b there, which depends on S by definition"
+)
+LOO_DIVERGED = (
+    "issue 11 item 8: leaving out point 14 makes the unpenalised multinomial problem separable; df097f3 "
+    "reported that refit at |theta| = 476, a tol-dependent point, and today it is NaN with a warning"
+)
+#: refits with no finite optimum, by key prefix: their rows are NaN now
+DIVERGED_REFITS = {"validation/multinomial/l2=0/leave_one_out/all/": [14]}
+REDESIGNED = [
+    (r"validation/multinomial/l2=0/leave_one_out/all/(theta|actual_params|actual_loss)$", "nanrows", 1e-13, LOO_DIVERGED),
+    (r"validation/multinomial/l2=0/compare/", "recompute", 0.0,
+     LOO_DIVERGED + "; compare() leaves NaN rows out: the golden inputs without row 14 must give the same"),
+    (r"multinomial.*/(cg|auto)/.*inverse_hvp(/matrix|/vector)?$", "range", 1e-9, INVERSE_HVP_NULL_PART + " (CG)"),
+    (r"multinomial.*inverse_hvp(/matrix|/vector)?$", "range", 1e-12, INVERSE_HVP_NULL_PART),
+    (r"multinomial.*/solve_info/iterations$", "int", 1, MULTINOMIAL_NULL_SCALE + " (CG stops one iteration apart)"),
+    (r"multinomial.*/(cg|auto)/.*solve_info/residuals$", "atol", 1e-10,
+     MULTINOMIAL_NULL_SCALE + " (CG residuals are only bounded by rtol = 1e-10)"),
+    (r"multinomial.*(grad_norm_?|solve_info/residuals)$", "atol", 1e-14, MULTINOMIAL_NULL_SCALE + " (rounding-level numbers)"),
+    (r"multinomial/(f32|npy_f32)/", "rtol", 1e-6, MULTINOMIAL_NULL_SCALE + " (float32 scores)"),
+    (r"validation/multinomial/l2=0/", "rtol", 1e-4,
+     MULTINOMIAL_NULL_SCALE + "; unpenalised multinomial refits stop at |grad| <= 1e-10 on an ill-conditioned "
+     "problem, which fixes theta to about 1e-5"),
+    (r"validation/multinomial/.*/compare/spearman$", "rtol", 1e-3,
+     MULTINOMIAL_NULL_SCALE + " (nearly tied leave-one-out changes swap ranks)"),
+    (r"multinomial.*/(cg|auto)/", "rtol", 1e-9, MULTINOMIAL_NULL_SCALE + " (CG stops at rtol = 1e-10 after other iterates)"),
+    (r"multinomial.*stdout\.txt$", "text", 0.0, MULTINOMIAL_NULL_SCALE + " (a printed residual)"),
+    (r"multinomial", "rtol", 1e-13, MULTINOMIAL_NULL_SCALE),
+]
+
+
+def redesigned(key: str):
+    """(kind, tolerance) of the first REDESIGNED pattern matching ``key``, or None."""
+    for pattern, kind, tol, _reason in REDESIGNED:
+        if re.search(pattern, key):
+            return kind, tol
+    return None
+
+
+def _multinomial_range(x: np.ndarray, l2_zero: bool) -> np.ndarray:
+    """x without its part along the flat directions of the golden multinomial problem (k = 3
+    classes; rows [coef..., intercept] per class): the intercepts' common shift, and with l2 = 0
+    every coefficient's."""
+    k = 3
+    p = x.shape[0]
+    cols = range(p // k) if l2_zero else [p // k - 1]
+    basis = np.zeros((p, len(cols)))
+    for c, j in enumerate(cols):
+        basis[[i * (p // k) + j for i in range(k)], c] = 1 / np.sqrt(k)
+    return x - basis @ (basis.T @ x)
+
+
+def _compare_redesigned(key: str, got, want, kind: str, tol: float) -> str | None:
+    if kind == "text":
+        masked = [re.sub(r"(gradient norm |max relative residual )[-+0-9.e]+", r"\1<r>", str(t)) for t in (got, want)]
+        return None if masked[0] == masked[1] else f"{key}: text differs beyond rounding-level numbers"
+    got = cases.to_array(got)
+    if kind == "int":
+        if got.shape != want.shape:
+            return f"{key}: shape {got.shape}, golden {want.shape}"
+        diff = int(np.abs(got.astype(np.int64) - want.astype(np.int64)).max(initial=0))
+        return None if diff <= tol else f"{key}: counts differ by {diff} > {tol}"
+    if kind == "nanrows":
+        prefix, name = key.rsplit("/", 1)
+        rows = DIVERGED_REFITS[prefix + "/"]
+        nan_rows = np.flatnonzero(np.isnan(got).any(axis=1))
+        if nan_rows.tolist() != rows or not np.isnan(got[rows]).all():
+            return f"{key}: NaN rows {nan_rows.tolist()}, expected exactly {rows} (refits with no finite optimum)"
+        kept = np.setdiff1d(np.arange(want.shape[0]), rows)
+        return compare(key, got[kept], want[kept], tol)
+    if kind == "range":
+        l2_zero = "/l2=0/" in key or "/l2=0," in key
+        got, want = _multinomial_range(got, l2_zero), _multinomial_range(want, l2_zero)
+        kind = "rtol"
+    if kind == "rtol":
+        return compare(key, got, want, tol)
+    return compare(key, got, want, 0.0, tol)
+
+
 #: optional packages an area needs (installed by ``pip install '.[test]'``)
 NEEDS = {
     "storage": ("scipy",),
@@ -173,11 +274,26 @@ def compare(key: str, got, want, rtol: float, atol: float = 0.0) -> str | None:
             f"allowed abs {allowed:.3e} (rtol={rtol:g}, atol={atol:g}); {_first_diff(got, want, bad)}")
 
 
+def _recompute_compare(want: dict, key: str):
+    """What ``compare(predicted_params, actual_params)`` gives on the golden leave-one-out
+    arrays once the diverged refits' rows are left out (a key ``.../compare/<field>``)."""
+    prefix = key.split("/compare/")[0] + "/leave_one_out/all/"
+    kept = np.setdiff1d(np.arange(want[prefix + "actual_params"].shape[0]), DIVERGED_REFITS[prefix])
+    result = cases.uw.compare(want[prefix + "predicted_params"][kept], want[prefix + "actual_params"][kept])
+    return getattr(result, key.rsplit("/", 1)[1])
+
+
 def compare_all(area: str, got: dict, want: dict, keys=None) -> list[str]:
     """Every difference between an area's outputs and its golden outputs (missing and extra
     keys too, unless ``keys`` restricts the comparison)."""
     failures = []
     got = {(cases.text_filename(k) if isinstance(v, cases.Text) else k): v for k, v in got.items()}
+    for prefix, (key, value, _reason) in CHANGED_BY_DESIGN.items():
+        if any(k.startswith(prefix) for k in want):
+            want = {k: v for k, v in want.items() if not k.startswith(prefix)}
+            now = got.pop(prefix + key, None)
+            if now != value:
+                failures.append(f"{prefix}{key}: changed by design to {value!r}, got {now!r}")
     if keys is None:
         missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
         failures += [f"{k}: in the golden outputs but no longer computed" for k in missing]
@@ -185,7 +301,13 @@ def compare_all(area: str, got: dict, want: dict, keys=None) -> list[str]:
         keys = sorted(set(want) & set(got))
     for key in keys:
         atol = ATOL_ROUNDING_LEVEL if _is_rounding_level(key) else 0.0
-        msg = compare(key, got[key], want[key], RTOL[area], atol)
+        changed = redesigned(key)
+        if changed and changed[0] == "recompute":
+            msg = compare(key, got[key], np.asarray(_recompute_compare(want, key)), 1e-13)
+        elif changed:
+            msg = _compare_redesigned(key, got[key], want[key], *changed)
+        else:
+            msg = compare(key, got[key], want[key], RTOL[area], atol)
         if msg:
             failures.append(msg)
     return failures

@@ -83,7 +83,8 @@ class Model:
         theta0: _F64 | None = None,
         progress: _Progress = None,
         method: str = "direct",
-    ) -> tuple[_F64, int, float, bool, float]: ...
+        report_move: bool = False,
+    ) -> tuple[_F64, int, float, bool, float, tuple[int, float] | None]: ...
     def refit(
         self,
         theta0: _F64,
@@ -98,7 +99,8 @@ class Model:
         method: str = "direct",
         progress: _Progress = None,
         l2s: list[float] | None = None,
-    ) -> tuple[_F64, npt.NDArray[np.uintp], _F64, npt.NDArray[np.bool_]]: ...
+        report_move: bool = False,
+    ) -> tuple[_F64, npt.NDArray[np.uintp], _F64, npt.NDArray[np.bool_], _F64]: ...
 
 @final
 class Influence:
@@ -123,6 +125,9 @@ class Influence:
     ) -> Influence: ...
     @property
     def grad_norm(self) -> float: ...
+    @property
+    def objective(self) -> float: ...
+    def newton_decrement(self) -> float: ...
     @property
     def total_weight(self) -> float: ...
     @property

@@ -40,7 +40,7 @@ from ._validation import (
     solver_args,
     training_features,
 )
-from .errors import ConvergenceError, InputError, NotAtOptimumWarning
+from .errors import ConvergenceError, InputError, NotAtOptimumWarning, SingularHessianError
 from .interop import from_sklearn, from_statsmodels
 from .models import Model, check_model
 from .solver import QueryPolicy, Work, check_on_unconverged, check_solver, work
@@ -50,6 +50,8 @@ __all__ = ["GradientInfluence", "Influence", "SolvedQueries", "SolveInfo", "TopK
 #: Gradient norm (max abs entry of grad L_w) above which ``Influence`` warns that theta is not
 #: an optimum of the objective on the data it was given.
 OPTIMUM_TOL = 1e-6
+# ... or the Newton decrement relative to the objective (scale-invariant; see Influence._at_optimum)
+OPTIMUM_DECREMENT_RTOL = 1e-12
 
 
 @dataclass(frozen=True)
@@ -328,7 +330,7 @@ class Influence(_Queries):
         self._args = solver_args(damping, rtol, atol, max_iter, precondition, progress)
         self._itemsize = score_itemsize(self.X)
         self._start(QueryPolicy(solver, work(n, self._theta.size, self._core_model.n_outputs, self.X)))
-        if self._core.grad_norm > OPTIMUM_TOL:
+        if not self._at_optimum():
             warnings.warn(
                 f"the model's parameters do not minimise the objective on this data (max |gradient| = "
                 f"{self._core.grad_norm:.3g}): influence is exact only at the optimum. Pass the same X, y, "
@@ -358,6 +360,20 @@ class Influence(_Queries):
         # penalty_renormalized=False, sum-of-losses objectives (scikit-learn's Ridge, LogisticRegression): no renormalisation term
         return InfluenceCore(self._core_model, self._theta, self.X, self.y, self.sample_weight, self.l2, method, *self._args,
                              self._renormalized)
+
+    def _at_optimum(self) -> bool:
+        """Whether theta minimises the objective up to rounding: max |gradient| <= OPTIMUM_TOL,
+        or else (the gradient's size depends on the features' units: a column in other units
+        scales its entry) the Newton decrement g^T H^-1 g, the same in any units, is at most
+        OPTIMUM_DECREMENT_RTOL (1 + |L_w|)."""
+        core = self._core
+        if core.grad_norm <= OPTIMUM_TOL:
+            return True
+        try:
+            decrement = core.newton_decrement()
+        except SingularHessianError:
+            return False
+        return decrement <= OPTIMUM_DECREMENT_RTOL * (1.0 + abs(core.objective))
 
     # -- basic facts ------------------------------------------------------------------------
     @property

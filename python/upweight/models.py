@@ -86,6 +86,32 @@ class Model(Protocol):
 
 
 #: The names :class:`Model` declares (for error messages).
+# A converged fit whose last Newton step still moved a linear predictor by more than this
+# diverges (see check_not_diverging): such steps are about 1 when there is no finite
+# optimum, and shrink quadratically (far below this even at a loose tol) when there is one.
+DIVERGING_STEP = 0.5
+
+def check_not_diverging(row: int, moved: float, what: str = "the fit") -> None:
+    """Raise SingularHessianError if a converged fit (l2 = 0) has no finite optimum: its last
+    Newton step still moved training point ``row``'s linear predictor by ``moved``.
+
+    At a finite optimum Newton's steps shrink quadratically, so the last step moves no linear
+    predictor by more than a rounding-level amount. Without one (classes separated completely or
+    quasi-completely; a feature nonzero only for points the model can fit perfectly, e.g. a
+    one-hot column used by one row; a Poisson group whose counts are all 0) the gradient vanishes
+    only as theta runs off to infinity, and every step still moves some fitted point's linear
+    predictor by about 1 (its log-odds or log-rate). The test is in units of the linear predictor,
+    so the features' units do not matter.
+    """
+    if moved > DIVERGING_STEP:
+        raise SingularHessianError(
+            f"{what} diverges: Newton's last step still moved training point {row}'s linear predictor by "
+            f"{moved:.2g} (a finite optimum's steps shrink quadratically), so the unpenalised loss has no "
+            "finite minimiser: the classes are (quasi-)separated, or a feature is nonzero only on points the "
+            "model fits perfectly (e.g. a one-hot column used by one row). Use l2 > 0, or drop that feature"
+        )
+
+
 MODEL_MEMBERS = ("l2", "penalty_renormalized", "n_features_in_", "n_params", "get_theta", "set_theta", "check_targets", "core_model")
 
 
@@ -272,10 +298,11 @@ class _GLM:
         :class:`ConvergenceWarning` if the gradient norm did not reach ``tol`` (an absolute bound
         on max |grad L_w|) within ``max_iter`` steps, or stalled above it at rounding level.
         """
-        X_in = X
         X, n, d = training_features(X)
         y = self.check_targets(y, n, fitting=True)
         w = as_weights(sample_weight, n)
+        if w is None or (np.all(w >= 0) and np.any(w > 0)):  # (bad weights: the core names sample_weight)
+            self._check_intercepts_finite(y, w)
         l2 = as_nonneg_float(self.l2, "l2")
         tol = as_nonneg_float(self.tol, "tol")
         max_iter = as_positive_int(self.max_iter, "max_iter")
@@ -286,13 +313,20 @@ class _GLM:
             theta0 = np.ascontiguousarray(prev.reshape(-1), dtype=np.float64)
         # "auto": the cost model of Influence's "auto", for one right-hand side per step
         solver = resolve(self.solver, work(n, self.n_classes * (d + 1), self.n_classes, X))
-        theta, n_iter, grad_norm, converged, objective = self._core_model(d).fit(
-            X, y, w, l2, tol, max_iter, theta0, self.progress, solver
+        may_diverge = l2 == 0 and self.family != "squared"
+        theta, n_iter, grad_norm, converged, objective, moved = self._core_model(d).fit(
+            X, y, w, l2, tol, max_iter, theta0, self.progress, solver, may_diverge
         )
         self.n_features_in_ = d
         self.set_theta(theta)
-        if not isinstance(X, str):  # a file would have to be read again; its fit is not checked
-            self._check_separation(X_in, y, w, l2)
+        if may_diverge:
+            try:  # the same checks whatever the storage of X (a .npy file is read once more)
+                self._check_separation(X, y, w)
+                if converged and moved is not None:
+                    check_not_diverging(*moved)
+            except SingularHessianError:
+                del self.theta_
+                raise
         self.n_iter_ = n_iter
         self.grad_norm_ = grad_norm
         self.converged_ = converged
@@ -308,8 +342,13 @@ class _GLM:
             )
         return self
 
-    def _check_separation(self, X, y, w, l2) -> None:
+    def _check_separation(self, X, y, w) -> None:
         """Classification families only: see LogisticRegression."""
+
+
+    def _check_intercepts_finite(self, y: np.ndarray, w: np.ndarray | None) -> None:
+        """Refuse weighted targets for which an intercept has no finite optimum, whatever l2
+        (intercepts are not penalised): see PoissonRegression and LogisticRegression."""
 
     def _check_fitted(self) -> None:
         if getattr(self, "theta_", None) is None:
@@ -353,6 +392,15 @@ class PoissonRegression(_GLM):
     """Poisson regression with log link: loss exp(eta) - y eta for counts y >= 0."""
 
     _family = "poisson"
+
+    def _check_intercepts_finite(self, y, w) -> None:
+        """All-zero counts (with positive weight) drive the intercept to -inf: refuse."""
+        total = float(np.dot(y, w)) if w is not None else float(y.sum())
+        if not total > 0:
+            raise InputError(
+                "y: every count with positive weight is 0, so the rate's intercept has no finite optimum "
+                "(it goes to -inf): PoissonRegression needs some positive count"
+            )
 
     def predict(self, X) -> np.ndarray:
         """Predicted rate exp(eta)."""
@@ -411,8 +459,17 @@ class LogisticRegression(_GLM):
                 "expects integer labels 0..k-1 (0/1 for binary)"
             )
         if fitting:
+            if self.n_classes_param is None and y.max() >= max(n, 2):
+                # k = max(y) + 1 classes cannot all be present: refuse before any k-sized allocation
+                i = int(np.argmax(y))
+                raise InputError(
+                    f"{name}: label {y[i]:g} at index {i} would make {y[i] + 1:g} classes for {n} points; LogisticRegression "
+                    "expects class ids 0..k-1, each present (relabel with np.unique(y, return_inverse=True))"
+                )
             k = self.n_classes_param if self.n_classes_param is not None else int(y.max()) + 1
             k = max(as_positive_int(k, "n_classes"), 2)
+            if k > max(n, 2):
+                raise InputError(f"n_classes: {k} classes cannot all be present among {n} points")
             if y.max() >= k:
                 i = int(np.argmax(y >= k))
                 raise InputError(f"{name}: class id {y[i]:g} at index {i} is not below n_classes={k}")
@@ -428,21 +485,34 @@ class LogisticRegression(_GLM):
     def _declare_outputs(self, k: int) -> None:
         self.classes_ = np.arange(2 if k == 1 else k)
 
-    def _check_separation(self, X, y, w, l2) -> None:
+    def _check_intercepts_finite(self, y, w) -> None:
+        """A class with no positive weight drives its (unpenalised) intercept to -inf, and
+        the fit to no finite optimum: refuse, naming the class."""
+        k = len(self.classes_)
+        weight = np.bincount(y.astype(np.intp), weights=w, minlength=k)
+        empty = np.flatnonzero(~(weight > 0))
+        if empty.size:
+            c = int(empty[0])
+            how = "has no training point" if not np.any(y == c) else "has only points of weight 0"
+            raise InputError(
+                f"y: class {c} of 0..{k - 1} {how}, so its intercept has no finite optimum (it goes to -inf) "
+                "whatever l2: relabel the classes present as 0..k-1 (np.unique(y, return_inverse=True)) "
+                "or drop n_classes"
+            )
+
+    def _check_separation(self, X, y, w) -> None:
         """Without a penalty, classes that some theta classifies perfectly have no finite
         optimum (scaling theta up always lowers the loss): Newton's gradient then vanishes at a
         huge theta and influence would be meaningless, so refuse."""
-        if l2 > 0:
-            return
-        eta = self.decision_function(X)
+        eta = self.core_model().predict(self.get_theta(), X, "linear")
         if self.n_classes == 1:
+            eta = eta[:, 0]
             correct = (2 * y - 1) * eta > 0
         else:
             correct = np.argmax(eta, axis=1) == y
         if w is not None:
             correct = correct | (w == 0)
         if correct.all():
-            del self.theta_
             raise SingularHessianError(
                 "the classes are perfectly separable, so the unpenalised loss has no finite minimiser "
                 "(and no Hessian to invert there): use l2 > 0"

@@ -21,7 +21,7 @@ import numpy as np
 from ._validation import as_indices, as_points, as_vector, as_weights, check_finite, n_rows, training_features
 from .errors import ConvergenceWarning, InputError
 from .influence import Influence
-from .models import Model, check_model
+from .models import DIVERGING_STEP, Model, check_model
 from .solver import resolve, work
 
 __all__ = [
@@ -74,7 +74,12 @@ class Prediction:
 
 
 def _values(f, model, theta):
-    return theta.copy() if f is None else f._values(model, theta)
+    """f at theta (theta itself when f is None); NaN for a refit with no finite optimum."""
+    if f is None:
+        return theta.copy()
+    if not np.isfinite(theta).all():
+        return np.full(np.shape(f._values(model, np.zeros_like(theta))), np.nan)
+    return f._values(model, theta)
 
 
 @dataclass(frozen=True)
@@ -144,10 +149,24 @@ def _refit(model: Model, Xc, y, w, theta, points, weights, progress=None):
         W = float(wv.sum())
         l2s = [float(model.l2) * W / (W - float(np.sum(wv[list(p)])) + float(np.sum(v))) for p, v in zip(points, weights, strict=True)]
     tol = max(REFIT_TOL, 10 * float(getattr(model, "grad_norm_", 0.0)))
-    thetas, n_iter, grad_norm, converged = core.refit(
+    may_diverge = float(model.l2) == 0 and core.family not in (None, "squared")
+    thetas, n_iter, grad_norm, converged, moved = core.refit(
         theta, Xc, y, w, float(model.l2), tol, max(int(getattr(model, "max_iter", 100)), 100),
-        [list(map(int, p)) for p in points], [list(map(float, v)) for v in weights], solver, progress, l2s,
+        [list(map(int, p)) for p in points], [list(map(float, v)) for v in weights], solver, progress, l2s, may_diverge,
     )
+    diverged = converged & (moved > DIVERGING_STEP)
+    if diverged.any():
+        # no finite refit: its difference from theta* is infinite, not the number Newton stopped at
+        thetas[diverged] = np.nan
+        which = np.flatnonzero(diverged)
+        warnings.warn(
+            f"{which.size} refit(s) (first: #{which[0]}) have no finite optimum: with those weights the unpenalised "
+            "classes are (quasi-)separated, or a feature is nonzero only on points fitted perfectly, and the "
+            "refit diverges (its last Newton step still moved a linear predictor by "
+            f"{moved[which[0]]:.2g}); their rows are NaN (compare() leaves them out). Use l2 > 0",
+            ConvergenceWarning, stacklevel=3,
+        )
+        converged = converged | diverged
     if not converged.all():
         bad = int(np.argmin(converged))
         warnings.warn(f"refit #{bad} stopped at gradient norm {grad_norm[bad]:.2g} > {tol:.2g} after {n_iter[bad]} "
@@ -183,7 +202,11 @@ def response_curve(model, X, y, m: int, eps, f=None, sample_weight=None, progres
 def leave_one_out(model, X, y, idx=None, X_test=None, y_test=None, sample_weight=None, progress=None) -> LeaveOneOut:
     """Refit without each training point of ``idx`` (default: all), in parallel, and compare
     the change of theta (and of each test loss, given ``X_test, y_test``) with influence's
-    first-order prediction -w_m I(z_m) (and -w_m S[t, m])."""
+    first-order prediction -w_m I(z_m) (and -w_m S[t, m]).
+
+    A refit with no finite optimum (with ``l2 = 0``, leaving a point out can separate the classes)
+    has NaN rows in ``theta``, ``actual_params`` and ``actual_loss``, with a ConvergenceWarning;
+    :func:`compare` leaves them out."""
     theta, Xc, yv, w, n = _setup(model, X, y, sample_weight)
     idx = np.arange(n) if idx is None else as_indices(np.asarray(list(idx) if not isinstance(idx, np.ndarray) else idx), n)
     thetas = _refit(model, Xc, yv, w, theta, [[int(i)] for i in idx], [[0.0]] * len(idx), progress)
@@ -194,7 +217,7 @@ def leave_one_out(model, X, y, idx=None, X_test=None, y_test=None, sample_weight
     if X_test is not None:
         f = TestLoss(X_test, y_test)
         l0 = f._values(model, theta)
-        actual_loss = np.stack([f._values(model, t) for t in thetas]) - l0
+        actual_loss = np.stack([_values(f, model, t) for t in thetas]) - l0
         predicted_loss = -wm[:, None] * inf.on_loss(X_test, y_test, idx=idx).T
     return LeaveOneOut(idx, thetas, thetas - theta, pred, actual_loss, predicted_loss)
 
@@ -217,7 +240,7 @@ def leave_k_out(model, X, y, group, X_test=None, y_test=None, sample_weight=None
     actual_loss = predicted_loss = None
     if X_test is not None:
         f = TestLoss(X_test, y_test)
-        actual_loss = f._values(model, t) - f._values(model, theta)
+        actual_loss = _values(f, model, t) - f._values(model, theta)
         predicted_loss = -(inf.on_loss(X_test, y_test, idx=idx) * wm).sum(axis=1)
     return LeaveKOut(idx, t, t - theta, pred, actual_loss, predicted_loss)
 
@@ -235,12 +258,18 @@ def _ranks(a: np.ndarray) -> np.ndarray:
 
 def compare(predicted, actual) -> Comparison:
     """Pearson and Spearman correlation, and the slope of ``actual`` regressed on ``predicted``
-    (with intercept), over all entries (flattened; both must have the same shape)."""
+    (with intercept), over all entries (flattened; both must have the same shape). NaN entries
+    of ``actual`` (refits with no finite optimum, see :func:`leave_one_out`) are left out; ``n``
+    counts the pairs used."""
     P, A = np.asarray(predicted, dtype=np.float64), np.asarray(actual, dtype=np.float64)
     if P.shape != A.shape:  # (5, 10) against (10, 5) would pair unrelated entries
         raise InputError(f"actual: has shape {A.shape} but predicted has shape {P.shape}")
     p, a = P.ravel(), A.ravel()
-    if p.size < 2 or not (np.isfinite(p).all() and np.isfinite(a).all()):
+    if not np.isfinite(p).all() or np.isinf(a).any():
+        raise InputError("predicted, actual: contain infinity (or NaN in predicted)")
+    kept = ~np.isnan(a)
+    p, a = p[kept], a[kept]
+    if p.size < 2:
         raise InputError("predicted, actual: need at least 2 finite entries")
     pc, ac = p - p.mean(), a - a.mean()
     denom = np.sqrt((pc @ pc) * (ac @ ac))

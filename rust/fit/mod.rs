@@ -5,25 +5,30 @@ pub mod refit;
 
 use ndarray::{Array1, ArrayView1, Axis};
 
+use crate::blocks::{blocks, BLOCK_ROWS};
 use crate::cancel::Cancel;
+use crate::data::with_block;
 use crate::error::{check_finite, check_overflow, Error, Result};
-use crate::models::Model;
+use crate::models::{Model, Prediction};
 use crate::objective::Objective;
 use crate::solvers::{CgOptions, Method, Prepared};
 
 #[derive(Clone, Debug)]
 pub struct FitOptions {
-    /// Stop when the largest absolute entry of the gradient of L_w is at most this.
+    /// Stop when the largest absolute entry of the gradient of L_w is at most this, or when
+    /// the Newton decrement reached rounding level (a scale-invariant stop; see [`newton`]).
     pub tol: f64,
     pub max_iter: usize,
     /// How each Newton step H s = -g is solved: `Direct` forms H (O(n p^2) per step); `Cg` is
     /// truncated Newton-CG on Hessian-vector products (O(n p) per CG iteration, H never formed).
     pub method: Method,
+    /// Report how far the last step moved the fit ([`FitResult::moved`]; one more pass).
+    pub report_move: bool,
 }
 
 impl Default for FitOptions {
     fn default() -> Self {
-        Self { tol: 1e-10, max_iter: 100, method: Method::Direct }
+        Self { tol: 1e-10, max_iter: 100, method: Method::Direct, report_move: false }
     }
 }
 
@@ -36,6 +41,32 @@ pub struct FitResult {
     pub grad_norm: f64,
     pub converged: bool,
     pub objective: f64,
+    /// The last step taken (theta minus the previous iterate), if any. A finite optimum's
+    /// steps shrink quadratically; a fit that diverges (separated classes) keeps taking steps
+    /// that move some linear predictor by about 1: what callers check for divergence.
+    pub last_step: Option<Array1<f64>>,
+    /// With [`FitOptions::report_move`] and a step taken: [`largest_move`] of the last step.
+    pub moved: Option<(usize, f64)>,
+}
+
+/// How far `step` moves the fit: the largest |change of a linear predictor| (any output) over
+/// the rows of positive weight, and its row. At a finite optimum Newton's last step moves no
+/// point by more than rounding; when the loss has no finite minimiser (separated classes, a
+/// feature nonzero only on points fitted perfectly) every step still moves some point by about 1.
+pub fn largest_move<M: Model + ?Sized>(obj: &Objective<M>, step: ArrayView1<f64>, cancel: &Cancel) -> Result<(usize, f64)> {
+    let mut best = (0, 0.0_f64);
+    for r in blocks(obj.data.n(), BLOCK_ROWS) {
+        cancel.check()?;
+        let start = r.start;
+        let (eta, w) = with_block(obj.data, r, |b| (obj.model.predict(step, b.x, Prediction::Linear), (0..b.n()).map(|i| b.weight(i)).collect::<Vec<_>>()))?;
+        for (i, (row, wi)) in eta?.rows().into_iter().zip(w).enumerate() {
+            let m = row.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+            if wi > 0.0 && m > best.1 {
+                best = (start + i, m);
+            }
+        }
+    }
+    Ok(best)
 }
 
 fn inf_norm(v: &Array1<f64>) -> f64 {
@@ -72,6 +103,8 @@ pub fn newton<M: Model + ?Sized>(obj: &Objective<M>, theta0: Option<ArrayView1<f
     check_overflow("the objective at the starting point", std::iter::once(&f).chain(g.iter()))?;
     let tol = opts.tol;
     let mut n_iter = 0;
+    let mut at_rounding_level = false;
+    let mut last_step = None;
     while inf_norm(&g) > tol && n_iter < opts.max_iter {
         cancel.check()?;
         let step = newton_step(obj, theta.view(), &g, null.as_ref(), opts.method, cancel)?;
@@ -79,13 +112,17 @@ pub fn newton<M: Model + ?Sized>(obj: &Objective<M>, theta0: Option<ArrayView1<f
         n_iter += 1;
         // Near the optimum the decrease is below the rounding of f: take the full step.
         // Stop if that no longer shrinks the gradient: it is at the level of rounding error.
+        // -slope is the Newton decrement g^T H^-1 g, which rescaling the features leaves
+        // unchanged (the gradient norm does not): an optimum found to rounding level is
+        // converged whatever the units, although max |g| may stay above an absolute `tol`.
         if -slope <= 1e-14 * (1.0 + f.abs()) {
             let trial = &theta + &step;
             let (ft, gt) = obj.value_grad(trial.view(), cancel)?;
             if inf_norm(&gt) >= inf_norm(&g) {
+                at_rounding_level = true;
                 break;
             }
-            (theta, f, g) = (trial, ft, gt);
+            (theta, f, g, last_step) = (trial, ft, gt, Some(step));
             continue;
         }
         let mut t = 1.0;
@@ -94,25 +131,40 @@ pub fn newton<M: Model + ?Sized>(obj: &Objective<M>, theta0: Option<ArrayView1<f
             let (ft, gt) = obj.value_grad(trial.view(), cancel)?;
             // (a trial point whose gradient overflows is no better than one whose value does)
             if ft.is_finite() && ft <= f + 1e-4 * t * slope && gt.iter().all(|v| v.is_finite()) {
-                (theta, f, g) = (trial, ft, gt);
+                (theta, f, g, last_step) = (trial, ft, gt, Some(&step * t));
                 break;
             }
             t *= 0.5;
             if t < 1e-12 {
                 // no decrease along the Newton direction: stop and report
-                return finish(theta, f, g, n_iter, false);
+                return finish(theta, f, g, n_iter, false, last_step).and_then(|r| with_move(obj, r, opts, cancel));
             }
         }
     }
-    let converged = inf_norm(&g) <= tol;
-    finish(theta, f, g, n_iter, converged)
+    let converged = inf_norm(&g) <= tol || at_rounding_level;
+    if opts.method == Method::Cg && obj.l2 == 0.0 {
+        // Newton-CG converges on a singular Hessian (to one of many optima), where the direct
+        // steps' factorisation refuses: refuse the same way
+        let solver = Prepared::cg(obj, theta.view(), obj.hessian_diag(theta.view(), cancel)?, None, 0.0, true, cancel)?;
+        solver.check_nonsingular(obj, theta.view(), &CgOptions::default(), cancel)?;
+    }
+    finish(theta, f, g, n_iter, converged, last_step).and_then(|r| with_move(obj, r, opts, cancel))
+}
+
+fn with_move<M: Model + ?Sized>(obj: &Objective<M>, mut res: FitResult, opts: &FitOptions, cancel: &Cancel) -> Result<FitResult> {
+    if opts.report_move {
+        if let Some(step) = &res.last_step {
+            res.moved = Some(largest_move(obj, step.view(), cancel)?);
+        }
+    }
+    Ok(res)
 }
 
 /// The result at the last accepted iterate, which is checked for overflow: a fit never returns
 /// Ok with a non-finite theta, objective or gradient.
-fn finish(theta: Array1<f64>, f: f64, g: Array1<f64>, n_iter: usize, converged: bool) -> Result<FitResult> {
+fn finish(theta: Array1<f64>, f: f64, g: Array1<f64>, n_iter: usize, converged: bool, last_step: Option<Array1<f64>>) -> Result<FitResult> {
     check_overflow("the fitted parameters", theta.iter().chain(g.iter()).chain(std::iter::once(&f)))?;
-    Ok(FitResult { grad_norm: inf_norm(&g), converged, objective: f, theta, n_iter })
+    Ok(FitResult { grad_norm: inf_norm(&g), converged, objective: f, theta, n_iter, last_step, moved: None })
 }
 
 /// The Newton direction -H^{-1} g. With `Cg`, CG runs to the Eisenstat-Walker forcing tolerance

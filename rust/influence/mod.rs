@@ -86,7 +86,9 @@ pub struct Influence {
     /// 2 l2 coef*_masked (zero without renormalisation)
     penalty_grad: Array1<f64>,
     total_weight: f64,
-    grad_norm: f64,
+    /// L_w(theta) and its gradient (influence is exact only where the gradient vanishes)
+    objective: f64,
+    grad: Array1<f64>,
     opts: SolverOptions,
     solver: Prepared,
 }
@@ -113,12 +115,16 @@ impl Influence {
             check_hessian(h, p)?;
         }
         let obj = Objective::new(&*model, &data, l2)?;
-        let (solver, grad) = Prepared::at(&obj, theta.view(), &opts.solver, hessian, cancel)?;
+        let (solver, objective, grad) = Prepared::at(&obj, theta.view(), &opts.solver, hessian, cancel)?;
+        if l2 == 0.0 && opts.solver.damping == 0.0 {
+            // what the direct solver's factorisation would refuse, CG must refuse too
+            solver.check_nonsingular(&obj, theta.view(), &opts.solver.cg, cancel)?;
+        }
         check_overflow("the gradient", grad.iter())?;
         let penalty_grad = if opts.renormalize { obj.penalty_grad(theta.view()) } else { Array1::zeros(p) };
         let total_weight = obj.total_weight();
         drop(obj);
-        Ok(Self { penalty_grad, total_weight, grad_norm: grad.iter().fold(0.0_f64, |m, g| m.max(g.abs())), opts: opts.solver, solver, model, data, theta, l2 })
+        Ok(Self { penalty_grad, total_weight, objective, grad, opts: opts.solver, solver, model, data, theta, l2 })
     }
 
     pub fn theta(&self) -> ndarray::ArrayView1<'_, f64> {
@@ -139,7 +145,21 @@ impl Influence {
     }
     /// max |grad L_w| at theta: influence is exact only at an optimum, where this is ~0.
     pub fn grad_norm(&self) -> f64 {
-        self.grad_norm
+        self.grad.iter().fold(0.0_f64, |m, g| m.max(g.abs()))
+    }
+
+    /// L_w(theta), the objective at theta.
+    pub fn objective_value(&self) -> f64 {
+        self.objective
+    }
+
+    /// The Newton decrement g^T (H + damping I)^{-1} g at theta: twice the decrease a Newton
+    /// step would still make. Unlike the gradient's norm it does not change when features are
+    /// rescaled, so it tells whether theta is an optimum up to rounding whatever their units.
+    pub fn newton_decrement(&self, cancel: &Cancel) -> Result<f64> {
+        let mut v = self.grad.clone().insert_axis(ndarray::Axis(1));
+        self.solve_in_place(v.view_mut(), true, cancel)?;
+        Ok(self.grad.dot(&v.column(0)))
     }
     pub fn method(&self) -> Method {
         self.solver.method()
@@ -205,8 +225,11 @@ impl Influence {
         F: Fn(usize, &Array2<f64>, &Array2<f64>) + Sync,
     {
         let p = self.n_params();
+        let rows = solved_block_rows(p);
+        // per thread: the gradients, the right-hand sides and CG's five work arrays
+        crate::memory::check("blocks of per-example gradients and their solves", &[7 * rayon::current_num_threads(), rows, p], 8)?;
         cancel.begin(points.n());
-        let infos: Vec<Result<SolveInfo>> = blocks(points.n(), BLOCK_ROWS)
+        let infos: Vec<Result<SolveInfo>> = blocks(points.n(), rows)
             .into_par_iter()
             .map(|r| {
                 cancel.check()?;
@@ -234,7 +257,7 @@ impl Influence {
     /// I(z) for every row of `points`: (n_points x p).
     pub fn params(&self, points: Points, cancel: &Cancel) -> Result<(Array2<f64>, SolveInfo)> {
         self.with_points(&points, |points, _| {
-            let out = std::sync::Mutex::new(Array2::zeros((points.n(), self.n_params())));
+            let out = std::sync::Mutex::new(crate::memory::zeros("the influence matrix", (points.n(), self.n_params()))?);
             let scale = -1.0 / self.total_weight;
             let info = self.for_each_solved_block(points, cancel, |start, _, v| {
                 let mut o = out.lock().expect("no panics while held");
@@ -262,6 +285,16 @@ impl Influence {
         })
     }
 }
+
+/// Rows per block of per-example solves: [`BLOCK_ROWS`], fewer when p is large, so that a
+/// block (B x p, several per thread) stays near `SOLVED_BLOCK_BYTES` (a function of p only:
+/// results do not depend on the machine or the thread count).
+fn solved_block_rows(p: usize) -> usize {
+    (SOLVED_BLOCK_BYTES / (8 * p).max(1)).clamp(1, BLOCK_ROWS)
+}
+
+/// Bytes of one B x p block of per-example solves (B = 512 up to p = 8192).
+const SOLVED_BLOCK_BYTES: usize = 32 << 20;
 
 /// A Hessian supplied by the caller must be p x p, finite and symmetric.
 fn check_hessian(h: &Array2<f64>, p: usize) -> Result<()> {

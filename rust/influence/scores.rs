@@ -128,10 +128,10 @@ impl Scorer<'_> {
 /// (r x B) destination, the layout faer is fastest with; returned as (r x n).
 fn fill_scores<T, F>(n: usize, r: usize, cancel: &Cancel, block: F) -> Result<Array2<T>>
 where
-    T: Copy + Default + Send + Sync + Into<f64>,
+    T: crate::memory::Zeroed + Send + Sync + Into<f64>,
     F: Fn(Range<usize>, ArrayViewMut2<T>) -> Result<()> + Sync,
 {
-    let mut st = Array2::from_elem((n, r), T::default());
+    let mut st: Array2<T> = crate::memory::zeros("the score matrix", (n, r))?;
     cancel.begin(n);
     st.axis_chunks_iter_mut(Axis(0), BLOCK_ROWS).into_par_iter().enumerate().try_for_each(|(b, chunk)| {
         cancel.check()?;

@@ -69,6 +69,7 @@ impl<M: Model + ?Sized> Objective<'_, M> {
     /// Hessian of L_w at theta (p x p, symmetric), penalty included. Row blocks for p up to
     /// [`TILED_HESSIAN_MAX_ROW_BLOCK_P`], tiles above (then H is column-major).
     pub fn hessian(&self, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<Array2<f64>> {
+        self.check_hessian_size()?;
         if self.n_params() > TILED_HESSIAN_MAX_ROW_BLOCK_P {
             self.hessian_tiled(theta, cancel)
         } else {
@@ -92,6 +93,7 @@ impl<M: Model + ?Sized> Objective<'_, M> {
 
     /// (sum_i w_i l_i, sum_i w_i grad l_i, lower triangle of sum_i w_i Hess l_i) from one pass.
     pub(super) fn sums_with_hessian(&self, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<(f64, Array1<f64>, Array2<f64>)> {
+        self.check_hessian_size()?;
         let ((loss, grad), h) = if self.n_params() > TILED_HESSIAN_MAX_ROW_BLOCK_P {
             let (lg, h) = self.tiled_sums(theta, true, cancel)?;
             (lg.expect("asked for the gradient"), h)
@@ -115,6 +117,13 @@ impl<M: Model + ?Sized> Objective<'_, M> {
             .expect("data has rows")
         };
         Ok((loss, grad, h))
+    }
+
+    /// `Err(Memory)` unless two p x p matrices fit in memory (H, and its partial sums or the
+    /// direct solver's factor).
+    fn check_hessian_size(&self) -> Result<()> {
+        let p = self.n_params();
+        crate::memory::check("the Hessian (p x p, twice)", &[2, p, p], 8)
     }
 
     /// Partial Hessians of the row-block schedule (a function of p only).
@@ -144,7 +153,7 @@ impl<M: Model + ?Sized> Objective<'_, M> {
         if !panels_cover(&panels, p) {
             panels = std::iter::once(0..p).collect();
         }
-        let mut h = Array2::zeros((p, p).f());
+        let mut h = crate::memory::zeros("the Hessian", (p, p).f())?;
         let mut tiles = lower_tiles(h.view_mut(), &panels);
         let mut fold = with_grad.then(|| Fold::new(n, GRAD_PARTIALS));
         cancel.begin(n);

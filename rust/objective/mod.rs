@@ -71,6 +71,8 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
         if data.d() != model.n_features() {
             return Err(Error::Shape { arg: "X", msg: format!("has {} columns but the model has {} features", data.d(), model.n_features()) });
         }
+        // each block of rows holds a few B x k arrays (linear predictors, residuals) per thread
+        crate::memory::check("blocks of linear predictors", &[4 * rayon::current_num_threads(), crate::blocks::BLOCK_ROWS, model.n_outputs()], 8)?;
         model.check_targets("y", data.y())?;
         Ok(Self { model, data, l2, total_weight: data.total_weight(), mask: model.penalty_mask() })
     }

@@ -1,7 +1,7 @@
 //! The core's errors as Python exceptions (`upweight.errors`): one conversion, so `?` maps every
 //! error in one place. The core's messages already name the argument as the caller spells it.
 
-use pyo3::exceptions::PyKeyboardInterrupt;
+use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError};
 use pyo3::PyErr;
 
 use crate::Error;
@@ -15,6 +15,7 @@ impl From<Error> for PyErr {
         match e {
             Error::Interrupted => PyKeyboardInterrupt::new_err("interrupted"),
             Error::Singular { .. } => SingularHessianError::new_err(e.to_string()),
+            Error::Memory { .. } => PyMemoryError::new_err(e.to_string()),
             _ => InputError::new_err(e.to_string()),
         }
     }

@@ -85,6 +85,15 @@ impl PyInfluence {
     fn grad_norm(&self) -> f64 {
         self.inner.grad_norm()
     }
+    /// L_w(theta).
+    #[getter]
+    fn objective(&self) -> f64 {
+        self.inner.objective_value()
+    }
+    /// g^T (H + damping I)^{-1} g at theta (one solve): scale-invariant optimality.
+    fn newton_decrement(&self, py: Python<'_>) -> PyResult<f64> {
+        self.run(py, |c| self.inner.newton_decrement(c))
+    }
     /// W, the total training weight.
     #[getter]
     fn total_weight(&self) -> f64 {

@@ -42,8 +42,8 @@ fn prediction(kind: &str) -> PyResult<Prediction> {
 }
 
 /// (theta, n_iter, grad_norm, converged, objective).
-type Fitted<'py> = (Bound<'py, PyArray1<f64>>, usize, f64, bool, f64);
-type Refits<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray1<usize>>, Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<bool>>);
+type Fitted<'py> = (Bound<'py, PyArray1<f64>>, usize, f64, bool, f64, Option<(usize, f64)>);
+type Refits<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray1<usize>>, Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<bool>>, Bound<'py, PyArray1<f64>>);
 
 impl PyModel {
     /// theta with p finite entries.
@@ -82,6 +82,7 @@ impl PyModel {
     #[staticmethod]
     fn glm(family: &str, n_classes: usize, n_features: usize) -> PyResult<Self> {
         let f = Family::from_name(family, n_classes)?;
+        crate::memory::bytes_of("the parameters (n_classes x (n_features + 1))", &[n_classes, n_features.saturating_add(1)], 8)?;
         Ok(Self { inner: Arc::new(Glm::new(f, n_features)), family: Some(f), desc: format!("a {family} GLM with {n_features} features") })
     }
 
@@ -223,8 +224,10 @@ impl PyModel {
         Ok(run(py, |c| Objective::new(&*self.inner, &rows, l2)?.hvp(t, v, c))?.into_pyarray(py))
     }
 
-    /// Fit theta by weighted Newton. Returns (theta, n_iter, grad_norm, converged, objective).
-    #[pyo3(signature = (x, y, w, l2, tol, max_iter, theta0=None, progress=None, method="direct"))]
+    /// Fit theta by weighted Newton. Returns (theta, n_iter, grad_norm, converged, objective,
+    /// moved): with `report_move`, (row, amount) of the largest move of a linear predictor by the
+    /// last step (None without a step).
+    #[pyo3(signature = (x, y, w, l2, tol, max_iter, theta0=None, progress=None, method="direct", report_move=false))]
     #[allow(clippy::too_many_arguments)]
     fn fit<'py>(
         &self,
@@ -238,17 +241,20 @@ impl PyModel {
         theta0: Option<PyReadonlyArray1<'py, f64>>,
         progress: Option<Py<PyAny>>,
         method: &str,
+        report_move: bool,
     ) -> PyResult<Fitted<'py>> {
         let (method, rows) = (self::method(method)?, self.rows(&x, Some(&y), w.as_ref(), &None)?);
         let t0 = theta0.as_ref().map(|t| t.as_array());
-        let res = run_with(py, progress.as_ref(), |c| newton(&Objective::new(&*self.inner, &rows, l2)?, t0, &FitOptions { tol, max_iter, method }, c))?;
-        Ok((res.theta.into_pyarray(py), res.n_iter, res.grad_norm, res.converged, res.objective))
+        let res =
+            run_with(py, progress.as_ref(), |c| newton(&Objective::new(&*self.inner, &rows, l2)?, t0, &FitOptions { tol, max_iter, method, report_move }, c))?;
+        Ok((res.theta.into_pyarray(py), res.n_iter, res.grad_norm, res.converged, res.objective, res.moved))
     }
 
     /// Exact refits, in parallel, each from `theta0` with the weights of `points[j]` set to
     /// `weights[j]` (and l2 to `l2s[j]` when given). Returns (thetas (m x p), n_iter, grad_norm,
-    /// converged), one entry per refit.
-    #[pyo3(signature = (theta0, x, y, w, l2, tol, max_iter, points, weights, method="direct", progress=None, l2s=None))]
+    /// converged, moved), one entry per refit; `moved`: with `report_move`, how far each refit's
+    /// last step moved a linear predictor (0 without a step or without `report_move`).
+    #[pyo3(signature = (theta0, x, y, w, l2, tol, max_iter, points, weights, method="direct", progress=None, l2s=None, report_move=false))]
     #[allow(clippy::too_many_arguments)]
     fn refit<'py>(
         &self,
@@ -265,6 +271,7 @@ impl PyModel {
         method: &str,
         progress: Option<Py<PyAny>>,
         l2s: Option<Vec<f64>>,
+        report_move: bool,
     ) -> PyResult<Refits<'py>> {
         let (t, rows) = (self.theta(&theta0)?, self.rows(&x, Some(&y), w.as_ref(), &None)?);
         if points.len() != weights.len() {
@@ -276,12 +283,13 @@ impl PyModel {
         }
         let l2s = l2s.map(|l| l.into_iter().map(Some).collect()).unwrap_or_else(|| vec![None; points.len()]);
         let changes: Vec<Change> = points.into_iter().zip(weights).zip(l2s).map(|((points, weights), l2)| Change { points, weights, l2 }).collect();
-        let fits = run_with(py, progress.as_ref(), |c| refits(&*self.inner, &rows, l2, t, &changes, &FitOptions { tol, max_iter, method }, c))?;
+        let fits = run_with(py, progress.as_ref(), |c| refits(&*self.inner, &rows, l2, t, &changes, &FitOptions { tol, max_iter, method, report_move }, c))?;
         Ok((
             thetas(&fits).into_pyarray(py),
             Array1::from_iter(fits.iter().map(|f| f.n_iter)).into_pyarray(py),
             Array1::from_iter(fits.iter().map(|f| f.grad_norm)).into_pyarray(py),
             Array1::from_iter(fits.iter().map(|f| f.converged)).into_pyarray(py),
+            Array1::from_iter(fits.iter().map(|f| f.moved.map_or(0.0, |m| m.1))).into_pyarray(py),
         ))
     }
 }

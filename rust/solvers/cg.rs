@@ -5,6 +5,7 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 use super::precond::Preconditioner;
 use crate::cancel::Cancel;
 use crate::error::{Error, Result};
+use crate::linalg::PIVOT_RTOL;
 
 /// Options of the conjugate-gradient solver.
 #[derive(Clone, Debug)]
@@ -44,8 +45,17 @@ impl SolveInfo {
 /// independent CG runs, but every iteration applies A to all still-active search directions in
 /// one call, so one pass over the data serves the whole block. `precond` is M^{-1}
 /// ([`Preconditioner`]: Jacobi or block Jacobi). A must be symmetric positive definite; a direction of
-/// non-positive curvature is reported as `Singular`.
-pub fn cg<F>(apply: F, precond: Option<&Preconditioner>, b: ArrayView2<f64>, opts: &CgOptions, cancel: &Cancel) -> Result<(Array2<f64>, SolveInfo)>
+/// non-positive curvature is reported as `Singular`. With `diag`, A's diagonal, so is a flat
+/// direction d: d^T A d <= PIVOT_RTOL d^T diag(A) d, a ratio the scaling of the unknowns does not
+/// change (the test of the direct solver's pivots, [`crate::linalg::PIVOT_RTOL`]).
+pub fn cg<F>(
+    apply: F,
+    precond: Option<&Preconditioner>,
+    diag: Option<&Array1<f64>>,
+    b: ArrayView2<f64>,
+    opts: &CgOptions,
+    cancel: &Cancel,
+) -> Result<(Array2<f64>, SolveInfo)>
 where
     F: Fn(ArrayView2<f64>) -> Result<Array2<f64>>,
 {
@@ -91,6 +101,19 @@ where
         for (col, &j) in active.iter().enumerate() {
             let apj = ap.column(col);
             let curv = dirs.column(j).dot(&apj);
+            if let Some(dg) = diag {
+                let own: f64 = dirs.column(j).iter().zip(dg).map(|(d, a)| d * d * a).sum();
+                if curv > 0.0 && curv <= PIVOT_RTOL * own {
+                    return Err(Error::Singular {
+                        msg: format!(
+                            "conjugate gradients found a flat direction of the Hessian (its curvature is {:.1e} of its \
+                             diagonal's, below {PIVOT_RTOL:e}, whatever the units): the Hessian is singular, as with \
+                             collinear or all-zero features and l2 = 0; use l2 > 0, damping > 0, or drop those features",
+                            curv / own
+                        ),
+                    });
+                }
+            }
             if !(curv > 0.0) {
                 return Err(Error::Singular {
                     msg: format!(
@@ -137,7 +160,7 @@ mod tests {
         let b = array![[1.0, 0.0, 2.0], [2.0, 0.0, -1.0], [3.0, 0.0, 0.5]];
         let apply = |v: ArrayView2<f64>| Ok(a.dot(&v));
         let inv_diag = Preconditioner::Jacobi(a.diag().mapv(|d| 1.0 / d));
-        let (x, info) = cg(apply, Some(&inv_diag), b.view(), &CgOptions::default(), &Cancel::new()).unwrap();
+        let (x, info) = cg(apply, Some(&inv_diag), None, b.view(), &CgOptions::default(), &Cancel::new()).unwrap();
         let direct = Direct::new(a.clone(), None).unwrap().solve(b.view());
         assert!((&x - &direct).iter().all(|v| v.abs() < 1e-9));
         assert_eq!(info.iterations[1], 0); // zero right-hand side
@@ -150,11 +173,11 @@ mod tests {
         let a = array![[4.0, 1.0], [1.0, 3.0]];
         let b = array![[1.0], [2.0]];
         let opts = CgOptions { max_iter: 1, precondition: false, ..Default::default() };
-        let (_, info) = cg(|v: ArrayView2<f64>| Ok(a.dot(&v)), None, b.view(), &opts, &Cancel::new()).unwrap();
+        let (_, info) = cg(|v: ArrayView2<f64>| Ok(a.dot(&v)), None, None, b.view(), &opts, &Cancel::new()).unwrap();
         assert!(!info.converged[0] && info.residuals[0] > 1e-3);
         let indef = array![[1.0, 0.0], [0.0, -1.0]];
         let b = array![[0.0], [1.0]];
-        let res = cg(|v: ArrayView2<f64>| Ok(indef.dot(&v)), None, b.view(), &CgOptions::default(), &Cancel::new());
+        let res = cg(|v: ArrayView2<f64>| Ok(indef.dot(&v)), None, None, b.view(), &CgOptions::default(), &Cancel::new());
         assert!(matches!(res, Err(Error::Singular { .. })));
     }
 }

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::linalg::Cholesky;
 
 use super::cg::SolveInfo;
+use super::NullSpace;
 
 /// Right-hand sides per parallel task in `Direct::solve`.
 const RHS_CHUNK: usize = 128;
@@ -23,8 +24,9 @@ pub struct Direct {
 }
 
 impl Direct {
-    /// Factor `h` (p x p, symmetric), adding s N N^T for the orthonormal null basis `null`
-    /// with s the mean diagonal of `h`, so the augmented matrix keeps H's scale. The update goes
+    /// Factor `h` (p x p, symmetric), adding N S N^T for the orthonormal null basis `null`
+    /// with S from `h`'s diagonal ([`NullSpace::scaled_by`]), so the augmented matrix keeps H's
+    /// scale direction by direction, whatever the features' units. The update goes
     /// through the nonzeros of N (the multinomial's basis vectors have k each). For p above
     /// [`DIRECT_KEEP_H_MAX_P`] only the lower triangle is updated and read, and `h` becomes the factor.
     pub fn new(mut h: Array2<f64>, null: Option<ArrayView2<f64>>) -> Result<Self> {
@@ -37,8 +39,8 @@ impl Direct {
             h = column_major_lower(h);
         }
         if let Some(nb) = null {
-            let scale = h.diag().mean().unwrap_or(1.0).abs().max(f64::MIN_POSITIVE);
-            add_low_rank(&mut h, scale, nb, keep);
+            let null = NullSpace::scaled_by(nb.to_owned(), h.diag());
+            add_low_rank(&mut h, &null, keep);
         }
         let (factored, h) = if keep { (Cholesky::factor(h.view()), Some(h)) } else { (Cholesky::factor_in_place(h), None) };
         let chol = factored.map_err(|e| match e {
@@ -122,10 +124,10 @@ fn column_major_lower(mut h: Array2<f64>) -> Array2<f64> {
     }
 }
 
-/// h += scale N N^T through the nonzeros of each column of N (for columns with disjoint
-/// supports, bitwise what the dense product gave): the whole matrix, or only its lower triangle.
-fn add_low_rank(h: &mut Array2<f64>, scale: f64, nb: ArrayView2<f64>, full: bool) {
-    for col in nb.columns() {
+/// h += N S N^T through the nonzeros of each column of N (for columns with disjoint
+/// supports, bitwise what the dense product gives): the whole matrix, or only its lower triangle.
+fn add_low_rank(h: &mut Array2<f64>, null: &NullSpace, full: bool) {
+    for (col, &scale) in null.basis.columns().into_iter().zip(&null.scales) {
         let nz: Vec<(usize, f64)> = col.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, v)| (i, *v)).collect();
         for &(i, vi) in &nz {
             for &(j, vj) in &nz {

@@ -2,7 +2,7 @@
 //! influence. [`Method::Direct`]: form H, Cholesky, many right-hand sides at once.
 //! [`Method::Cg`]: matrix-free conjugate gradients on Hessian-vector products, many right-hand
 //! sides per data pass, preconditioned. Directions in the model's null space (the multinomial's
-//! free intercepts, [`NullSpace`]) are handled by solving with H + s N N^T instead of H: on
+//! free intercepts, [`NullSpace`]) are handled by solving with H + N S N^T instead of H: on
 //! gradients, which are orthogonal to N, this gives the minimum-norm (pseudo-inverse) solution,
 //! i.e. the solve happens in the identifiable subspace.
 
@@ -57,32 +57,52 @@ impl SolverOptions {
 }
 
 /// The directions N (p x r, orthonormal columns) along which the objective is flat, with the
-/// curvature s the solvers give them: they solve with H + s N N^T.
+/// curvature s_c the solvers give each: they solve with H + N S N^T, S = diag(s).
 #[derive(Clone, Debug)]
 pub struct NullSpace {
     pub basis: Array2<f64>,
-    pub scale: f64,
+    pub scales: Array1<f64>,
 }
 
 impl NullSpace {
-    /// hv += s N N^T v.
+    /// Each direction n_c gets the curvature H has on its support, s_c = sum_i n_ic^2 H_ii (a
+    /// weighted mean of `diag`, H's diagonal): rescaling the parameters (the features' units)
+    /// then rescales H + N S N^T as it rescales H, and the augmented matrix is as well
+    /// conditioned as H is on the identifiable directions. A direction with no curvature on its
+    /// support gets the mean of the diagonal (or 1).
+    pub fn scaled_by(basis: Array2<f64>, diag: ArrayView1<f64>) -> Self {
+        let fallback = diag.mean().filter(|m| *m > 0.0 && m.is_finite()).unwrap_or(1.0);
+        let scales = basis
+            .columns()
+            .into_iter()
+            .map(|c| c.iter().zip(diag).map(|(v, d)| v * v * d).sum::<f64>())
+            .map(|s| if s > 0.0 && s.is_finite() { s } else { fallback })
+            .collect();
+        Self { basis, scales }
+    }
+
+    /// hv += N S N^T v.
     pub fn add_product(&self, hv: &mut Array2<f64>, v: ArrayView2<f64>) {
-        *hv += &(self.basis.dot(&self.basis.t().dot(&v)) * self.scale);
+        let mut c = self.basis.t().dot(&v);
+        c.axis_iter_mut(Axis(0)).zip(&self.scales).for_each(|(mut row, s)| row *= *s);
+        *hv += &self.basis.dot(&c);
     }
 
-    /// The diagonal of s N N^T.
+    /// The diagonal of N S N^T.
     pub fn diag(&self) -> Array1<f64> {
-        self.basis.mapv(|v| v * v).sum_axis(Axis(1)) * self.scale
+        self.basis.mapv(|v| v * v).dot(&self.scales)
     }
 
-    /// Restore the exact null-space component of a solution x of (H + s N N^T) x = b: on N the
-    /// operator is s I, so that component is N N^T b / s. Preconditioned or truncated CG does not
+    /// Restore the exact null-space component of a solution x of (H + N S N^T) x = b: on N the
+    /// operator is S, so that component is N S^{-1} N^T b. Preconditioned or truncated CG does not
     /// keep it exact (the Jacobi preconditioner mixes N into the search directions).
     pub fn fix_component(&self, x: &mut Array2<f64>, b: ArrayView2<f64>) {
         let nb = &self.basis;
         let drift = nb.dot(&nb.t().dot(x));
         *x -= &drift;
-        x.scaled_add(1.0 / self.scale, &nb.dot(&nb.t().dot(&b)));
+        let mut c = nb.t().dot(&b);
+        c.axis_iter_mut(Axis(0)).zip(&self.scales).for_each(|(mut row, s)| row /= *s);
+        *x += &nb.dot(&c);
     }
 }
 
@@ -92,6 +112,8 @@ pub struct Prepared {
     damping: f64,
 }
 
+// one per prepared solver, never in a collection: the variants' size difference costs nothing
+#[allow(clippy::large_enum_variant)]
 enum Kind {
     Direct(Direct),
     /// The preconditioner (Jacobi or block Jacobi), the null space with its scale, and an
@@ -100,8 +122,14 @@ enum Kind {
         precond: Option<Preconditioner>,
         null: Option<NullSpace>,
         explicit: Option<Array2<f64>>,
+        /// the operator's diagonal (damping and null-space term included), when known: CG's
+        /// scale-invariant test for flat directions
+        diag: Option<Array1<f64>>,
     },
 }
+
+/// The relative residual the singularity probe of [`Prepared::check_nonsingular`] must reach.
+const PROBE_RTOL: f64 = 1e-8;
 
 impl Prepared {
     /// Factor H + damping I (`h` the Hessian, penalty included), augmented along the null-space
@@ -113,6 +141,7 @@ impl Prepared {
 
     /// Conjugate gradients on the Hessian of `obj` at `theta` (or `explicit`), given its
     /// diagonal (`None` if the model cannot give it): the null directions get the scale of the
+    /// curvature on their support ([`NullSpace::scaled_by`]; without the diagonal, the mean's)
     /// mean curvature; the preconditioner is block Jacobi where the model groups its
     /// parameters, else Jacobi (only Jacobi for an explicit Hessian), or none.
     pub fn cg<M: Model + ?Sized>(
@@ -125,13 +154,29 @@ impl Prepared {
         cancel: &Cancel,
     ) -> Result<Self> {
         let scale = diag.as_ref().and_then(|d| d.mean()).map(|m| m + damping).unwrap_or(1.0).abs().max(f64::MIN_POSITIVE);
-        let null = obj.model.null_space(obj.l2).map(|basis| NullSpace { basis, scale });
+        let null = obj.model.null_space(obj.l2).map(|basis| match &diag {
+            Some(d) => NullSpace::scaled_by(basis, (d + damping).view()),
+            None => {
+                let scales = Array1::from_elem(basis.ncols(), scale);
+                NullSpace { basis, scales }
+            }
+        });
+        let op_diag = diag.as_ref().map(|d| {
+            let mut a = d + damping;
+            if let Some(n) = &null {
+                a += &n.diag();
+            }
+            // a direction with no curvature at all (an all-zero column) is measured against the
+            // mean curvature: flat, not exempt
+            a.mapv_inplace(|v| if v > 0.0 { v } else { scale });
+            a
+        });
         let precond = match (precondition, &explicit) {
             (false, _) => None,
             (true, Some(_)) => jacobi(diag, damping, null.as_ref()),
             (true, None) => preconditioner(obj, theta, diag, damping, null.as_ref(), cancel)?,
         };
-        Ok(Self { kind: Kind::Cg { precond, null, explicit }, damping })
+        Ok(Self { kind: Kind::Cg { precond, null, explicit, diag: op_diag }, damping })
     }
 
     /// Prepare `opts.method` at `theta` from one pass over the data, which also gives the
@@ -143,35 +188,66 @@ impl Prepared {
         opts: &SolverOptions,
         explicit: Option<Array2<f64>>,
         cancel: &Cancel,
-    ) -> Result<(Self, Array1<f64>)> {
+    ) -> Result<(Self, f64, Array1<f64>)> {
         opts.check()?;
         Ok(match opts.method {
             Method::Direct => {
-                let (grad, h) = match explicit {
-                    Some(h) => (obj.value_grad(theta, cancel)?.1, h),
+                let ((value, grad), h) = match explicit {
+                    Some(h) => (obj.value_grad(theta, cancel)?, h),
                     None => {
                         let e = obj.evaluate(theta, Curvature::Hessian, cancel)?;
                         let h = e.hessian.expect("asked for the Hessian");
                         crate::error::check_overflow("the Hessian", h.iter())?;
-                        (e.grad, h)
+                        ((e.value, e.grad), h)
                     }
                 };
-                (Self::direct(h, opts.damping, obj.model.null_space(obj.l2))?, grad)
+                (Self::direct(h, opts.damping, obj.model.null_space(obj.l2))?, value, grad)
             }
             Method::Cg => {
-                let (grad, diag) = match &explicit {
-                    Some(h) => (obj.value_grad(theta, cancel)?.1, Some(h.diag().to_owned())),
+                let ((value, grad), diag) = match &explicit {
+                    Some(h) => (obj.value_grad(theta, cancel)?, Some(h.diag().to_owned())),
                     None => {
                         let e = obj.evaluate(theta, Curvature::Diagonal, cancel)?;
                         if let Some(d) = &e.diag {
                             crate::error::check_overflow("the Hessian's diagonal", d.iter())?;
                         }
-                        (e.grad, e.diag)
+                        ((e.value, e.grad), e.diag)
                     }
                 };
-                (Self::cg(obj, theta, diag, explicit, opts.damping, opts.cg.precondition, cancel)?, grad)
+                (Self::cg(obj, theta, diag, explicit, opts.damping, opts.cg.precondition, cancel)?, value, grad)
             }
         })
+    }
+
+    /// `Err(Singular)` if CG's operator is singular. On a right-hand side in its range (every
+    /// gradient of a GLM's loss is in the range of its Hessian) CG converges even when H is
+    /// singular, to one of many solutions, where a factorisation would refuse; so solve once for
+    /// a seeded pseudo-random right-hand side with a part along every direction (scaled by
+    /// sqrt(diag H), so the units do not matter): a flat direction stops CG (see [`cg`]) or keeps
+    /// it from converging. A no-op for direct solvers, whose factorisation checks H itself.
+    pub fn check_nonsingular<M: Model + ?Sized>(&self, obj: &Objective<M>, theta: ArrayView1<f64>, cg_opts: &CgOptions, cancel: &Cancel) -> Result<()> {
+        let Kind::Cg { diag, .. } = &self.kind else { return Ok(()) };
+        let p = obj.n_params();
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut b = Array2::<f64>::zeros((p, 1));
+        for (j, v) in b.iter_mut().enumerate() {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let u = (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+            *v = u * diag.as_ref().map_or(1.0, |d| d[j].abs().sqrt());
+        }
+        let probe = CgOptions { rtol: cg_opts.rtol.max(PROBE_RTOL), atol: 0.0, ..cg_opts.clone() };
+        let info = self.solve_in_place(obj, theta, b.view_mut(), &probe, true, cancel)?;
+        if !info.converged[0] {
+            return Err(Error::Singular {
+                msg: format!(
+                    "the Hessian is singular or too ill-conditioned for conjugate gradients: a test solve stopped at relative \
+                     residual {:.1e} after {} iterations (with collinear or all-zero features and l2 = 0 it has flat \
+                     directions); use l2 > 0, damping > 0, drop those features, or solver='direct'",
+                    info.residuals[0], info.iterations[0]
+                ),
+            });
+        }
+        Ok(())
     }
 
     pub fn method(&self) -> Method {
@@ -204,7 +280,7 @@ impl Prepared {
                 }
                 Ok(direct.residuals(rhs.view(), b.view()))
             }
-            Kind::Cg { precond, null, explicit } => {
+            Kind::Cg { precond, null, explicit, diag } => {
                 let apply = |v: ArrayView2<f64>| -> Result<Array2<f64>> {
                     let mut hv = match explicit {
                         Some(h) => h.dot(&v),
@@ -216,7 +292,7 @@ impl Prepared {
                     }
                     Ok(hv)
                 };
-                let (mut x, info) = cg(apply, precond.as_ref(), b.view(), cg_opts, cancel)?;
+                let (mut x, info) = cg(apply, precond.as_ref(), diag.as_ref(), b.view(), cg_opts, cancel)?;
                 if let Some(null) = null {
                     null.fix_component(&mut x, b.view());
                 }

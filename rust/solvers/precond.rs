@@ -58,8 +58,8 @@ pub fn block_jacobi(groups: Array2<usize>, mut blocks: Array3<f64>, damping: f64
         for a in 0..b {
             blk[[a, a]] += damping;
         }
-        if let Some(NullSpace { basis, scale }) = null {
-            for col in basis.columns() {
+        if let Some(NullSpace { basis, scales }) = null {
+            for (col, &scale) in basis.columns().into_iter().zip(scales) {
                 let v = Array1::from_shape_fn(b, |a| col[g[a]]);
                 if v.iter().any(|&x| x != 0.0) {
                     for a in 0..b {
