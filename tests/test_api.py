@@ -43,7 +43,7 @@ def test_fit_returns_self_and_sets_attributes():
     assert model.predict_proba(X).shape == (200, 2)
     assert set(np.unique(model.predict(X))) <= {0, 1}
     assert model.get_params() == {"l2": 1e-2, "tol": 1e-10, "max_iter": 100, "warm_start": False, "solver": "auto", "progress": None,
-                                  "n_classes": None}
+                                  "penalty_renormalized": True, "n_classes": None}
     assert model.set_params(l2=0.5).l2 == 0.5
 
 
@@ -183,15 +183,16 @@ def test_every_estimator_implements_the_model_protocol(tmp_path):
 
 
 def test_the_penalty_convention_is_a_documented_parameter(tmp_path):
-    """penalty_renormalized: a constructor keyword and a set_params key (not poked from outside),
-    shown by repr when not the default, kept by save/load, and honoured by Influence."""
+    """penalty_renormalized: a constructor keyword and a get_params/set_params key (not poked from
+    outside, kept by clone), shown by repr when not the default, kept by save/load, and honoured
+    by Influence."""
     X, y = logistic_data()
     assert uw.LinearRegression(penalty_renormalized=False).penalty_renormalized is False
     model = uw.LogisticRegression(l2=1e-1).fit(X, y)
     assert "penalty_renormalized" not in repr(model)
     mean = uw.Influence(model, X, y).params(idx=[0])
     model.set_params(penalty_renormalized=False)
-    assert "penalty_renormalized=False" in repr(model)
+    assert "penalty_renormalized=False" in repr(model) and model.get_params()["penalty_renormalized"] is False
     summed = uw.Influence(model, X, y).params(idx=[0])
     # the sum-of-losses convention drops the renormalisation term -H^{-1} 2 l2 coef* / W
     pen = 2 * 1e-1 * np.r_[model.coef_, 0.0]

@@ -133,6 +133,7 @@ ENTRY_POINTS: list[tuple[str, dict, Callable]] = [
     ("predict_proba", {"X_test": "X"}, lambda c, a: c.model.predict_proba(a["X_test"])),
     ("decision_function", {"X_test": "X"}, lambda c, a: c.model.decision_function(a["X_test"])),
     ("loss", {"X_test": "X", "y_test": "y"}, lambda c, a: c.model.loss(a["X_test"], a["y_test"])),
+    ("score", TRAIN, lambda c, a: c.model.score(a["X"], a["y"], sample_weight=a["w"])),
     ("new_point", {"x": "x", "y1": "y"}, lambda c, a: c.inf.new_point(a["x"], a["y1"])),
     # gradients and curvature
     ("on", {"g": "grad_f"}, lambda c, a: c.inf.on(a["g"])),

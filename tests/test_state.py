@@ -284,3 +284,33 @@ def test_a_saved_and_loaded_model_gives_bit_identical_influence(tmp_path, name, 
     a, b = uw.Influence(model, X, y, w, solver="direct"), uw.Influence(loaded, X, y, w, solver="direct")
     np.testing.assert_array_equal(b.params(), a.params())
     np.testing.assert_array_equal(b.on_loss(X[:4], y[:4]), a.on_loss(X[:4], y[:4]))
+
+
+@pytest.mark.parametrize("bad", ["negative weight", "separable", "class without weight"])
+def test_a_fit_that_raises_leaves_the_estimator_as_it_was(bad):
+    """All or nothing: a failed refit keeps the previous fit whole (no new classes_ beside the
+    old theta_), and a failed first fit leaves no fitted attribute behind."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((60, 3))
+    y = rng.integers(0, 2, 60).astype(float)
+    X3, y3 = X, np.r_[y[:-3], 2.0, 2.0, 2.0]  # a three-class fit before the failing call
+    kwargs = {}
+    if bad == "negative weight":
+        kwargs["sample_weight"] = np.r_[-1.0, np.ones(59)]
+        Xb, yb, err = X, y, uw.InputError
+    elif bad == "separable":
+        Xb, yb, err = X, (X[:, 0] > 0).astype(float), uw.SingularHessianError
+    else:
+        Xb, yb, err = X, np.where(y == 1, 2.0, 0.0), uw.InputError
+    model = uw.LogisticRegression().fit(X3, y3)
+    before = (model.get_theta().copy(), model.classes_.copy(), model.predict_proba(X[:5]))
+    with pytest.raises(err):
+        model.fit(Xb, yb, **kwargs)
+    np.testing.assert_array_equal(model.get_theta(), before[0])
+    np.testing.assert_array_equal(model.classes_, before[1])
+    np.testing.assert_array_equal(model.predict_proba(X[:5]), before[2])
+    fresh = uw.LogisticRegression()
+    with pytest.raises(err):
+        fresh.fit(Xb, yb, **kwargs)
+    for name in ("theta_", "classes_", "n_features_in_", "n_iter_"):
+        assert getattr(fresh, name, None) is None, name

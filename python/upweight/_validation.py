@@ -89,7 +89,9 @@ def as_matrix(a, name: str, n_features: int | None = None) -> np.ndarray:
         a = a.toarray()
     arr = _numeric(unmapped(a, name), name)
     if arr.ndim != 2:
-        raise InputError(f"{name}: expected a 2-d array (n_samples, n_features), got {arr.ndim}-d shape {arr.shape}")
+        hint = (f". Reshape your data: {name}.reshape(1, -1) if it is a single sample, {name}.reshape(-1, 1) if it has a "
+                "single feature") if arr.ndim == 1 else ""
+        raise InputError(f"{name}: expected a 2-d array (n_samples, n_features), got {arr.ndim}-d shape {arr.shape}{hint}")
     if arr.shape[0] == 0:
         raise InputError(f"{name}: has no rows")
     if n_features is not None and arr.shape[1] != n_features:

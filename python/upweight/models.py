@@ -4,9 +4,35 @@ All estimators minimise the objective of DESIGN.md section 1,
 
     L_w(theta) = (1/W) sum_i w_i l(z_i; theta) + l2 * ||coef||^2,
 
-with the intercept unpenalised, and follow scikit-learn's conventions (``fit`` returns self,
-fitted attributes end in ``_``, ``sample_weight``). ``theta_`` is laid out as
-``[coef..., intercept]`` (one such row per class for multinomial regression).
+with the intercept unpenalised. ``theta_`` is laid out as ``[coef..., intercept]`` (one such row
+per class for multinomial regression).
+
+scikit-learn's estimator API
+----------------------------
+The estimators follow scikit-learn's estimator API by duck typing, without inheriting from
+``sklearn.base.BaseEstimator`` (scikit-learn is an optional extra of upweight, not a
+dependency, and upweight never imports it): ``fit`` returns self; ``get_params`` /
+``set_params`` cover every constructor argument, so ``sklearn.base.clone``, ``GridSearchCV``
+and ``cross_val_score`` work; fitted attributes end in ``_`` and exist only after ``fit``;
+``score`` is R^2 (LinearRegression), D^2, the fraction of Poisson deviance explained
+(PoissonRegression, as scikit-learn's ``PoissonRegressor``), or accuracy (LogisticRegression);
+``__sklearn_tags__`` describes each estimator to scikit-learn >= 1.6 (it imports scikit-learn,
+and only scikit-learn calls it), ``_estimator_type`` to older versions; fitted models pickle.
+
+They pass scikit-learn's ``check_estimator`` except for checks that conflict with upweight's
+contract. ``EXPECTED_FAILED_CHECKS`` in ``tests/test_sklearn_compat.py`` is the list, with a
+reason for each (pass ``expected_failed_checks(estimator)`` from there to ``check_estimator``):
+
+- every estimator: errors are upweight's own (``NotFittedError`` is not scikit-learn's class;
+  complex and object-dtype X are an ``InputTypeError``; a column-vector y is an ``InputError``,
+  not raveled; a wrong number of features is refused in upweight's words), and X with 0 columns
+  fits an intercept-only model;
+- LinearRegression, PoissonRegression: they have ``decision_function`` (the linear predictor);
+- LogisticRegression: labels are integer class ids 0..k-1 (no strings), and a continuous y is
+  refused without the words the check looks for;
+- with ``l2 = 0`` (the default) only: an objective without a unique finite optimum (more
+  parameters than points; separable classes for LogisticRegression, which the checks' data
+  mostly are) raises ``SingularHessianError`` by design. With ``l2 > 0`` those checks pass.
 """
 
 from __future__ import annotations
@@ -138,6 +164,15 @@ def check_model(model, arg: str = "model") -> Model:
     return model
 
 
+def _explained(loss: float, null: float) -> float:
+    """1 - loss / null, the fraction of the null model's loss explained (R^2, D^2), with
+    scikit-learn's convention for a null loss of 0 (constant targets): 1.0 for a perfect fit,
+    else 0.0."""
+    if null == 0.0:
+        return 1.0 if loss == 0.0 else 0.0
+    return float(1.0 - loss / null)
+
+
 class _GLM:
     """Shared machinery: fitting, parameters, predictions on the linear predictor; implements
     :class:`Model`.
@@ -148,6 +183,7 @@ class _GLM:
     """
 
     _family: str = ""
+    _positive_targets = False  # scikit-learn's positive_only target tag
     theta_: np.ndarray  # the one source of truth: coef_ and intercept_ are read from and written into it
     n_features_in_: int
 
@@ -161,25 +197,62 @@ class _GLM:
         self.progress = progress
         self.penalty_renormalized = penalty_renormalized
 
-    # -- scikit-learn protocol -------------------------------------------------------------
+    # -- scikit-learn protocol (duck-typed: see the module docstring) ----------------------
+    #: what scikit-learn < 1.6 reads to tell regressors from classifiers (>= 1.6 reads the tags)
+    _estimator_type = "regressor"
+
     def get_params(self, deep: bool = True) -> dict:
+        """The constructor arguments by name (``deep`` is accepted for scikit-learn and ignored:
+        no parameter is itself an estimator)."""
         return {"l2": self.l2, "tol": self.tol, "max_iter": self.max_iter, "warm_start": self.warm_start,
-                "solver": self.solver, "progress": self.progress}
+                "solver": self.solver, "progress": self.progress, "penalty_renormalized": self.penalty_renormalized}
 
     def set_params(self, **params):
-        """Set parameters by name (those of ``get_params``, and ``penalty_renormalized``)."""
+        """Set parameters by name (those of ``get_params``); returns self."""
+        valid = self.get_params()
         for key, value in params.items():
-            if key not in self.get_params() and key != "penalty_renormalized":
-                raise InputError(f"{key}: not a parameter of {type(self).__name__}")
+            if key not in valid:
+                raise InputError(f"{key}: not a parameter of {type(self).__name__} (one of {', '.join(valid)})")
             setattr(self, key, value)
         return self
 
     def __repr__(self) -> str:
         params = self.get_params()
-        if not self.penalty_renormalized:
-            params["penalty_renormalized"] = False
+        if params["penalty_renormalized"]:  # the default convention is not shown
+            del params["penalty_renormalized"]
         args = ", ".join(f"{k}={v!r}" for k, v in params.items())
         return f"{type(self).__name__}({args})"
+
+    def __sklearn_tags__(self):
+        """scikit-learn's description of the estimator (scikit-learn >= 1.6 asks for it; it is
+        imported here, not by upweight): a regressor (classifier for LogisticRegression) that
+        requires y, takes scipy.sparse X, and refuses NaN."""
+        from sklearn.utils import InputTags, RegressorTags, Tags, TargetTags
+
+        return Tags(estimator_type="regressor", target_tags=TargetTags(required=True, positive_only=self._positive_targets),
+                    regressor_tags=RegressorTags(), input_tags=InputTags(sparse=True))
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return getattr(self, "theta_", None) is not None
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """R^2, the coefficient of determination of ``predict(X)`` for ``y`` (weighted by
+        ``sample_weight``), as scikit-learn's regressors score: 1 - sum w (y - predict)^2 /
+        sum w (y - mean_w y)^2; 1.0 for a perfect fit, lower (even negative) otherwise, and
+        0.0 (1.0 if the fit is perfect) when y is constant."""
+        loss, _, y, w = self._mean_loss(X, y, sample_weight)
+        y_mean = np.average(y, weights=w)
+        null = np.average((y - y_mean) ** 2, weights=w)
+        return _explained(loss, null)
+
+    def _mean_loss(self, X, y, sample_weight) -> tuple[float, object, np.ndarray, np.ndarray | None]:
+        """(weighted mean loss on (X, y), X, y, weights), each argument checked as ``fit`` checks
+        it (InputError naming it)."""
+        X = as_points(X, "X", self._n_features())
+        y = self.check_targets(self._required(y), n_rows(X))
+        w = as_weights(sample_weight, n_rows(X))
+        loss, _ = self.core_model().objective(self.get_theta(), X, y, w, 0.0)  # checks y and w for the family
+        return loss, X, y, w
 
     # -- family hooks ----------------------------------------------------------------------
     @property
@@ -294,12 +367,26 @@ class _GLM:
         ``np.load(..., mmap_mode="r")`` memmap), streamed block by block.
 
         Sets ``theta_``, ``coef_``, ``intercept_``, ``n_iter_``, ``grad_norm_`` (max absolute
-        gradient entry at the solution), ``converged_`` and ``objective_``. Warns with
-        :class:`ConvergenceWarning` if the gradient norm did not reach ``tol`` (an absolute bound
-        on max |grad L_w|) within ``max_iter`` steps, or stalled above it at rounding level.
+        gradient entry at the solution), ``converged_`` and ``objective_``. Converged means max
+        |grad L_w| <= ``tol``, or a Newton decrement g^T H^-1 g at rounding level (which, unlike
+        the gradient, does not depend on the features' units); otherwise, after ``max_iter``
+        steps, a :class:`ConvergenceWarning`. Raises ``InputError`` for targets with no finite
+        optimum (a class without positive weight) and ``SingularHessianError`` when the objective
+        has no unique finite minimiser (README, Reliability). A fit that raises leaves the
+        estimator as it was before the call.
         """
+        before = dict(self.__dict__)
+        try:
+            return self._fit(X, y, sample_weight)
+        except BaseException:
+            # all or nothing: no new classes_ beside an old theta_, no half-set attributes
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    def _fit(self, X, y, sample_weight):
         X, n, d = training_features(X)
-        y = self.check_targets(y, n, fitting=True)
+        y = self.check_targets(self._required(y), n, fitting=True)
         w = as_weights(sample_weight, n)
         if w is None or (np.all(w >= 0) and np.any(w > 0)):  # (bad weights: the core names sample_weight)
             self._check_intercepts_finite(y, w)
@@ -319,14 +406,10 @@ class _GLM:
         )
         self.n_features_in_ = d
         self.set_theta(theta)
-        if may_diverge:
-            try:  # the same checks whatever the storage of X (a .npy file is read once more)
-                self._check_separation(X, y, w)
-                if converged and moved is not None:
-                    check_not_diverging(*moved)
-            except SingularHessianError:
-                del self.theta_
-                raise
+        if may_diverge:  # the same checks whatever the storage of X (a .npy file is read once more)
+            self._check_separation(X, y, w)
+            if converged and moved is not None:
+                check_not_diverging(*moved)
         self.n_iter_ = n_iter
         self.grad_norm_ = grad_norm
         self.converged_ = converged
@@ -342,9 +425,14 @@ class _GLM:
             )
         return self
 
+    def _required(self, y):
+        """``y`` unless it is None (InputError naming ``y``: a supervised model needs targets)."""
+        if y is None:
+            raise InputError(f"y: {type(self).__name__} requires y to be passed, but the target y is None")
+        return y
+
     def _check_separation(self, X, y, w) -> None:
         """Classification families only: see LogisticRegression."""
-
 
     def _check_intercepts_finite(self, y: np.ndarray, w: np.ndarray | None) -> None:
         """Refuse weighted targets for which an intercept has no finite optimum, whatever l2
@@ -361,8 +449,11 @@ class _GLM:
         return eta[:, 0] if self.n_classes == 1 else eta
 
     def _mean(self, X) -> np.ndarray:
-        X = as_points(X, "X", self._n_features())
-        m = self.core_model().predict(self.get_theta(), X, "mean")
+        return self._mean_of(as_points(X, "X", self._n_features()))
+
+    def _mean_of(self, points) -> np.ndarray:
+        """The mean response at points already checked by :func:`as_points`."""
+        m = self.core_model().predict(self.get_theta(), points, "mean")
         return m[:, 0] if self.n_classes == 1 else m
 
     def _n_features(self) -> int:
@@ -380,6 +471,11 @@ class LinearRegression(_GLM):
     """Least squares with an optional ridge penalty: loss (x.coef + b - y)^2.
 
     ``l2`` multiplies ``||coef||^2`` added to the *mean* weighted squared error.
+
+    A scikit-learn regressor (module docstring): ``score`` is R^2. Of scikit-learn's estimator
+    checks it fails, by contract, those on upweight's own errors, 0-column X and
+    ``decision_function``, and with ``l2 = 0`` those fitting more parameters than points
+    (``SingularHessianError``); ``tests/test_sklearn_compat.py`` lists them with reasons.
     """
 
     _family = "squared"
@@ -389,9 +485,15 @@ class LinearRegression(_GLM):
 
 
 class PoissonRegression(_GLM):
-    """Poisson regression with log link: loss exp(eta) - y eta for counts y >= 0."""
+    """Poisson regression with log link: loss exp(eta) - y eta for counts y >= 0.
+
+    A scikit-learn regressor (module docstring) with nonnegative targets: ``score`` is D^2, the
+    fraction of Poisson deviance explained, as for scikit-learn's ``PoissonRegressor``. It fails
+    the same scikit-learn checks as LinearRegression, for the same reasons.
+    """
 
     _family = "poisson"
+    _positive_targets = True
 
     def _check_intercepts_finite(self, y, w) -> None:
         """All-zero counts (with positive weight) drive the intercept to -inf: refuse."""
@@ -406,6 +508,18 @@ class PoissonRegression(_GLM):
         """Predicted rate exp(eta)."""
         return self._mean(X)
 
+    def score(self, X, y, sample_weight=None) -> float:
+        """D^2, the fraction of Poisson deviance explained, as scikit-learn's ``PoissonRegressor``
+        scores: 1 - D(y, predict(X)) / D(y, mean_w y), D the (weighted) Poisson deviance and the
+        null model predicting the weighted mean of y; 1.0 for a perfect fit, lower (even
+        negative) otherwise."""
+        loss, _, y, w = self._mean_loss(X, y, sample_weight)  # mean of exp(eta) - y eta
+        # the half deviance is the loss plus y log y - y, which is zero at the optimum mu = y
+        constant = np.average(y * np.log(np.where(y > 0, y, 1.0)) - y, weights=w)
+        mu = np.average(y, weights=w)
+        null = mu - mu * np.log(mu) if mu > 0 else 0.0
+        return _explained(loss + constant, null + constant)
+
 
 class LogisticRegression(_GLM):
     """Logistic regression on integer class labels 0..k-1.
@@ -418,6 +532,13 @@ class LogisticRegression(_GLM):
     intercept (and, when ``l2 == 0``, one vector to every class's row) changes no prediction, so
     the solution returned is the one orthogonal to those directions: intercepts (and, with
     ``l2 == 0``, coefficients) sum to zero over classes.
+
+    A scikit-learn classifier (module docstring): ``classes_`` is ``arange(k)``, ``score`` is
+    accuracy. Of scikit-learn's estimator checks it fails, by contract, those on upweight's own
+    errors and 0-column X, those that pass string or continuous labels (class ids only), and
+    with ``l2 = 0`` (the default) most of those that fit, because the checks' classes are
+    separable and an unpenalised fit then refuses (``SingularHessianError``: use ``l2 > 0``);
+    ``tests/test_sklearn_compat.py`` lists them with reasons.
     """
 
     def __init__(self, l2: float = 0.0, *, n_classes: int | None = None, tol: float = 1e-10, max_iter: int = 100,
@@ -426,6 +547,18 @@ class LogisticRegression(_GLM):
                          penalty_renormalized=penalty_renormalized)
         self.n_classes_param = n_classes
 
+    # The constructor's ``n_classes`` is kept as ``n_classes_param``: the property ``n_classes``
+    # is the fitted number of linear predictors (1 for binary). Its storage is private, so that
+    # scikit-learn sees no public attribute set by __init__ besides the parameters.
+    @property
+    def n_classes_param(self) -> int | None:
+        """The constructor argument ``n_classes`` (None: ``max(y) + 1`` when fitting)."""
+        return self._n_classes
+
+    @n_classes_param.setter
+    def n_classes_param(self, value: int | None) -> None:
+        self._n_classes = value
+
     def get_params(self, deep: bool = True) -> dict:
         return {**super().get_params(deep), "n_classes": self.n_classes_param}
 
@@ -433,6 +566,22 @@ class LogisticRegression(_GLM):
         if "n_classes" in params:
             self.n_classes_param = params.pop("n_classes")
         return super().set_params(**params)
+
+    _estimator_type = "classifier"
+
+    def __sklearn_tags__(self):
+        """scikit-learn's description: a classifier (binary and multiclass) that requires y,
+        takes scipy.sparse X, and refuses NaN."""
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
+
+        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True), classifier_tags=ClassifierTags(),
+                    input_tags=InputTags(sparse=True))
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy: the (``sample_weight``-weighted) fraction of ``y`` that ``predict(X)``
+        gets right, as scikit-learn's classifiers score."""
+        _, X, y, w = self._mean_loss(X, y, sample_weight)
+        return float(np.average(self._predict_of(X) == y, weights=w))
 
     @property
     def family(self) -> str:
@@ -491,6 +640,11 @@ class LogisticRegression(_GLM):
         k = len(self.classes_)
         weight = np.bincount(y.astype(np.intp), weights=w, minlength=k)
         empty = np.flatnonzero(~(weight > 0))
+        if empty.size == k - 1:
+            raise InputError(
+                f"y: only one class ({int(np.argmax(weight))}) has points of positive weight; LogisticRegression needs "
+                "at least 2 classes (the intercept of a class without points has no finite optimum)"
+            )
         if empty.size:
             c = int(empty[0])
             how = "has no training point" if not np.any(y == c) else "has only points of weight 0"
@@ -520,9 +674,15 @@ class LogisticRegression(_GLM):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, shape (n, k) (k = 2 for binary)."""
-        m = self._mean(X)
+        return self._proba_of(as_points(X, "X", self._n_features()))
+
+    def _proba_of(self, points) -> np.ndarray:
+        m = self._mean_of(points)
         return np.column_stack([1.0 - m, m]) if self.n_classes == 1 else m
 
     def predict(self, X) -> np.ndarray:
         """The most probable class id."""
-        return np.argmax(self.predict_proba(X), axis=1)
+        return self._predict_of(as_points(X, "X", self._n_features()))
+
+    def _predict_of(self, points) -> np.ndarray:
+        return np.argmax(self._proba_of(points), axis=1)
