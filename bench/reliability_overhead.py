@@ -49,4 +49,5 @@ med = {k: float(np.median(v)) for k, v in times.items()}
 print(f"n={n} d={d} rounds={rounds}")
 for k, v in med.items():
     print(f"{k:28s} {v:.3f} s")
-print(f"divergence check: x{med['fit+move'] / med['fit']:.3f} of the fit; probe: x{med['cg influence l2=0 (probe)'] / med['cg influence l2=1e-12']:.2f} of building a CG influence")
+probe = med["cg influence l2=0 (probe)"] / med["cg influence l2=1e-12"]
+print(f"divergence check: x{med['fit+move'] / med['fit']:.3f} of the fit; probe: x{probe:.2f} of building a CG influence")
