@@ -314,3 +314,18 @@ def test_a_fit_that_raises_leaves_the_estimator_as_it_was(bad):
         fresh.fit(Xb, yb, **kwargs)
     for name in ("theta_", "classes_", "n_features_in_", "n_iter_"):
         assert getattr(fresh, name, None) is None, name
+
+
+def test_nan_written_into_a_shared_array_is_named_as_such():
+    """With copy=False the caller's X is the core's: NaN written into it later cannot be told
+    from an overflow by the finite checks done at construction, so the error says both."""
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((50, 3))
+    y = (X[:, 0] > 0.3 * rng.standard_normal(50)).astype(float)
+    inf = uw.Influence(uw.LogisticRegression(l2=0.1).fit(X, y), X, y, copy=False)
+    X[4, 1] = np.nan
+    with pytest.raises(uw.InputError, match="an array shared with copy=False was changed to hold NaN"):
+        inf.self_influence()
+    kept = uw.Influence(uw.LogisticRegression(l2=0.1).fit(X[5:], y[5:]), X[5:], y[5:])  # copy=True: unaffected
+    X[6, 0] = np.nan
+    assert np.isfinite(kept.self_influence()).all()
