@@ -38,6 +38,7 @@ pub use fit::{newton, FitOptions, FitResult};
 pub use influence::{Influence, Points, Scores, TopK};
 pub use models::glm::{Family, Glm};
 pub use models::gradients::GradientModel;
+pub use models::mlp::{Activation, Mlp};
 pub use models::{Model, Prediction};
 pub use objective::Objective;
 pub use solvers::{Method, Prepared, SolverOptions};

@@ -12,6 +12,7 @@
 
 pub mod glm;
 pub mod gradients;
+pub mod mlp;
 
 use std::ops::Range;
 

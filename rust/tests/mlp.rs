@@ -1,0 +1,235 @@
+//! The MLP family through the model contract only: derivatives against central differences
+//! (DESIGN-networks.md section 8), Gauss-Newton symmetric PSD, the explicit matrices against
+//! their products, contracted scores against per-example gradients, sparse against dense rows,
+//! and, with no hidden layer, the GLM's numbers exactly.
+
+use ndarray::{Array1, Array2};
+use upweight::models::mlp::Curvature;
+use upweight::{Activation, Batch, Cancel, Family, Glm, Mlp, Model, Names, Objective, Prediction};
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 11) as f64) / ((1u64 << 53) as f64)
+    }
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.next().max(1e-300), self.next());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+struct Problem {
+    x: Array2<f64>,
+    y: Array1<f64>,
+    w: Array1<f64>,
+}
+
+impl Problem {
+    fn new(head: Family, n: usize, d: usize, seed: u64) -> Self {
+        let mut rng = Lcg(seed);
+        let x = Array2::from_shape_fn((n, d), |_| rng.normal());
+        let k = head.n_outputs();
+        let y = Array1::from_shape_fn(n, |_| match head {
+            Family::Squared => rng.normal(),
+            Family::Logistic => (rng.next() < 0.5) as u8 as f64,
+            Family::Poisson => (3.0 * rng.next()).floor(),
+            Family::Multinomial { .. } => ((rng.next() * k as f64) as usize % k) as f64,
+        });
+        let mut w = Array1::from_shape_fn(n, |_| 0.5 + rng.next());
+        w[1] = 0.0;
+        Self { x, y, w }
+    }
+    fn batch(&self) -> Batch<'_> {
+        Batch::new(self.x.view(), self.y.view(), Some(self.w.view()), Names::TRAIN).unwrap()
+    }
+}
+
+fn theta(model: &Mlp, seed: u64, scale: f64) -> Array1<f64> {
+    let mut rng = Lcg(seed);
+    Array1::from_shape_fn(model.n_params(), |_| scale * rng.normal())
+}
+
+fn max_abs(a: impl IntoIterator<Item = f64>) -> f64 {
+    a.into_iter().fold(0.0, |m, v| m.max(v.abs()))
+}
+
+fn close(a: &Array2<f64>, b: &Array2<f64>, rtol: f64, what: &str) {
+    assert_eq!(a.dim(), b.dim(), "{what}: shapes");
+    let scale = max_abs(b.iter().cloned()).max(1e-300);
+    let err = max_abs(a.iter().zip(b).map(|(x, y)| x - y));
+    assert!(err <= rtol * scale, "{what}: max error {err:e} against scale {scale:e}");
+}
+
+fn nets() -> Vec<Mlp> {
+    let mut out = Vec::new();
+    for (act, hidden) in [(Activation::Tanh, vec![4]), (Activation::Gelu, vec![3, 2]), (Activation::Relu, vec![5])] {
+        for head in [Family::Multinomial { n_classes: 3 }, Family::Squared, Family::Logistic] {
+            let mut sizes = vec![3];
+            sizes.extend(&hidden);
+            sizes.push(head.n_outputs());
+            out.push(Mlp::new(sizes, act, head, Curvature::Hessian).unwrap());
+        }
+    }
+    out
+}
+
+/// Per-example gradients against central differences of the losses; their weighted sum is
+/// the objective's gradient (l2 = 0).
+#[test]
+fn gradients_match_central_differences() {
+    for (s, net) in nets().into_iter().enumerate() {
+        let pr = Problem::new(net.head, 7, 3, 10 + s as u64);
+        let b = pr.batch();
+        let t = theta(&net, 20 + s as u64, 0.7);
+        let p = net.n_params();
+        let mut g = Array2::zeros((b.n(), p));
+        net.grads(t.view(), &b, g.view_mut());
+        let mut fd = Array2::zeros((b.n(), p));
+        let h = 1e-6;
+        for j in 0..p {
+            let (mut tp, mut tm) = (t.clone(), t.clone());
+            tp[j] += h;
+            tm[j] -= h;
+            let (mut lp, mut lm) = (Array1::zeros(b.n()), Array1::zeros(b.n()));
+            net.losses(tp.view(), &b, lp.view_mut());
+            net.losses(tm.view(), &b, lm.view_mut());
+            fd.column_mut(j).assign(&((&lp - &lm) / (2.0 * h)));
+        }
+        close(&g, &fd, 1e-6, &format!("grads of {net:?}"));
+        let (_, sum) = net.loss_grad_sum(t.view(), &b);
+        let wg = pr.w.dot(&g);
+        close(&sum.insert_axis(ndarray::Axis(0)), &wg.insert_axis(ndarray::Axis(0)), 1e-12, "weighted sum of gradients");
+    }
+}
+
+/// R-operator Hessian-vector products against central differences of the gradient; the
+/// explicit Hessian against the products; the Gauss-Newton matrix symmetric PSD and equal to
+/// its products; the Jacobi diagonal equal to G's.
+#[test]
+fn curvature_matches_definitions() {
+    let cancel = Cancel::new();
+    for (s, net) in nets().into_iter().enumerate() {
+        if net.activation == Activation::Relu {
+            continue; // relu'' is a distribution: the Hessian of a relu net is G plus kinks
+        }
+        let pr = Problem::new(net.head, 9, 3, 30 + s as u64);
+        let b = pr.batch();
+        let t = theta(&net, 40 + s as u64, 0.7);
+        let p = net.n_params();
+        let l2 = 0.05;
+        let obj = Objective::new(&net, &b, l2).unwrap();
+        let h = obj.hessian(t.view(), &cancel).unwrap();
+        let mut fd = Array2::zeros((p, p));
+        let e = 1e-5;
+        for j in 0..p {
+            let (mut tp, mut tm) = (t.clone(), t.clone());
+            tp[j] += e;
+            tm[j] -= e;
+            let gp = obj.value_grad(tp.view(), &cancel).unwrap().1;
+            let gm = obj.value_grad(tm.view(), &cancel).unwrap().1;
+            fd.column_mut(j).assign(&((&gp - &gm) / (2.0 * e)));
+        }
+        close(&h, &fd, 1e-6, &format!("Hessian of {net:?}"));
+        let v = Array2::from_shape_fn((p, 3), |(i, j)| ((i * 7 + j * 3) % 5) as f64 - 2.0);
+        close(&obj.hvp(t.view(), v.view(), &cancel).unwrap(), &h.dot(&v), 1e-12, "Hv");
+
+        let gn = net.with_curvature(Curvature::GaussNewton);
+        let obj = Objective::new(&gn, &b, l2).unwrap();
+        let g = obj.hessian(t.view(), &cancel).unwrap();
+        close(&g, &g.t().to_owned(), 1e-14, "G symmetric");
+        close(&obj.hvp(t.view(), v.view(), &cancel).unwrap(), &g.dot(&v), 1e-12, "Gv");
+        let diag = obj.hessian_diag(t.view(), &cancel).unwrap().expect("the MLP has a diagonal");
+        close(&diag.insert_axis(ndarray::Axis(0)), &g.diag().to_owned().insert_axis(ndarray::Axis(0)), 1e-12, "diag G");
+        // PSD: v^T G v >= 0 for many directions (and G + tiny I has a Cholesky factor)
+        for seed in 0..20 {
+            let mut rng = Lcg(seed);
+            let u = Array1::from_shape_fn(p, |_| rng.normal());
+            assert!(u.dot(&g.dot(&u)) >= -1e-12 * u.dot(&u) * g.diag().sum(), "G is not PSD");
+        }
+    }
+}
+
+/// With no hidden layer the network is the GLM: same losses, gradients, Hessian (G = H),
+/// products, predictions, prediction gradients and flat directions.
+#[test]
+fn no_hidden_layer_is_the_glm() {
+    let cancel = Cancel::new();
+    for head in [Family::Multinomial { n_classes: 4 }, Family::Squared, Family::Logistic, Family::Poisson] {
+        let d = 5;
+        let pr = Problem::new(head, 23, d, 7);
+        let b = pr.batch();
+        let glm = Glm::new(head, d);
+        for curvature in [Curvature::GaussNewton, Curvature::Hessian] {
+            let net = Mlp::new(vec![d, head.n_outputs()], Activation::Tanh, head, curvature).unwrap();
+            assert_eq!(net.n_params(), glm.n_params());
+            let t = theta(&net, 3, 0.4);
+            let p = net.n_params();
+            let (mut a, mut c) = (Array1::zeros(b.n()), Array1::zeros(b.n()));
+            net.losses(t.view(), &b, a.view_mut());
+            glm.losses(t.view(), &b, c.view_mut());
+            close(&a.insert_axis(ndarray::Axis(0)), &c.insert_axis(ndarray::Axis(0)), 1e-14, "losses");
+            let (mut a, mut c) = (Array2::zeros((b.n(), p)), Array2::zeros((b.n(), p)));
+            net.grads(t.view(), &b, a.view_mut());
+            glm.grads(t.view(), &b, c.view_mut());
+            close(&a, &c, 1e-14, "grads");
+            for l2 in [0.0, 0.1] {
+                let (on, og) = (Objective::new(&net, &b, l2).unwrap(), Objective::new(&glm, &b, l2).unwrap());
+                close(&on.hessian(t.view(), &cancel).unwrap(), &og.hessian(t.view(), &cancel).unwrap(), 1e-13, "Hessian");
+                let v = Array2::from_shape_fn((p, 2), |(i, j)| (i as f64 - j as f64).sin());
+                close(&on.hvp(t.view(), v.view(), &cancel).unwrap(), &og.hvp(t.view(), v.view(), &cancel).unwrap(), 1e-13, "Hv");
+                assert_eq!(net.null_space(l2), glm.null_space(l2));
+            }
+            assert_eq!(net.penalty_mask(), glm.penalty_mask());
+            for kind in [Prediction::Linear, Prediction::Mean] {
+                close(&net.predict(t.view(), b.x, kind).unwrap(), &glm.predict(t.view(), b.x, kind).unwrap(), 1e-14, "predict");
+                close(&net.prediction_grads(t.view(), b.x, kind).unwrap(), &glm.prediction_grads(t.view(), b.x, kind).unwrap(), 1e-14, "prediction grads");
+            }
+            close(&net.output_hessians(t.view(), &b).unwrap(), &glm.output_hessians(t.view(), &b).unwrap(), 1e-14, "output Hessians");
+        }
+    }
+}
+
+/// The contracted score kernel equals scale (G v + 1 c^T) with G the per-example gradients.
+#[test]
+fn contracted_scores_equal_gradient_products() {
+    for (s, net) in nets().into_iter().enumerate() {
+        let pr = Problem::new(net.head, 11, 3, 50 + s as u64);
+        let b = pr.batch();
+        let t = theta(&net, 60 + s as u64, 0.8);
+        let p = net.n_params();
+        let q = 4;
+        let vc = Array2::from_shape_fn((p + 1, q), |(i, j)| ((i * 13 + j * 5) % 7) as f64 / 7.0 - 0.4);
+        let mut g = Array2::zeros((b.n(), p));
+        net.grads(t.view(), &b, g.view_mut());
+        let expected = (g.dot(&vc.slice(ndarray::s![..p, ..])) + &vc.row(p)) * -0.3;
+        let mut out = Array2::zeros((b.n(), q));
+        net.scores(t.view(), &b, vc.view(), -0.3, out.view_mut());
+        close(&out, &expected, 1e-13, "scores");
+    }
+}
+
+/// Prediction gradients against central differences of the predictions.
+#[test]
+fn prediction_gradients_match_central_differences() {
+    for (s, net) in nets().into_iter().enumerate() {
+        let pr = Problem::new(net.head, 5, 3, 70 + s as u64);
+        let t = theta(&net, 80 + s as u64, 0.6);
+        let k = net.n_outputs();
+        for kind in [Prediction::Linear, Prediction::Mean] {
+            let jac = net.prediction_grads(t.view(), pr.x.view().into(), kind).unwrap();
+            let mut fd = Array2::zeros(jac.dim());
+            let e = 1e-6;
+            for j in 0..net.n_params() {
+                let (mut tp, mut tm) = (t.clone(), t.clone());
+                tp[j] += e;
+                tm[j] -= e;
+                let d = (net.predict(tp.view(), pr.x.view().into(), kind).unwrap() - net.predict(tm.view(), pr.x.view().into(), kind).unwrap()) / (2.0 * e);
+                for (i, v) in d.iter().enumerate() {
+                    fd[[(i / k) * k + i % k, j]] = *v;
+                }
+            }
+            close(&jac, &fd, 1e-6, "prediction gradients");
+        }
+    }
+}
