@@ -1,6 +1,7 @@
 //! Fitting: weighted Newton's method with backtracking line search, stopping on the gradient
-//! norm, and exact refits with changed weights ([`refit`]).
+//! norm, exact refits with changed weights ([`refit`]), and L-BFGS for networks ([`lbfgs`]).
 
+pub mod lbfgs;
 pub mod refit;
 
 use ndarray::{Array1, ArrayView1, Axis};
@@ -69,7 +70,7 @@ pub fn largest_move<M: Model + ?Sized>(obj: &Objective<M>, step: ArrayView1<f64>
     Ok(best)
 }
 
-fn inf_norm(v: &Array1<f64>) -> f64 {
+pub(crate) fn inf_norm(v: &Array1<f64>) -> f64 {
     v.iter().fold(0.0_f64, |m, x| m.max(x.abs()))
 }
 
@@ -162,7 +163,7 @@ fn with_move<M: Model + ?Sized>(obj: &Objective<M>, mut res: FitResult, opts: &F
 
 /// The result at the last accepted iterate, which is checked for overflow: a fit never returns
 /// Ok with a non-finite theta, objective or gradient.
-fn finish(theta: Array1<f64>, f: f64, g: Array1<f64>, n_iter: usize, converged: bool, last_step: Option<Array1<f64>>) -> Result<FitResult> {
+pub(crate) fn finish(theta: Array1<f64>, f: f64, g: Array1<f64>, n_iter: usize, converged: bool, last_step: Option<Array1<f64>>) -> Result<FitResult> {
     check_overflow("the fitted parameters", theta.iter().chain(g.iter()).chain(std::iter::once(&f)))?;
     Ok(FitResult { grad_norm: inf_norm(&g), converged, objective: f, theta, n_iter, last_step, moved: None })
 }

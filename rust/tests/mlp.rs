@@ -233,3 +233,63 @@ fn prediction_gradients_match_central_differences() {
         }
     }
 }
+
+fn table(pr: &Problem) -> upweight::Table {
+    upweight::Table::dense(pr.x.clone(), pr.y.clone(), Some(pr.w.clone())).unwrap()
+}
+
+/// The PBRF's central difference at eps = 0 is the influence with the damped Gauss-Newton
+/// curvature, at parameters that are not a minimiser (DESIGN-networks.md section 3).
+#[test]
+fn pbrf_derivative_is_the_gauss_newton_influence() {
+    use std::sync::Arc;
+    use upweight::influence::InfluenceOptions;
+    use upweight::models::mlp::pbrf::pbrf_curve;
+    use upweight::{Influence, Points, SolverOptions};
+    let cancel = Cancel::new();
+    for (s, net) in nets().into_iter().enumerate().filter(|(_, n)| n.activation != Activation::Relu) {
+        let gn = net.with_curvature(Curvature::GaussNewton);
+        let pr = Problem::new(net.head, 12, 3, 90 + s as u64);
+        let t = theta(&net, 100 + s as u64, 0.5);
+        let (l2, damping, m) = (0.03, 0.2, 4);
+        let data = table(&pr);
+        let h = 1e-4;
+        let (d, conv) = pbrf_curve(&gn, &data, t.view(), l2, damping, true, m, &[h, -h], 1e-12, 50, &cancel).unwrap();
+        assert!(conv.iter().all(|&c| c));
+        let fd = (&d.column(0) - &d.column(1)) / (2.0 * h);
+        let solver = SolverOptions { damping, ..Default::default() };
+        let inf = Influence::new(Arc::new(gn.clone()), table(&pr), t.clone(), l2, InfluenceOptions { solver, renormalize: true }, None, &cancel).unwrap();
+        let (i_m, _) = inf.params(Points::Rows(&[m]), &cancel).unwrap();
+        close(&fd.insert_axis(ndarray::Axis(0)), &i_m, 1e-6, &format!("PBRF derivative of {net:?}"));
+    }
+}
+
+/// A GLM (no hidden layer) at its optimum with lam = 0: the PBRF at eps = -w_m is the exact
+/// leave-one-out refit.
+#[test]
+fn pbrf_of_a_glm_is_the_refit() {
+    use upweight::models::mlp::pbrf::pbrf_curve;
+    use upweight::{newton, FitOptions};
+    let cancel = Cancel::new();
+    for head in [Family::Multinomial { n_classes: 3 }, Family::Logistic, Family::Squared] {
+        let d = 3;
+        let pr = Problem::new(head, 30, d, 5);
+        let net = Mlp::new(vec![d, head.n_outputs()], Activation::Tanh, head, Curvature::GaussNewton).unwrap();
+        let l2 = 0.01;
+        let b = pr.batch();
+        let fit = |w: &Array1<f64>| {
+            let b = Batch::new(pr.x.view(), pr.y.view(), Some(w.view()), Names::TRAIN).unwrap();
+            newton(&Objective::new(&net, &b, l2).unwrap(), None, &FitOptions { tol: 1e-13, ..Default::default() }, &cancel).unwrap().theta
+        };
+        let _ = b;
+        let t = fit(&pr.w);
+        let m = 6;
+        let mut w = pr.w.clone();
+        w[m] = 0.0;
+        let refit = fit(&w);
+        let (delta, conv) = pbrf_curve(&net, &table(&pr), t.view(), l2, 0.0, true, m, &[-pr.w[m]], 1e-13, 50, &cancel).unwrap();
+        assert!(conv[0]);
+        let got = &delta.column(0) + &t;
+        close(&got.insert_axis(ndarray::Axis(0)), &refit.insert_axis(ndarray::Axis(0)), 1e-9, &format!("PBRF(-w_m) of {head:?}"));
+    }
+}

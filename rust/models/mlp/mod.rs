@@ -13,6 +13,7 @@
 
 mod activation;
 mod pass;
+pub mod pbrf;
 
 use std::ops::Range;
 
@@ -132,19 +133,37 @@ impl Mlp {
     }
 
     /// sum_i w_i K_i V for the columns of `v` (p x r) over one block: K = G or H.
-    fn curvature_sum(&self, theta: ArrayView1<f64>, data: &Batch, v: ArrayView2<f64>, mut out: ArrayViewMut2<f64>) {
+    fn curvature_sum(&self, theta: ArrayView1<f64>, data: &Batch, v: ArrayView2<f64>, out: ArrayViewMut2<f64>) {
         let fw = self.forward(theta, data.x);
         let head = self.head(&fw, data.y, true);
-        let wl = pass::weighted_lambda(head.lambda.as_ref().expect("requested"), data);
-        let s = match self.curvature {
+        let second_order = match self.curvature {
             Curvature::GaussNewton => None,
-            Curvature::Hessian => Some(self.backward(theta, &fw, pass::weighted(&head.res, data))),
+            Curvature::Hessian => Some(pass::weighted(&head.res, data)),
         };
+        self.curvature_sum_with(theta, data, &fw, head.lambda.as_ref().expect("requested"), second_order, v, out)
+    }
+
+    /// sum_i w_i J_i^T Lambda_i J_i V over one block, plus, with `second_order` = rows w_i u_i
+    /// (B x k), the term sum_i w_i sum_c u_ic Hess(h_ic) V: u = dl/dh gives the Hessian of the
+    /// loss, u = dl/dh - dl/dh(theta_s) that of the Bregman divergence (PBRF).
+    #[allow(clippy::too_many_arguments)]
+    fn curvature_sum_with(
+        &self,
+        theta: ArrayView1<f64>,
+        data: &Batch,
+        fw: &pass::Forward,
+        lambda: &ndarray::Array3<f64>,
+        second_order: Option<Array2<f64>>,
+        v: ArrayView2<f64>,
+        mut out: ArrayViewMut2<f64>,
+    ) {
+        let wl = pass::weighted_lambda(lambda, data);
+        let s = second_order.map(|u| self.backward(theta, fw, u));
         let mut kv = Array1::zeros(self.n_params_p());
         for (vj, mut oj) in v.columns().into_iter().zip(out.columns_mut()) {
             // (contiguous copies: the layer blocks are reshaped views)
             kv.fill(0.0);
-            self.curvature_product(theta, data.x, &fw, &wl, s.as_deref(), vj.as_standard_layout().view(), kv.view_mut());
+            self.curvature_product(theta, data.x, fw, &wl, s.as_deref(), vj.as_standard_layout().view(), kv.view_mut());
             oj += &kv;
         }
     }

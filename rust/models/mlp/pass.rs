@@ -168,6 +168,7 @@ impl Mlp {
     ///   R{s_{j-1}} = (R{s_j} W_j + s_j V_Wj) o phi' + (s_j W_j) o phi'' o R{Z_{j-1}},
     ///   R{grad Theta_j} = R{s_j} abar_j^T + s_j R{abar_j}^T.
     /// `wl` is w_i Lambda_i (B x k x k).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn curvature_product(
         &self,
         theta: ArrayView1<f64>,
