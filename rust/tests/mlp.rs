@@ -202,7 +202,7 @@ fn contracted_scores_equal_gradient_products() {
         let vc = Array2::from_shape_fn((p + 1, q), |(i, j)| ((i * 13 + j * 5) % 7) as f64 / 7.0 - 0.4);
         let mut g = Array2::zeros((b.n(), p));
         net.grads(t.view(), &b, g.view_mut());
-        let expected = (g.dot(&vc.slice(ndarray::s![..p, ..])) + &vc.row(p)) * -0.3;
+        let expected = (g.dot(&vc.slice(ndarray::s![..p, ..])) + vc.row(p)) * -0.3;
         let mut out = Array2::zeros((b.n(), q));
         net.scores(t.view(), &b, vc.view(), -0.3, out.view_mut());
         close(&out, &expected, 1e-13, "scores");
