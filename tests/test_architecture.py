@@ -34,8 +34,9 @@ LAYERS = {
     "upweight.solver": 2,
     # 3: models and the Model protocol
     "upweight.models": 3,
-    # 4: models built from other libraries' estimators; saving and loading models
+    # 4: networks; models built from other libraries' estimators; saving and loading models
     "upweight.interop": 4,
+    "upweight.networks": 4,
     "upweight.io.persist": 4,
     # 5: influence (Influence, GradientInfluence)
     "upweight.influence": 5,

@@ -27,6 +27,7 @@ from .errors import (
 from .influence import GradientInfluence, Influence, SolveInfo, TopK
 from .io import load_model, save_model
 from .models import LinearRegression, LogisticRegression, Model, PoissonRegression
+from .networks import MLPClassifier, MLPRegressor
 from .validation import Prediction, TestLoss, compare, leave_k_out, leave_one_out, response_curve
 
 __version__ = "0.1.0"
@@ -42,6 +43,8 @@ __all__ = [
     "InternalError",
     "LinearRegression",
     "LogisticRegression",
+    "MLPClassifier",
+    "MLPRegressor",
     "Model",
     "HighLeverageWarning",
     "NotAtOptimumWarning",

@@ -27,6 +27,7 @@ from ._core import Influence as InfluenceCore
 from ._validation import (
     as_indices,
     as_matrix,
+    as_nonneg_float,
     as_points,
     as_positive_int,
     as_vector,
@@ -52,6 +53,18 @@ __all__ = ["GradientInfluence", "Influence", "SolvedQueries", "SolveInfo", "TopK
 OPTIMUM_TOL = 1e-6
 # ... or the Newton decrement relative to the objective (scale-invariant; see Influence._at_optimum)
 OPTIMUM_DECREMENT_RTOL = 1e-12
+#: damping="auto" is this times the mean of the curvature's diagonal, tr(G) / p (Grosse et al. 2023).
+AUTO_DAMPING = 0.1
+
+
+def check_curvature(curvature: str | None, model) -> str:
+    """The curvature influence uses: networks "gauss-newton" (default) or "hessian"; a GLM's
+    Gauss-Newton matrix is its Hessian (canonical links), so either name gives the Hessian."""
+    if curvature is None:
+        return getattr(model, "default_curvature", "hessian")
+    if curvature not in ("gauss-newton", "hessian"):
+        raise InputError(f"curvature: expected 'gauss-newton' or 'hessian', got {curvature!r}")
+    return curvature
 
 
 @dataclass(frozen=True)
@@ -309,13 +322,17 @@ class Influence(_Queries):
     multinomial. After each query, ``solve_info`` reports iterations and relative residuals.
     """
 
-    def __init__(self, model, X, y, sample_weight=None, *, solver: str = "auto", damping: float = 0.0,
-                 rtol: float = 1e-10, atol: float = 0.0, max_iter: int = 1000, precondition: bool = True,
-                 on_unconverged: str = "raise", progress=None, copy: bool = True):
+    def __init__(self, model, X, y, sample_weight=None, *, solver: str = "auto", damping: float | str | None = None,
+                 curvature: str | None = None, rtol: float = 1e-10, atol: float = 0.0, max_iter: int = 1000,
+                 precondition: bool = True, on_unconverged: str = "raise", progress=None, copy: bool = True):
         self.model: Model = check_model(model)
+        # networks choose their curvature (default Gauss-Newton); a GLM's G is its Hessian
+        self.is_network = hasattr(model, "default_curvature")
+        self.curvature = check_curvature(curvature, model)
         # what the influence is of, fixed now: refitting or editing the model later leaves this
         # object (and every core it builds, also lazily under "auto") on these parameters
-        self._core_model, self._theta = model.core_model(), model.get_theta()
+        self._core_model = model.core_model(self.curvature) if self.is_network else model.core_model()
+        self._theta = model.get_theta()
         self._d, self._renormalized = model.n_features_in_, bool(model.penalty_renormalized)
         Xc, n, _ = training_features(X, self._d)
         # the data, kept: later edits of the caller's arrays (or of a .npy file) cannot mix in
@@ -327,10 +344,12 @@ class Influence(_Queries):
         check_solver(solver)
         self.on_unconverged = check_on_unconverged(on_unconverged)
         self.solve_info: SolveInfo | None = None
-        self._args = solver_args(damping, rtol, atol, max_iter, precondition, progress)
+        self.damping = self._damping(damping, progress)
+        self._args = solver_args(self.damping, rtol, atol, max_iter, precondition, progress)
         self._itemsize = score_itemsize(self.X)
         self._start(QueryPolicy(solver, work(n, self._theta.size, self._core_model.n_outputs, self.X)))
-        if not self._at_optimum():
+        # a network's influence is exact at any parameters (the PBRF's derivative): no warning
+        if not self.is_network and not self._at_optimum():
             warnings.warn(
                 f"the model's parameters do not minimise the objective on this data (max |gradient| = "
                 f"{self._core.grad_norm:.3g}): influence is exact only at the optimum. Pass the same X, y, "
@@ -355,6 +374,50 @@ class Influence(_Queries):
         constant column: ``inf.X``)."""
         model, X, y, w = from_statsmodels(results)
         return cls(model, X, y, w, **kwargs)
+
+    def _damping(self, damping, progress) -> float:
+        """The damping used: as given, or "auto" (the default for networks) = 0.1 tr(G) / p, a
+        tenth of G's mean eigenvalue (Grosse et al. 2023); 0 by default for GLMs."""
+        if damping is None:
+            damping = "auto" if self.is_network else 0.0
+        if isinstance(damping, str):
+            if damping != "auto":
+                raise InputError(f"damping: expected a number >= 0 or 'auto', got {damping!r}")
+            diag = self._core_model.hessian_diag(self._theta, self.X, self.y, self.sample_weight, self.l2, progress)
+            if diag is None:
+                raise InputError("damping: 'auto' needs the curvature's diagonal, which this model does not give; pass a number")
+            return AUTO_DAMPING * float(np.mean(diag))
+        return as_nonneg_float(damping, "damping")
+
+    def pbrf(self, m: int, eps, *, tol: float = 1e-10, max_iter: int = 100) -> np.ndarray:
+        """theta_b(eps), the proximal Bregman response of training point ``m`` (networks;
+        DESIGN-networks.md section 3): the minimiser from ``theta`` of
+
+            (1/(W+eps)) [sum_i w_i D_i + eps (l_m + 2 l2 (M theta) . t)] + l2 ||M (t - theta)||^2
+            + (damping/2) ||t - theta||^2
+
+        with D_i the Bregman divergence of the loss on the outputs at theta, solved by Newton
+        with its exact Hessian (formed: small networks) to max |gradient| <= ``tol``. Its
+        derivative at eps = 0 is :meth:`params` with the Gauss-Newton curvature and this
+        damping, at any theta (minimiser or not). ``eps`` a number gives (p,); a sequence gives
+        (len(eps), p). eps = -w_m removes the point (Bae et al. use eps = -1/N with w = 1 and
+        no renormalisation). ConvergenceError if Newton does not converge."""
+        if not self.is_network:
+            raise InputError("model: pbrf is defined for networks (for a GLM at its optimum with damping 0 it is the exact refit: "
+                             "use upweight.response_curve)")
+        single = np.ndim(eps) == 0
+        eps_list = [float(e) for e in np.atleast_1d(np.asarray(eps, dtype=np.float64))]
+        if not all(np.isfinite(eps_list)):
+            raise InputError("eps: contains NaN or infinity")
+        i = int(as_indices([m], self.n_samples, "m")[0])
+        core = self._core_model.with_curvature("gauss-newton")
+        delta, converged = core.pbrf(self._theta, self.X, self.y, self.sample_weight, self.l2, self.damping, self._renormalized, i,
+                                     eps_list, as_nonneg_float(tol, "tol"), as_positive_int(max_iter, "max_iter"), self._args[-1])
+        if not all(converged):
+            bad = [e for e, c in zip(eps_list, converged, strict=False) if not c]
+            raise ConvergenceError(f"pbrf: Newton did not reach max |gradient| <= {tol:g} for eps = {bad} (raise max_iter or tol)")
+        out = (delta + self._theta[:, None]).T
+        return out[0] if single else out
 
     def _make_core(self, method: str) -> InfluenceCore:
         # penalty_renormalized=False, sum-of-losses objectives (scikit-learn's Ridge, LogisticRegression): no renormalisation term

@@ -597,39 +597,7 @@ class LogisticRegression(_GLM):
     def check_targets(self, y, n: int, *, fitting: bool = False, name: str = "y") -> np.ndarray:
         """``y`` as float64 class ids 0..k-1 (InputError naming ``name`` otherwise). ``fitting``:
         the labels define ``classes_`` (``n_classes`` if given, else ``max(y) + 1``)."""
-        y = as_vector(y, name, n)
-        nonfinite = np.flatnonzero(~np.isfinite(y))
-        if nonfinite.size:
-            raise InputError(f"{name}: contains NaN or infinity (first at index {nonfinite[0]})")
-        bad = np.flatnonzero((y < 0) | (y != np.floor(y)))
-        if bad.size:
-            raise InputError(
-                f"{name}: value {y[bad[0]]} at index {bad[0]} is not a class id; LogisticRegression "
-                "expects integer labels 0..k-1 (0/1 for binary)"
-            )
-        if fitting:
-            if self.n_classes_param is None and y.max() >= max(n, 2):
-                # k = max(y) + 1 classes cannot all be present: refuse before any k-sized allocation
-                i = int(np.argmax(y))
-                raise InputError(
-                    f"{name}: label {y[i]:g} at index {i} would make {y[i] + 1:g} classes for {n} points; LogisticRegression "
-                    "expects class ids 0..k-1, each present (relabel with np.unique(y, return_inverse=True))"
-                )
-            k = self.n_classes_param if self.n_classes_param is not None else int(y.max()) + 1
-            k = max(as_positive_int(k, "n_classes"), 2)
-            if k > max(n, 2):
-                raise InputError(f"n_classes: {k} classes cannot all be present among {n} points")
-            if y.max() >= k:
-                i = int(np.argmax(y >= k))
-                raise InputError(f"{name}: class id {y[i]:g} at index {i} is not below n_classes={k}")
-            self.classes_ = np.arange(k)
-        else:
-            self._check_fitted()
-            k = len(self.classes_)
-            if y.size and y.max() >= k:
-                i = int(np.argmax(y >= k))
-                raise InputError(f"{name}: class id {y[i]:g} at index {i} is not below the fitted number of classes ({k})")
-        return y
+        return check_class_ids(self, y, n, fitting=fitting, name=name)
 
     def _declare_outputs(self, k: int) -> None:
         self.classes_ = np.arange(2 if k == 1 else k)
@@ -686,3 +654,41 @@ class LogisticRegression(_GLM):
 
     def _predict_of(self, points) -> np.ndarray:
         return np.argmax(self._proba_of(points), axis=1)
+
+
+def check_class_ids(model, y, n: int, *, fitting: bool, name: str) -> np.ndarray:
+    """``y`` as float64 class ids 0..k-1 for a classifier ``model`` (with ``n_classes_param``,
+    ``classes_``): InputError naming ``name`` otherwise. ``fitting``: the labels define
+    ``model.classes_`` (``n_classes`` if given, else ``max(y) + 1``)."""
+    who = type(model).__name__
+    y = as_vector(y, name, n)
+    nonfinite = np.flatnonzero(~np.isfinite(y))
+    if nonfinite.size:
+        raise InputError(f"{name}: contains NaN or infinity (first at index {nonfinite[0]})")
+    bad = np.flatnonzero((y < 0) | (y != np.floor(y)))
+    if bad.size:
+        raise InputError(f"{name}: value {y[bad[0]]} at index {bad[0]} is not a class id; {who} expects integer labels 0..k-1 "
+                         "(0/1 for binary)")
+    if fitting:
+        if model.n_classes_param is None and y.max() >= max(n, 2):
+            # k = max(y) + 1 classes cannot all be present: refuse before any k-sized allocation
+            i = int(np.argmax(y))
+            raise InputError(
+                f"{name}: label {y[i]:g} at index {i} would make {y[i] + 1:g} classes for {n} points; {who} "
+                "expects class ids 0..k-1, each present (relabel with np.unique(y, return_inverse=True))"
+            )
+        k = model.n_classes_param if model.n_classes_param is not None else int(y.max()) + 1
+        k = max(as_positive_int(k, "n_classes"), 2)
+        if k > max(n, 2):
+            raise InputError(f"n_classes: {k} classes cannot all be present among {n} points")
+        if y.max() >= k:
+            i = int(np.argmax(y >= k))
+            raise InputError(f"{name}: class id {y[i]:g} at index {i} is not below n_classes={k}")
+        model.classes_ = np.arange(k)
+    else:
+        model._check_fitted()
+        k = len(model.classes_)
+        if y.size and y.max() >= k:
+            i = int(np.argmax(y >= k))
+            raise InputError(f"{name}: class id {y[i]:g} at index {i} is not below the fitted number of classes ({k})")
+    return y

@@ -1,6 +1,8 @@
-//! Hidden-layer activations phi with phi' and phi'' (DESIGN-networks.md section 1).
+//! Hidden-layer activations phi with phi' and phi'' (DESIGN-networks.md section 1: tanh, relu,
+//! gelu; also scikit-learn's logistic and identity, so its fitted networks convert exactly).
 
 use crate::error::{Error, Result};
+use crate::models::glm::sigmoid;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -9,6 +11,10 @@ pub enum Activation {
     Relu,
     /// z Phi(z), Phi the standard normal CDF (the exact form, not the tanh approximation).
     Gelu,
+    /// 1 / (1 + e^-z) (scikit-learn's "logistic").
+    Logistic,
+    /// z (scikit-learn's "identity": a linear hidden layer).
+    Identity,
 }
 
 const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
@@ -31,7 +37,9 @@ impl Activation {
             "tanh" => Ok(Self::Tanh),
             "relu" => Ok(Self::Relu),
             "gelu" => Ok(Self::Gelu),
-            other => Err(Error::Value { arg: "activation", msg: format!("expected 'tanh', 'relu' or 'gelu', got {other:?}") }),
+            "logistic" => Ok(Self::Logistic),
+            "identity" => Ok(Self::Identity),
+            other => Err(Error::Value { arg: "activation", msg: format!("expected 'tanh', 'relu', 'gelu', 'logistic' or 'identity', got {other:?}") }),
         }
     }
 
@@ -40,6 +48,8 @@ impl Activation {
             Self::Tanh => "tanh",
             Self::Relu => "relu",
             Self::Gelu => "gelu",
+            Self::Logistic => "logistic",
+            Self::Identity => "identity",
         }
     }
 
@@ -49,6 +59,8 @@ impl Activation {
             Self::Tanh => z.tanh(),
             Self::Relu => z.max(0.0),
             Self::Gelu => z * normal_cdf(z),
+            Self::Logistic => sigmoid(z),
+            Self::Identity => z,
         }
     }
 
@@ -68,6 +80,11 @@ impl Activation {
                 }
             }
             Self::Gelu => normal_cdf(z) + z * normal_pdf(z),
+            Self::Logistic => {
+                let s = sigmoid(z);
+                s * (1.0 - s)
+            }
+            Self::Identity => 1.0,
         }
     }
 
@@ -81,6 +98,11 @@ impl Activation {
             }
             Self::Relu => 0.0,
             Self::Gelu => normal_pdf(z) * (2.0 - z * z),
+            Self::Logistic => {
+                let s = sigmoid(z);
+                s * (1.0 - s) * (1.0 - 2.0 * s)
+            }
+            Self::Identity => 0.0,
         }
     }
 }
@@ -91,7 +113,7 @@ mod tests {
 
     #[test]
     fn derivatives_match_central_differences() {
-        for act in [Activation::Tanh, Activation::Relu, Activation::Gelu] {
+        for act in [Activation::Tanh, Activation::Relu, Activation::Gelu, Activation::Logistic, Activation::Identity] {
             for &z in &[-3.1, -0.7, -0.01, 0.2, 1.3, 4.0] {
                 let h = 1e-6;
                 let d1 = (act.value(z + h) - act.value(z - h)) / (2.0 * h);
