@@ -30,8 +30,9 @@ LAYERS = {
     "upweight.reference": 0,
     # 1: argument checks
     "upweight._validation": 1,
-    # 2: the solver policy (shapes only, no models)
+    # 2: the solver policy (shapes only, no models); reading IDX files
     "upweight.solver": 2,
+    "upweight.io.idx": 2,
     # 3: models and the Model protocol
     "upweight.models": 3,
     # 4: models built from other libraries' estimators; saving and loading models

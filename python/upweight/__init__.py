@@ -19,13 +19,14 @@ from .errors import (
     InputError,
     InputTypeError,
     InternalError,
+    MissingFileError,
     NotAtOptimumWarning,
     NotFittedError,
     SingularHessianError,
     UpweightError,
 )
 from .influence import GradientInfluence, Influence, SolveInfo, TopK
-from .io import load_model, save_model
+from .io import load_idx, load_model, save_model
 from .models import LinearRegression, LogisticRegression, Model, PoissonRegression
 from .validation import Prediction, TestLoss, compare, leave_k_out, leave_one_out, response_curve
 
@@ -42,6 +43,7 @@ __all__ = [
     "InternalError",
     "LinearRegression",
     "LogisticRegression",
+    "MissingFileError",
     "Model",
     "HighLeverageWarning",
     "NotAtOptimumWarning",
@@ -59,6 +61,7 @@ __all__ = [
     "leave_one_out",
     "load_breast_cancer",
     "load_digits",
+    "load_idx",
     "load_model",
     "num_threads",
     "plots",
