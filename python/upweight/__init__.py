@@ -8,9 +8,9 @@
 See DESIGN.md (in the repository) for every definition, sign and formula.
 """
 
-from . import plots, reference  # plots imports matplotlib only when drawing
+from . import datasets, plots, reference  # plots imports matplotlib only when drawing
 from ._core import num_threads
-from .datasets import load_breast_cancer, load_digits
+from .datasets import load_breast_cancer, load_digits, load_fashion_mnist, load_mnist
 from .diagnostics import Diagnostics, diagnostics
 from .errors import (
     ConvergenceError,
@@ -56,12 +56,15 @@ __all__ = [
     "SingularHessianError",
     "UpweightError",
     "compare",
+    "datasets",
     "diagnostics",
     "leave_k_out",
     "leave_one_out",
     "load_breast_cancer",
     "load_digits",
+    "load_fashion_mnist",
     "load_idx",
+    "load_mnist",
     "load_model",
     "num_threads",
     "plots",
