@@ -26,12 +26,12 @@ LAYERS = {
     # 0: leaves (no upweight imports but the extension)
     "upweight.errors": 0,
     "upweight._constants": 0,
-    "upweight.datasets": 0,
     "upweight.reference": 0,
     # 1: argument checks
     "upweight._validation": 1,
-    # 2: the solver policy (shapes only, no models)
+    # 2: the solver policy (shapes only, no models); reading IDX files
     "upweight.solver": 2,
+    "upweight.io.idx": 2,
     # 3: models and the Model protocol
     "upweight.models": 3,
     # 4: networks; models built from other libraries' estimators; saving and loading models
@@ -47,8 +47,9 @@ LAYERS = {
     "upweight.examples": 6,
     "upweight.io.resume": 6,
     "upweight.io": 6,
-    # 7: plots (compare), the package namespace
+    # 7: plots (compare), data sets (through upweight.io), the package namespace
     "upweight.plots": 7,
+    "upweight.datasets": 7,
     "upweight": 8,
     # 9: the command line, written against the package
     "upweight.cli.demo": 9,

@@ -8,9 +8,9 @@
 See DESIGN.md (in the repository) for every definition, sign and formula.
 """
 
-from . import plots, reference  # plots imports matplotlib only when drawing
+from . import datasets, plots, reference  # plots imports matplotlib only when drawing
 from ._core import num_threads
-from .datasets import load_breast_cancer, load_digits
+from .datasets import load_breast_cancer, load_digits, load_fashion_mnist, load_mnist
 from .diagnostics import Diagnostics, diagnostics
 from .errors import (
     ConvergenceError,
@@ -19,13 +19,14 @@ from .errors import (
     InputError,
     InputTypeError,
     InternalError,
+    MissingFileError,
     NotAtOptimumWarning,
     NotFittedError,
     SingularHessianError,
     UpweightError,
 )
 from .influence import GradientInfluence, Influence, SolveInfo, TopK
-from .io import load_model, save_model
+from .io import load_idx, load_model, save_model
 from .models import LinearRegression, LogisticRegression, Model, PoissonRegression
 from .networks import MLPClassifier, MLPRegressor
 from .validation import Prediction, TestLoss, compare, leave_k_out, leave_one_out, response_curve
@@ -45,6 +46,7 @@ __all__ = [
     "LogisticRegression",
     "MLPClassifier",
     "MLPRegressor",
+    "MissingFileError",
     "Model",
     "HighLeverageWarning",
     "NotAtOptimumWarning",
@@ -57,11 +59,15 @@ __all__ = [
     "SingularHessianError",
     "UpweightError",
     "compare",
+    "datasets",
     "diagnostics",
     "leave_k_out",
     "leave_one_out",
     "load_breast_cancer",
     "load_digits",
+    "load_fashion_mnist",
+    "load_idx",
+    "load_mnist",
     "load_model",
     "num_threads",
     "plots",

@@ -18,6 +18,13 @@ class InputError(UpweightError, ValueError):
     """An argument has a bad shape or value (NaN, negative weight, label outside the family...)."""
 
 
+class MissingFileError(InputError, FileNotFoundError):
+    """A file or folder that an argument names does not exist (for a data set: how to install it).
+
+    Also a ``FileNotFoundError``, so ``except FileNotFoundError`` (or ``except OSError``) catches it.
+    """
+
+
 class InputTypeError(UpweightError, TypeError):
     """An argument has an unusable type or dtype (object, string, complex...)."""
 
