@@ -57,13 +57,6 @@ class Model:
     def glm(family: str, n_classes: int, n_features: int) -> Model: ...
     @staticmethod
     def gradients(n_params: int) -> Model: ...
-    @staticmethod
-    def mlp(sizes: list[int], activation: str, head: str, curvature: str) -> Model: ...
-    def with_curvature(self, curvature: str) -> Model: ...
-    @property
-    def curvature(self) -> str | None: ...
-    @property
-    def sizes(self) -> list[int] | None: ...
     @property
     def family(self) -> str | None: ...
     @property
@@ -79,25 +72,6 @@ class Model:
     def objective(self, theta: _F64, x: _X, y: _F64, w: _F64 | None, l2: float) -> tuple[float, _F64]: ...
     def hessian(self, theta: _F64, x: _X, y: _F64, w: _F64 | None, l2: float) -> _F64: ...
     def hvp(self, theta: _F64, x: _X, y: _F64, w: _F64 | None, l2: float, v: _F64) -> _F64: ...
-    def hessian_diag(self, theta: _F64, x: _X, y: _F64, w: _F64 | None, l2: float, progress: _Progress) -> _F64 | None: ...
-    def fit_lbfgs(
-        self, x: _X, y: _F64, w: _F64 | None, l2: float, theta0: _F64, tol: float, max_iter: int, memory: int = 10, progress: _Progress = None
-    ) -> tuple[_F64, int, float, bool, float]: ...
-    def pbrf(
-        self,
-        theta: _F64,
-        x: _X,
-        y: _F64,
-        w: _F64 | None,
-        l2: float,
-        damping: float,
-        renormalize: bool,
-        m: int,
-        eps: list[float],
-        tol: float = 1e-10,
-        max_iter: int = 100,
-        progress: _Progress = None,
-    ) -> tuple[_F64, list[bool]]: ...
     def fit(
         self,
         x: _X,
@@ -168,3 +142,35 @@ class Influence:
     def top_k_solved(self, vc: _F64, k: int, segment: tuple[int, int] | None = None) -> _TopK: ...
     def leverage(self) -> _F64: ...
     def inverse_hvp(self, g: _F64) -> tuple[_F64, _Info]: ...
+
+# networks (rust/python/network.rs)
+def mlp(sizes: list[int], activation: str, head: str, curvature: str) -> Model: ...
+def with_curvature(model: Model, curvature: str) -> Model: ...
+def curvature_diag(model: Model, theta: _F64, x: _X, y: _F64, w: _F64 | None, l2: float, progress: _Progress = None) -> _F64 | None: ...
+def fit_lbfgs(
+    model: Model,
+    x: _X,
+    y: _F64,
+    w: _F64 | None,
+    l2: float,
+    theta0: _F64,
+    tol: float,
+    max_iter: int,
+    memory: int = 10,
+    progress: _Progress = None,
+) -> tuple[_F64, int, float, bool, float]: ...
+def pbrf(
+    model: Model,
+    theta: _F64,
+    x: _X,
+    y: _F64,
+    w: _F64 | None,
+    l2: float,
+    damping: float,
+    renormalize: bool,
+    m: int,
+    eps: list[float],
+    tol: float = 1e-10,
+    max_iter: int = 100,
+    progress: _Progress = None,
+) -> tuple[_F64, list[bool]]: ...

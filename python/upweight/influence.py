@@ -383,7 +383,7 @@ class Influence(_Queries):
         if isinstance(damping, str):
             if damping != "auto":
                 raise InputError(f"damping: expected a number >= 0 or 'auto', got {damping!r}")
-            diag = self._core_model.hessian_diag(self._theta, self.X, self.y, self.sample_weight, self.l2, progress)
+            diag = _core.curvature_diag(self._core_model, self._theta, self.X, self.y, self.sample_weight, self.l2, progress)
             if diag is None:
                 raise InputError("damping: 'auto' needs the curvature's diagonal, which this model does not give; pass a number")
             return AUTO_DAMPING * float(np.mean(diag))
@@ -410,8 +410,8 @@ class Influence(_Queries):
         if not all(np.isfinite(eps_list)):
             raise InputError("eps: contains NaN or infinity")
         i = int(as_indices([m], self.n_samples, "m")[0])
-        core = self._core_model.with_curvature("gauss-newton")
-        delta, converged = core.pbrf(self._theta, self.X, self.y, self.sample_weight, self.l2, self.damping, self._renormalized, i,
+        core = _core.with_curvature(self._core_model, "gauss-newton")
+        delta, converged = _core.pbrf(core, self._theta, self.X, self.y, self.sample_weight, self.l2, self.damping, self._renormalized, i,
                                      eps_list, as_nonneg_float(tol, "tol"), as_positive_int(max_iter, "max_iter"), self._args[-1])
         if not all(converged):
             bad = [e for e, c in zip(eps_list, converged, strict=False) if not c]

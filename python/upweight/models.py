@@ -164,7 +164,7 @@ def check_model(model, arg: str = "model") -> Model:
     return model
 
 
-def _explained(loss: float, null: float) -> float:
+def explained_fraction(loss: float, null: float) -> float:
     """1 - loss / null, the fraction of the null model's loss explained (R^2, D^2), with
     scikit-learn's convention for a null loss of 0 (constant targets): 1.0 for a perfect fit,
     else 0.0."""
@@ -243,7 +243,7 @@ class _GLM:
         loss, _, y, w = self._mean_loss(X, y, sample_weight)
         y_mean = np.average(y, weights=w)
         null = np.average((y - y_mean) ** 2, weights=w)
-        return _explained(loss, null)
+        return explained_fraction(loss, null)
 
     def _mean_loss(self, X, y, sample_weight) -> tuple[float, object, np.ndarray, np.ndarray | None]:
         """(weighted mean loss on (X, y), X, y, weights), each argument checked as ``fit`` checks
@@ -518,7 +518,7 @@ class PoissonRegression(_GLM):
         constant = np.average(y * np.log(np.where(y > 0, y, 1.0)) - y, weights=w)
         mu = np.average(y, weights=w)
         null = mu - mu * np.log(mu) if mu > 0 else 0.0
-        return _explained(loss + constant, null + constant)
+        return explained_fraction(loss + constant, null + constant)
 
 
 class LogisticRegression(_GLM):

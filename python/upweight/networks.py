@@ -26,7 +26,7 @@ import numpy as np
 from . import _core
 from ._validation import as_nonneg_float, as_points, as_positive_int, as_progress, as_vector, as_weights, n_rows, training_features
 from .errors import ConvergenceWarning, InputError, NotFittedError, SingularHessianError
-from .models import _explained, check_class_ids
+from .models import check_class_ids, explained_fraction
 
 __all__ = ["MLPClassifier", "MLPRegressor", "ACTIVATIONS", "CURVATURES"]
 
@@ -148,7 +148,7 @@ class _MLP:
             raise InputError(f"activation: expected one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if curvature not in CURVATURES:
             raise InputError(f"curvature: expected one of {', '.join(CURVATURES)}, got {curvature!r}")
-        return _core.Model.mlp(sizes, self.activation, self._head, curvature)
+        return _core.mlp(sizes, self.activation, self._head, curvature)
 
     def get_theta(self) -> np.ndarray:
         """A flat float64 copy of ``theta_``; NotFittedError before fit."""
@@ -252,8 +252,8 @@ class _MLP:
         core = self._core_model(sizes, self.curvature)
         prev = getattr(self, "theta_", None) if self.warm_start else None
         theta0 = prev if prev is not None and prev.size == n_params_of(sizes) else glorot_init(sizes, self.random_state)
-        theta, n_iter, grad_norm, converged, objective = core.fit_lbfgs(X, y, w, l2, np.ascontiguousarray(theta0), tol, max_iter,
-                                                                        progress=self.progress)
+        theta, n_iter, grad_norm, converged, objective = _core.fit_lbfgs(core, X, y, w, l2, np.ascontiguousarray(theta0), tol, max_iter,
+                                                                               progress=self.progress)
         if not converged and newton_iter > 0:
             method = "direct" if theta.size <= NEWTON_DIRECT_MAX_P else "cg"
             try:
@@ -386,4 +386,4 @@ class MLPRegressor(_MLP):
     def score(self, X, y, sample_weight=None) -> float:
         """R^2 of ``predict(X)`` for ``y`` (weighted)."""
         loss, _, y, w = self._mean_loss(X, y, sample_weight)
-        return _explained(loss, np.average((y - np.average(y, weights=w)) ** 2, weights=w))
+        return explained_fraction(loss, np.average((y - np.average(y, weights=w)) ** 2, weights=w))

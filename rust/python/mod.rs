@@ -2,6 +2,7 @@
 //! the GIL, keeps Ctrl-C working, and calls the core's public API. No numerics live here.
 //!
 //! - [`model`]: `_core.Model`, a model family built once from its spec;
+//! - [`network`]: building networks, L-BFGS training, the PBRF;
 //! - [`influence`]: `_core.Influence`, the core's `Influence` on data it owns;
 //! - [`kernels`]: per-chunk kernels and their combine rules, for distributed runs;
 //! - [`data`]: the one conversion of feature arguments; [`errors`]: `From<Error> for PyErr`;
@@ -12,6 +13,7 @@ mod errors;
 mod influence;
 mod kernels;
 mod model;
+mod network;
 mod run;
 
 use std::path::PathBuf;
@@ -72,6 +74,8 @@ mod _core {
     use super::kernels::{finish_hvp_sums, finish_sums, partial_hvp, partial_sums, score_block, top_k_block};
     #[pymodule_export]
     use super::model::PyModel;
+    #[pymodule_export]
+    use super::network::{curvature_diag, fit_lbfgs, mlp, pbrf, with_curvature};
     #[pymodule_export]
     use super::{merge_top_k, npy_header, num_threads};
 

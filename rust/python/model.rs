@@ -13,21 +13,18 @@ use super::errors::InputError;
 use super::run::{run, run_with};
 use crate::data::{with_block, Rows, Table};
 use crate::error::{check_finite, Error};
-use crate::fit::lbfgs::{lbfgs, LbfgsOptions};
 use crate::fit::refit::{refits, thetas, Change};
-use crate::models::mlp::pbrf::pbrf_curve;
-use crate::models::mlp::Curvature;
-use crate::{newton, Activation, Family, FitOptions, Glm, GradientModel, Method, Mlp, Model, Objective, Prediction};
+use crate::{newton, Family, FitOptions, Glm, GradientModel, Method, Mlp, Model, Objective, Prediction};
 
 /// A model family with its dimensions, built once: GLM families or per-example gradients.
 #[pyclass(name = "Model", module = "upweight._core", frozen)]
 pub struct PyModel {
     pub inner: Arc<dyn Model>,
     /// The GLM family, when the model is one.
-    family: Option<Family>,
+    pub family: Option<Family>,
     /// The network, when the model is one.
-    mlp: Option<Mlp>,
-    desc: String,
+    pub mlp: Option<Mlp>,
+    pub desc: String,
 }
 
 pub fn method(name: &str) -> PyResult<Method> {
@@ -48,15 +45,9 @@ fn prediction(kind: &str) -> PyResult<Prediction> {
 
 /// (theta, n_iter, grad_norm, converged, objective).
 type Fitted<'py> = (Bound<'py, PyArray1<f64>>, usize, f64, bool, f64, Option<(usize, f64)>);
-/// (theta, n_iter, grad_norm, converged, objective).
-type Minimised<'py> = (Bound<'py, PyArray1<f64>>, usize, f64, bool, f64);
 type Refits<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray1<usize>>, Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<bool>>, Bound<'py, PyArray1<f64>>);
 
 impl PyModel {
-    fn network(&self) -> PyResult<&Mlp> {
-        self.mlp.as_ref().ok_or_else(|| InputError::new_err(format!("model: {} is not a network", self.desc)))
-    }
-
     /// theta with p finite entries.
     pub fn theta<'a>(&self, theta: &'a PyReadonlyArray1<'_, f64>) -> PyResult<ArrayView1<'a, f64>> {
         let t = theta.as_array();
@@ -101,37 +92,6 @@ impl PyModel {
     #[staticmethod]
     fn gradients(n_params: usize) -> Self {
         Self { inner: Arc::new(GradientModel { p: n_params }), family: None, mlp: None, desc: format!("gradients of {n_params} parameters") }
-    }
-
-    /// A multilayer perceptron: `sizes` = [n_features, hidden.., n_outputs], `activation` "tanh",
-    /// "relu" or "gelu", `head` a GLM family on the outputs ("multinomial" = softmax
-    /// cross-entropy, "squared", "logistic", "poisson"), `curvature` "gauss-newton" or "hessian"
-    /// (what the objective's Hessian, its products and solves use).
-    #[staticmethod]
-    fn mlp(sizes: Vec<usize>, activation: &str, head: &str, curvature: &str) -> PyResult<Self> {
-        let k = sizes.last().copied().unwrap_or(0);
-        let f = Family::from_name(head, k)?;
-        let net = Mlp::new(sizes.clone(), Activation::from_name(activation)?, f, Curvature::from_name(curvature)?)?;
-        let desc = format!("an MLP {sizes:?} ({activation}, {head} head, {curvature})");
-        Ok(Self { inner: Arc::new(net.clone()), family: None, mlp: Some(net), desc })
-    }
-
-    /// The same network with the other curvature (`curvature` "gauss-newton" or "hessian").
-    fn with_curvature(&self, curvature: &str) -> PyResult<Self> {
-        let net = self.network()?.with_curvature(Curvature::from_name(curvature)?);
-        let desc = format!("an MLP {:?} ({}, {} head, {curvature})", net.sizes(), net.activation.name(), net.head.name());
-        Ok(Self { inner: Arc::new(net.clone()), family: None, mlp: Some(net), desc })
-    }
-
-    /// The network's curvature ("gauss-newton" or "hessian"), None for other models.
-    #[getter]
-    fn curvature(&self) -> Option<&'static str> {
-        self.mlp.as_ref().map(|m| m.curvature.name())
-    }
-    /// The network's sizes [n_features, hidden.., n_outputs], None for other models.
-    #[getter]
-    fn sizes(&self) -> Option<Vec<usize>> {
-        self.mlp.as_ref().map(|m| m.sizes().to_vec())
     }
 
     /// The GLM family's name ("squared", "logistic", "poisson", "multinomial"), or None.
@@ -264,76 +224,6 @@ impl PyModel {
     ) -> PyResult<Bound<'py, PyArray2<f64>>> {
         let (t, rows, v) = (self.theta(&theta)?, self.rows(&x, Some(&y), w.as_ref(), &None)?, v.as_array());
         Ok(run(py, |c| Objective::new(&*self.inner, &rows, l2)?.hvp(t, v, c))?.into_pyarray(py))
-    }
-
-    /// The diagonal of the objective's curvature (p), penalty included, or None when the model
-    /// has none. Its mean is the default damping's scale (0.1 tr(G) / p).
-    #[allow(clippy::too_many_arguments)]
-    fn hessian_diag<'py>(
-        &self,
-        py: Python<'py>,
-        theta: PyReadonlyArray1<'py, f64>,
-        x: XArg<'py>,
-        y: PyReadonlyArray1<'py, f64>,
-        w: Option<PyReadonlyArray1<'py, f64>>,
-        l2: f64,
-        progress: Option<Py<PyAny>>,
-    ) -> PyResult<Option<Bound<'py, PyArray1<f64>>>> {
-        let (t, rows) = (self.theta(&theta)?, self.rows(&x, Some(&y), w.as_ref(), &None)?);
-        let d = run_with(py, progress.as_ref(), |c| Objective::new(&*self.inner, &rows, l2)?.hessian_diag(t, c))?;
-        Ok(d.map(|d| d.into_pyarray(py)))
-    }
-
-    /// Minimise the objective by L-BFGS from `theta0` to max |gradient| <= tol. Returns (theta,
-    /// n_iter, grad_norm, converged, objective).
-    #[pyo3(signature = (x, y, w, l2, theta0, tol, max_iter, memory=10, progress=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn fit_lbfgs<'py>(
-        &self,
-        py: Python<'py>,
-        x: XArg<'py>,
-        y: PyReadonlyArray1<'py, f64>,
-        w: Option<PyReadonlyArray1<'py, f64>>,
-        l2: f64,
-        theta0: PyReadonlyArray1<'py, f64>,
-        tol: f64,
-        max_iter: usize,
-        memory: usize,
-        progress: Option<Py<PyAny>>,
-    ) -> PyResult<Minimised<'py>> {
-        let rows = self.rows(&x, Some(&y), w.as_ref(), &None)?;
-        let t0 = theta0.as_array();
-        let opts = LbfgsOptions { tol, max_iter, memory };
-        let res = run_with(py, progress.as_ref(), |c| lbfgs(&Objective::new(&*self.inner, &rows, l2)?, t0, &opts, c))?;
-        Ok((res.theta.into_pyarray(py), res.n_iter, res.grad_norm, res.converged, res.objective))
-    }
-
-    /// The proximal Bregman response of training row `m` (networks): theta_b(eps) - theta_s for
-    /// each eps (p x len(eps)), solved by Newton from `theta` to max |gradient| <= tol, and
-    /// whether each converged.
-    #[pyo3(signature = (theta, x, y, w, l2, damping, renormalize, m, eps, tol=1e-10, max_iter=100, progress=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn pbrf<'py>(
-        &self,
-        py: Python<'py>,
-        theta: PyReadonlyArray1<'py, f64>,
-        x: XArg<'py>,
-        y: PyReadonlyArray1<'py, f64>,
-        w: Option<PyReadonlyArray1<'py, f64>>,
-        l2: f64,
-        damping: f64,
-        renormalize: bool,
-        m: usize,
-        eps: Vec<f64>,
-        tol: f64,
-        max_iter: usize,
-        progress: Option<Py<PyAny>>,
-    ) -> PyResult<(Bound<'py, PyArray2<f64>>, Vec<bool>)> {
-        let net = self.network()?;
-        let (t, rows) = (self.theta(&theta)?, self.rows(&x, Some(&y), w.as_ref(), &None)?);
-        crate::memory::check("the PBRF's Hessians (3 of p x p)", &[3, net.n_params(), net.n_params()], 8)?;
-        let (d, conv) = run_with(py, progress.as_ref(), |c| pbrf_curve(net, &rows, t, l2, damping, renormalize, m, &eps, tol, max_iter, c))?;
-        Ok((d.into_pyarray(py), conv))
     }
 
     /// Fit theta by weighted Newton. Returns (theta, n_iter, grad_norm, converged, objective,
