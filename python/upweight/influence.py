@@ -421,8 +421,18 @@ class Influence(_Queries):
 
     def _make_core(self, method: str) -> InfluenceCore:
         # penalty_renormalized=False, sum-of-losses objectives (scikit-learn's Ridge, LogisticRegression): no renormalisation term
-        return InfluenceCore(self._core_model, self._theta, self.X, self.y, self.sample_weight, self.l2, method, *self._args,
-                             self._renormalized)
+        try:
+            return InfluenceCore(self._core_model, self._theta, self.X, self.y, self.sample_weight, self.l2, method, *self._args,
+                                 self._renormalized)
+        except SingularHessianError as exc:
+            if not self.is_network:
+                raise
+            why = ("the exact Hessian is indefinite or singular at these parameters (use curvature='gauss-newton', or a damping "
+                   "above its most negative eigenvalue)" if self.curvature == "hessian" else
+                   "the Gauss-Newton matrix is singular: hidden units that are dead, saturated or duplicates of each other leave "
+                   "flat directions along their unpenalised biases and outgoing weights (use damping > 0; the default 'auto' is "
+                   "0.1 tr(G) / p)")
+            raise SingularHessianError(f"{why}. Core: {exc}") from None
 
     def _at_optimum(self) -> bool:
         """Whether theta minimises the objective up to rounding: max |gradient| <= OPTIMUM_TOL,

@@ -131,8 +131,12 @@ class _MLP:
         raise NotImplementedError
 
     def sizes(self) -> list[int]:
-        """The fitted network's layer sizes [d, hidden.., k]."""
-        return layer_sizes(self._n_features(), self.hidden, self.n_outputs)
+        """The network's layer sizes [d, hidden.., k] (known once fitted or declared by
+        ``set_theta(..., n_features=)``)."""
+        d = getattr(self, "n_features_in_", None)
+        if d is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit(X, y) first")
+        return layer_sizes(d, self.hidden, self.n_outputs)
 
     @property
     def n_params(self) -> int:
