@@ -236,13 +236,33 @@ def test_training_reaches_a_tight_optimum_and_is_seeded():
     assert not np.array_equal(other.get_theta(), net.get_theta())
 
 
+def test_adam_is_seeded_and_lowers_the_objective():
+    X, y = uw.load_digits()
+    X, y = X[:600] / 16.0, y[:600].astype(float)
+    kw = dict(hidden=(16,), solver="adam", max_iter=15, batch_size=64, learning_rate=3e-3, l2=1e-4)
+    a = uw.MLPClassifier(random_state=4, **kw).fit(X, y)
+    b = uw.MLPClassifier(random_state=4, **kw).fit(X, y)
+    c = uw.MLPClassifier(random_state=5, **kw).fit(X, y)
+    assert np.array_equal(a.get_theta(), b.get_theta()) and not np.array_equal(a.get_theta(), c.get_theta())
+    start = uw.MLPClassifier(random_state=4, **{**kw, "max_iter": 1}).fit(X, y)
+    assert a.objective_ < 0.5 * start.objective_ and a.score(X, y) > 0.9
+    assert a.n_iter_ == 15 * int(np.ceil(600 / 64))  # steps
+    value, g = a.core_model().objective(a.get_theta(), X, y, None, a.l2)
+    assert a.objective_ == pytest.approx(value) and a.grad_norm_ == pytest.approx(np.abs(g).max())
+    for bad in (dict(batch_size=0), dict(learning_rate=-1.0), dict(solver="sgd")):
+        with pytest.raises(uw.InputError, match=f"^{next(iter(bad))}:"):
+            uw.MLPClassifier(**{**kw, **bad}).fit(X, y)
+
+
 def test_results_do_not_depend_on_the_thread_count():
     code = (
         "import numpy as np, upweight as uw\n"
         "X, y = uw.load_digits(); X, y = X[:700] / 16, y[:700]\n"
         "net = uw.MLPClassifier(hidden=(6,), l2=1e-2, max_iter=300).fit(X, y)\n"
+        "adam = uw.MLPClassifier(hidden=(6,), solver='adam', max_iter=2).fit(X, y)\n"
         "inf = uw.Influence(net, X, y, solver='cg')\n"
-        "np.save(__import__('sys').argv[1], np.concatenate([net.get_theta(), inf.on_loss(X[:3], y[:3]).ravel()]))\n"
+        "out = [net.get_theta(), adam.get_theta(), inf.on_loss(X[:3], y[:3]).ravel(), inf.params(idx=[0, 5]).ravel()]\n"
+        "np.save(__import__('sys').argv[1], np.concatenate(out))\n"
     )
     out = {}
     for threads in ("1", "2"):

@@ -159,6 +159,20 @@ def fit_lbfgs(
     memory: int = 10,
     progress: _Progress = None,
 ) -> tuple[_F64, int, float, bool, float]: ...
+def fit_adam(
+    model: Model,
+    x: _X,
+    y: _F64,
+    w: _F64 | None,
+    l2: float,
+    theta0: _F64,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    tol: float,
+    progress: _Progress = None,
+) -> tuple[_F64, int, float, bool, float]: ...
 def pbrf(
     model: Model,
     theta: _F64,

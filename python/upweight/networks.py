@@ -51,9 +51,8 @@ def n_params_of(sizes: list[int]) -> int:
     return sum((sizes[j] + 1) * sizes[j + 1] for j in range(len(sizes) - 1))
 
 
-def glorot_init(sizes: list[int], random_state) -> np.ndarray:
+def glorot_init(sizes: list[int], rng: np.random.Generator) -> np.ndarray:
     """Seeded initial theta: W_l uniform on +-sqrt(6 / (in + out)) (Glorot and Bengio), biases 0."""
-    rng = np.random.default_rng(random_state)
     parts = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=False):
         bound = np.sqrt(6.0 / (fan_in + fan_out))
@@ -72,10 +71,14 @@ class _MLP:
     activation : "tanh", "relu" (relu'(0) = 0), "gelu" (z Phi(z), exact), "logistic" or "identity".
     l2 : the ridge penalty l2 sum ||W_l||^2 (biases not penalised), outside the weighted mean.
     tol : training stops when max |grad L_w| <= tol.
-    max_iter : L-BFGS iterations; then at most ``newton_iter`` Newton steps polish the optimum.
+    solver : "lbfgs" (full batch, the default: small and medium n) or "adam" (seeded mini-batch
+        Adam, for large n where that is what users do; no Newton polishing).
+    max_iter : L-BFGS iterations (then at most ``newton_iter`` Newton steps polish the optimum),
+        or Adam epochs.
+    batch_size, learning_rate : Adam's batch size and step size.
     curvature : what Newton polishing uses, "hessian" (exact; quadratic convergence at a strict
         local minimum) or "gauss-newton" (always positive semi-definite).
-    random_state : seed of the initial parameters (Glorot uniform, biases 0).
+    random_state : seed of the initial parameters (Glorot uniform, biases 0) and of Adam's batches.
     warm_start : start from the current ``theta_`` when its shape fits.
     penalty_renormalized, progress : as for the GLM estimators.
     """
@@ -86,14 +89,17 @@ class _MLP:
     theta_: np.ndarray
     n_features_in_: int
 
-    def __init__(self, hidden=(64,), activation: str = "tanh", l2: float = 1e-4, *, tol: float = 1e-8, max_iter: int = 5000,
-                 newton_iter: int = 50, curvature: str = "hessian", random_state=0, warm_start: bool = False, progress=None,
-                 penalty_renormalized: bool = True):
+    def __init__(self, hidden=(64,), activation: str = "tanh", l2: float = 1e-4, *, tol: float = 1e-8, solver: str = "lbfgs",
+                 max_iter: int = 5000, batch_size: int = 256, learning_rate: float = 1e-3, newton_iter: int = 50,
+                 curvature: str = "hessian", random_state=0, warm_start: bool = False, progress=None, penalty_renormalized: bool = True):
         self.hidden = hidden
         self.activation = activation
         self.l2 = l2
         self.tol = tol
+        self.solver = solver
         self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
         self.newton_iter = newton_iter
         self.curvature = curvature
         self.random_state = random_state
@@ -104,8 +110,8 @@ class _MLP:
     # -- scikit-learn protocol ---------------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict:
         """The constructor arguments by name."""
-        return {"hidden": self.hidden, "activation": self.activation, "l2": self.l2, "tol": self.tol, "max_iter": self.max_iter,
-                "newton_iter": self.newton_iter, "curvature": self.curvature, "random_state": self.random_state,
+        return {"hidden": self.hidden, "activation": self.activation, "l2": self.l2, "tol": self.tol, "solver": self.solver,
+                "max_iter": self.max_iter, "batch_size": self.batch_size, "learning_rate": self.learning_rate, "newton_iter": self.newton_iter, "curvature": self.curvature, "random_state": self.random_state,
                 "warm_start": self.warm_start, "progress": self.progress, "penalty_renormalized": self.penalty_renormalized}
 
     def set_params(self, **params):
@@ -226,7 +232,8 @@ class _MLP:
     def fit(self, X, y, sample_weight=None):
         """Weighted full-batch training; returns self.
 
-        From the seeded initialisation (or ``theta_`` with ``warm_start``), L-BFGS runs to
+        From the seeded initialisation (or ``theta_`` with ``warm_start``), ``solver="adam"`` runs
+        ``max_iter`` epochs of seeded mini-batch Adam; the default ``"lbfgs"`` runs L-BFGS to
         max |grad L_w| <= ``tol``; if it stops short, Newton's method with the exact Hessian
         (``curvature="hessian"``, direct solves up to p = 3000, CG above) polishes the point it
         reached, and is kept only if it converges to a point no worse. Deterministic: the same
@@ -254,10 +261,20 @@ class _MLP:
         as_progress(self.progress)
         sizes = layer_sizes(d, self.hidden, self.n_outputs)
         core = self._core_model(sizes, self.curvature)
+        if self.solver not in ("lbfgs", "adam"):
+            raise InputError(f"solver: expected 'lbfgs' or 'adam', got {self.solver!r}")
+        rng = np.random.default_rng(self.random_state)
         prev = getattr(self, "theta_", None) if self.warm_start else None
-        theta0 = prev if prev is not None and prev.size == n_params_of(sizes) else glorot_init(sizes, self.random_state)
-        theta, n_iter, grad_norm, converged, objective = _core.fit_lbfgs(core, X, y, w, l2, np.ascontiguousarray(theta0), tol, max_iter,
-                                                                               progress=self.progress)
+        theta0 = prev if prev is not None and prev.size == n_params_of(sizes) else glorot_init(sizes, rng)
+        theta0 = np.ascontiguousarray(theta0, dtype=np.float64)
+        if self.solver == "adam":
+            lr = as_nonneg_float(self.learning_rate, "learning_rate")
+            theta, n_iter, grad_norm, converged, objective = _core.fit_adam(
+                core, X, y, w, l2, theta0, max_iter, as_positive_int(self.batch_size, "batch_size"), lr, int(rng.integers(2**63)), tol,
+                self.progress)
+            newton_iter = 0
+        else:
+            theta, n_iter, grad_norm, converged, objective = _core.fit_lbfgs(core, X, y, w, l2, theta0, tol, max_iter, progress=self.progress)
         if not converged and newton_iter > 0:
             method = "direct" if theta.size <= NEWTON_DIRECT_MAX_P else "cg"
             try:
@@ -271,7 +288,7 @@ class _MLP:
         self.n_features_in_ = d
         self.theta_ = theta
         self.n_iter_, self.grad_norm_, self.converged_, self.objective_ = n_iter, grad_norm, converged, objective
-        if not converged:
+        if not converged and self.solver == "lbfgs":  # (Adam reports grad_norm_; it is not meant to reach tol)
             warnings.warn(
                 f"{type(self).__name__}: training stopped after {n_iter} iterations with max |gradient| {grad_norm:.3g} > "
                 f"tol={tol:g}. Influence is still exact at these parameters (it answers the proximal Bregman response), "
@@ -315,10 +332,11 @@ class MLPClassifier(_MLP):
     _estimator_type = "classifier"
 
     def __init__(self, hidden=(64,), activation: str = "tanh", l2: float = 1e-4, *, n_classes: int | None = None, tol: float = 1e-8,
-                 max_iter: int = 5000, newton_iter: int = 50, curvature: str = "hessian", random_state=0, warm_start: bool = False,
-                 progress=None, penalty_renormalized: bool = True):
-        super().__init__(hidden, activation, l2, tol=tol, max_iter=max_iter, newton_iter=newton_iter, curvature=curvature,
-                         random_state=random_state, warm_start=warm_start, progress=progress, penalty_renormalized=penalty_renormalized)
+                 solver: str = "lbfgs", max_iter: int = 5000, batch_size: int = 256, learning_rate: float = 1e-3, newton_iter: int = 50,
+                 curvature: str = "hessian", random_state=0, warm_start: bool = False, progress=None, penalty_renormalized: bool = True):
+        super().__init__(hidden, activation, l2, tol=tol, solver=solver, max_iter=max_iter, batch_size=batch_size,
+                         learning_rate=learning_rate, newton_iter=newton_iter, curvature=curvature, random_state=random_state,
+                         warm_start=warm_start, progress=progress, penalty_renormalized=penalty_renormalized)
         self.n_classes_param = n_classes
 
     def get_params(self, deep: bool = True) -> dict:

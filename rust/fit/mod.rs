@@ -1,6 +1,8 @@
 //! Fitting: weighted Newton's method with backtracking line search, stopping on the gradient
-//! norm, exact refits with changed weights ([`refit`]), and L-BFGS for networks ([`lbfgs`]).
+//! norm, exact refits with changed weights ([`refit`]), and for networks L-BFGS ([`lbfgs`]) and seeded
+//! mini-batch Adam ([`adam`]).
 
+pub mod adam;
 pub mod lbfgs;
 pub mod refit;
 

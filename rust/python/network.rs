@@ -10,6 +10,7 @@ use super::data::XArg;
 use super::errors::InputError;
 use super::model::PyModel;
 use super::run::run_with;
+use crate::fit::adam::{adam, AdamOptions};
 use crate::fit::lbfgs::{lbfgs, LbfgsOptions};
 use crate::models::mlp::pbrf::pbrf_curve;
 use crate::models::mlp::Curvature;
@@ -90,6 +91,33 @@ pub fn fit_lbfgs<'py>(
     let t0 = theta0.as_array();
     let opts = LbfgsOptions { tol, max_iter, memory };
     let res = run_with(py, progress.as_ref(), |c| lbfgs(&Objective::new(&*model.inner, &rows, l2)?, t0, &opts, c))?;
+    Ok((res.theta.into_pyarray(py), res.n_iter, res.grad_norm, res.converged, res.objective))
+}
+
+/// Seeded mini-batch Adam from `theta0` for `epochs` passes in batches of `batch_size`. Returns
+/// (theta, steps, grad_norm, converged, objective) with the full objective's gradient at the end.
+#[pyfunction]
+#[pyo3(signature = (model, x, y, w, l2, theta0, epochs, batch_size, learning_rate, seed, tol, progress=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn fit_adam<'py>(
+    py: Python<'py>,
+    model: &PyModel,
+    x: XArg<'py>,
+    y: PyReadonlyArray1<'py, f64>,
+    w: Option<PyReadonlyArray1<'py, f64>>,
+    l2: f64,
+    theta0: PyReadonlyArray1<'py, f64>,
+    epochs: usize,
+    batch_size: usize,
+    learning_rate: f64,
+    seed: u64,
+    tol: f64,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Minimised<'py>> {
+    let rows = model.rows(&x, Some(&y), w.as_ref(), &None)?;
+    let t0 = theta0.as_array();
+    let opts = AdamOptions { epochs, batch_size, learning_rate, seed, ..Default::default() };
+    let res = run_with(py, progress.as_ref(), |c| adam(&*model.inner, &rows, l2, t0, &opts, tol, c))?;
     Ok((res.theta.into_pyarray(py), res.n_iter, res.grad_norm, res.converged, res.objective))
 }
 
