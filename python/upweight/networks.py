@@ -111,8 +111,8 @@ class _MLP:
     def get_params(self, deep: bool = True) -> dict:
         """The constructor arguments by name."""
         return {"hidden": self.hidden, "activation": self.activation, "l2": self.l2, "tol": self.tol, "solver": self.solver,
-                "max_iter": self.max_iter, "batch_size": self.batch_size, "learning_rate": self.learning_rate, "newton_iter": self.newton_iter, "curvature": self.curvature, "random_state": self.random_state,
-                "warm_start": self.warm_start, "progress": self.progress, "penalty_renormalized": self.penalty_renormalized}
+                "max_iter": self.max_iter, "batch_size": self.batch_size, "learning_rate": self.learning_rate, "newton_iter": self.newton_iter,
+                "curvature": self.curvature, "random_state": self.random_state, "warm_start": self.warm_start, "progress": self.progress, "penalty_renormalized": self.penalty_renormalized}
 
     def set_params(self, **params):
         """Set parameters by name (those of ``get_params``); returns self."""
@@ -274,7 +274,8 @@ class _MLP:
                 self.progress)
             newton_iter = 0
         else:
-            theta, n_iter, grad_norm, converged, objective = _core.fit_lbfgs(core, X, y, w, l2, theta0, tol, max_iter, progress=self.progress)
+            theta, n_iter, grad_norm, converged, objective = _core.fit_lbfgs(core, X, y, w, l2, theta0, tol, max_iter,
+                                                                             progress=self.progress)
         if not converged and newton_iter > 0:
             method = "direct" if theta.size <= NEWTON_DIRECT_MAX_P else "cg"
             try:
