@@ -111,8 +111,9 @@ class _MLP:
     def get_params(self, deep: bool = True) -> dict:
         """The constructor arguments by name."""
         return {"hidden": self.hidden, "activation": self.activation, "l2": self.l2, "tol": self.tol, "solver": self.solver,
-                "max_iter": self.max_iter, "batch_size": self.batch_size, "learning_rate": self.learning_rate, "newton_iter": self.newton_iter,
-                "curvature": self.curvature, "random_state": self.random_state, "warm_start": self.warm_start, "progress": self.progress, "penalty_renormalized": self.penalty_renormalized}
+                "max_iter": self.max_iter, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
+                "newton_iter": self.newton_iter, "curvature": self.curvature, "random_state": self.random_state,
+                "warm_start": self.warm_start, "progress": self.progress, "penalty_renormalized": self.penalty_renormalized}
 
     def set_params(self, **params):
         """Set parameters by name (those of ``get_params``); returns self."""
