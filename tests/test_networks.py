@@ -209,6 +209,16 @@ def test_pbrf_of_a_glm_is_the_refit():
     np.testing.assert_allclose(removed, refit.get_theta(), atol=1e-8)
 
 
+def test_pbrf_shapes():
+    net, X, y = fitted_classifier(n=60)
+    inf = uw.Influence(net, X, y)
+    p = net.n_params
+    both = inf.pbrf([2, 5], [-1.0, 0.5])
+    assert both.shape == (2, 2, p)
+    assert inf.pbrf(2, [-1.0, 0.5]).shape == (2, p) and inf.pbrf([2, 5], -1.0).shape == (2, p) and inf.pbrf(5, 0.5).shape == (p,)
+    np.testing.assert_array_equal(inf.pbrf(5, 0.5), both[1, 1])
+
+
 def test_pbrf_bad_input():
     net, X, y = fitted_classifier(n=60)
     inf = uw.Influence(net, X, y)

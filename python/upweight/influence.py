@@ -389,35 +389,38 @@ class Influence(_Queries):
             return AUTO_DAMPING * float(np.mean(diag))
         return as_nonneg_float(damping, "damping")
 
-    def pbrf(self, m: int, eps, *, tol: float = 1e-10, max_iter: int = 100) -> np.ndarray:
+    def pbrf(self, m, eps, *, tol: float = 1e-10, max_iter: int = 100) -> np.ndarray:
         """theta_b(eps), the proximal Bregman response of training point ``m`` (networks;
         DESIGN-networks.md section 3): the minimiser from ``theta`` of
 
             (1/(W+eps)) [sum_i w_i D_i + eps (l_m + 2 l2 (M theta) . t)] + l2 ||M (t - theta)||^2
             + (damping/2) ||t - theta||^2
 
-        with D_i the Bregman divergence of the loss on the outputs at theta, solved by Newton
-        with its exact Hessian (formed: small networks) to max |gradient| <= ``tol``. Its
-        derivative at eps = 0 is :meth:`params` with the Gauss-Newton curvature and this
-        damping, at any theta (minimiser or not). ``eps`` a number gives (p,); a sequence gives
-        (len(eps), p). eps = -w_m removes the point (Bae et al. use eps = -1/N with w = 1 and
-        no renormalisation). ConvergenceError if Newton does not converge."""
+        with D_i the Bregman divergence of the loss on the outputs at theta, to max |gradient|
+        <= ``tol`` (simplified Newton with the exact Hessian at theta, factored once per point
+        and eps: p x p, small networks). Its derivative at eps = 0 is :meth:`params` with the
+        Gauss-Newton curvature and this damping, at any theta (minimiser or not). ``m`` and
+        ``eps`` are each a number or a sequence: the result is (p,), (len(eps), p),
+        (len(m), p) or (len(m), len(eps), p). eps = -w_m removes the point (Bae et al. use
+        eps = -1/N with w = 1 and no renormalisation). ConvergenceError if a solve does not
+        converge."""
         if not self.is_network:
             raise InputError("model: pbrf is defined for networks (for a GLM at its optimum with damping 0 it is the exact refit: "
                              "use upweight.response_curve)")
-        single = np.ndim(eps) == 0
-        eps_list = [float(e) for e in np.atleast_1d(np.asarray(eps, dtype=np.float64))]
+        eps_list = [float(e) for e in np.atleast_1d(np.asarray(eps, dtype=np.float64)).reshape(-1)]
         if not all(np.isfinite(eps_list)):
             raise InputError("eps: contains NaN or infinity")
-        i = int(as_indices([m], self.n_samples, "m")[0])
+        points = [int(i) for i in as_indices(np.atleast_1d(m), self.n_samples, "m")]
         core = _core.with_curvature(self._core_model, "gauss-newton")
-        delta, converged = _core.pbrf(core, self._theta, self.X, self.y, self.sample_weight, self.l2, self.damping, self._renormalized, i,
-                                     eps_list, as_nonneg_float(tol, "tol"), as_positive_int(max_iter, "max_iter"), self._args[-1])
+        delta, converged = _core.pbrf(core, self._theta, self.X, self.y, self.sample_weight, self.l2, self.damping, self._renormalized,
+                                      points, eps_list, as_nonneg_float(tol, "tol"), as_positive_int(max_iter, "max_iter"), self._args[-1])
         if not all(converged):
-            bad = [e for e, c in zip(eps_list, converged, strict=False) if not c]
-            raise ConvergenceError(f"pbrf: Newton did not reach max |gradient| <= {tol:g} for eps = {bad} (raise max_iter or tol)")
-        out = (delta + self._theta[:, None]).T
-        return out[0] if single else out
+            bad = sorted({(points[j // len(eps_list)], eps_list[j % len(eps_list)]) for j, c in enumerate(converged) if not c})
+            raise ConvergenceError(f"pbrf: max |gradient| <= {tol:g} not reached for (m, eps) = {bad} (raise max_iter or tol)")
+        out = (delta + self._theta).reshape(len(points), len(eps_list), -1)
+        if np.ndim(eps) == 0:
+            out = out[:, 0]
+        return out[0] if np.ndim(m) == 0 else out
 
     def _make_core(self, method: str) -> InfluenceCore:
         # penalty_renormalized=False, sum-of-losses objectives (scikit-learn's Ridge, LogisticRegression): no renormalisation term

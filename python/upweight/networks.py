@@ -33,7 +33,9 @@ __all__ = ["MLPClassifier", "MLPRegressor", "ACTIVATIONS", "CURVATURES"]
 ACTIVATIONS = ("tanh", "relu", "gelu", "logistic", "identity")
 CURVATURES = ("gauss-newton", "hessian")
 #: Largest p whose Newton polishing step forms the Hessian (above it: conjugate gradients).
-NEWTON_DIRECT_MAX_P = 3000
+NEWTON_DIRECT_MAX_P = 500
+#: L-BFGS hands over to Newton at this max |gradient| (or at ``tol`` if looser).
+NEWTON_HANDOVER = 1e-5
 
 
 def layer_sizes(n_features: int, hidden, n_outputs: int) -> list[int]:
@@ -235,9 +237,9 @@ class _MLP:
 
         From the seeded initialisation (or ``theta_`` with ``warm_start``), ``solver="adam"`` runs
         ``max_iter`` epochs of seeded mini-batch Adam; the default ``"lbfgs"`` runs L-BFGS to
-        max |grad L_w| <= ``tol``; if it stops short, Newton's method with the exact Hessian
-        (``curvature="hessian"``, direct solves up to p = 3000, CG above) polishes the point it
-        reached, and is kept only if it converges to a point no worse. Deterministic: the same
+        max |grad L_w| <= 1e-5, then Newton's method with the exact Hessian
+        (``curvature="hessian"``, direct solves up to p = 500, CG above: forming the exact Hessian costs p products) to ``tol``, kept only
+        if it converges to a point no worse (else L-BFGS continues to ``tol``). Deterministic: the same
         seed, data and thread count or not give the same bits. Sets ``theta_``, ``n_iter_``
         (L-BFGS iterations + Newton steps), ``grad_norm_``, ``converged_``, ``objective_``;
         a :class:`ConvergenceWarning` if max |grad| > ``tol`` at the end. A fit that raises
@@ -273,20 +275,8 @@ class _MLP:
             theta, n_iter, grad_norm, converged, objective = _core.fit_adam(
                 core, X, y, w, l2, theta0, max_iter, as_positive_int(self.batch_size, "batch_size"), lr, int(rng.integers(2**63)), tol,
                 self.progress)
-            newton_iter = 0
         else:
-            theta, n_iter, grad_norm, converged, objective = _core.fit_lbfgs(core, X, y, w, l2, theta0, tol, max_iter,
-                                                                             progress=self.progress)
-        if not converged and newton_iter > 0:
-            method = "direct" if theta.size <= NEWTON_DIRECT_MAX_P else "cg"
-            try:
-                t2, it2, g2, c2, o2, _ = core.fit(X, y, w, l2, tol, newton_iter, theta, self.progress, method)
-            except SingularHessianError:
-                pass  # not a strict local minimum's neighbourhood yet: keep L-BFGS's point
-            else:
-                n_iter += it2
-                if c2 and o2 <= objective + 1e-12 * (1.0 + abs(objective)):
-                    theta, grad_norm, converged, objective = t2, g2, c2, o2
+            theta, n_iter, grad_norm, converged, objective = self._lbfgs_then_newton(core, X, y, w, l2, theta0, tol, max_iter, newton_iter)
         self.n_features_in_ = d
         self.theta_ = theta
         self.n_iter_, self.grad_norm_, self.converged_, self.objective_ = n_iter, grad_norm, converged, objective
@@ -299,6 +289,32 @@ class _MLP:
                 stacklevel=3,
             )
         return self
+
+    def _lbfgs_then_newton(self, core, X, y, w, l2, theta0, tol, max_iter, newton_iter):
+        """L-BFGS to max |grad| <= max(tol, NEWTON_HANDOVER), then Newton (``curvature``; direct
+        solves up to NEWTON_DIRECT_MAX_P parameters, CG above) to ``tol``: quadratic convergence
+        near a strict local minimum, where L-BFGS crawls. If Newton fails (an indefinite Hessian
+        there) or ends worse, L-BFGS continues to ``tol`` with the iterations left."""
+        first = tol if newton_iter == 0 else max(tol, NEWTON_HANDOVER)
+        theta, n_iter, grad_norm, converged, objective = _core.fit_lbfgs(core, X, y, w, l2, theta0, first, max_iter,
+                                                                         progress=self.progress)
+        if grad_norm <= tol or newton_iter == 0:
+            return theta, n_iter, grad_norm, grad_norm <= tol, objective
+        if converged:  # near a minimum: polish by Newton
+            method = "direct" if theta.size <= NEWTON_DIRECT_MAX_P else "cg"
+            try:
+                t2, it2, g2, c2, o2, _ = core.fit(X, y, w, l2, tol, newton_iter, theta, self.progress, method)
+            except SingularHessianError:
+                pass  # not yet in a strict local minimum's neighbourhood
+            else:
+                n_iter += it2
+                if c2 and o2 <= objective + 1e-12 * (1.0 + abs(objective)):
+                    return t2, n_iter, g2, True, o2
+        if n_iter >= max_iter:
+            return theta, n_iter, grad_norm, False, objective
+        theta, it3, grad_norm, converged, objective = _core.fit_lbfgs(core, X, y, w, l2, theta, tol, max_iter - n_iter,
+                                                                      progress=self.progress)
+        return theta, n_iter + it3, grad_norm, converged, objective
 
     def _required(self, y):
         if y is None:

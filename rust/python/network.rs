@@ -12,7 +12,7 @@ use super::model::PyModel;
 use super::run::run_with;
 use crate::fit::adam::{adam, AdamOptions};
 use crate::fit::lbfgs::{lbfgs, LbfgsOptions};
-use crate::models::mlp::pbrf::pbrf_curve;
+use crate::models::mlp::pbrf::pbrf_responses;
 use crate::models::mlp::Curvature;
 use crate::{Activation, Family, Mlp, Model, Objective};
 
@@ -121,11 +121,11 @@ pub fn fit_adam<'py>(
     Ok((res.theta.into_pyarray(py), res.n_iter, res.grad_norm, res.converged, res.objective))
 }
 
-/// The proximal Bregman response of training row `m` (networks): theta_b(eps) - theta for each
-/// eps (p x len(eps)), solved by Newton from `theta` to max |gradient| <= tol, and whether each
-/// converged.
+/// The proximal Bregman responses of training rows `points` (networks): theta_b(eps) - theta for
+/// each point and eps (row j len(eps) + e; (len(points) len(eps)) x p), solved from `theta` to
+/// max |gradient| <= tol, and whether each converged.
 #[pyfunction]
-#[pyo3(signature = (model, theta, x, y, w, l2, damping, renormalize, m, eps, tol=1e-10, max_iter=100, progress=None))]
+#[pyo3(signature = (model, theta, x, y, w, l2, damping, renormalize, points, eps, tol=1e-10, max_iter=100, progress=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn pbrf<'py>(
     py: Python<'py>,
@@ -137,7 +137,7 @@ pub fn pbrf<'py>(
     l2: f64,
     damping: f64,
     renormalize: bool,
-    m: usize,
+    points: Vec<usize>,
     eps: Vec<f64>,
     tol: f64,
     max_iter: usize,
@@ -146,6 +146,6 @@ pub fn pbrf<'py>(
     let net = model.network()?;
     let (t, rows) = (model.theta(&theta)?, model.rows(&x, Some(&y), w.as_ref(), &None)?);
     crate::memory::check("the PBRF's Hessians (3 of p x p)", &[3, net.n_params(), net.n_params()], 8)?;
-    let (d, conv) = run_with(py, progress.as_ref(), |c| pbrf_curve(net, &rows, t, l2, damping, renormalize, m, &eps, tol, max_iter, c))?;
+    let (d, conv) = run_with(py, progress.as_ref(), |c| pbrf_responses(net, &rows, t, l2, damping, renormalize, &points, &eps, tol, max_iter, c))?;
     Ok((d.into_pyarray(py), conv))
 }

@@ -244,7 +244,7 @@ fn table(pr: &Problem) -> upweight::Table {
 fn pbrf_derivative_is_the_gauss_newton_influence() {
     use std::sync::Arc;
     use upweight::influence::InfluenceOptions;
-    use upweight::models::mlp::pbrf::pbrf_curve;
+    use upweight::models::mlp::pbrf::pbrf_responses;
     use upweight::{Influence, Points, SolverOptions};
     let cancel = Cancel::new();
     for (s, net) in nets().into_iter().enumerate().filter(|(_, n)| n.activation != Activation::Relu) {
@@ -254,9 +254,9 @@ fn pbrf_derivative_is_the_gauss_newton_influence() {
         let (l2, damping, m) = (0.03, 0.2, 4);
         let data = table(&pr);
         let h = 1e-4;
-        let (d, conv) = pbrf_curve(&gn, &data, t.view(), l2, damping, true, m, &[h, -h], 1e-12, 50, &cancel).unwrap();
+        let (d, conv) = pbrf_responses(&gn, &data, t.view(), l2, damping, true, &[m], &[h, -h], 1e-12, 50, &cancel).unwrap();
         assert!(conv.iter().all(|&c| c));
-        let fd = (&d.column(0) - &d.column(1)) / (2.0 * h);
+        let fd = (&d.row(0) - &d.row(1)) / (2.0 * h);
         let solver = SolverOptions { damping, ..Default::default() };
         let inf = Influence::new(Arc::new(gn.clone()), table(&pr), t.clone(), l2, InfluenceOptions { solver, renormalize: true }, None, &cancel).unwrap();
         let (i_m, _) = inf.params(Points::Rows(&[m]), &cancel).unwrap();
@@ -268,7 +268,7 @@ fn pbrf_derivative_is_the_gauss_newton_influence() {
 /// leave-one-out refit.
 #[test]
 fn pbrf_of_a_glm_is_the_refit() {
-    use upweight::models::mlp::pbrf::pbrf_curve;
+    use upweight::models::mlp::pbrf::pbrf_responses;
     use upweight::{newton, FitOptions};
     let cancel = Cancel::new();
     for head in [Family::Multinomial { n_classes: 3 }, Family::Logistic, Family::Squared] {
@@ -287,9 +287,9 @@ fn pbrf_of_a_glm_is_the_refit() {
         let mut w = pr.w.clone();
         w[m] = 0.0;
         let refit = fit(&w);
-        let (delta, conv) = pbrf_curve(&net, &table(&pr), t.view(), l2, 0.0, true, m, &[-pr.w[m]], 1e-13, 50, &cancel).unwrap();
+        let (delta, conv) = pbrf_responses(&net, &table(&pr), t.view(), l2, 0.0, true, &[m], &[-pr.w[m]], 1e-13, 100, &cancel).unwrap();
         assert!(conv[0]);
-        let got = &delta.column(0) + &t;
+        let got = &delta.row(0) + &t;
         close(&got.insert_axis(ndarray::Axis(0)), &refit.insert_axis(ndarray::Axis(0)), 1e-9, &format!("PBRF(-w_m) of {head:?}"));
     }
 }

@@ -7,12 +7,15 @@
 //! D_i = l(h_i) - l(h_i(theta_s)) - dl/dh(theta_s) . (h_i - h_i(theta_s)) and c = 2 l2 M theta_s
 //! (the penalty term of I(z_m); zero when influence is not renormalised). theta_b(0) = theta_s
 //! and d theta_b / d eps (0) = I(z_m) with the damped Gauss-Newton curvature, at any theta_s.
-//! Solved by Newton from theta_s with the exact Hessian of this objective, formed explicitly
-//! (small networks):
-//!   (1/(W+eps)) [sum_i w_i Hess D_i + eps Hess l_m] + 2 l2 M + lam I,
-//! Hess D_i = J_i^T Lambda_i J_i + sum_c (dl/dh - dl/dh(theta_s))_c Hess h_ic.
+//! Solved from theta_s by simplified Newton: every step uses the exact Hessian *at theta_s*,
+//!   A = (W G_data + eps Hess l_m) / (W + eps) + 2 l2 M + lam I
+//! (Hess D_i = J_i^T Lambda_i J_i there, because dl/dh = dl/dh(theta_s)), formed once
+//! (G_data is shared by every point and eps) and factored once per (m, eps). The objective's
+//! Hessian moves from A by O(|theta - theta_s|) = O(|eps| / W), so the iteration converges
+//! linearly at that small rate, to the exact minimiser (the gradient of the true objective is
+//! what is driven to zero), at the cost of one pass over the data per step.
 
-use ndarray::{s, Array1, Array2, ArrayView1};
+use ndarray::{Array1, Array2, ArrayView1};
 
 use super::{pass, Curvature, Mlp};
 use crate::blocks::map_reduce;
@@ -64,12 +67,12 @@ impl<'a> Pbrf<'a> {
         Ok(Self { net, data, theta_s, l2, damping, penalty_grad, mask: net.penalty_mask(), total_weight, point, eps })
     }
 
-    /// Per block: (sum w_i D_i, sum w_i J_i^T (r_i - r_i^s)) and, if asked, sum w_i Hess D_i.
-    fn bregman_block(&self, theta: ArrayView1<f64>, b: &Batch, hessian: bool) -> (f64, Array1<f64>, Option<Array2<f64>>) {
+    /// Per block: (sum w_i D_i, sum w_i J_i^T (r_i - r_i^s)).
+    fn bregman_block(&self, theta: ArrayView1<f64>, b: &Batch) -> (f64, Array1<f64>) {
         let net = self.net;
         let fw = net.forward(theta, b.x);
         let fs = net.forward(self.theta_s, b.x);
-        let head = net.head(&fw, b.y, hessian);
+        let head = net.head(&fw, b.y, false);
         let hs = net.head(&fs, b.y, false);
         let (h, h0) = (fw.output(), fs.output());
         let mut value = 0.0;
@@ -82,88 +85,75 @@ impl<'a> Pbrf<'a> {
                 value += w * d;
             }
         }
-        let u = pass::weighted(&(&head.res - &hs.res), b);
-        let s = net.backward(theta, &fw, u.clone());
+        let s = net.backward(theta, &fw, pass::weighted(&(&head.res - &hs.res), b));
         let mut grad = Array1::zeros(net.n_params());
         net.add_grads(b.x, &fw, &s, grad.view_mut());
-        let hess = hessian.then(|| {
-            let p = net.n_params();
-            let mut out = Array2::zeros((p, p));
-            let eye = Array2::eye(p);
-            net.curvature_sum_with(theta, b, &fw, head.lambda.as_ref().expect("requested"), Some(u), eye.view(), out.view_mut());
-            out
-        });
-        (value, grad, hess)
+        (value, grad)
     }
 
-    /// (F, grad F) and, if asked, Hess F at theta.
-    pub fn evaluate(&self, theta: ArrayView1<f64>, hessian: bool, cancel: &Cancel) -> Result<(f64, Array1<f64>, Option<Array2<f64>>)> {
-        let p = self.net.n_params();
-        let (mut v, mut g, mut h) = map_reduce(
+    /// (F, grad F) at theta.
+    pub fn value_grad(&self, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<(f64, Array1<f64>)> {
+        let (mut v, mut g) = map_reduce(
             self.data.n(),
             64,
             cancel,
-            |r| with_block(self.data, r, |b| self.bregman_block(theta, b, hessian)),
+            |r| with_block(self.data, r, |b| self.bregman_block(theta, b)),
             |a, b| {
                 a.0 += b.0;
                 a.1 += &b.1;
-                if let (Some(x), Some(y)) = (a.2.as_mut(), b.2) {
-                    *x += &y;
-                }
             },
         )?
         .expect("data has rows");
-        // eps (l_m + c . theta): the point's own loss, gradient and exact Hessian
-        let (lm, gm, hm) = with_block(&self.point, 0..1, |b| {
-            let b = &Batch { w: None, ..*b }; // weight 1: eps is the point's added weight
-            let (l, g) = self.net.loss_grad_sum(theta, b);
-            let hm = hessian.then(|| {
-                let mut out = Array2::zeros((p, p));
-                self.net.with_curvature(Curvature::Hessian).hessian_tile_sum(theta, b, 0..p, 0..p, out.view_mut());
-                out
-            });
-            (l, g, hm)
-        })?;
+        // eps (l_m + c . theta): the point's own loss and gradient (weight 1: eps is its added weight)
+        let (lm, gm) = with_block(&self.point, 0..1, |b| self.net.loss_grad_sum(theta, &Batch { w: None, ..*b }))?;
         let (eps, scale) = (self.eps, 1.0 / (self.total_weight + self.eps));
         v += eps * (lm + self.penalty_grad.dot(&theta));
         g += &((&gm + &self.penalty_grad) * eps);
         let delta = &theta - &self.theta_s;
         let md = &self.mask * &delta;
         let value = scale * v + self.l2 * md.dot(&md) + 0.5 * self.damping * delta.dot(&delta);
-        let grad = g * scale + &md * (2.0 * self.l2) + &delta * self.damping;
-        if let (Some(h), Some(hm)) = (h.as_mut(), hm) {
-            h.scaled_add(eps, &hm);
-            h.mapv_inplace(|x| x * scale);
-            for j in 0..p {
-                h[[j, j]] += 2.0 * self.l2 * self.mask[j] + self.damping;
-            }
-        }
-        Ok((value, grad, h.take()))
+        Ok((value, g * scale + &md * (2.0 * self.l2) + &delta * self.damping))
     }
 
-    /// theta_b(eps) by Newton from theta_s to max |grad F| <= tol (or rounding level).
-    pub fn solve(&self, tol: f64, max_iter: usize, cancel: &Cancel) -> Result<FitResult> {
+    /// The objective's exact Hessian at theta_s from `g_data` = G_data(theta_s) (the
+    /// unpenalised Gauss-Newton matrix, shared by every point and eps).
+    fn hessian_at_s(&self, g_data: &Array2<f64>) -> Result<Array2<f64>> {
+        let p = self.net.n_params();
+        let mut hm = Array2::zeros((p, p));
+        with_block(&self.point, 0..1, |b| {
+            self.net.with_curvature(Curvature::Hessian).hessian_tile_sum(self.theta_s, &Batch { w: None, ..*b }, 0..p, 0..p, hm.view_mut())
+        })?;
+        let (w, eps) = (self.total_weight, self.eps);
+        let mut a = (g_data * w + &hm * eps) / (w + eps);
+        for j in 0..p {
+            a[[j, j]] += 2.0 * self.l2 * self.mask[j] + self.damping;
+        }
+        Ok(a)
+    }
+
+    /// theta_b(eps) by simplified Newton from theta_s (module docs) to max |grad F| <= tol (or
+    /// rounding level), with a backtracking line search on F.
+    pub fn solve(&self, g_data: &Array2<f64>, tol: f64, max_iter: usize, cancel: &Cancel) -> Result<FitResult> {
         let null = if self.damping == 0.0 { self.net.null_space(self.l2) } else { None };
+        let solver = Prepared::direct(self.hessian_at_s(g_data)?, 0.0, null)?;
+        let obj = Objective::validated(self.net, self.data, self.l2, self.total_weight);
         let mut theta = self.theta_s.to_owned();
-        let (mut f, mut g, _) = self.evaluate(theta.view(), false, cancel)?;
+        let (mut f, mut g) = self.value_grad(theta.view(), cancel)?;
         let (mut n_iter, mut stalled, mut last_step) = (0, false, None);
         while inf_norm(&g) > tol && n_iter < max_iter {
             cancel.check()?;
-            let (_, _, h) = self.evaluate(theta.view(), true, cancel)?;
-            let solver = Prepared::direct(h.expect("requested"), 0.0, null.clone())?;
             let mut x = g.clone().insert_axis(ndarray::Axis(1));
-            let obj = Objective::validated(self.net, self.data, self.l2, self.total_weight);
             solver.solve_in_place(&obj, theta.view(), x.view_mut(), &Default::default(), true, cancel)?;
             let step = -x.remove_axis(ndarray::Axis(1));
             let slope = g.dot(&step);
             n_iter += 1;
+            // near the solution the decrease is below the rounding of F: accept a step that
+            // shrinks the gradient
+            let small = -slope <= 1e-14 * (1.0 + f.abs());
             let mut t = 1.0;
             let accepted = loop {
                 let trial = &theta + &(&step * t);
-                let (ft, gt, _) = self.evaluate(trial.view(), false, cancel)?;
-                // near the solution the decrease is below the rounding of F: accept a step
-                // that shrinks the gradient
-                let small = -slope <= 1e-14 * (1.0 + f.abs());
+                let (ft, gt) = self.value_grad(trial.view(), cancel)?;
                 if ft.is_finite() && (ft <= f + 1e-4 * t * slope || (small && inf_norm(&gt) < inf_norm(&g))) {
                     break Some((trial, ft, gt));
                 }
@@ -186,27 +176,32 @@ impl<'a> Pbrf<'a> {
     }
 }
 
-/// theta_b(eps) - theta_s for one `m` at each eps of `eps` (the columns of the result, p x e).
+/// theta_b(eps) - theta_s for every point of `points` and every eps of `eps`: row
+/// j * len(eps) + e of the result (len(points) len(eps) x p), and whether each converged.
 #[allow(clippy::too_many_arguments)]
-pub fn pbrf_curve(
+pub fn pbrf_responses(
     net: &Mlp,
     data: &dyn Rows,
     theta_s: ArrayView1<f64>,
     l2: f64,
     damping: f64,
     renormalize: bool,
-    m: usize,
+    points: &[usize],
     eps: &[f64],
     tol: f64,
     max_iter: usize,
     cancel: &Cancel,
 ) -> Result<(Array2<f64>, Vec<bool>)> {
-    let mut out = Array2::zeros((net.n_params(), eps.len()));
-    let mut converged = Vec::with_capacity(eps.len());
-    for (j, &e) in eps.iter().enumerate() {
-        let res = Pbrf::new(net, data, theta_s, l2, damping, renormalize, m, e)?.solve(tol, max_iter, cancel)?;
-        out.slice_mut(s![.., j]).assign(&(&res.theta - &theta_s));
-        converged.push(res.converged);
+    let gn = net.with_curvature(Curvature::GaussNewton);
+    let g_data = Objective::new(&gn, data, 0.0)?.hessian(theta_s, cancel)?;
+    let mut out = Array2::zeros((points.len() * eps.len(), net.n_params()));
+    let mut converged = Vec::with_capacity(out.nrows());
+    for (j, &m) in points.iter().enumerate() {
+        for (e, &ep) in eps.iter().enumerate() {
+            let res = Pbrf::new(net, data, theta_s, l2, damping, renormalize, m, ep)?.solve(&g_data, tol, max_iter, cancel)?;
+            out.row_mut(j * eps.len() + e).assign(&(&res.theta - &theta_s));
+            converged.push(res.converged);
+        }
     }
     Ok((out, converged))
 }
