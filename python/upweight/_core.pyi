@@ -182,7 +182,7 @@ def pbrf(
     l2: float,
     damping: float,
     renormalize: bool,
-    m: int,
+    points: list[int],
     eps: list[float],
     tol: float = 1e-10,
     max_iter: int = 100,

@@ -7,13 +7,14 @@
 //! D_i = l(h_i) - l(h_i(theta_s)) - dl/dh(theta_s) . (h_i - h_i(theta_s)) and c = 2 l2 M theta_s
 //! (the penalty term of I(z_m); zero when influence is not renormalised). theta_b(0) = theta_s
 //! and d theta_b / d eps (0) = I(z_m) with the damped Gauss-Newton curvature, at any theta_s.
-//! Solved from theta_s by simplified Newton: every step uses the exact Hessian *at theta_s*,
+//! Solved from theta_s by Newton's method with exact Hessian-vector products (the R-operator
+//! with the Bregman residuals dl/dh - dl/dh(theta_s) as its second-order term) in conjugate
+//! gradients, preconditioned by the exact Hessian *at theta_s*,
 //!   A = (W G_data + eps Hess l_m) / (W + eps) + 2 l2 M + lam I
-//! (Hess D_i = J_i^T Lambda_i J_i there, because dl/dh = dl/dh(theta_s)), formed once
-//! (G_data is shared by every point and eps) and factored once per (m, eps). The objective's
-//! Hessian moves from A by O(|theta - theta_s|) = O(|eps| / W), so the iteration converges
-//! linearly at that small rate, to the exact minimiser (the gradient of the true objective is
-//! what is driven to zero), at the cost of one pass over the data per step.
+//! (Hess D_i = J_i^T Lambda_i J_i there, because dl/dh = dl/dh(theta_s)), formed once (G_data
+//! is shared by every point and eps) and factored once per (m, eps). The Hessian moves from A
+//! by O(|theta - theta_s|) = O(|eps| / W), so a few CG iterations per step suffice and the
+//! steps converge quadratically to the exact minimiser.
 
 use ndarray::{Array1, Array2, ArrayView1};
 
@@ -26,6 +27,10 @@ use crate::fit::{inf_norm, FitResult};
 use crate::models::Model;
 use crate::objective::Objective;
 use crate::solvers::Prepared;
+
+/// Conjugate-gradient iterations per Newton step (each one exact product; preconditioned by the
+/// Hessian at theta_s, a few suffice).
+const PBRF_CG_MAX_ITER: usize = 50;
 
 /// The PBRF objective of one training point, ready to minimise.
 pub struct Pbrf<'a> {
@@ -115,14 +120,16 @@ impl<'a> Pbrf<'a> {
         Ok((value, g * scale + &md * (2.0 * self.l2) + &delta * self.damping))
     }
 
-    /// The objective's exact Hessian at theta_s from `g_data` = G_data(theta_s) (the
-    /// unpenalised Gauss-Newton matrix, shared by every point and eps).
-    fn hessian_at_s(&self, g_data: &Array2<f64>) -> Result<Array2<f64>> {
+    /// The objective's Hessian at theta_s from `g_data` = G_data(theta_s) (the unpenalised
+    /// Gauss-Newton matrix, shared by every point and eps), with the point's exact Hessian
+    /// (`curvature` = Hessian) or its Gauss-Newton part.
+    fn hessian_at_s(&self, g_data: &Array2<f64>, curvature: Curvature) -> Result<Array2<f64>> {
         let p = self.net.n_params();
         let mut hm = Array2::zeros((p, p));
         with_block(&self.point, 0..1, |b| {
-            self.net.with_curvature(Curvature::Hessian).hessian_tile_sum(self.theta_s, &Batch { w: None, ..*b }, 0..p, 0..p, hm.view_mut())
+            self.net.with_curvature(curvature).hessian_tile_sum(self.theta_s, &Batch { w: None, ..*b }, 0..p, 0..p, hm.view_mut())
         })?;
+        crate::linalg::symmetrize_from_lower(&mut hm);
         let (w, eps) = (self.total_weight, self.eps);
         let mut a = (g_data * w + &hm * eps) / (w + eps);
         for j in 0..p {
@@ -131,20 +138,101 @@ impl<'a> Pbrf<'a> {
         Ok(a)
     }
 
-    /// theta_b(eps) by simplified Newton from theta_s (module docs) to max |grad F| <= tol (or
-    /// rounding level), with a backtracking line search on F.
+    /// (Hess F) v at theta, exactly: the R-operator with the Bregman residuals
+    /// dl/dh - dl/dh(theta_s) as the second-order term, plus eps Hess l_m v and the penalties.
+    fn hvp(&self, theta: ArrayView1<f64>, v: &Array1<f64>, cancel: &Cancel) -> Result<Array1<f64>> {
+        let net = self.net;
+        let p = net.n_params();
+        let v2 = v.view().insert_axis(ndarray::Axis(1));
+        let mut hv = map_reduce(
+            self.data.n(),
+            64,
+            cancel,
+            |r| {
+                with_block(self.data, r, |b| {
+                    let fw = net.forward(theta, b.x);
+                    let head = net.head(&fw, b.y, true);
+                    let hs = net.head(&net.forward(self.theta_s, b.x), b.y, false);
+                    let u = pass::weighted(&(&head.res - &hs.res), b);
+                    let mut out = Array2::zeros((p, 1));
+                    net.curvature_sum_with(theta, b, &fw, head.lambda.as_ref().expect("requested"), Some(u), v2, out.view_mut());
+                    out
+                })
+            },
+            |a, b| *a += &b,
+        )?
+        .expect("data has rows");
+        with_block(&self.point, 0..1, |b| {
+            let mut hm = Array2::zeros((p, 1));
+            net.with_curvature(Curvature::Hessian).hvp_sum(theta, &Batch { w: None, ..*b }, v2, hm.view_mut());
+            hv.scaled_add(self.eps, &hm);
+        })?;
+        let hv = hv.remove_axis(ndarray::Axis(1)) / (self.total_weight + self.eps);
+        Ok(hv + &(&self.mask * v * (2.0 * self.l2)) + &(v * self.damping))
+    }
+
+    /// The Newton direction (Hess F)^{-1} g by conjugate gradients on exact products,
+    /// preconditioned by the factored Hessian at theta_s (`precondition`: r -> A^{-1} r), to
+    /// the relative residual min(0.1, sqrt(|g|)); on negative curvature (F not convex here),
+    /// the preconditioned gradient A^{-1} g, a descent direction all the same.
+    fn newton_direction(
+        &self,
+        theta: ArrayView1<f64>,
+        g: &Array1<f64>,
+        precondition: impl Fn(&Array1<f64>) -> Result<Array1<f64>>,
+        cancel: &Cancel,
+    ) -> Result<Array1<f64>> {
+        let gnorm = g.dot(g).sqrt();
+        let rtol = gnorm.sqrt().min(0.1);
+        let mut x = Array1::zeros(g.len());
+        let mut r = g.clone();
+        let mut z = precondition(&r)?;
+        let fallback = z.clone();
+        let mut d = z.clone();
+        let mut rz = r.dot(&z);
+        for _ in 0..PBRF_CG_MAX_ITER {
+            let hd = self.hvp(theta, &d, cancel)?;
+            let curvature = d.dot(&hd);
+            if !(curvature > 0.0) {
+                return Ok(if x.iter().all(|v| *v == 0.0) { fallback } else { x });
+            }
+            let alpha = rz / curvature;
+            x.scaled_add(alpha, &d);
+            r.scaled_add(-alpha, &hd);
+            if r.dot(&r).sqrt() <= rtol * gnorm {
+                break;
+            }
+            z = precondition(&r)?;
+            let rz_next = r.dot(&z);
+            d = &z + &(&d * (rz_next / rz));
+            rz = rz_next;
+        }
+        Ok(x)
+    }
+
+    /// theta_b(eps) by Newton from theta_s (module docs) to max |grad F| <= tol (or rounding
+    /// level), with a backtracking line search on F.
     pub fn solve(&self, g_data: &Array2<f64>, tol: f64, max_iter: usize, cancel: &Cancel) -> Result<FitResult> {
         let null = if self.damping == 0.0 { self.net.null_space(self.l2) } else { None };
-        let solver = Prepared::direct(self.hessian_at_s(g_data)?, 0.0, null)?;
+        // the exact Hessian at theta_s; where eps Hess l_m makes it indefinite (removing a point
+        // whose loss is not convex there), the Gauss-Newton part of the point's term: any
+        // positive definite matrix gives descent steps to the same minimiser, only more of them
+        let solver = match Prepared::direct(self.hessian_at_s(g_data, Curvature::Hessian)?, 0.0, null.clone()) {
+            Err(Error::Singular { .. }) => Prepared::direct(self.hessian_at_s(g_data, Curvature::GaussNewton)?, 0.0, null)?,
+            other => other?,
+        };
         let obj = Objective::validated(self.net, self.data, self.l2, self.total_weight);
         let mut theta = self.theta_s.to_owned();
         let (mut f, mut g) = self.value_grad(theta.view(), cancel)?;
         let (mut n_iter, mut stalled, mut last_step) = (0, false, None);
         while inf_norm(&g) > tol && n_iter < max_iter {
             cancel.check()?;
-            let mut x = g.clone().insert_axis(ndarray::Axis(1));
-            solver.solve_in_place(&obj, theta.view(), x.view_mut(), &Default::default(), true, cancel)?;
-            let step = -x.remove_axis(ndarray::Axis(1));
+            let precondition = |r: &Array1<f64>| -> Result<Array1<f64>> {
+                let mut x = r.clone().insert_axis(ndarray::Axis(1));
+                solver.solve_in_place(&obj, theta.view(), x.view_mut(), &Default::default(), true, cancel)?;
+                Ok(x.remove_axis(ndarray::Axis(1)))
+            };
+            let step = -self.newton_direction(theta.view(), &g, precondition, cancel)?;
             let slope = g.dot(&step);
             n_iter += 1;
             // near the solution the decrease is below the rounding of F: accept a step that
