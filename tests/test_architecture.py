@@ -2,7 +2,7 @@
 
 * the module import graph (every import, also inside functions; relative and absolute
   ``upweight.`` imports) has no cycle, and every module sits in one layer of
-  errors <- solver policy <- models <- interop <- influence <- validation / diagnostics / io <- cli,
+  errors <- solver policy <- models <- networks <- interop <- influence <- validation / diagnostics / io <- cli,
   importing only from layers below its own;
 * no module reaches a private name (``_name``) that another module defines: no ``obj._name``
   attribute access unless ``_name`` is defined in the accessing module (``self`` / ``cls`` and
@@ -34,27 +34,28 @@ LAYERS = {
     "upweight.io.idx": 2,
     # 3: models and the Model protocol
     "upweight.models": 3,
-    # 4: networks; models built from other libraries' estimators; saving and loading models
-    "upweight.interop": 4,
+    # 4: networks; saving and loading models
     "upweight.networks": 4,
     "upweight.io.persist": 4,
-    # 5: influence (Influence, GradientInfluence)
-    "upweight.influence": 5,
-    "upweight.io.tables": 5,
-    # 6: what is built on influence
-    "upweight.validation": 6,
-    "upweight.diagnostics": 6,
-    "upweight.examples": 6,
-    "upweight.io.resume": 6,
-    "upweight.io": 6,
-    # 7: plots (compare), data sets (through upweight.io), the package namespace
-    "upweight.plots": 7,
-    "upweight.datasets": 7,
-    "upweight": 8,
-    # 9: the command line, written against the package
-    "upweight.cli.demo": 9,
-    "upweight.cli": 10,
-    "upweight.cli.__main__": 11,
+    # 5: models built from other libraries' estimators (GLMs and networks)
+    "upweight.interop": 5,
+    # 6: influence (Influence, GradientInfluence)
+    "upweight.influence": 6,
+    "upweight.io.tables": 6,
+    # 7: what is built on influence
+    "upweight.validation": 7,
+    "upweight.diagnostics": 7,
+    "upweight.examples": 7,
+    "upweight.io.resume": 7,
+    "upweight.io": 7,
+    # 8: plots (compare), data sets (through upweight.io), the package namespace
+    "upweight.plots": 8,
+    "upweight.datasets": 8,
+    "upweight": 9,
+    # 10: the command line, written against the package
+    "upweight.cli.demo": 10,
+    "upweight.cli": 11,
+    "upweight.cli.__main__": 12,
 }
 
 

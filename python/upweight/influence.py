@@ -361,9 +361,11 @@ class Influence(_Queries):
     @classmethod
     def from_sklearn(cls, estimator, X, y, sample_weight=None, **kwargs) -> Influence:
         """Influence for a fitted scikit-learn ``LinearRegression``, ``Ridge``,
-        ``LogisticRegression`` or ``PoissonRegressor``, with its penalty converted exactly
-        (:mod:`upweight.interop`); ``inf.model`` is the equivalent upweight model. Keyword
-        arguments go to :class:`Influence`."""
+        ``LogisticRegression``, ``PoissonRegressor``, ``MLPClassifier`` or ``MLPRegressor``,
+        with its objective converted exactly (:mod:`upweight.interop`); ``inf.model`` is the
+        equivalent upweight model. Keyword arguments go to :class:`Influence` (networks: the
+        default damped Gauss-Newton answers the PBRF at sklearn's parameters; ``damping=0.0,
+        curvature="hessian"`` at a minimum is the derivative of refitting)."""
         model, yv = from_sklearn(estimator, X, y, sample_weight)
         return cls(model, X, yv, sample_weight, **kwargs)
 

@@ -28,6 +28,37 @@ The estimator's parameters are taken as a warm start and polished by upweight's 
 to the exact optimum of that objective (an iterative solver's tolerance would otherwise enter
 the influence values); a :class:`NotAtOptimumWarning` says when the polish moved them by more
 than 1e-4 relative to their size.
+
+scikit-learn's ``MLPClassifier`` / ``MLPRegressor`` (fitted on sample weights s, S = sum s, or
+s = 1, S = n) minimise, for ``solver="lbfgs"`` (the full batch),
+
+    L_sk = (1/S) [sum_i s_i l_i + (alpha / 2) sum_l ||W_l||^2]   (biases not penalised)
+
+with l_i the softmax cross-entropy (k >= 3 classes), the binary cross-entropy of ONE logistic
+output unit (2 classes: ``log(1 + e^h) - y h``, y = 1 for ``classes_[1]``), the half squared
+error (y - h)^2 / 2 (``loss="squared_error"``) or the half Poisson deviance (``loss="poisson"``,
+exp output; e^h - y h up to a constant). It is a sum of losses with a fixed penalty, so the
+converted networks have ``penalty_renormalized=False`` and
+
+=============================================  ==============================================
+sklearn, fitted (``coefs_[l]`` is W_l^T)        upweight (same ``hidden``, ``activation``)
+=============================================  ==============================================
+``MLPClassifier``, k >= 3 classes (softmax)     ``MLPClassifier(l2=alpha / (2 S))``: L = L_sk
+``MLPClassifier``, 2 classes (one logistic      an ``MLPClassifier`` with one output and the
+unit)                                           logistic head, ``l2=alpha / (2 S)``: L = L_sk
+``MLPRegressor(loss="squared_error")``          ``MLPRegressor(l2=alpha / S)``: L = 2 L_sk
+``MLPRegressor(loss="poisson")``                a Poisson-head ``MLPRegressor``,
+                                                ``l2=alpha / (2 S)``: L = L_sk + const
+=============================================  ==============================================
+
+so both have the same minimisers and the same influence. ``solver="sgd"`` / ``"adam"`` penalise
+each minibatch j by alpha / (2 S_j): the epoch's mean gradient (expected over shuffled batches of
+B_j points) is that of the objective above with alpha scaled by c = n mean_j(1 / B_j) (c = 1 for
+one full batch, n / B for batches of B): exact without sample weights; with them S_j is taken as
+B_j S / n. A warning says when c != 1, and when ``early_stopping`` held rows out. Networks'
+parameters are taken as they are, never polished (a network's influence is exact at any
+parameters: :mod:`upweight.networks`); to move them to a minimiser of L first,
+``inf.model.set_params(warm_start=True).fit(X, y, w)``.
 """
 
 from __future__ import annotations
@@ -38,9 +69,10 @@ import warnings
 
 import numpy as np
 
-from ._validation import as_weights, training_features
-from .errors import InputError, NotAtOptimumWarning
-from .models import LinearRegression, LogisticRegression, PoissonRegression
+from ._validation import as_points, as_weights, training_features
+from .errors import InputError, NotAtOptimumWarning, NotFittedError
+from .models import LinearRegression, LogisticRegression, PoissonRegression, check_class_ids, explained_fraction
+from .networks import MLPClassifier, MLPRegressor
 
 __all__ = ["from_sklearn", "from_statsmodels"]
 
@@ -87,15 +119,167 @@ def _refuse_unmodelled(estimator, name: str) -> None:
         raise InputError("estimator: positive=True constrains the coefficients; influence of a constrained fit is not modelled")
 
 
+class _BinaryMLPClassifier(MLPClassifier):
+    """scikit-learn's binary network: ONE output h with the logistic head l = log(1 + e^h) - y h
+    on labels y in {0, 1}, P(y = 1) = sigmoid(h). ``predict_proba`` gives both columns
+    [1 - p, p]; ``predict`` is 1 where p > 0.5 (scikit-learn's rule)."""
+
+    _head = "logistic"
+
+    @property
+    def n_outputs(self) -> int:
+        return 1
+
+    def _declare_outputs(self, k: int) -> None:
+        if k != 1:
+            raise InputError(f"theta: gives {k} outputs; a binary network has one")
+        self.classes_ = np.arange(2)
+
+    def check_targets(self, y, n: int, *, fitting: bool = False, name: str = "y") -> np.ndarray:
+        """``y`` as float64 labels 0/1 (InputError naming ``name`` otherwise)."""
+        y = check_class_ids(self, y, n, fitting=fitting, name=name)
+        if y.size and y.max() > 1:
+            i = int(np.argmax(y > 1))
+            raise InputError(f"{name}: label {y[i]:g} at index {i} is not 0 or 1 (a binary network)")
+        return y
+
+    def _p1(self, X) -> np.ndarray:
+        return self.core_model().predict(self.get_theta(), as_points(X, "X", self._n_features()), "mean")[:, 0]
+
+    def predict_proba(self, X) -> np.ndarray:
+        """[1 - p, p] with p = sigmoid(h), shape (n, 2)."""
+        p = self._p1(X)
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X) -> np.ndarray:
+        """1 where p > 0.5, else 0."""
+        return (self._p1(X) > 0.5).astype(np.intp)
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy (weighted by ``sample_weight``)."""
+        _, X, y, w = self._mean_loss(X, y, sample_weight)
+        return float(np.average(self.predict(X) == y, weights=w))
+
+
+class _PoissonMLPRegressor(MLPRegressor):
+    """scikit-learn's ``MLPRegressor(loss="poisson")``: one output h with the Poisson head
+    l = e^h - y h on counts y >= 0; ``predict`` is the rate e^h."""
+
+    _head = "poisson"
+
+    def check_targets(self, y, n: int, *, fitting: bool = False, name: str = "y") -> np.ndarray:
+        """``y`` as a finite float64 vector of length ``n``, >= 0."""
+        y = super().check_targets(y, n, fitting=fitting, name=name)
+        if np.any(y < 0):
+            i = int(np.argmax(y < 0))
+            raise InputError(f"{name}: value {y[i]:g} at index {i} is negative (Poisson targets are >= 0)")
+        return y
+
+    def predict(self, X) -> np.ndarray:
+        """The rate e^h, shape (n,)."""
+        return self.core_model().predict(self.get_theta(), as_points(X, "X", self._n_features()), "mean")[:, 0]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """R^2 of ``predict(X)`` for ``y`` (weighted), as scikit-learn's ``MLPRegressor.score``."""
+        X = as_points(X, "X", self._n_features())
+        y = self.check_targets(y, X.shape[0])
+        w = as_weights(sample_weight, X.shape[0])
+        return explained_fraction(float(np.average((y - self.predict(X)) ** 2, weights=w)),
+                                  float(np.average((y - np.average(y, weights=w)) ** 2, weights=w)))
+
+
+def _class_ids(classes: np.ndarray, y) -> np.ndarray:
+    """y's labels as their positions 0..k-1 in the (sorted) ``classes``; InputError naming y for a
+    label outside them."""
+    y = np.asarray(y)
+    yv = np.searchsorted(classes, y)
+    if np.any(yv >= classes.size) or np.any(classes[np.minimum(yv, classes.size - 1)] != y):
+        raise InputError("y: has labels the estimator was not fitted on")
+    return yv
+
+
+def _minibatch_scale(estimator, n: int) -> float:
+    """c = n mean_j(1 / B_j) over the minibatches of a stochastic solver's epoch (1 for a full
+    batch: ``solver="lbfgs"``, or batches of all n points)."""
+    if estimator.solver == "lbfgs":
+        return 1.0
+    batch = estimator.batch_size
+    B = min(200, n) if batch == "auto" else int(np.clip(batch, 1, n))
+    sizes = [B] * (n // B) + ([n % B] if n % B else [])
+    return float(n * np.mean([1.0 / b for b in sizes]))
+
+
+def _from_sklearn_mlp(estimator, X, y, w, name: str):
+    """(network, y) for a fitted scikit-learn ``MLPClassifier`` / ``MLPRegressor``: the module
+    docstring's table, parameters as they are."""
+    if getattr(estimator, "coefs_", None) is None:
+        raise NotFittedError(f"estimator: {name} is not fitted yet: call fit(X, y) first")
+    coefs = [np.asarray(c, dtype=np.float64) for c in estimator.coefs_]
+    intercepts = [np.asarray(b, dtype=np.float64) for b in estimator.intercepts_]
+    theta = np.concatenate([np.column_stack([c.T, b]).reshape(-1) for c, b in zip(coefs, intercepts, strict=True)])
+    hidden, d, k = tuple(c.shape[1] for c in coefs[:-1]), coefs[0].shape[0], coefs[-1].shape[1]
+    activation, out = estimator.activation, estimator.out_activation_
+    n = _n_rows(X)
+    S = _total_weight(w, n)
+    c = _minibatch_scale(estimator, n)
+    if c != 1.0:
+        warnings.warn(
+            f"estimator: solver={estimator.solver!r} penalised each minibatch by alpha / (2 * its weight): converted with the "
+            f"objective of its mean epoch gradient, alpha scaled by n mean_j(1 / B_j) = {c:.4g} (exact without sample weights; "
+            "with them each batch's weight is taken as B_j W / n)",
+            UserWarning,
+            stacklevel=4,
+        )
+    if estimator.solver != "lbfgs" and getattr(estimator, "early_stopping", False):
+        warnings.warn(
+            f"estimator: early_stopping=True trained on a random {1 - estimator.validation_fraction:.0%} of the rows and kept the "
+            "parameters of the best validation score: upweight's objective (the same one) sums over the rows of X you pass "
+            "(pass only the training part if you have it), and these parameters are not its minimiser",
+            NotAtOptimumWarning,
+            stacklevel=4,
+        )
+    alpha = float(estimator.alpha) * c
+    model: MLPClassifier | MLPRegressor
+    if name == "MLPClassifier":
+        classes = np.asarray(estimator.classes_)
+        if out != "softmax" and not (out == "logistic" and k == 1):
+            raise InputError(f"y: {name} fitted on multilabel targets ({k} independent logistic outputs) is not supported")
+        if classes.size < 2:
+            raise InputError(f"y: {name} was fitted on one class ({classes[0]!r}); a classifier needs 2 or more")
+        yy = np.asarray(y)
+        if yy.ndim == 2 and yy.shape[1] == 1:
+            yy = yy.reshape(-1)
+        if yy.ndim != 1:
+            raise InputError(f"y: expected one label per row, got shape {yy.shape}")
+        yv = _class_ids(classes, yy).astype(np.float64)
+        model = (MLPClassifier if k > 1 else _BinaryMLPClassifier)(hidden, activation, alpha / (2.0 * S), penalty_renormalized=False)
+    else:
+        if k != 1:
+            raise InputError(f"y: {name} was fitted on {k} targets; upweight's networks have one output for now (fit one per target)")
+        loss = getattr(estimator, "loss", "squared_error")
+        if loss == "squared_error" and out == "identity":
+            model = MLPRegressor(hidden, activation, alpha / S, penalty_renormalized=False)
+        elif loss == "poisson" and out == "exp":
+            model = _PoissonMLPRegressor(hidden, activation, alpha / (2.0 * S), penalty_renormalized=False)
+        else:
+            raise InputError(f"estimator: {name}(loss={loss!r}) with output activation {out!r} is not supported")
+        yv = model.check_targets(y, n)
+    model.set_theta(theta, n_features=d)
+    return model, yv
+
+
 def from_sklearn(estimator, X, y, sample_weight=None):
     """(model, y) for a fitted scikit-learn ``LinearRegression``, ``Ridge``,
-    ``LogisticRegression`` (binary or multinomial; l2 or no penalty) or ``PoissonRegressor``
-    fitted on (X, y, sample_weight): the equivalent upweight model, polished to the exact
-    optimum, and y as it takes it (class labels mapped to 0..k-1 in ``estimator.classes_``
-    order). ``Influence.from_sklearn`` wraps them in :class:`~upweight.Influence`."""
+    ``LogisticRegression`` (binary or multinomial; l2 or no penalty), ``PoissonRegressor``,
+    ``MLPClassifier`` or ``MLPRegressor`` (one target) fitted on (X, y, sample_weight): the
+    equivalent upweight model (GLMs polished to the exact optimum; networks at their parameters)
+    and y as it takes it (class labels mapped to 0..k-1 in ``estimator.classes_`` order).
+    ``Influence.from_sklearn`` wraps them in :class:`~upweight.Influence`."""
     name = type(estimator).__name__
     if not type(estimator).__module__.startswith("sklearn."):
         raise InputError(f"estimator: expected a scikit-learn estimator, got {name}")
+    if name in ("MLPClassifier", "MLPRegressor"):
+        return _from_sklearn_mlp(estimator, X, y, as_weights(sample_weight, _n_rows(X)), name)
     if not hasattr(estimator, "coef_"):
         raise InputError(f"estimator: {name} is not fitted")
     if not getattr(estimator, "fit_intercept", True):
@@ -127,12 +311,11 @@ def from_sklearn(estimator, X, y, sample_weight=None):
         C = float(estimator.C)
         l2 = 0.0 if penalty is None or penalty == "none" or math.isinf(C) else 1.0 / (2.0 * C * W)
         classes = np.asarray(estimator.classes_)
-        yv = np.searchsorted(classes, np.asarray(y))
-        if np.any(yv >= classes.size) or np.any(classes[np.minimum(yv, classes.size - 1)] != np.asarray(y)):
-            raise InputError("y: has labels the estimator was not fitted on")
+        yv = _class_ids(classes, y)
         model = LogisticRegression(l2=l2, n_classes=classes.size if classes.size > 2 else None, penalty_renormalized=False)
     else:
-        raise InputError(f"estimator: {name} is not supported (LinearRegression, Ridge, LogisticRegression, PoissonRegressor)")
+        raise InputError(f"estimator: {name} is not supported (LinearRegression, Ridge, LogisticRegression, PoissonRegressor, "
+                         "MLPClassifier, MLPRegressor)")
     rows = np.column_stack([coef, intercept])
     if name == "LogisticRegression" and classes.size > 2 and coef.shape[0] == classes.size:
         rows = rows - rows.mean(axis=0)  # the pinned (identified) multinomial parameters

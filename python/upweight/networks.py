@@ -187,9 +187,10 @@ class _MLP:
             self.n_features_in_ = d
         if getattr(self, "n_features_in_", None) is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit(X, y) first, or pass n_features")
-        p = self.n_params
+        sizes = layer_sizes(self.n_features_in_, self.hidden, self.n_outputs)  # self.sizes() needs theta_
+        p = n_params_of(sizes)
         if theta.size != p:
-            raise InputError(f"theta: has {theta.size} entries, expected p = {p} for sizes {self.sizes()}")
+            raise InputError(f"theta: has {theta.size} entries, expected p = {p} for sizes {sizes}")
         self.theta_ = theta
 
     def _declare_outputs(self, k: int) -> None:
