@@ -175,7 +175,7 @@ def test_sklearns_converged_fit_is_a_stationary_point_of_ours(kind, activation):
     model, yv = from_sklearn(est, X, y, w)
     core = model.core_model()
     value, grad = core.objective(model.get_theta(), X, yv, w, model.l2)
-    _, grad0 = core.objective(glorot_init(model.sizes(), 1), X, yv, w, model.l2)
+    _, grad0 = core.objective(glorot_init(model.sizes(), np.random.default_rng(1)), X, yv, w, model.l2)
     assert np.abs(grad).max() <= 1e-3 * np.abs(grad0).max()
     assert as_sklearns(kind, value, y, w) == pytest.approx(est.loss_, rel=1e-12)  # sklearn's objective at its optimum
 

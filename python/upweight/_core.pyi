@@ -12,15 +12,21 @@ __all__ = [
     "TILED_HESSIAN_MAX_ROW_BLOCK_P",
     "Influence",
     "Model",
+    "curvature_diag",
     "finish_hvp_sums",
     "finish_sums",
+    "fit_adam",
+    "fit_lbfgs",
     "merge_top_k",
+    "mlp",
     "npy_header",
     "num_threads",
     "partial_hvp",
     "partial_sums",
+    "pbrf",
     "score_block",
     "top_k_block",
+    "with_curvature",
 ]
 
 _F64: TypeAlias = npt.NDArray[np.float64]
