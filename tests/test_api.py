@@ -379,6 +379,19 @@ def test_demo_runs_and_writes_its_figures(tmp_path):
         assert "figures skipped" in out
 
 
+def test_network_demo_runs_and_writes_its_figures(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "upweight.cli", "demo", "--network", "--sample", "5", "--plots", str(tmp_path / "figs")],
+                         capture_output=True, text=True, check=True).stdout
+    assert "MLP 64-16-10 tanh" in out and "most helpful" in out and "most harmful" in out
+    # the listed points against the PBRF the influence is the derivative of: same direction
+    rows = out.split("predicted change of loss   PBRF")[1].strip().splitlines()[:10]
+    pairs = np.array([[float(v) for v in r.split()[1:3]] for r in rows])
+    assert np.all(np.sign(pairs[:, 0]) == np.sign(pairs[:, 1]))
+    if importlib.util.find_spec("matplotlib"):
+        for name in ("network_gallery.png", "network_pbrf.png"):
+            assert (tmp_path / "figs" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_a_score_matrix_larger_than_memory_is_refused_up_front():
     """n = 10^6 training gradients and enough queries that the (q, n) result exceeds the memory
     available right now: refused before anything is allocated, pointing to top_k."""

@@ -54,6 +54,7 @@ LAYERS = {
     "upweight": 9,
     # 10: the command line, written against the package
     "upweight.cli.demo": 10,
+    "upweight.cli.network_demo": 10,
     "upweight.cli": 11,
     "upweight.cli.__main__": 12,
 }

@@ -22,6 +22,7 @@ from ..io.tables import SCORE_FORMATS, check_output, read_table, read_vector, wr
 from ..models import LinearRegression, LogisticRegression, PoissonRegression
 from ..solver import SOLVERS
 from .demo import run as run_demo
+from .network_demo import run as run_network_demo
 
 
 class ProgressBar:
@@ -149,6 +150,16 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _network_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """The network demo's l2 (1e-3) unless --l2 was given."""
+    if args.l2 == DEMO_L2:
+        args.l2 = NETWORK_DEMO_L2
+    return args
+
+
+DEMO_L2, NETWORK_DEMO_L2 = 1e-2, 1e-3
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="upweight",
@@ -162,14 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
         "worst-predicted test points list the training points whose upweighting most lowers (helps) and "
         "most raises (hurts) their loss, and check one against an exact refit.",
     )
-    demo.add_argument("--l2", type=float, default=1e-2, help="ridge penalty on the coefficients (default 0.01)")
+    demo.add_argument("--l2", type=float, default=DEMO_L2, help="ridge penalty on the coefficients (default 0.01; 0.001 with --network)")
     demo.add_argument("--queries", type=int, default=3, help="how many worst-predicted test points to explain (default 3)")
     demo.add_argument("--top", type=int, default=5, help="how many helpful / harmful training points to list (default 5)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the train/test split (default 0)")
     demo.add_argument("--plots", metavar="DIR", default="upweight_demo",
                       help="folder for the PNG figures (response curve, leave-one-out scatter, digits gallery; "
                       "needs matplotlib; default upweight_demo); --plots '' skips them")
-    demo.set_defaults(func=run_demo)
+    demo.add_argument("--network", action="store_true",
+                      help="instead: train a 64-16-10 tanh network on the bundled digits, show the training images that most "
+                      "help and hurt a misclassified test image, and check them against the proximal Bregman response")
+    demo.add_argument("--sample", type=int, default=20,
+                      help="--network: random training points checked against the PBRF besides the listed ones (default 20)")
+    demo.set_defaults(func=lambda a: run_network_demo(_network_defaults(a)) if a.network else run_demo(a))
     seed = sub.add_parser(
         "seed",
         help="print the three-point worked example (fitted line, influence, influence on each loss)",
