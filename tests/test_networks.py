@@ -79,6 +79,9 @@ def test_kernels_match_the_reference(hidden, activation, head, seed, l2):
     for kind in ("linear", "mean"):
         np.testing.assert_allclose(m.predict(theta, X, kind), ref.mlp_predict(*args[:2], sizes, activation, head, kind).reshape(9, k),
                                    rtol=1e-12, atol=1e-14)
+    # gradients of the outputs h (rows t k + c) are the reference's Jacobians
+    np.testing.assert_allclose(m.prediction_grads(theta, X, "linear"), ref.mlp_jacobians(theta, X, sizes, activation).reshape(9 * k, -1),
+                               rtol=1e-10, atol=1e-13)
     if activation != "relu":  # relu'' is not a function: the exact Hessian is G plus kinks
         H = ref.mlp_hessian(*args, w=w, l2=l2)
         mh = core(sizes, activation, head, "hessian")
@@ -319,9 +322,13 @@ def test_top_k_self_influence_and_storage(tmp_path):
     S = inf.on_loss(X[:4], y[:4])
     top = inf.top_k(X[:4], y[:4], k=5)
     np.testing.assert_array_equal(top.helpful_idx, np.argsort(S, axis=1, kind="stable")[:, :5])
+    # on_prediction: gradients of the outputs (the reference's Jacobians) against I(z_m); new_point
+    J = ref.mlp_jacobians(net.get_theta(), X[:2], net.sizes(), "tanh")  # (2, k, p)
+    V = inf.params()
+    np.testing.assert_allclose(inf.on_prediction(X[:2], kind="linear"), J @ V.T, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(inf.new_point(X[3], y[3]), V[3])
     si = inf.self_influence()
     G = net.core_model().per_example_grads(net.get_theta(), X, y)
-    V = inf.params()
     np.testing.assert_allclose(si, np.einsum("ij,ij->i", G, V), rtol=1e-8, atol=1e-14)
     path = tmp_path / "X.npy"
     np.save(path, X)
