@@ -10,7 +10,7 @@ import pytest
 import upweight as uw
 from upweight import _core
 
-FAMILIES = ("squared", "logistic", "poisson", "multinomial")
+FAMILIES = ("squared", "logistic", "poisson", "multinomial", "network")
 BOUNDS = [0, 300, 512, 1111, 1500]  # chunk boundaries, not aligned to the core's row blocks
 
 
@@ -24,8 +24,11 @@ def problem(family):
         "logistic": (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(float),
         "poisson": rng.poisson(np.exp(eta)).astype(float),
         "multinomial": rng.integers(0, 3, n).astype(float),
+        "network": rng.integers(0, 3, n).astype(float),
     }[family]
     w = rng.uniform(0.5, 1.5, n)
+    if family == "network":  # a tanh MLP 4-5-3 (its core's curvature: Gauss-Newton)
+        return uw.MLPClassifier(hidden=(5,), l2=0.05, max_iter=300).fit(X, y, w), X, y, w
     model = (uw.LinearRegression if family == "squared" else uw.PoissonRegression if family == "poisson" else uw.LogisticRegression)
     return model(l2=0.05).fit(X, y, w), X, y, w
 
@@ -69,7 +72,7 @@ def test_score_blocks_and_top_k_blocks_combine_to_the_whole(family):
     core, theta = model.core_model(), model.get_theta()
     inf = uw.Influence(model, X, y, w, solver="direct")
     G = inf.loss_grads(X[:20], y[:20])
-    vc, _ = _core.Influence(core, theta, X, y, w, model.l2).solve_queries(G)
+    vc, _ = _core.Influence(core, theta, X, y, w, model.l2, damping=inf.damping).solve_queries(G)
     S = inf.on(G)
     W = inf.total_weight
     merged = None
