@@ -164,6 +164,17 @@ def check_model(model, arg: str = "model") -> Model:
     return model
 
 
+def set_params(estimator, params: dict):
+    """scikit-learn's ``set_params`` for upweight's estimators: each key must be one of
+    ``estimator.get_params()`` (InputError naming it otherwise); returns the estimator."""
+    valid = estimator.get_params()
+    for key, value in params.items():
+        if key not in valid:
+            raise InputError(f"{key}: not a parameter of {type(estimator).__name__} (one of {', '.join(valid)})")
+        setattr(estimator, key, value)
+    return estimator
+
+
 def explained_fraction(loss: float, null: float) -> float:
     """1 - loss / null, the fraction of the null model's loss explained (R^2, D^2), with
     scikit-learn's convention for a null loss of 0 (constant targets): 1.0 for a perfect fit,
@@ -209,12 +220,7 @@ class _GLM:
 
     def set_params(self, **params):
         """Set parameters by name (those of ``get_params``); returns self."""
-        valid = self.get_params()
-        for key, value in params.items():
-            if key not in valid:
-                raise InputError(f"{key}: not a parameter of {type(self).__name__} (one of {', '.join(valid)})")
-            setattr(self, key, value)
-        return self
+        return set_params(self, params)
 
     def __repr__(self) -> str:
         params = self.get_params()

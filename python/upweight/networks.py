@@ -26,7 +26,7 @@ import numpy as np
 from . import _core
 from ._validation import as_nonneg_float, as_points, as_positive_int, as_progress, as_vector, as_weights, n_rows, training_features
 from .errors import ConvergenceWarning, InputError, NotFittedError, SingularHessianError
-from .models import check_class_ids, explained_fraction
+from .models import check_class_ids, explained_fraction, set_params
 
 __all__ = ["MLPClassifier", "MLPRegressor", "ACTIVATIONS", "CURVATURES"]
 
@@ -119,12 +119,7 @@ class _MLP:
 
     def set_params(self, **params):
         """Set parameters by name (those of ``get_params``); returns self."""
-        valid = self.get_params()
-        for key, value in params.items():
-            if key not in valid:
-                raise InputError(f"{key}: not a parameter of {type(self).__name__} (one of {', '.join(valid)})")
-            setattr(self, key, value)
-        return self
+        return set_params(self, params)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if k != "penalty_renormalized" or not v)

@@ -14,7 +14,7 @@ import numpy as np
 from .errors import InputError
 from .validation import compare
 
-__all__ = ["gallery", "loo_scatter", "pyplot", "response_curve"]
+__all__ = ["gallery", "loo_scatter", "pyplot", "response_curve", "save"]
 
 
 def pyplot():
@@ -87,3 +87,13 @@ def gallery(query, helpful, harmful, shape=(8, 8), query_title: str = "query", h
             axes[row, j + 1].axis("off")
     fig.tight_layout()
     return fig
+
+
+def save(fig, folder: str, name: str) -> str:
+    """Write ``fig`` as ``folder/name`` (110 dpi, tight) and close it; returns the path."""
+    import os
+
+    path = os.path.join(folder, name)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    pyplot().close(fig)
+    return path

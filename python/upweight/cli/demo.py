@@ -92,8 +92,8 @@ def _plots(args, model, inf, Xtr, ytr, Xte, yte, t, m, wide, train, test) -> Non
     rc = uw.response_curve(model, Xtr, ytr, m=m, eps=np.linspace(-1.0, 4.0, 11), f=uw.TestLoss(Xte[t : t + 1], yte[t : t + 1]))
     fig = plots.response_curve(rc, label=f"loss at test #{test[t]}")
     fig.axes[0].set_xlabel(f"eps (weight added to train #{train[m]})")
-    written.append(_save(fig, args.plots, "response_curve.png"))
-    written.append(_save(plots.loo_scatter(wide.predicted_loss, wide.actual_loss), args.plots, "leave_one_out.png"))
+    written.append(plots.save(fig, args.plots, "response_curve.png"))
+    written.append(plots.save(plots.loo_scatter(wide.predicted_loss, wide.actual_loss), args.plots, "leave_one_out.png"))
     # digits: a misclassified test image and the training images that most help and hurt it
     Xd, yd = uw.load_digits()
     rng = np.random.default_rng(args.seed)
@@ -110,12 +110,5 @@ def _plots(args, model, inf, Xtr, ytr, Xte, yte, t, m, wide, train, test) -> Non
         helpful_titles=[f"helps: {yd[tr][i]}" for i in top.helpful_idx[0]],
         harmful_titles=[f"hurts: {yd[tr][i]}" for i in top.harmful_idx[0]],
     )
-    written.append(_save(fig, args.plots, "digits_gallery.png"))
+    written.append(plots.save(fig, args.plots, "digits_gallery.png"))
     print("\nFigures: " + ", ".join(written))
-
-
-def _save(fig, folder: str, name: str) -> str:
-    path = os.path.join(folder, name)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plots.pyplot().close(fig)
-    return path

@@ -87,14 +87,7 @@ def _plots(args, x, y, pred, Xtr, ytr, helpful, harmful, predicted, actual) -> N
         helpful_titles=[f"helps: {int(ytr[i])}" for i in helpful],
         harmful_titles=[f"hurts: {int(ytr[i])}" for i in harmful],
     )
-    written = [_save(fig, args.plots, "network_gallery.png")]
+    written = [plots.save(fig, args.plots, "network_gallery.png")]
     fig = plots.loo_scatter(predicted, actual, what="change of test loss (PBRF removal)")
-    written.append(_save(fig, args.plots, "network_pbrf.png"))
+    written.append(plots.save(fig, args.plots, "network_pbrf.png"))
     print("\nFigures: " + ", ".join(written))
-
-
-def _save(fig, folder: str, name: str) -> str:
-    path = os.path.join(folder, name)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plots.pyplot().close(fig)
-    return path
