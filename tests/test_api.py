@@ -327,14 +327,28 @@ rng = np.random.default_rng(0)
 X = rng.standard_normal((60000, 1500)); y = rng.standard_normal(60000)
 model = uw.LinearRegression(l2=1.0).fit(X[:3000], y[:3000])
 inf = uw.Influence(model, X, y, solver="cg") if sys.argv[1] == "score" else None
+if sys.argv[1].startswith("net"):
+    # p = 60 x 40 + 40 + 40 x 5 + 5 = 2645 > the tiled-Hessian threshold
+    Xn, yn = X[:20000, :60], rng.integers(0, 5, 20000)
+    net = uw.MLPClassifier(hidden=(40,), max_iter=3, newton_iter=0, random_state=0)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net.fit(Xn[:500], yn[:500])
 print("start", flush=True)
 t0 = None
 try:
     while True:
         if sys.argv[1] == "fit":
             uw.LinearRegression(l2=1.0).fit(X, y)   # each call forms a 1501 x 1501 Hessian: seconds
-        else:
+        elif sys.argv[1] == "score":
             inf.top_k(X[:200], y[:200], k=5)        # CG over 60000 x 1500, then a streamed pass
+        elif sys.argv[1] == "net-hessian":          # the exact Hessian from 2645 products: seconds
+            uw.Influence(net, Xn, yn, damping=1e-3, curvature="hessian", solver="direct").top_k(Xn[:5], yn[:5], k=5)
+        elif sys.argv[1] == "net-cg":               # Gauss-Newton CG to a tight tolerance
+            uw.Influence(net, Xn, yn, damping=1e-4, solver="cg", rtol=1e-12, max_iter=100000).top_k(Xn[:20], yn[:20], k=5)
+        else:                                       # PBRF: one Newton solve per point
+            uw.Influence(net, Xn[:5000], yn[:5000], damping=1e-3).pbrf(list(range(50)), -1.0)
 except KeyboardInterrupt:
     print("interrupted", flush=True)
     sys.stdout.flush()
@@ -344,7 +358,7 @@ except KeyboardInterrupt:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("call", ["fit", "score"])
+@pytest.mark.parametrize("call", ["fit", "score", "net-hessian", "net-cg", "net-pbrf"])
 def test_ctrl_c_interrupts_a_long_call_within_a_second(call):
     proc = subprocess.Popen([sys.executable, "-c", LONG_CALL, call], stdout=subprocess.PIPE, text=True)
     try:

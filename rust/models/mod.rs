@@ -87,6 +87,12 @@ pub trait Model: Send + Sync {
     fn hessian_tile_sum(&self, theta: ArrayView1<f64>, data: &Batch, rows: Range<usize>, cols: Range<usize>, out: ArrayViewMut2<f64>);
     /// Adds sum_i w_i (Hess l_i) v to `out` for a block of vectors `v` (p x r).
     fn hvp_sum(&self, theta: ArrayView1<f64>, data: &Batch, v: ArrayView2<f64>, out: ArrayViewMut2<f64>);
+    /// Whether `Objective::hessian` should form H column by column from Hessian-vector
+    /// products (p products, each row block cancellable) instead of `hessian_sum` / tiles: for
+    /// curvatures with no factored form cheaper than p products (a network's exact Hessian).
+    fn hessian_by_products(&self) -> bool {
+        false
+    }
 
     /// Gradients of float32 rows in float32, for the float32 score path, if the family has them.
     fn float32(&self) -> Option<&dyn Float32Grads> {

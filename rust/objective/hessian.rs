@@ -4,11 +4,13 @@
 //! blocks in parallel, each adding its own p x p partial sum; above, the parameters are cut into
 //! panels ([`Model::hessian_panels`]) and, for each chunk of rows in order, every tile (panel I x
 //! panel J, I >= J) is added in parallel into its own part of H. Both give the same bits for any
-//! number of threads.
+//! number of threads. A model whose Hessian has no cheaper form than p Hessian-vector products
+//! (a network's exact Hessian) has it formed from those products, a pass over the rows per
+//! [`PRODUCT_COLUMNS`] unit vectors.
 
 use std::ops::Range;
 
-use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayViewMut2, Axis, ShapeBuilder};
+use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayViewMut2, Axis, ShapeBuilder};
 use rayon::prelude::*;
 
 use super::{add_loss_grad, add_partial, LossGrad, Objective, GRAD_PARTIALS};
@@ -24,6 +26,8 @@ use crate::models::Model;
 const HESSIAN_PARTIALS_BYTES: usize = 256 << 20;
 /// Largest p whose Hessian is summed by row blocks; above it the Hessian is built by tiles.
 pub const TILED_HESSIAN_MAX_ROW_BLOCK_P: usize = 2048;
+/// Unit vectors per pass over the data when the Hessian is formed from products.
+const PRODUCT_COLUMNS: usize = 128;
 /// Rows per chunk of the tiled Hessian, at most, and the bound on a chunk's features in bytes.
 const TILE_CHUNK_ROWS: usize = 4096;
 const TILE_CHUNK_BYTES: usize = 64 << 20;
@@ -70,7 +74,10 @@ impl<M: Model + ?Sized> Objective<'_, M> {
     /// [`TILED_HESSIAN_MAX_ROW_BLOCK_P`], tiles above (then H is column-major).
     pub fn hessian(&self, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<Array2<f64>> {
         self.check_hessian_size()?;
-        if self.n_params() > TILED_HESSIAN_MAX_ROW_BLOCK_P {
+        if self.model.hessian_by_products() {
+            self.check_theta(theta)?;
+            Ok(self.finish_hessian(self.hessian_from_products(theta, cancel)?))
+        } else if self.n_params() > TILED_HESSIAN_MAX_ROW_BLOCK_P {
             self.hessian_tiled(theta, cancel)
         } else {
             self.hessian_row_blocks(theta, cancel)
@@ -94,7 +101,9 @@ impl<M: Model + ?Sized> Objective<'_, M> {
     /// (sum_i w_i l_i, sum_i w_i grad l_i, lower triangle of sum_i w_i Hess l_i) from one pass.
     pub(super) fn sums_with_hessian(&self, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<(f64, Array1<f64>, Array2<f64>)> {
         self.check_hessian_size()?;
-        let ((loss, grad), h) = if self.n_params() > TILED_HESSIAN_MAX_ROW_BLOCK_P {
+        let ((loss, grad), h) = if self.model.hessian_by_products() {
+            (self.sums(theta, cancel)?, self.hessian_from_products(theta, cancel)?)
+        } else if self.n_params() > TILED_HESSIAN_MAX_ROW_BLOCK_P {
             let (lg, h) = self.tiled_sums(theta, true, cancel)?;
             (lg.expect("asked for the gradient"), h)
         } else {
@@ -117,6 +126,23 @@ impl<M: Model + ?Sized> Objective<'_, M> {
             .expect("data has rows")
         };
         Ok((loss, grad, h))
+    }
+
+    /// sum_i w_i Hess l_i (p x p, column-major) from Hessian-vector products with the unit
+    /// vectors, [`PRODUCT_COLUMNS`] per pass over the data: p products in all, and a Ctrl-C is
+    /// seen after the current row block of the current pass.
+    fn hessian_from_products(&self, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<Array2<f64>> {
+        let p = self.n_params();
+        let mut h = crate::memory::zeros("the Hessian", (p, p).f())?;
+        for c0 in (0..p).step_by(PRODUCT_COLUMNS) {
+            let c1 = (c0 + PRODUCT_COLUMNS).min(p);
+            let mut e = Array2::zeros((p, c1 - c0));
+            for c in c0..c1 {
+                e[[c, c - c0]] = 1.0;
+            }
+            h.slice_mut(s![.., c0..c1]).assign(&self.hvp_sums(theta, e.view(), cancel)?);
+        }
+        Ok(h)
     }
 
     /// `Err(Memory)` unless two p x p matrices fit in memory (H, and its partial sums or the

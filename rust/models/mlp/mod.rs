@@ -351,6 +351,12 @@ impl Model for Mlp {
         self.curvature_sum(theta, data, v, out)
     }
 
+    /// The exact Hessian is formed from p products (`hessian_columns` would repeat the
+    /// products of a column panel for every tile in it); G from its factor.
+    fn hessian_by_products(&self) -> bool {
+        self.curvature == Curvature::Hessian
+    }
+
     /// Jacobi preconditioning from the Gauss-Newton diagonal (also for the exact Hessian,
     /// which differs from G by the residual term only).
     fn preconditioning(&self) -> Option<&dyn Preconditioning> {
