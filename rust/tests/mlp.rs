@@ -350,7 +350,7 @@ fn multi_output_without_hidden_layer_is_one_squared_glm_per_target() {
             let expected = if c == c2 { hc.clone() } else { Array2::zeros((r, r)) };
             close(&block, &expected, 1e-13, "Hessian block");
         }
-        let i_c = inf(Arc::new(glm.clone()), yc.insert_axis(ndarray::Axis(1)), tc);
+        let i_c = inf(Arc::new(glm), yc.insert_axis(ndarray::Axis(1)), tc);
         close(&i_net.slice(ndarray::s![.., c * r..(c + 1) * r]).to_owned(), &i_c, 1e-11, "influence block");
     }
     close(&losses.insert_axis(ndarray::Axis(0)), &loss_sum.insert_axis(ndarray::Axis(0)), 1e-14, "losses add up");
