@@ -208,7 +208,9 @@ def test_influence_is_the_derivative_of_refitting_sklearn(kind):
     quotient's O(h^2) error (h = 1e-3: measured <= 7.5e-7, Poisson, falling 100x per decade of h)
     plus the refits' rounding (max |grad| <= 1e-14 over curvature >= 1e-3, divided by h: ~1e-8);
     at sklearn's own parameters (Influence.from_sklearn, unpolished) 1e-2: sklearn stops at max
-    |grad| ~1e-5, and over curvature ~1e-3 that moves theta and I by ~1e-3 (measured <= 3.2e-3)."""
+    |grad| ~1e-5, and over curvature ~1e-3 that moves theta and I by ~1e-3 (measured <= 3.2e-3).
+    Two outputs: sklearn's lbfgs stops far from a minimum, so only the polished comparison (our
+    training from its refits, up to 2000 iterations) is made."""
     est, X, y, w = convergent(kind)
     # with 2 outputs sklearn's lbfgs stops short of a minimum (test above), where the exact Hessian is
     # indefinite: only the polished comparison applies
