@@ -28,7 +28,10 @@ HEADS = {"softmax": "multinomial", "squared": "squared"}
 def problem(n, d, k, head, seed):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, d))
-    y = rng.integers(0, k, size=n).astype(float) if head == "softmax" else rng.normal(size=n)
+    if head == "softmax":
+        y = rng.integers(0, k, size=n).astype(float)
+    else:  # squared: one target, or k >= 2 (a multi-output regression: one column per output)
+        y = rng.normal(size=n) if k == 1 else rng.normal(size=(n, k))
     w = rng.uniform(0.5, 1.5, size=n)
     w[1] = 0.0  # a zero-weight point
     return X, y, w
@@ -55,12 +58,12 @@ def fitted_classifier(hidden=(8,), activation="tanh", n=120, l2=1e-2, seed=0):
 @given(
     hidden=st.sampled_from([(4,), (3, 2), (5,)]),
     activation=st.sampled_from(["tanh", "gelu", "relu"]),
-    head=st.sampled_from(["softmax", "squared"]),
+    head_k=st.sampled_from([("softmax", 3), ("squared", 1), ("squared", 2)]),
     seed=st.integers(0, 10_000),
     l2=st.sampled_from([0.0, 0.03]),
 )
-def test_kernels_match_the_reference(hidden, activation, head, seed, l2):
-    k = 3 if head == "softmax" else 1
+def test_kernels_match_the_reference(hidden, activation, head_k, seed, l2):
+    head, k = head_k
     d = 4
     sizes = [d, *hidden, k]
     X, y, w = problem(9, d, k, head, seed)
@@ -90,11 +93,11 @@ def test_kernels_match_the_reference(hidden, activation, head, seed, l2):
 
 
 @pytest.mark.parametrize("curvature", ["gauss-newton", "hessian"])
-@pytest.mark.parametrize("head", ["softmax", "squared"])
-def test_influence_matches_the_reference_at_any_theta(curvature, head):
+@pytest.mark.parametrize("head, k", [("softmax", 3), ("squared", 1), ("squared", 2)])
+def test_influence_matches_the_reference_at_any_theta(curvature, head, k):
     """I(z_m) = -K^-1 (grad l_m + 2 l2 M theta) / W and S = grad l_test . I, with K the damped
-    curvature, at parameters that are not a minimiser (influence never assumes one)."""
-    k = 3 if head == "softmax" else 1
+    curvature, at parameters that are not a minimiser (influence never assumes one); k = 2
+    squared outputs: a multi-output regression, y of shape (n, 2)."""
     sizes, activation, l2, damping = [4, 5, k], "tanh", 0.02, 0.05
     X, y, w = problem(25, 4, k, head, 3)
     Xt, yt, _ = problem(4, 4, k, head, 4)
@@ -367,8 +370,8 @@ def test_bad_input_names_the_argument():
         uw.MLPClassifier(curvature="fisher").fit(X, y)
     with pytest.raises(uw.InputError, match="^y:"):
         uw.MLPClassifier().fit(X, y + 0.5)
-    with pytest.raises(uw.InputError, match="^y:"):
-        uw.MLPRegressor().fit(X, np.column_stack([y, y]))
+    with pytest.raises(uw.InputError, match="^y: expected a 1-d array"):  # (n, t) is a multi-output regression
+        uw.MLPRegressor().fit(X, y[:, None, None])
     with pytest.raises(uw.NotFittedError):
         uw.MLPClassifier().predict(X)
     net = uw.MLPClassifier(hidden=(4,), max_iter=50).fit(X, y) if False else None

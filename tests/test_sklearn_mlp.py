@@ -3,6 +3,8 @@
 sklearn (lbfgs, sample weights s, S = sum s) minimises L_sk = (1/S) [sum s_i l_i + alpha/2 sum ||W||^2];
 the converted network's objective is L_sk (softmax, one logistic unit), 2 L_sk (squared error:
 sklearn's l has a 1/2, ours not) or L_sk + const (Poisson), with penalty_renormalized=False.
+Multi-output regression (y of shape (n, 2)): sklearn's gradient is that of L_sk with the
+outputs' half squared errors summed, its reported loss averages them (upweight.interop).
 Checked here: (a) the layout (every activation sklearn has; predictions to 1e-12), (b) the
 objective (value = sklearn's ``loss_``, gradient = the multiple of sklearn's own gradient at
 any theta, ~0 at sklearn's converged fit), (c) influence = the derivative of refitting sklearn
@@ -31,7 +33,7 @@ IRIS_NAMES = np.array(["setosa", "versicolor", "virginica"])
 
 def data(kind: str):
     """(X, y, w): iris (3 classes, string labels), iris versicolor / other (2 classes), or smooth
-    synthetic regression / count targets; weights in [0.5, 2]."""
+    synthetic regression (one target, or two: "multioutput") / count targets; weights in [0.5, 2]."""
     X, y = datasets.load_iris(return_X_y=True)
     X = (X - X.mean(axis=0)) / X.std(axis=0)
     rng = np.random.default_rng(0)
@@ -42,7 +44,12 @@ def data(kind: str):
     else:
         X = rng.standard_normal((100, 3))
         eta = np.sin(X[:, 0]) + 0.5 * X[:, 1] * X[:, 2]
-        yy = eta + 0.3 * rng.standard_normal(100) if kind == "regression" else rng.poisson(np.exp(0.5 * eta)).astype(float)
+        if kind == "regression":
+            yy = eta + 0.3 * rng.standard_normal(100)
+        elif kind == "multioutput":
+            yy = np.column_stack([eta, np.cos(X[:, 1]) - 0.5 * X[:, 0]]) + 0.3 * rng.standard_normal((100, 2))
+        else:
+            yy = rng.poisson(np.exp(0.5 * eta)).astype(float)
     return X, yy, rng.uniform(0.5, 2.0, len(yy))
 
 
@@ -71,15 +78,15 @@ def pinned(theta: np.ndarray, model) -> np.ndarray:
     shift of them (unpenalised), and influence has no component along it."""
     sizes, theta = model.sizes(), theta.copy()
     k, r = sizes[-1], sizes[-2] + 1
-    if k > 1:
+    if k > 1 and isinstance(model, uw.MLPClassifier):
         b = theta[theta.size - k * r + r - 1::r]
         theta[theta.size - k * r + r - 1::r] = b - b.mean()
     return theta
 
 
-def polish(model, X, y, w):
+def polish(model, X, y, w, max_iter=30):
     """Our own training from the model's theta (warm start) to max |grad| <= TOL: L-BFGS, then Newton."""
-    model.set_params(warm_start=True, tol=TOL, max_iter=30)
+    model.set_params(warm_start=True, tol=TOL, max_iter=max_iter)
     model.fit(X, y, sample_weight=w)
     assert model.converged_ and model.grad_norm_ <= TOL
     return model
@@ -88,7 +95,7 @@ def polish(model, X, y, w):
 # -- (a) layout -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu"])
-@pytest.mark.parametrize("kind", ["multiclass", "binary", "regression", "poisson"])
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "regression", "poisson", "multioutput"])
 def test_converted_network_predicts_as_sklearn(kind, activation):
     X, y, w = data(kind)
     est = fit_quietly(sk_estimator(kind, hidden_layer_sizes=(3, 2), activation=activation, alpha=0.1, max_iter=40), X, y, w)
@@ -117,7 +124,7 @@ def sk_gradient(est, theta_sk, X, y, w):
     """sklearn's own loss and gradient (its private ``_loss_grad_lbfgs``, in its packing: every
     coefs_ raveled, then every intercepts_) at ``theta_sk``."""
     est = copy.deepcopy(est)
-    Y = est._label_binarizer.transform(y).astype(float) if hasattr(est, "_label_binarizer") else np.reshape(y, (-1, 1))
+    Y = est._label_binarizer.transform(y).astype(float) if hasattr(est, "_label_binarizer") else np.reshape(y, (len(y), -1))
     units = [est.coefs_[0].shape[0]] + [c.shape[1] for c in est.coefs_]
     acts = [X] + [None] * (len(units) - 1)
     try:
@@ -139,12 +146,16 @@ def sk_packing(model) -> np.ndarray:
 
 
 # (our objective) / (sklearn's), up to a constant for Poisson
-FACTOR = {"multiclass": 1.0, "binary": 1.0, "regression": 2.0, "poisson": 1.0}
+FACTOR = {"multiclass": 1.0, "binary": 1.0, "regression": 2.0, "poisson": 1.0, "multioutput": 2.0}
 
 
-def as_sklearns(kind: str, value: float, y, w) -> float:
+def as_sklearns(kind: str, value: float, y, w, model) -> float:
     """Our objective's value in sklearn's terms: / FACTOR, plus the (1/S) sum s (y log y - y)
-    that sklearn's half Poisson deviance keeps and our e^h - y h drops."""
+    that sklearn's half Poisson deviance keeps and our e^h - y h drops; with t outputs sklearn's
+    value averages the data term over them (its gradient sums it)."""
+    if kind == "multioutput":
+        penalty = model.l2 * sum(float(np.sum(W**2)) for W in model.coefs_)
+        return (value - penalty) / (2 * np.shape(y)[1]) + penalty / 2
     if kind == "poisson":
         y = np.asarray(y, dtype=float)
         value += np.average(y * np.log(np.where(y > 0, y, 1.0)) - y, weights=w)
@@ -152,7 +163,7 @@ def as_sklearns(kind: str, value: float, y, w) -> float:
 
 
 @pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu"])
-@pytest.mark.parametrize("kind", ["multiclass", "binary", "regression", "poisson"])
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "regression", "poisson", "multioutput"])
 def test_our_gradient_is_the_multiple_of_sklearns(kind, activation):
     """At a random theta (sklearn's init after 5 steps), ours = FACTOR x sklearn's, entry by entry."""
     X, y, w = data(kind)
@@ -162,11 +173,11 @@ def test_our_gradient_is_the_multiple_of_sklearns(kind, activation):
     value, grad = model.core_model().objective(theta, X, yv, w, model.l2)
     value_sk, grad_sk = sk_gradient(est, theta[where], X, y, w)
     np.testing.assert_allclose(grad[where], FACTOR[kind] * grad_sk, rtol=1e-10, atol=1e-13)
-    assert as_sklearns(kind, value, y, w) == pytest.approx(value_sk, rel=1e-12)
+    assert as_sklearns(kind, value, y, w, model) == pytest.approx(value_sk, rel=1e-12)
 
 
 @pytest.mark.parametrize("activation", ["identity", "logistic", "tanh"])
-@pytest.mark.parametrize("kind", ["multiclass", "binary", "regression", "poisson"])
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "regression", "poisson", "multioutput"])
 def test_sklearns_converged_fit_is_a_stationary_point_of_ours(kind, activation):
     """sklearn's lbfgs (gtol 1e-15; it stops on scipy's ftol = 2.2e-9) ends where our gradient
     is below 1e-3 of its size at a Glorot start (measured <= ~1e-4). relu is left out: its kinks
@@ -176,13 +187,17 @@ def test_sklearns_converged_fit_is_a_stationary_point_of_ours(kind, activation):
     core = model.core_model()
     value, grad = core.objective(model.get_theta(), X, yv, w, model.l2)
     _, grad0 = core.objective(glorot_init(model.sizes(), np.random.default_rng(1)), X, yv, w, model.l2)
-    assert np.abs(grad).max() <= 1e-3 * np.abs(grad0).max()
-    assert as_sklearns(kind, value, y, w) == pytest.approx(est.loss_, rel=1e-12)  # sklearn's objective at its optimum
+    if kind != "multioutput":
+        # (with 2 outputs sklearn's lbfgs stops after ~30-50 iterations at ~1.5e-3-7.5e-3 of the start's
+        # max |grad|: its reported loss averages the outputs while its gradient sums them, and the line
+        # search fails on the mismatch; the gradient it follows is ours / 2, checked above)
+        assert np.abs(grad).max() <= 1e-3 * np.abs(grad0).max()
+    assert as_sklearns(kind, value, y, w, model) == pytest.approx(est.loss_, rel=1e-12)  # sklearn's objective at its optimum
 
 
 # -- (c) influence = the derivative of sklearn's refit ------------------------------------------
 
-@pytest.mark.parametrize("kind", ["multiclass", "binary", "regression", "poisson"])
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "regression", "poisson", "multioutput"])
 def test_influence_is_the_derivative_of_refitting_sklearn(kind):
     """For m in a few rows: refit sklearn (warm start) with s_m +- h, convert (l2 = alpha / (2 S')
     with the refit's own S'), polish each with our training to max |grad| <= 1e-14 (sklearn's
@@ -193,14 +208,21 @@ def test_influence_is_the_derivative_of_refitting_sklearn(kind):
     quotient's O(h^2) error (h = 1e-3: measured <= 7.5e-7, Poisson, falling 100x per decade of h)
     plus the refits' rounding (max |grad| <= 1e-14 over curvature >= 1e-3, divided by h: ~1e-8);
     at sklearn's own parameters (Influence.from_sklearn, unpolished) 1e-2: sklearn stops at max
-    |grad| ~1e-5, and over curvature ~1e-3 that moves theta and I by ~1e-3 (measured <= 3.2e-3)."""
+    |grad| ~1e-5, and over curvature ~1e-3 that moves theta and I by ~1e-3 (measured <= 3.2e-3).
+    Two outputs: sklearn's lbfgs stops far from a minimum, so only the polished comparison (our
+    training from its refits, up to 2000 iterations) is made."""
     est, X, y, w = convergent(kind)
-    inf_sk = uw.Influence.from_sklearn(est, X, y, sample_weight=w, damping=0.0, curvature="hessian")
-    model, yv = inf_sk.model, inf_sk.y
-    assert inf_sk.curvature == "hessian" and inf_sk.damping == 0.0
-    best = polish(copy.deepcopy(model), X, yv, w)
-    # the same minimum: sklearn's theta is within its tolerance of ours
-    assert np.abs(pinned(best.get_theta(), best) - pinned(model.get_theta(), best)).max() <= 1e-2
+    # with 2 outputs sklearn's lbfgs stops short of a minimum (test above), where the exact Hessian is
+    # indefinite: only the polished comparison applies
+    stops_short = kind == "multioutput"
+    inf_sk = None if stops_short else uw.Influence.from_sklearn(est, X, y, sample_weight=w, damping=0.0, curvature="hessian")
+    model, yv = from_sklearn(est, X, y, w) if inf_sk is None else (inf_sk.model, inf_sk.y)
+    iters = 2000 if stops_short else 30
+    best = polish(copy.deepcopy(model), X, yv, w, iters)
+    if inf_sk is not None:
+        assert inf_sk.curvature == "hessian" and inf_sk.damping == 0.0
+        # the same minimum: sklearn's theta is within its tolerance of ours
+        assert np.abs(pinned(best.get_theta(), best) - pinned(model.get_theta(), best)).max() <= 1e-2
     inf = uw.Influence(best, X, yv, w, damping=0.0, curvature="hessian")
     h = 1e-3
     for m in (0, len(yv) // 2 + 3, len(yv) - 1):
@@ -211,11 +233,12 @@ def test_influence_is_the_derivative_of_refitting_sklearn(kind):
             refit = fit_quietly(copy.deepcopy(est).set_params(warm_start=True), X, y, wp)
             converted, _ = from_sklearn(refit, X, y, wp)
             assert converted.l2 == pytest.approx(model.l2 * w.sum() / wp.sum(), rel=1e-14)  # alpha fixed, S moves
-            out.append(pinned(polish(converted, X, yv, wp).get_theta(), best))
+            out.append(pinned(polish(converted, X, yv, wp, iters).get_theta(), best))
         fd = (out[0] - out[1]) / (2 * h)
         scale = np.abs(fd).max()
         np.testing.assert_allclose(inf.params([m])[0], fd, rtol=0, atol=1e-5 * scale)
-        np.testing.assert_allclose(inf_sk.params([m])[0], fd, rtol=0, atol=1e-2 * scale)
+        if inf_sk is not None:
+            np.testing.assert_allclose(inf_sk.params([m])[0], fd, rtol=0, atol=1e-2 * scale)
 
 
 def test_the_penalty_convention_matters():
@@ -231,7 +254,7 @@ def test_the_penalty_convention_matters():
     assert np.abs(I - I_other).max() > 0.05 * np.abs(I).max()
 
 
-@pytest.mark.parametrize("kind", ["multiclass", "binary", "regression", "poisson"])
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "regression", "poisson", "multioutput"])
 def test_default_influence_is_the_pbrf_derivative_at_sklearns_parameters(kind):
     """An adam fit stopped after 50 epochs (no minimiser): the default influence (damped
     Gauss-Newton) is the derivative of the proximal Bregman response there, for every head
@@ -245,7 +268,7 @@ def test_default_influence_is_the_pbrf_derivative_at_sklearns_parameters(kind):
         up, down = inf.pbrf(m, [h, -h])
         I = inf.params([m])[0]
         np.testing.assert_allclose((up - down) / (2 * h), I, rtol=0, atol=1e-6 * np.abs(I).max())
-    k = {"multiclass": 3}.get(kind)
+    k = {"multiclass": 3, "multioutput": 2}.get(kind)
     assert inf.on_prediction(X[:3]).shape == ((3, k, len(y)) if k else (3, len(y)))
 
 
@@ -300,8 +323,8 @@ def test_bad_input_is_refused_naming_it():
         from_sklearn(nn.MLPRegressor(), X, y)
     Y2 = np.column_stack([y, -y])
     two = fit_quietly(sk_estimator("regression", hidden_layer_sizes=(2,), max_iter=5), X, Y2, None)
-    with pytest.raises(uw.InputError, match="^y: MLPRegressor was fitted on 2 targets"):
-        uw.Influence.from_sklearn(two, X, Y2)
+    with pytest.raises(uw.InputError, match=r"^y: has 1 column, but MLPRegressor was fitted on 2 targets \(pass y of shape \(n, 2\)\)"):
+        uw.Influence.from_sklearn(two, X, y)
     one = fit_quietly(sk_estimator("regression", hidden_layer_sizes=(2,), max_iter=5), X, y, None)
     with pytest.raises(uw.InputError, match="^y: has 2 columns"):
         from_sklearn(one, X, Y2)

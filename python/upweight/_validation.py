@@ -109,6 +109,27 @@ def as_vector(a, name: str, n: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float64)
 
 
+def as_targets(a, name: str, n: int) -> np.ndarray:
+    """Targets of a regression with one or several outputs: a finite float64 C-contiguous (n,)
+    array for one target (a (n, 1) column counts as one), or (n, t) for t >= 2 per row."""
+    arr = _numeric(unmapped(a, name), name)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr.reshape(-1)
+    if arr.ndim not in (1, 2):
+        raise InputError(f"{name}: expected a 1-d array (one target) or a 2-d array (n, t) with one column per output, "
+                         f"got {arr.ndim}-d shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise InputError(f"{name}: has {arr.shape[0]} rows, expected {n} (one per row of X)")
+    if arr.ndim == 2 and arr.shape[1] == 0:
+        raise InputError(f"{name}: has no columns (at least one target per row)")
+    y = np.ascontiguousarray(arr, dtype=np.float64)
+    bad = np.argwhere(~np.isfinite(y))
+    if bad.size:
+        where = f"index {bad[0][0]}" if y.ndim == 1 else f"row {bad[0][0]}, column {bad[0][1]}"
+        raise InputError(f"{name}: contains NaN or infinity (first at {where})")
+    return y
+
+
 def as_weights(w, n: int) -> np.ndarray | None:
     """Sample weights: None (all ones) or a nonnegative float64 vector with a positive sum."""
     if w is None:

@@ -30,7 +30,6 @@ from ._validation import (
     as_nonneg_float,
     as_points,
     as_positive_int,
-    as_vector,
     as_weights,
     check_finite,
     check_output_fits,
@@ -476,12 +475,16 @@ class Influence(_Queries):
         """I(z) of a point (or points) not in the training set: the derivative of theta with
         respect to adding it with weight eps at eps = 0.
 
-        ``x`` of shape (d,) with scalar ``y`` gives (p,); ``x`` of shape (m, d) gives (m, p).
+        ``x`` of shape (d,) with scalar ``y`` (or its t targets, multi-output) gives (p,); ``x`` of
+        shape (m, d) with ``y`` of shape (m,) (or (m, t)) gives (m, p).
         """
         single = np.ndim(x) == 1
         X = as_matrix(np.atleast_2d(x) if single else x, "x", self._d)
-        yv = as_vector(np.atleast_1d(y), "y", X.shape[0])
-        yv = self.model.check_targets(yv, X.shape[0])
+        if single and np.size(y) == 1:  # one point: a scalar target
+            y = np.reshape(y, (1,))
+        elif single and np.ndim(y) == 1:  # or the vector of its t targets (multi-output)
+            y = np.reshape(y, (1, -1))
+        yv = self.model.check_targets(y, X.shape[0])
         out = self._checked(self._core_for(X.shape[0]).params_of(X, yv, names=("x", "y")))
         return out[0] if single else out
 
@@ -490,8 +493,7 @@ class Influence(_Queries):
         """Gradients of the loss at each test point, grad l(z_t; theta*): (q, p). Pass them (or
         combinations of them) to :meth:`on`, :meth:`top_k_on` or :meth:`solve_queries`."""
         Xt = as_matrix(X_test, "X_test", self._d)
-        yt = as_vector(y_test, "y_test", Xt.shape[0])
-        yt = self.model.check_targets(yt, Xt.shape[0], name="y_test")
+        yt = self.model.check_targets(y_test, Xt.shape[0], name="y_test")  # (q,), or (q, t) for t outputs
         return self._core.loss_grads(Xt, yt, names=("X_test", "y_test"))
 
     def on_loss(self, X_test, y_test, idx=None) -> np.ndarray:

@@ -46,12 +46,17 @@ sklearn, fitted (``coefs_[l]`` is W_l^T)        upweight (same ``hidden``, ``act
 ``MLPClassifier``, k >= 3 classes (softmax)     ``MLPClassifier(l2=alpha / (2 S))``: L = L_sk
 ``MLPClassifier``, 2 classes (one logistic      an ``MLPClassifier`` with one output and the
 unit)                                           logistic head, ``l2=alpha / (2 S)``: L = L_sk
-``MLPRegressor(loss="squared_error")``          ``MLPRegressor(l2=alpha / S)``: L = 2 L_sk
+``MLPRegressor(loss="squared_error")``,         ``MLPRegressor(l2=alpha / S)``: L = 2 L_sk
+one or t targets (y of shape (n, t))            (t targets: L = 2 L_g, see below)
 ``MLPRegressor(loss="poisson")``                a Poisson-head ``MLPRegressor``,
                                                 ``l2=alpha / (2 S)``: L = L_sk + const
 =============================================  ==============================================
 
-so both have the same minimisers and the same influence. ``solver="sgd"`` / ``"adam"`` penalise
+so both have the same minimisers and the same influence. With t >= 2 targets sklearn's reported
+``loss_`` averages the half squared error over the outputs, (1/(2 t S)) sum s_i ||h_i - y_i||^2,
+but its gradient (what every solver follows) is that of L_g = (1/S) [sum s_i ||h_i - y_i||^2 / 2
++ (alpha / 2) sum ||W_l||^2], which the t outputs' sum of squares minimises: the conversion
+follows the gradient, l2 = alpha / S as for one target. ``solver="sgd"`` / ``"adam"`` penalise
 each minibatch j by alpha / (2 S_j): the epoch's mean gradient (expected over shuffled batches of
 B_j points) is that of the objective above with alpha scaled by c = n mean_j(1 / B_j) (c = 1 for
 one full batch, n / B for batches of B): exact without sample weights; with them S_j is taken as
@@ -170,10 +175,17 @@ class _PoissonMLPRegressor(MLPRegressor):
     def check_targets(self, y, n: int, *, fitting: bool = False, name: str = "y") -> np.ndarray:
         """``y`` as a finite float64 vector of length ``n``, >= 0."""
         y = super().check_targets(y, n, fitting=fitting, name=name)
+        if y.ndim != 1:
+            raise InputError(f"{name}: has {y.shape[1]} columns; the Poisson network head takes one target per row")
         if np.any(y < 0):
             i = int(np.argmax(y < 0))
             raise InputError(f"{name}: value {y[i]:g} at index {i} is negative (Poisson targets are >= 0)")
         return y
+
+    def _declare_outputs(self, k: int) -> None:
+        if k != 1:
+            raise InputError(f"theta: gives {k} outputs; a Poisson network has one")
+        self.n_outputs_ = 1
 
     def predict(self, X) -> np.ndarray:
         """The rate e^h, shape (n,)."""
@@ -254,16 +266,17 @@ def _from_sklearn_mlp(estimator, X, y, w, name: str):
         yv = _class_ids(classes, yy).astype(np.float64)
         model = (MLPClassifier if k > 1 else _BinaryMLPClassifier)(hidden, activation, alpha / (2.0 * S), penalty_renormalized=False)
     else:
-        if k != 1:
-            raise InputError(f"y: {name} was fitted on {k} targets; upweight's networks have one output for now (fit one per target)")
         loss = getattr(estimator, "loss", "squared_error")
+        if k != 1 and loss != "squared_error":
+            raise InputError(f"y: {name}(loss={loss!r}) was fitted on {k} targets; only the squared-error head has several outputs")
         if loss == "squared_error" and out == "identity":
             model = MLPRegressor(hidden, activation, alpha / S, penalty_renormalized=False)
         elif loss == "poisson" and out == "exp":
             model = _PoissonMLPRegressor(hidden, activation, alpha / (2.0 * S), penalty_renormalized=False)
         else:
             raise InputError(f"estimator: {name}(loss={loss!r}) with output activation {out!r} is not supported")
-        yv = model.check_targets(y, n)
+        model.set_theta(theta, n_features=d)  # (declares the k outputs that y's columns must match)
+        return model, model.check_targets(y, n)
     model.set_theta(theta, n_features=d)
     return model, yv
 
@@ -271,7 +284,7 @@ def _from_sklearn_mlp(estimator, X, y, w, name: str):
 def from_sklearn(estimator, X, y, sample_weight=None):
     """(model, y) for a fitted scikit-learn ``LinearRegression``, ``Ridge``,
     ``LogisticRegression`` (binary or multinomial; l2 or no penalty), ``PoissonRegressor``,
-    ``MLPClassifier`` or ``MLPRegressor`` (one target) fitted on (X, y, sample_weight): the
+    ``MLPClassifier`` or ``MLPRegressor`` (one or several targets) fitted on (X, y, sample_weight): the
     equivalent upweight model (GLMs polished to the exact optimum; networks at their parameters)
     and y as it takes it (class labels mapped to 0..k-1 in ``estimator.classes_`` order).
     ``Influence.from_sklearn`` wraps them in :class:`~upweight.Influence`."""

@@ -7,7 +7,8 @@ a_l = phi(z_l) (tanh, relu or gelu) to the outputs h = z_L, and minimises
     L_w(theta) = (1/W) sum_i w_i l(h_i, y_i) + l2 sum_l ||W_l||^2
 
 (biases not penalised) with softmax cross-entropy (:class:`MLPClassifier`) or squared error
-(:class:`MLPRegressor`). ``theta_`` holds per layer [W_l | b_l] (out x in+1, bias last),
+(:class:`MLPRegressor`; with y of shape (n, t), t >= 2, a multi-output regression with t outputs
+and l = ||h - y||^2). ``theta_`` holds per layer [W_l | b_l] (out x in+1, bias last),
 row-major, input to output: with ``hidden=()`` it is exactly the multinomial / squared GLM's
 ``theta_``, and every number (fit, influence) is the GLM's.
 
@@ -24,7 +25,7 @@ import warnings
 import numpy as np
 
 from . import _core
-from ._validation import as_nonneg_float, as_points, as_positive_int, as_progress, as_vector, as_weights, n_rows, training_features
+from ._validation import as_nonneg_float, as_points, as_positive_int, as_progress, as_targets, as_weights, n_rows, training_features
 from .errors import ConvergenceWarning, InputError, NotFittedError, SingularHessianError
 from .models import check_class_ids, explained_fraction, set_params
 
@@ -392,34 +393,48 @@ class MLPClassifier(_MLP):
 
 
 class MLPRegressor(_MLP):
-    """A network with a squared-error head l = (h - y)^2 (no 1/2, as the GLMs) on one real
-    target. ``hidden=()`` is ``LinearRegression`` with the same numbers. Read the module
-    docstring."""
+    """A network with a squared-error head l = ||h - y||^2 (no 1/2, as the GLMs): one real target
+    (y of shape (n,), or (n, 1)), or t >= 2 targets per row (y of shape (n, t): t outputs whose
+    squared errors add up; scikit-learn's multi-output ``MLPRegressor``). ``hidden=()`` is
+    ``LinearRegression`` with the same numbers (one per target column: the outputs' losses,
+    gradients and curvature blocks separate). ``predict`` returns (n,) for one target, (n, t)
+    for t. Read the module docstring."""
 
     _head = "squared"
 
     @property
     def n_outputs(self) -> int:
-        return 1
+        """t, the number of targets per row (1 until fitted on a 2-d y)."""
+        return getattr(self, "n_outputs_", 1)
 
     def check_targets(self, y, n: int, *, fitting: bool = False, name: str = "y") -> np.ndarray:
-        """``y`` as a finite float64 vector of length ``n``."""
-        if np.ndim(y) == 2 and np.shape(y)[1] != 1:
-            raise InputError(f"{name}: has {np.shape(y)[1]} columns; MLPRegressor fits one target (one network per target for now)")
-        y = as_vector(np.reshape(y, -1) if np.ndim(y) == 2 else y, name, n)
-        if not np.all(np.isfinite(y)):
-            raise InputError(f"{name}: contains NaN or infinity (first at index {int(np.flatnonzero(~np.isfinite(y))[0])})")
+        """``y`` as finite float64, (n,) for one target or (n, t) for t >= 2 (a (n, 1) column
+        counts as one target). ``fitting``: the columns define ``n_outputs_``; otherwise they
+        must match it."""
+        y = as_targets(y, name, n)
+        t = 1 if y.ndim == 1 else y.shape[1]
+        if not fitting and t != self.n_outputs:
+            k = self.n_outputs
+            raise InputError(f"{name}: has {t} column{'s' if t > 1 else ''}, but {type(self).__name__} was fitted on {k} "
+                             f"target{'s' if k > 1 else ''}" + (f" (pass y of shape (n, {k}))" if k > 1 else ""))
+        if fitting:
+            self.n_outputs_ = t
         return y
 
     def _declare_outputs(self, k: int) -> None:
-        if k != 1:
-            raise InputError(f"theta: gives {k} outputs; MLPRegressor has one")
+        self.n_outputs_ = k
 
     def predict(self, X) -> np.ndarray:
-        """The network's output h, shape (n,)."""
+        """The network's outputs h: shape (n,) for one target, (n, t) for t."""
         return self.decision_function(X)
 
     def score(self, X, y, sample_weight=None) -> float:
-        """R^2 of ``predict(X)`` for ``y`` (weighted)."""
-        loss, _, y, w = self._mean_loss(X, y, sample_weight)
-        return explained_fraction(loss, np.average((y - np.average(y, weights=w)) ** 2, weights=w))
+        """R^2 of ``predict(X)`` for ``y`` (weighted; with t targets the mean of the t columns'
+        R^2, scikit-learn's ``uniform_average``)."""
+        loss, X, y, w = self._mean_loss(X, y, sample_weight)
+        if y.ndim == 1:
+            return explained_fraction(loss, np.average((y - np.average(y, weights=w)) ** 2, weights=w))
+        sq = (self.core_model().predict(self.get_theta(), X, "linear") - y) ** 2
+        return float(np.mean([explained_fraction(float(np.average(sq[:, c], weights=w)),
+                                                 float(np.average((y[:, c] - np.average(y[:, c], weights=w)) ** 2, weights=w)))
+                              for c in range(y.shape[1])]))

@@ -45,7 +45,7 @@ class TestLoss:
 
     def _values(self, model: Model, theta):
         Xt = as_points(self.X_test, "X_test", model.n_features_in_)
-        yt = model.check_targets(as_vector(self.y_test, "y_test", n_rows(Xt)), n_rows(Xt), name="y_test")
+        yt = model.check_targets(self.y_test, n_rows(Xt), name="y_test")
         v = model.core_model().losses(theta, Xt, yt, names=("X_test", "y_test"))
         return np.array([v.mean()]) if self.mean else v
 

@@ -1,6 +1,6 @@
 //! A block of weighted rows in memory, borrowed: what the model kernels read.
 
-use ndarray::{ArrayView1, ArrayView2, CowArray, Ix2};
+use ndarray::{ArrayView1, ArrayView2, Axis, CowArray, Ix2};
 
 use super::matrix::XView;
 use super::table::Names;
@@ -8,12 +8,13 @@ use super::{Block, Rows};
 use crate::error::{check_finite, Error, Result};
 
 /// Weighted rows z_i = (x_i, y_i), w_i >= 0 (DESIGN.md section 1) in memory: X (n x d, dense or
-/// CSR), y (n), w (n; `None` means every weight is 1). [`super::with_block`] hands the kernels one
+/// CSR), y (n x t: one column, or t targets per row for a multi-output regression), w (n;
+/// `None` means every weight is 1). [`super::with_block`] hands the kernels one
 /// per block of a [`Rows`] source.
 #[derive(Clone, Copy, Debug)]
 pub struct Batch<'a> {
     pub x: XView<'a>,
-    pub y: ArrayView1<'a, f64>,
+    pub y: ArrayView2<'a, f64>,
     pub w: Option<ArrayView1<'a, f64>>,
 }
 
@@ -21,20 +22,29 @@ impl<'a> Batch<'a> {
     /// A validated data set: consistent lengths, finite values, weights >= 0 with a positive sum.
     /// `names` are the argument names used in error messages (X, y, sample_weight).
     pub fn new(x: ArrayView2<'a, f64>, y: ArrayView1<'a, f64>, w: Option<ArrayView1<'a, f64>>, names: Names) -> Result<Self> {
+        Self::with_targets(x, y.insert_axis(Axis(1)), w, names)
+    }
+
+    /// [`Batch::new`] with t targets per row (y: n x t).
+    pub fn with_targets(x: ArrayView2<'a, f64>, y: ArrayView2<'a, f64>, w: Option<ArrayView1<'a, f64>>, names: Names) -> Result<Self> {
         Self::check_rows(x.nrows(), y, w, names)?;
         check_finite(names.x, x.iter())?;
         Ok(Self { x: XView::Dense(x), y, w })
     }
 
-    /// The checks that do not depend on how X is stored: n > 0 rows, y of length n and finite,
-    /// weights of length n, finite, >= 0 with a positive sum.
-    pub(crate) fn check_rows(n: usize, y: ArrayView1<'_, f64>, w: Option<ArrayView1<'_, f64>>, names: Names) -> Result<()> {
+    /// The checks that do not depend on how X is stored: n > 0 rows, y with n rows (at least one
+    /// column) and finite, weights of length n, finite, >= 0 with a positive sum.
+    pub(crate) fn check_rows(n: usize, y: ArrayView2<'_, f64>, w: Option<ArrayView1<'_, f64>>, names: Names) -> Result<()> {
         let Names { x: xname, y: yname } = names;
         if n == 0 {
             return Err(Error::Shape { arg: xname, msg: "has no rows".into() });
         }
-        if y.len() != n {
-            return Err(Error::Shape { arg: yname, msg: format!("has {} entries but {xname} has {n} rows", y.len()) });
+        if y.nrows() != n {
+            let what = if y.ncols() == 1 { "entries" } else { "rows" };
+            return Err(Error::Shape { arg: yname, msg: format!("has {} {what} but {xname} has {n} rows", y.nrows()) });
+        }
+        if y.ncols() == 0 {
+            return Err(Error::Shape { arg: yname, msg: "has no columns (at least one target per row)".into() });
         }
         check_finite(yname, y.iter())?;
         if let Some(w) = w {
@@ -82,7 +92,7 @@ impl<'a> Batch<'a> {
     /// Rows `start..end` as a batch of their own.
     pub fn rows(&self, start: usize, end: usize) -> Batch<'a> {
         use ndarray::s;
-        Batch { x: self.x.rows(start, end), y: self.y.slice_move(s![start..end]), w: self.w.map(|w| w.slice_move(s![start..end])) }
+        Batch { x: self.x.rows(start, end), y: self.y.slice_move(s![start..end, ..]), w: self.w.map(|w| w.slice_move(s![start..end])) }
     }
 }
 
@@ -93,7 +103,7 @@ impl Rows for Batch<'_> {
     fn d(&self) -> usize {
         self.x.ncols()
     }
-    fn y(&self) -> ArrayView1<'_, f64> {
+    fn y(&self) -> ArrayView2<'_, f64> {
         self.y
     }
     fn w(&self) -> Option<ArrayView1<'_, f64>> {

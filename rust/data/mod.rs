@@ -2,7 +2,8 @@
 //! rows at a time through [`Rows`]; a [`Table`] holds a training set whatever its storage
 //! (float64 or float32 in memory, CSR, or a `.npy` file far larger than memory, read block by
 //! block), and the model kernels see one [`Batch`] (dense or CSR rows in memory) per block.
-//! Targets and weights (n floats each) are always in memory.
+//! Targets (n x t: t = 1, or one column per output of a multi-output regression) and weights
+//! (n floats) are always in memory.
 
 mod batch;
 mod matrix;
@@ -13,7 +14,7 @@ mod views;
 
 use std::ops::Range;
 
-use ndarray::{s, ArrayView1, CowArray, Ix2};
+use ndarray::{s, ArrayView1, ArrayView2, CowArray, Ix2};
 
 pub use batch::Batch;
 pub use matrix::{Csr, XView};
@@ -28,7 +29,8 @@ use crate::error::Result;
 pub trait Rows: Sync {
     fn n(&self) -> usize;
     fn d(&self) -> usize;
-    fn y(&self) -> ArrayView1<'_, f64>;
+    /// The targets, one row per row (n x t; t = 1 for every model but multi-output regression).
+    fn y(&self) -> ArrayView2<'_, f64>;
     fn w(&self) -> Option<ArrayView1<'_, f64>>;
     /// How the caller named the arguments the rows came from (for errors).
     fn names(&self) -> Names {
@@ -72,6 +74,6 @@ impl Block<'_> {
 /// Run `f` on rows `r` of `src` as an in-memory [`Batch`].
 pub fn with_block<T>(src: &(impl Rows + ?Sized), r: Range<usize>, f: impl FnOnce(&Batch) -> T) -> Result<T> {
     let x = src.x_rows(r.start, r.end)?;
-    let data = Batch { x: x.view(), y: src.y().slice_move(s![r.clone()]), w: src.w().map(|w| w.slice_move(s![r])) };
+    let data = Batch { x: x.view(), y: src.y().slice_move(s![r.clone(), ..]), w: src.w().map(|w| w.slice_move(s![r])) };
     Ok(f(&data))
 }

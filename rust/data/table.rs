@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ndarray::{s, Array1, Array2, ArrayView1, CowArray, Ix2};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis, CowArray, Ix2};
 
 use super::batch::Batch;
 use super::matrix::Csr;
@@ -109,7 +109,8 @@ impl Features {
 /// Rows z_i = (x_i, y_i) with weights w_i >= 0 (DESIGN.md section 1), owning their storage.
 pub struct Table {
     x: Features,
-    y: Array1<f64>,
+    /// n x t targets.
+    y: Array2<f64>,
     w: Option<Array1<f64>>,
     names: Names,
 }
@@ -119,6 +120,13 @@ impl Table {
     /// nonnegative with a positive sum; in-memory features are checked for NaN/inf here, file
     /// features as they are read. Errors name the arguments as `names` spells them.
     pub fn new(x: Features, y: Array1<f64>, w: Option<Array1<f64>>, names: Names) -> Result<Self> {
+        Self::with_targets(x, y.insert_axis(Axis(1)), w, names)
+    }
+
+    /// [`Table::new`] with t targets per row (y: n x t, a multi-output regression's).
+    pub fn with_targets(x: Features, y: Array2<f64>, w: Option<Array1<f64>>, names: Names) -> Result<Self> {
+        // row-major, so that each row's targets are one slice
+        let y = if y.is_standard_layout() { y } else { y.as_standard_layout().into_owned() };
         match &x {
             Features::F64(a) => crate::error::check_finite(names.x, a.view().iter())?,
             Features::F32(a) => {
@@ -133,7 +141,7 @@ impl Table {
     }
 
     /// Rows that were already validated as part of another table.
-    pub(crate) fn validated(x: Features, y: Array1<f64>, w: Option<Array1<f64>>, names: Names) -> Self {
+    pub(crate) fn validated(x: Features, y: Array2<f64>, w: Option<Array1<f64>>, names: Names) -> Self {
         Self { x, y, w, names }
     }
 
@@ -155,12 +163,12 @@ impl Table {
 
 impl Rows for Table {
     fn n(&self) -> usize {
-        self.y.len()
+        self.y.nrows()
     }
     fn d(&self) -> usize {
         self.x.ncols()
     }
-    fn y(&self) -> ArrayView1<'_, f64> {
+    fn y(&self) -> ArrayView2<'_, f64> {
         self.y.view()
     }
     fn w(&self) -> Option<ArrayView1<'_, f64>> {

@@ -1,7 +1,7 @@
 //! Row sources made from another one without copying its features: a contiguous segment, the
 //! same rows with some weights changed, and rows gathered by index into a table of their own.
 
-use ndarray::{s, Array1, Array2, ArrayView1, CowArray, Ix2};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis, CowArray, Ix2};
 
 use super::batch::Batch;
 use super::table::{Features, Names, Table};
@@ -34,8 +34,8 @@ impl Rows for Segment<'_> {
     fn d(&self) -> usize {
         self.base.d()
     }
-    fn y(&self) -> ArrayView1<'_, f64> {
-        self.base.y().slice_move(s![self.start..self.end])
+    fn y(&self) -> ArrayView2<'_, f64> {
+        self.base.y().slice_move(s![self.start..self.end, ..])
     }
     fn w(&self) -> Option<ArrayView1<'_, f64>> {
         self.base.w().map(|w| w.slice_move(s![self.start..self.end]))
@@ -81,7 +81,7 @@ impl Rows for Reweighted<'_> {
     fn d(&self) -> usize {
         self.base.d()
     }
-    fn y(&self) -> ArrayView1<'_, f64> {
+    fn y(&self) -> ArrayView2<'_, f64> {
         self.base.y()
     }
     fn w(&self) -> Option<ArrayView1<'_, f64>> {
@@ -123,7 +123,7 @@ pub fn gather(src: &(impl Rows + ?Sized), idx: &[usize]) -> Result<Table> {
         None if !idx.is_empty() => Features::csr(indptr, indices, data, src.d())?,
         None => Features::dense(Array2::zeros((0, src.d()))),
     };
-    let y = idx.iter().map(|&i| src.y()[i]).collect();
+    let y = src.y().select(Axis(0), idx);
     let w = src.w().map(|w| idx.iter().map(|&i| w[i]).collect());
     // the rows were validated as part of `src` (a subset of valid weights may sum to zero)
     Ok(Table::validated(x, y, w, src.names()))

@@ -30,7 +30,8 @@ impl Influence {
 fn leverage(inf: &Influence, cancel: &Cancel) -> Result<Array1<f64>> {
     let model = inf.model();
     if model.n_outputs() != 1 {
-        return Err(Error::Value { arg: "model", msg: "diagnostics are defined for single-output models (not multinomial)".into() });
+        let msg = format!("diagnostics are defined for single-output models (this one has {} outputs)", model.n_outputs());
+        return Err(Error::Value { arg: "model", msg });
     }
     let train = inf.data();
     let theta = inf.theta();

@@ -109,7 +109,8 @@ impl Scorer<'_> {
             ScoreOut::F64(out) => with_block(points, range, |blk| self.model.scores(self.theta.view(), blk, vc.view(), scale, out)),
             ScoreOut::F32(out, vc32) => {
                 let x = points.x_rows_f32(range.start, range.end).expect("checked by float32_kernel")?;
-                let y = points.y().slice_move(s![range]);
+                // (float32 kernels are GLMs': one target per row)
+                let y = points.y().slice_move(s![range, 0]);
                 let grads = self.model.float32().expect("checked by float32_kernel");
                 scores_f32(grads, self.theta.view(), x.view(), y, vc32.view(), scale as f32, out);
                 Ok(())

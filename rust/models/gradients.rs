@@ -35,7 +35,7 @@ impl Model for GradientModel {
     fn penalty_mask(&self) -> Array1<f64> {
         Array1::zeros(self.p)
     }
-    fn check_targets(&self, _arg: &'static str, _y: ArrayView1<f64>) -> Result<()> {
+    fn check_targets(&self, _arg: &'static str, _y: ArrayView2<f64>) -> Result<()> {
         Ok(())
     }
     /// No loss is known: the rows are gradients of a loss the caller evaluated elsewhere.

@@ -46,8 +46,9 @@ pub trait Model: Send + Sync {
     fn null_space(&self, _l2: f64) -> Option<Array2<f64>> {
         None
     }
-    /// Validate targets; `arg` names the argument in the error.
-    fn check_targets(&self, arg: &'static str, y: ArrayView1<f64>) -> Result<()>;
+    /// Validate targets (n x t: as many columns as the model takes targets per row, see
+    /// [`check_one_target`]); `arg` names the argument in the error.
+    fn check_targets(&self, arg: &'static str, y: ArrayView2<f64>) -> Result<()>;
 
     /// Per-example losses l(z_i; theta) of every row of `data` into `out`.
     fn losses(&self, theta: ArrayView1<f64>, data: &Batch, out: ArrayViewMut1<f64>);
@@ -103,6 +104,17 @@ pub trait Model: Send + Sync {
     fn preconditioning(&self) -> Option<&dyn Preconditioning> {
         None
     }
+}
+
+/// The targets of a model that takes one per row: y must have one column. Its values.
+pub fn check_one_target<'a>(arg: &'static str, y: ArrayView2<'a, f64>, what: &str) -> Result<ArrayView1<'a, f64>> {
+    if y.ncols() != 1 {
+        return Err(crate::error::Error::Shape {
+            arg,
+            msg: format!("has {} columns, but {what} takes one target per row (multi-output targets need a squared-error network head)", y.ncols()),
+        });
+    }
+    Ok(y.index_axis_move(ndarray::Axis(1), 0))
 }
 
 /// Optional capability: per-example gradients of float32 rows.

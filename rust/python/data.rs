@@ -5,7 +5,7 @@ use std::any::Any;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use numpy::ndarray::ArrayView1;
+use numpy::ndarray::{ArrayView1, ArrayView2, Axis};
 use numpy::{Element, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 
@@ -20,6 +20,24 @@ pub enum XArg<'py> {
     F32(PyReadonlyArray2<'py, f32>),
     Path(PathBuf),
     Csr(PyReadonlyArray1<'py, f64>, PyReadonlyArray1<'py, i32>, PyReadonlyArray1<'py, i64>, usize),
+}
+
+/// Targets as the Python layer passes them: one per row (n,), or t per row (n, t) for a
+/// multi-output model.
+#[derive(FromPyObject)]
+pub enum YArg<'py> {
+    One(PyReadonlyArray1<'py, f64>),
+    Many(PyReadonlyArray2<'py, f64>),
+}
+
+impl YArg<'_> {
+    /// The targets as (n x t), t = 1 for a vector.
+    pub fn view(&self) -> ArrayView2<'_, f64> {
+        match self {
+            YArg::One(a) => a.as_array().insert_axis(Axis(1)),
+            YArg::Many(a) => a.as_array(),
+        }
+    }
 }
 
 /// Argument names as the caller spells them, `(x, y)`, for every error about these rows.
@@ -54,11 +72,11 @@ impl XArg<'_> {
 
 /// A table of rows (x, y, w), validated, errors naming the arguments as `names` says. Without
 /// `y` the rows have no targets (per-example gradients, or points only predicted at).
-pub fn table(x: &XArg<'_>, y: Option<ArrayView1<f64>>, w: Option<ArrayView1<f64>>, names: Names) -> PyResult<Table> {
+pub fn table(x: &XArg<'_>, y: Option<ArrayView2<f64>>, w: Option<ArrayView1<f64>>, names: Names) -> PyResult<Table> {
     let features = x.features(names.x)?;
     let w = w.map(|w| w.to_owned());
     Ok(match y {
-        Some(y) => Table::new(features, y.to_owned(), w, names)?,
+        Some(y) => Table::with_targets(features, y.as_standard_layout().into_owned(), w, names)?,
         None => Table::without_targets(features, w, names)?,
     })
 }

@@ -5,7 +5,7 @@ use numpy::ndarray::Array1;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 
-use super::data::{names, table, NamesArg, XArg};
+use super::data::{names, table, NamesArg, XArg, YArg};
 use super::model::{method, PyModel};
 use super::run::run_with;
 use crate::influence::InfluenceOptions;
@@ -55,7 +55,7 @@ impl PyInfluence {
         model: &PyModel,
         theta: PyReadonlyArray1<'py, f64>,
         x: XArg<'py>,
-        y: Option<PyReadonlyArray1<'py, f64>>,
+        y: Option<YArg<'py>>,
         w: Option<PyReadonlyArray1<'py, f64>>,
         l2: f64,
         method: &str,
@@ -72,7 +72,7 @@ impl PyInfluence {
         let theta = model.theta(&theta)?.to_owned();
         let solver = SolverOptions { method: self::method(method)?, damping, cg: CgOptions { rtol, atol, max_iter, precondition } };
         solver.check()?;
-        let data = table(&x, y.as_ref().map(|y| y.as_array()), w.as_ref().map(|w| w.as_array()), self::names(&names))?;
+        let data = table(&x, y.as_ref().map(|y| y.view()), w.as_ref().map(|w| w.as_array()), self::names(&names))?;
         let hessian = hessian.map(|h| h.as_array().to_owned());
         let opts = InfluenceOptions { solver, renormalize };
         let m = model.inner.clone();
@@ -115,14 +115,8 @@ impl PyInfluence {
 
     /// I(z) of points not in the training set, rows of (x, y): (m x p).
     #[pyo3(signature = (x, y, names=None))]
-    fn params_of<'py>(
-        &self,
-        py: Python<'py>,
-        x: XArg<'py>,
-        y: PyReadonlyArray1<'py, f64>,
-        names: NamesArg,
-    ) -> PyResult<(Bound<'py, PyArray2<f64>>, Info<'py>)> {
-        let pts = table(&x, Some(y.as_array()), None, self::names(&names))?;
+    fn params_of<'py>(&self, py: Python<'py>, x: XArg<'py>, y: YArg<'py>, names: NamesArg) -> PyResult<(Bound<'py, PyArray2<f64>>, Info<'py>)> {
+        let pts = table(&x, Some(y.view()), None, self::names(&names))?;
         let (out, info) = self.run(py, |c| self.inner.params(Points::Other(&pts), c))?;
         Ok((out.into_pyarray(py), info_py(py, info)))
     }
@@ -136,9 +130,9 @@ impl PyInfluence {
 
     /// Per-example loss gradients of test points (q x p).
     #[pyo3(signature = (x_test, y_test, names=None))]
-    fn loss_grads<'py>(&self, py: Python<'py>, x_test: XArg<'py>, y_test: PyReadonlyArray1<'py, f64>, names: NamesArg) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    fn loss_grads<'py>(&self, py: Python<'py>, x_test: XArg<'py>, y_test: YArg<'py>, names: NamesArg) -> PyResult<Bound<'py, PyArray2<f64>>> {
         let names = names.or_else(|| Some(("X_test".into(), "y_test".into())));
-        let test = table(&x_test, Some(y_test.as_array()), None, self::names(&names))?;
+        let test = table(&x_test, Some(y_test.view()), None, self::names(&names))?;
         Ok(self.run(py, |_| self.inner.loss_grads(&test))?.into_pyarray(py))
     }
 

@@ -6,7 +6,7 @@
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 
-use super::data::XArg;
+use super::data::{XArg, YArg};
 use super::influence::{top_k_py, TopKArrays};
 use super::model::PyModel;
 use super::run::run;
@@ -26,7 +26,7 @@ pub fn partial_sums<'py>(
     model: &PyModel,
     theta: PyReadonlyArray1<'py, f64>,
     x: XArg<'py>,
-    y: PyReadonlyArray1<'py, f64>,
+    y: YArg<'py>,
     w: Option<PyReadonlyArray1<'py, f64>>,
     hessian: bool,
 ) -> PyResult<PartialPy<'py>> {
@@ -62,7 +62,7 @@ pub fn partial_hvp<'py>(
     model: &PyModel,
     theta: PyReadonlyArray1<'py, f64>,
     x: XArg<'py>,
-    y: PyReadonlyArray1<'py, f64>,
+    y: YArg<'py>,
     w: Option<PyReadonlyArray1<'py, f64>>,
     v: PyReadonlyArray2<'py, f64>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
@@ -91,7 +91,7 @@ pub fn score_block<'py>(
     model: &PyModel,
     theta: PyReadonlyArray1<'py, f64>,
     x: XArg<'py>,
-    y: PyReadonlyArray1<'py, f64>,
+    y: YArg<'py>,
     vc: PyReadonlyArray2<'py, f64>,
     total_weight: f64,
 ) -> PyResult<Bound<'py, PyAny>> {
@@ -113,7 +113,7 @@ pub fn top_k_block<'py>(
     model: &PyModel,
     theta: PyReadonlyArray1<'py, f64>,
     x: XArg<'py>,
-    y: PyReadonlyArray1<'py, f64>,
+    y: YArg<'py>,
     vc: PyReadonlyArray2<'py, f64>,
     total_weight: f64,
     k: usize,

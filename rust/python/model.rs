@@ -8,7 +8,7 @@ use numpy::ndarray::{Array1, Array2, ArrayView1};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 
-use super::data::{names, table, NamesArg, XArg};
+use super::data::{names, table, NamesArg, XArg, YArg};
 use super::errors::InputError;
 use super::run::{run, run_with};
 use crate::data::{with_block, Rows, Table};
@@ -60,9 +60,9 @@ impl PyModel {
     }
 
     /// Rows (x, y, w) for this model: the right width; targets (when given) in its support.
-    pub fn rows(&self, x: &XArg<'_>, y: Option<&PyReadonlyArray1<'_, f64>>, w: Option<&PyReadonlyArray1<'_, f64>>, arg_names: &NamesArg) -> PyResult<Table> {
+    pub fn rows(&self, x: &XArg<'_>, y: Option<&YArg<'_>>, w: Option<&PyReadonlyArray1<'_, f64>>, arg_names: &NamesArg) -> PyResult<Table> {
         let names = names(arg_names);
-        let t = table(x, y.map(|y| y.as_array()), w.map(|w| w.as_array()), names)?;
+        let t = table(x, y.map(|y| y.view()), w.map(|w| w.as_array()), names)?;
         if t.d() != self.inner.n_features() {
             return Err(Error::Shape { arg: names.x, msg: format!("has {} columns but the model has {} features", t.d(), self.inner.n_features()) }.into());
         }
@@ -122,7 +122,7 @@ impl PyModel {
         py: Python<'py>,
         theta: PyReadonlyArray1<'py, f64>,
         x: XArg<'py>,
-        y: PyReadonlyArray1<'py, f64>,
+        y: YArg<'py>,
         names: NamesArg,
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
         let (t, rows) = (self.theta(&theta)?, self.rows(&x, Some(&y), None, &names)?);
@@ -141,7 +141,7 @@ impl PyModel {
         py: Python<'py>,
         theta: PyReadonlyArray1<'py, f64>,
         x: XArg<'py>,
-        y: PyReadonlyArray1<'py, f64>,
+        y: YArg<'py>,
         names: NamesArg,
     ) -> PyResult<Bound<'py, PyArray2<f64>>> {
         let (t, rows) = (self.theta(&theta)?, self.rows(&x, Some(&y), None, &names)?);
@@ -187,7 +187,7 @@ impl PyModel {
         py: Python<'py>,
         theta: PyReadonlyArray1<'py, f64>,
         x: XArg<'py>,
-        y: PyReadonlyArray1<'py, f64>,
+        y: YArg<'py>,
         w: Option<PyReadonlyArray1<'py, f64>>,
         l2: f64,
     ) -> PyResult<(f64, Bound<'py, PyArray1<f64>>)> {
@@ -202,7 +202,7 @@ impl PyModel {
         py: Python<'py>,
         theta: PyReadonlyArray1<'py, f64>,
         x: XArg<'py>,
-        y: PyReadonlyArray1<'py, f64>,
+        y: YArg<'py>,
         w: Option<PyReadonlyArray1<'py, f64>>,
         l2: f64,
     ) -> PyResult<Bound<'py, PyArray2<f64>>> {
@@ -217,7 +217,7 @@ impl PyModel {
         py: Python<'py>,
         theta: PyReadonlyArray1<'py, f64>,
         x: XArg<'py>,
-        y: PyReadonlyArray1<'py, f64>,
+        y: YArg<'py>,
         w: Option<PyReadonlyArray1<'py, f64>>,
         l2: f64,
         v: PyReadonlyArray2<'py, f64>,
@@ -235,7 +235,7 @@ impl PyModel {
         &self,
         py: Python<'py>,
         x: XArg<'py>,
-        y: PyReadonlyArray1<'py, f64>,
+        y: YArg<'py>,
         w: Option<PyReadonlyArray1<'py, f64>>,
         l2: f64,
         tol: f64,
@@ -263,7 +263,7 @@ impl PyModel {
         py: Python<'py>,
         theta0: PyReadonlyArray1<'py, f64>,
         x: XArg<'py>,
-        y: PyReadonlyArray1<'py, f64>,
+        y: YArg<'py>,
         w: Option<PyReadonlyArray1<'py, f64>>,
         l2: f64,
         tol: f64,

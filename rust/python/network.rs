@@ -6,7 +6,7 @@ use std::sync::Arc;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
 use pyo3::prelude::*;
 
-use super::data::XArg;
+use super::data::{XArg, YArg};
 use super::errors::InputError;
 use super::model::PyModel;
 use super::run::run_with;
@@ -59,7 +59,7 @@ pub fn curvature_diag<'py>(
     model: &PyModel,
     theta: PyReadonlyArray1<'py, f64>,
     x: XArg<'py>,
-    y: PyReadonlyArray1<'py, f64>,
+    y: YArg<'py>,
     w: Option<PyReadonlyArray1<'py, f64>>,
     l2: f64,
     progress: Option<Py<PyAny>>,
@@ -78,7 +78,7 @@ pub fn fit_lbfgs<'py>(
     py: Python<'py>,
     model: &PyModel,
     x: XArg<'py>,
-    y: PyReadonlyArray1<'py, f64>,
+    y: YArg<'py>,
     w: Option<PyReadonlyArray1<'py, f64>>,
     l2: f64,
     theta0: PyReadonlyArray1<'py, f64>,
@@ -103,7 +103,7 @@ pub fn fit_adam<'py>(
     py: Python<'py>,
     model: &PyModel,
     x: XArg<'py>,
-    y: PyReadonlyArray1<'py, f64>,
+    y: YArg<'py>,
     w: Option<PyReadonlyArray1<'py, f64>>,
     l2: f64,
     theta0: PyReadonlyArray1<'py, f64>,
@@ -132,7 +132,7 @@ pub fn pbrf<'py>(
     model: &PyModel,
     theta: PyReadonlyArray1<'py, f64>,
     x: XArg<'py>,
-    y: PyReadonlyArray1<'py, f64>,
+    y: YArg<'py>,
     w: Option<PyReadonlyArray1<'py, f64>>,
     l2: f64,
     damping: f64,

@@ -43,7 +43,7 @@ const FAMILIES: [Family; 4] = [Family::Squared, Family::Logistic, Family::Poisso
 
 /// The rows of a batch as a table of their own.
 fn table(b: &Batch) -> Table {
-    Table::dense(b.x.to_dense().into_owned(), b.y.to_owned(), b.w.map(|w| w.to_owned())).unwrap()
+    Table::with_targets(upweight::Features::dense(b.x.to_dense().into_owned()), b.y.to_owned(), b.w.map(|w| w.to_owned()), upweight::Names::TRAIN).unwrap()
 }
 
 /// The influence of `model` fitted at `theta` on the rows of `b`.

@@ -1,7 +1,8 @@
 //! The MLP family through the model contract only: derivatives against central differences
 //! (DESIGN-networks.md section 8), Gauss-Newton symmetric PSD, the explicit matrices against
 //! their products, contracted scores against per-example gradients, sparse against dense rows,
-//! and, with no hidden layer, the GLM's numbers exactly.
+//! and, with no hidden layer, the GLM's numbers exactly. Every check also runs on a squared head
+//! with two outputs (multi-output regression: y has one column per output).
 
 use ndarray::{Array1, Array2};
 use upweight::models::mlp::Curvature;
@@ -21,16 +22,24 @@ impl Lcg {
 
 struct Problem {
     x: Array2<f64>,
-    y: Array1<f64>,
+    /// n x t targets
+    y: Array2<f64>,
     w: Array1<f64>,
 }
 
 impl Problem {
     fn new(head: Family, n: usize, d: usize, seed: u64) -> Self {
+        Self::with_targets(head, 1, n, d, seed)
+    }
+    /// Rows for `net`: as many target columns as it takes.
+    fn of(net: &Mlp, n: usize, d: usize, seed: u64) -> Self {
+        Self::with_targets(net.head, net.n_targets(), n, d, seed)
+    }
+    fn with_targets(head: Family, t: usize, n: usize, d: usize, seed: u64) -> Self {
         let mut rng = Lcg(seed);
         let x = Array2::from_shape_fn((n, d), |_| rng.normal());
         let k = head.n_outputs();
-        let y = Array1::from_shape_fn(n, |_| match head {
+        let y = Array2::from_shape_fn((n, t), |_| match head {
             Family::Squared => rng.normal(),
             Family::Logistic => (rng.next() < 0.5) as u8 as f64,
             Family::Poisson => (3.0 * rng.next()).floor(),
@@ -41,7 +50,7 @@ impl Problem {
         Self { x, y, w }
     }
     fn batch(&self) -> Batch<'_> {
-        Batch::new(self.x.view(), self.y.view(), Some(self.w.view()), Names::TRAIN).unwrap()
+        Batch::with_targets(self.x.view(), self.y.view(), Some(self.w.view()), Names::TRAIN).unwrap()
     }
 }
 
@@ -64,10 +73,11 @@ fn close(a: &Array2<f64>, b: &Array2<f64>, rtol: f64, what: &str) {
 fn nets() -> Vec<Mlp> {
     let mut out = Vec::new();
     for (act, hidden) in [(Activation::Tanh, vec![4]), (Activation::Gelu, vec![3, 2]), (Activation::Relu, vec![5])] {
-        for head in [Family::Multinomial { n_classes: 3 }, Family::Squared, Family::Logistic] {
+        // (Squared, 2): a multi-output regression, one target column per output
+        for (head, k) in [(Family::Multinomial { n_classes: 3 }, 3), (Family::Squared, 1), (Family::Logistic, 1), (Family::Squared, 2)] {
             let mut sizes = vec![3];
             sizes.extend(&hidden);
-            sizes.push(head.n_outputs());
+            sizes.push(k);
             out.push(Mlp::new(sizes, act, head, Curvature::Hessian).unwrap());
         }
     }
@@ -79,7 +89,7 @@ fn nets() -> Vec<Mlp> {
 #[test]
 fn gradients_match_central_differences() {
     for (s, net) in nets().into_iter().enumerate() {
-        let pr = Problem::new(net.head, 7, 3, 10 + s as u64);
+        let pr = Problem::of(&net, 7, 3, 10 + s as u64);
         let b = pr.batch();
         let t = theta(&net, 20 + s as u64, 0.7);
         let p = net.n_params();
@@ -113,7 +123,7 @@ fn curvature_matches_definitions() {
         if net.activation == Activation::Relu {
             continue; // relu'' is a distribution: the Hessian of a relu net is G plus kinks
         }
-        let pr = Problem::new(net.head, 9, 3, 30 + s as u64);
+        let pr = Problem::of(&net, 9, 3, 30 + s as u64);
         let b = pr.batch();
         let t = theta(&net, 40 + s as u64, 0.7);
         let p = net.n_params();
@@ -194,7 +204,7 @@ fn no_hidden_layer_is_the_glm() {
 #[test]
 fn contracted_scores_equal_gradient_products() {
     for (s, net) in nets().into_iter().enumerate() {
-        let pr = Problem::new(net.head, 11, 3, 50 + s as u64);
+        let pr = Problem::of(&net, 11, 3, 50 + s as u64);
         let b = pr.batch();
         let t = theta(&net, 60 + s as u64, 0.8);
         let p = net.n_params();
@@ -213,7 +223,7 @@ fn contracted_scores_equal_gradient_products() {
 #[test]
 fn prediction_gradients_match_central_differences() {
     for (s, net) in nets().into_iter().enumerate() {
-        let pr = Problem::new(net.head, 5, 3, 70 + s as u64);
+        let pr = Problem::of(&net, 5, 3, 70 + s as u64);
         let t = theta(&net, 80 + s as u64, 0.6);
         let k = net.n_outputs();
         for kind in [Prediction::Linear, Prediction::Mean] {
@@ -235,7 +245,7 @@ fn prediction_gradients_match_central_differences() {
 }
 
 fn table(pr: &Problem) -> upweight::Table {
-    upweight::Table::dense(pr.x.clone(), pr.y.clone(), Some(pr.w.clone())).unwrap()
+    upweight::Table::with_targets(upweight::Features::dense(pr.x.clone()), pr.y.clone(), Some(pr.w.clone()), Names::TRAIN).unwrap()
 }
 
 /// The PBRF's central difference at eps = 0 is the influence with the damped Gauss-Newton
@@ -249,7 +259,7 @@ fn pbrf_derivative_is_the_gauss_newton_influence() {
     let cancel = Cancel::new();
     for (s, net) in nets().into_iter().enumerate().filter(|(_, n)| n.activation != Activation::Relu) {
         let gn = net.with_curvature(Curvature::GaussNewton);
-        let pr = Problem::new(net.head, 12, 3, 90 + s as u64);
+        let pr = Problem::of(&net, 12, 3, 90 + s as u64);
         let t = theta(&net, 100 + s as u64, 0.5);
         let (l2, damping, m) = (0.03, 0.2, 4);
         let data = table(&pr);
@@ -278,7 +288,7 @@ fn pbrf_of_a_glm_is_the_refit() {
         let l2 = 0.01;
         let b = pr.batch();
         let fit = |w: &Array1<f64>| {
-            let b = Batch::new(pr.x.view(), pr.y.view(), Some(w.view()), Names::TRAIN).unwrap();
+            let b = Batch::with_targets(pr.x.view(), pr.y.view(), Some(w.view()), Names::TRAIN).unwrap();
             newton(&Objective::new(&net, &b, l2).unwrap(), None, &FitOptions { tol: 1e-13, ..Default::default() }, &cancel).unwrap().theta
         };
         let _ = b;
@@ -292,4 +302,77 @@ fn pbrf_of_a_glm_is_the_refit() {
         let got = &delta.row(0) + &t;
         close(&got.insert_axis(ndarray::Axis(0)), &refit.insert_axis(ndarray::Axis(0)), 1e-9, &format!("PBRF(-w_m) of {head:?}"));
     }
+}
+
+/// A squared head with t outputs and no hidden layer is t independent squared GLMs, one per
+/// target column: theta's rows are theirs, the losses add up, the gradient's and the Hessian's
+/// blocks are theirs (the Hessian is block diagonal), so is every influence.
+#[test]
+fn multi_output_without_hidden_layer_is_one_squared_glm_per_target() {
+    use std::sync::Arc;
+    use upweight::influence::InfluenceOptions;
+    use upweight::{Influence, Points};
+    let cancel = Cancel::new();
+    let (d, t, l2) = (4, 3, 0.05);
+    let pr = Problem::with_targets(Family::Squared, t, 17, d, 11);
+    let b = pr.batch();
+    let net = Mlp::new(vec![d, t], Activation::Tanh, Family::Squared, Curvature::Hessian).unwrap();
+    let glm = Glm::new(Family::Squared, d);
+    let theta = theta(&net, 12, 0.5);
+    let r = d + 1;
+    let (p, n) = (net.n_params(), b.n());
+    assert_eq!(p, t * r);
+    let on = Objective::new(&net, &b, l2).unwrap();
+    let h = on.hessian(theta.view(), &cancel).unwrap();
+    let (mut losses, mut grads) = (Array1::zeros(n), Array2::zeros((n, p)));
+    net.losses(theta.view(), &b, losses.view_mut());
+    net.grads(theta.view(), &b, grads.view_mut());
+    let inf = |model: Arc<dyn Model>, y: Array2<f64>, th: Array1<f64>| {
+        let table = upweight::Table::with_targets(upweight::Features::dense(pr.x.clone()), y, Some(pr.w.clone()), Names::TRAIN).unwrap();
+        let inf = Influence::new(model, table, th, l2, InfluenceOptions::default(), None, &cancel).unwrap();
+        inf.params(Points::Train, &cancel).unwrap().0
+    };
+    let i_net = inf(Arc::new(net.clone()), pr.y.clone(), theta.clone());
+    let mut loss_sum = Array1::zeros(n);
+    for c in 0..t {
+        let yc = pr.y.column(c).to_owned();
+        let bc = Batch::new(pr.x.view(), yc.view(), Some(pr.w.view()), Names::TRAIN).unwrap();
+        let tc = theta.slice(ndarray::s![c * r..(c + 1) * r]).to_owned();
+        let mut lc = Array1::zeros(n);
+        glm.losses(tc.view(), &bc, lc.view_mut());
+        loss_sum += &lc;
+        let mut gc = Array2::zeros((n, r));
+        glm.grads(tc.view(), &bc, gc.view_mut());
+        close(&grads.slice(ndarray::s![.., c * r..(c + 1) * r]).to_owned(), &gc, 1e-14, "gradient block");
+        let hc = Objective::new(&glm, &bc, l2).unwrap().hessian(tc.view(), &cancel).unwrap();
+        for c2 in 0..t {
+            let block = h.slice(ndarray::s![c * r..(c + 1) * r, c2 * r..(c2 + 1) * r]).to_owned();
+            let expected = if c == c2 { hc.clone() } else { Array2::zeros((r, r)) };
+            close(&block, &expected, 1e-13, "Hessian block");
+        }
+        let i_c = inf(Arc::new(glm), yc.insert_axis(ndarray::Axis(1)), tc);
+        close(&i_net.slice(ndarray::s![.., c * r..(c + 1) * r]).to_owned(), &i_c, 1e-11, "influence block");
+    }
+    close(&losses.insert_axis(ndarray::Axis(0)), &loss_sum.insert_axis(ndarray::Axis(0)), 1e-14, "losses add up");
+}
+
+/// Targets of the wrong width are refused naming the argument: a multi-output head needs one
+/// column per output, every other model one column.
+#[test]
+fn target_columns_must_match_the_outputs() {
+    let pr = Problem::with_targets(Family::Squared, 2, 6, 3, 1);
+    let b = pr.batch();
+    let two = Mlp::new(vec![3, 4, 2], Activation::Tanh, Family::Squared, Curvature::GaussNewton).unwrap();
+    assert!(Objective::new(&two, &b, 0.0).is_ok());
+    let three = Mlp::new(vec![3, 4, 3], Activation::Tanh, Family::Squared, Curvature::GaussNewton).unwrap();
+    let glm = Glm::new(Family::Squared, 3);
+    let soft = Mlp::new(vec![3, 2], Activation::Tanh, Family::Multinomial { n_classes: 2 }, Curvature::GaussNewton).unwrap();
+    for (model, what) in [(&three as &dyn Model, "3 outputs"), (&glm, "one target"), (&soft, "one target")] {
+        match Objective::new(model, &b, 0.0).map(|_| ()) {
+            Err(upweight::Error::Shape { arg: "y", msg }) => assert!(msg.contains("has 2 columns") && msg.contains(what), "{msg}"),
+            other => panic!("expected a shape error naming y, got {other:?}"),
+        }
+    }
+    // the other heads keep exactly as many outputs as their family has
+    assert!(Mlp::new(vec![3, 2], Activation::Tanh, Family::Logistic, Curvature::GaussNewton).is_err());
 }

@@ -136,11 +136,43 @@ impl Family {
         }
     }
 
-    /// Mean response (inverse link): identity, sigmoid, exp, softmax. Writes k values.
+    /// The loss of a row with targets `y`: one target, or for `Squared` one per predictor
+    /// (a multi-output squared head, l = sum_c (eta_c - y_c)^2: the outputs' losses add up).
+    #[inline]
+    pub fn loss_row(&self, eta: &[f64], y: &[f64]) -> f64 {
+        match self {
+            Family::Squared => eta.iter().zip(y).map(|(e, t)| (e - t).powi(2)).sum(),
+            _ => self.loss(eta, y[0]),
+        }
+    }
+
+    /// [`Family::residual_and_hessian`] of a row with targets `y` (as [`Family::loss_row`]):
+    /// for `Squared` with k predictors, 2 (eta - y) and Lambda = 2 I.
+    #[inline]
+    pub fn residual_and_hessian_row(&self, eta: &[f64], y: &[f64], out: &mut [f64], hess: Option<&mut [f64]>) {
+        match self {
+            Family::Squared => {
+                let k = eta.len();
+                for (c, o) in out.iter_mut().enumerate() {
+                    *o = 2.0 * (eta[c] - y[c]);
+                }
+                if let Some(h) = hess {
+                    h.fill(0.0);
+                    for c in 0..k {
+                        h[c * k + c] = 2.0;
+                    }
+                }
+            }
+            _ => self.residual_and_hessian(eta, y[0], out, hess),
+        }
+    }
+
+    /// Mean response (inverse link): identity (on every predictor of a multi-output squared
+    /// head), sigmoid, exp, softmax. Writes k values.
     #[inline]
     pub fn mean(&self, eta: &[f64], out: &mut [f64]) {
         match self {
-            Family::Squared => out[0] = eta[0],
+            Family::Squared => out[..eta.len()].copy_from_slice(eta),
             Family::Logistic => out[0] = sigmoid(eta[0]),
             Family::Poisson => out[0] = eta[0].exp(),
             Family::Multinomial { .. } => softmax(eta, out),
@@ -151,7 +183,13 @@ impl Family {
     #[inline]
     pub fn mean_jacobian(&self, eta: &[f64], out: &mut [f64]) {
         match self {
-            Family::Squared => out[0] = 1.0,
+            Family::Squared => {
+                let k = eta.len();
+                out[..k * k].fill(0.0);
+                for c in 0..k {
+                    out[c * k + c] = 1.0;
+                }
+            }
             Family::Logistic => {
                 let s = sigmoid(eta[0]);
                 out[0] = s * (1.0 - s)

@@ -11,7 +11,7 @@ pub use family::{sigmoid, softplus, Family};
 
 use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3, Axis, Zip};
 
-use super::{scores_from_grads, Float32Grads, Model, Preconditioning, Prediction};
+use super::{check_one_target, scores_from_grads, Float32Grads, Model, Preconditioning, Prediction};
 use crate::data::{Batch, XView};
 use crate::error::{Error, Result};
 
@@ -81,9 +81,9 @@ impl Glm {
             match hess.as_mut() {
                 Some(h) => {
                     let mut hi = h.index_axis_mut(Axis(0), i);
-                    self.family.residual_and_hessian(e, data.y[i], r, Some(hi.as_slice_mut().expect("contiguous")));
+                    self.family.residual_and_hessian(e, data.y[[i, 0]], r, Some(hi.as_slice_mut().expect("contiguous")));
                 }
-                None => self.family.residual_and_hessian(e, data.y[i], r, None),
+                None => self.family.residual_and_hessian(e, data.y[[i, 0]], r, None),
             }
         }
         (res, hess)
@@ -177,14 +177,15 @@ impl Model for Glm {
         Some(basis)
     }
 
-    fn check_targets(&self, arg: &'static str, y: ArrayView1<f64>) -> Result<()> {
+    fn check_targets(&self, arg: &'static str, y: ArrayView2<f64>) -> Result<()> {
+        let y = check_one_target(arg, y, &format!("a {} GLM", self.family.name()))?;
         self.family.check_targets(arg, y.iter())
     }
 
     fn losses(&self, theta: ArrayView1<f64>, data: &Batch, mut out: ArrayViewMut1<f64>) {
         let eta = self.eta(theta, data.x);
         for (i, o) in out.iter_mut().enumerate() {
-            *o = self.family.loss(eta.row(i).as_slice().expect("contiguous"), data.y[i]);
+            *o = self.family.loss(eta.row(i).as_slice().expect("contiguous"), data.y[[i, 0]]);
         }
     }
 
@@ -235,9 +236,9 @@ impl Model for Glm {
             let e = e.as_slice().expect("contiguous");
             let mut row = wres.row_mut(i);
             let row = row.as_slice_mut().expect("contiguous");
-            self.family.residual_and_hessian(e, data.y[i], row, None);
+            self.family.residual_and_hessian(e, data.y[[i, 0]], row, None);
             if w != 0.0 {
-                loss += w * self.family.loss(e, data.y[i]);
+                loss += w * self.family.loss(e, data.y[[i, 0]]);
             }
             row.iter_mut().for_each(|v| *v *= w);
         }
@@ -341,7 +342,7 @@ impl Model for Glm {
         let (mut res, mut hess) = (vec![0.0; k], vec![0.0; k * k]);
         for i in 0..data.n() {
             let e = eta.row(i);
-            self.family.residual_and_hessian(e.as_slice().expect("contiguous"), data.y[i], &mut res, Some(&mut hess));
+            self.family.residual_and_hessian(e.as_slice().expect("contiguous"), data.y[[i, 0]], &mut res, Some(&mut hess));
             let w = data.weight(i);
             for (q, (c, _, c2, ..)) in pairs.iter().enumerate() {
                 wa[[i, q]] = w * hess[c * k + c2];

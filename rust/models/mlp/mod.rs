@@ -1,7 +1,8 @@
 //! Multilayer perceptrons (DESIGN-networks.md): sizes [d, h_1 .. h_{L-1}, k], hidden activation
 //! phi (tanh, relu, gelu), and a GLM family as the output head on h = z_L (softmax
 //! cross-entropy = `Multinomial`, squared error = `Squared`; logistic and Poisson heads work
-//! the same way). theta holds per layer Theta_l = [W_l | b_l] (out x in+1, bias last),
+//! the same way). A squared head may have any number k of outputs, each with its own target
+//! (y: n x k, l = ||h - y||^2, Lambda = 2 I); the other heads take one target per row. theta holds per layer Theta_l = [W_l | b_l] (out x in+1, bias last),
 //! row-major, input to output: with no hidden layer it *is* the GLM's theta, and every kernel
 //! gives the GLM's numbers.
 //!
@@ -15,6 +16,7 @@ mod activation;
 mod pass;
 pub mod pbrf;
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3, Axis};
@@ -78,7 +80,9 @@ impl Mlp {
             return Err(Error::Value { arg: "sizes", msg: format!("needs at least [n_features, n_outputs], got {sizes:?}") });
         }
         let k = *sizes.last().expect("checked");
-        if k != head.n_outputs() {
+        // a squared head has one output per target column (multi-output regression)
+        let multi_output = head == Family::Squared && k >= 1;
+        if k != head.n_outputs() && !multi_output {
             return Err(Error::Value { arg: "sizes", msg: format!("ends in {k} outputs but the {} head has {}", head.name(), head.n_outputs()) });
         }
         if let Some(j) = sizes[1..sizes.len() - 1].iter().position(|&h| h == 0) {
@@ -114,6 +118,13 @@ impl Mlp {
     }
     fn n_outputs_k(&self) -> usize {
         self.sizes[self.n_layers()]
+    }
+    /// Targets per row t: one per output for a squared head, else one.
+    pub fn n_targets(&self) -> usize {
+        match self.head {
+            Family::Squared => self.n_outputs_k(),
+            _ => 1,
+        }
     }
     /// Range of layer j's block in theta.
     pub fn layer_range(&self, j: usize) -> Range<usize> {
@@ -243,7 +254,15 @@ impl Model for Mlp {
         Some(basis)
     }
 
-    fn check_targets(&self, arg: &'static str, y: ArrayView1<f64>) -> Result<()> {
+    fn check_targets(&self, arg: &'static str, y: ArrayView2<f64>) -> Result<()> {
+        let t = self.n_targets();
+        if y.ncols() != t {
+            let msg = match self.head {
+                Family::Squared => format!("has {} columns, but the network's squared head has {t} outputs (one target column each)", y.ncols()),
+                _ => format!("has {} columns, but the network's {} head takes one target per row", y.ncols(), self.head.name()),
+            };
+            return Err(Error::Shape { arg, msg });
+        }
         self.head.check_targets(arg, y.iter())
     }
 
@@ -251,7 +270,7 @@ impl Model for Mlp {
         let fw = self.forward(theta, data.x);
         let h = fw.output();
         for (i, o) in out.iter_mut().enumerate() {
-            *o = self.head.loss(h.row(i).as_slice().expect("contiguous"), data.y[i]);
+            *o = self.head.loss_row(h.row(i).as_slice().expect("contiguous"), &targets(&data.y, i));
         }
     }
 
@@ -326,7 +345,7 @@ impl Model for Mlp {
         for i in 0..data.n() {
             let w = data.weight(i);
             if w != 0.0 {
-                loss += w * self.head.loss(h.row(i).as_slice().expect("contiguous"), data.y[i]);
+                loss += w * self.head.loss_row(h.row(i).as_slice().expect("contiguous"), &targets(&data.y, i));
             }
         }
         let s = self.backward(theta, &fw, pass::weighted(&head.res, data));
@@ -361,6 +380,15 @@ impl Model for Mlp {
     /// which differs from G by the residual term only).
     fn preconditioning(&self) -> Option<&dyn Preconditioning> {
         Some(self)
+    }
+}
+
+/// The targets of row `i` (y: n x t) as a slice, borrowed when the row is contiguous.
+pub(super) fn targets<'a>(y: &'a ArrayView2<'_, f64>, i: usize) -> Cow<'a, [f64]> {
+    let row = y.row(i);
+    match row.to_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(row.to_vec()),
     }
 }
 

@@ -8,9 +8,10 @@
 
 use ndarray::{s, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 
-use super::Mlp;
+use super::{targets, Mlp};
 use crate::data::{Batch, XView};
 use crate::linalg::gemm;
+use crate::models::glm::Family;
 
 /// The forward pass of a block: pre-activations of every layer and inputs of the hidden ones.
 pub(super) struct Forward {
@@ -70,7 +71,7 @@ impl Mlp {
     }
 
     /// dl/dh and optionally d2l/dh2 of every row (unweighted).
-    pub(super) fn head(&self, fw: &Forward, y: ArrayView1<f64>, with_lambda: bool) -> Head {
+    pub(super) fn head(&self, fw: &Forward, y: ArrayView2<f64>, with_lambda: bool) -> Head {
         let h = fw.output();
         let (n, k) = h.dim();
         let mut res = Array2::zeros((n, k));
@@ -83,9 +84,9 @@ impl Mlp {
             match lambda.as_mut() {
                 Some(l) => {
                     let mut li = l.index_axis_mut(Axis(0), i);
-                    self.head.residual_and_hessian(hi, y[i], r, Some(li.as_slice_mut().expect("contiguous")));
+                    self.head.residual_and_hessian_row(hi, &targets(&y, i), r, Some(li.as_slice_mut().expect("contiguous")));
                 }
-                None => self.head.residual_and_hessian(hi, y[i], r, None),
+                None => self.head.residual_and_hessian_row(hi, &targets(&y, i), r, None),
             }
         }
         Head { res, lambda }
@@ -222,7 +223,8 @@ impl Mlp {
     }
 
     /// Columns of B_i with B_i B_i^T = Lambda_i, scaled by sqrt(w_i): (B x k x k), [i, :, c] the
-    /// c-th column. Softmax: B = diag(sqrt p) - p sqrt(p)^T; one output: sqrt(Lambda).
+    /// c-th column. Softmax: B = diag(sqrt p) - p sqrt(p)^T; other heads (diagonal Lambda: one
+    /// output, or a multi-output squared head's 2 I): sqrt(Lambda).
     pub(super) fn lambda_factors(&self, fw: &Forward, data: &Batch) -> Array3<f64> {
         let h = fw.output();
         let (n, k) = h.dim();
@@ -234,9 +236,11 @@ impl Mlp {
             let sw = data.weight(i).sqrt();
             let hi = h.row(i);
             let hi = hi.as_slice().expect("contiguous");
-            if k == 1 {
-                self.head.residual_and_hessian(hi, data.y[i], &mut res, Some(&mut lam));
-                b[[i, 0, 0]] = sw * lam[0].max(0.0).sqrt();
+            if !matches!(self.head, Family::Multinomial { .. }) {
+                self.head.residual_and_hessian_row(hi, &targets(&data.y, i), &mut res, Some(&mut lam));
+                for c in 0..k {
+                    b[[i, c, c]] = sw * lam[c * k + c].max(0.0).sqrt();
+                }
             } else {
                 self.head.mean(hi, &mut p);
                 for c in 0..k {

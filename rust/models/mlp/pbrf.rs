@@ -86,7 +86,8 @@ impl<'a> Pbrf<'a> {
             if w != 0.0 {
                 let (hi, h0i) = (h.row(i), h0.row(i));
                 let lin: f64 = hs.res.row(i).iter().zip(hi.iter().zip(h0i.iter())).map(|(r, (a, c))| r * (a - c)).sum();
-                let d = net.head.loss(hi.as_slice().expect("contiguous"), b.y[i]) - net.head.loss(h0i.as_slice().expect("contiguous"), b.y[i]) - lin;
+                let yi = super::targets(&b.y, i);
+                let d = net.head.loss_row(hi.as_slice().expect("contiguous"), &yi) - net.head.loss_row(h0i.as_slice().expect("contiguous"), &yi) - lin;
                 value += w * d;
             }
         }
