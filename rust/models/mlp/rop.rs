@@ -69,10 +69,13 @@ impl Mlp {
     fn stack_layer(&self, v: ArrayView2<f64>, j: usize) -> Array2<f64> {
         let (inp, o, off, r) = (self.sizes[j], self.sizes[j + 1], self.offsets[j], v.ncols());
         let mut m = Array2::zeros((inp + 1, r * o));
-        for c in 0..r {
+        // row by row of m, reading v a row (r values) at a time
+        for (a, mut row) in m.rows_mut().into_iter().enumerate() {
             for u in 0..o {
-                let src = v.slice(s![off + u * (inp + 1)..off + (u + 1) * (inp + 1), c]);
-                m.column_mut(c * o + u).assign(&src);
+                let src = v.row(off + u * (inp + 1) + a);
+                for (c, &x) in src.iter().enumerate() {
+                    row[c * o + u] = x;
+                }
             }
         }
         m
@@ -177,12 +180,14 @@ impl Mlp {
                 }
             }
             let bias = rs.sum_axis(Axis(0));
+            // out[Theta_j[u, a], c] += g[a, c o + u] (a = in: the bias), a row (r values) at a time
             for u in 0..o {
                 let row0 = off + u * (inp + 1);
-                for c in 0..r {
-                    let mut dst = out.slice_mut(s![row0..row0 + inp, c]);
-                    dst.zip_mut_with(&g.column(c * o + u), |d, &v| *d += v);
-                    out[[row0 + inp, c]] += bias[c * o + u];
+                for a in 0..=inp {
+                    let src = if a < inp { g.row(a) } else { bias.view() };
+                    for (c, d) in out.row_mut(row0 + a).iter_mut().enumerate() {
+                        *d += src[c * o + u];
+                    }
                 }
             }
             if j == 0 {
