@@ -276,7 +276,11 @@ mod tests {
         assert!(fold_reduce(0, 13, &Cancel::new(), || 0.0, |_, _| Ok(()), |a, b| *a += b).unwrap().is_none());
         let c = Cancel::new();
         c.cancel();
-        let r = fold_reduce(10_000, 32, &c, || 0usize, |a, r| Ok(*a += r.len()), |a, b| *a += b);
+        let count = |a: &mut usize, r: Range<usize>| {
+            *a += r.len();
+            Ok(())
+        };
+        let r = fold_reduce(10_000, 32, &c, || 0usize, count, |a, b| *a += b);
         assert_eq!(r.unwrap_err(), crate::error::Error::Interrupted);
     }
 
