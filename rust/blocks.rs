@@ -62,6 +62,43 @@ where
     Ok(total)
 }
 
+/// [`map_reduce`] for sums that each block adds into an accumulator in place: every chunk starts
+/// from `init()` and `fold`s its blocks into it in order (no value is allocated per block); the
+/// chunks' sums are then added in order with `add`. The same chunks as `map_reduce`, so the
+/// result does not depend on the thread count either. `None` when n = 0.
+pub fn fold_reduce<T, I, F, A>(n: usize, max_partials: usize, cancel: &Cancel, init: I, fold: F, add: A) -> Result<Option<T>>
+where
+    T: Send,
+    I: Fn() -> T + Sync,
+    F: Fn(&mut T, Range<usize>) -> Result<()> + Sync,
+    A: Fn(&mut T, T) + Sync,
+{
+    let all = blocks(n, BLOCK_ROWS);
+    let per_chunk = chunk_blocks(all.len(), max_partials);
+    cancel.begin(n);
+    let partials: Vec<Result<T>> = all
+        .par_chunks(per_chunk)
+        .map(|chunk| {
+            let mut acc = init();
+            for r in chunk {
+                cancel.check()?;
+                fold(&mut acc, r.clone())?;
+                cancel.advance(r.len());
+            }
+            Ok(acc)
+        })
+        .collect();
+    let mut total: Option<T> = None;
+    for p in partials {
+        let v = p?;
+        match total.as_mut() {
+            Some(t) => add(t, v),
+            None => total = Some(v),
+        }
+    }
+    Ok(total)
+}
+
 /// Blocks per chunk when `n_blocks` blocks are grouped into at most `max_partials` chunks.
 fn chunk_blocks(n_blocks: usize, max_partials: usize) -> usize {
     n_blocks.div_ceil(max_partials.max(1)).max(1)
@@ -208,6 +245,43 @@ mod tests {
                 assert_eq!((a.to_bits(), b.to_bits()), (a2.to_bits(), b2.to_bits()), "{max_a} {max_b}");
             }
         }
+    }
+
+    /// Folding each block's values into a per-chunk accumulator gives map_reduce's bits (the
+    /// first block added to 0 is exact), for any thread count; no rows, no sum.
+    #[test]
+    fn fold_reduce_matches_map_reduce_bitwise() {
+        let xs: Vec<f64> = (0..100_000).map(|i| ((i as f64) * 0.37).sin() * 1e-3 + 1e5).collect();
+        let want = map_reduce(xs.len(), 13, &Cancel::new(), |r| Ok(xs[r].iter().sum::<f64>()), |a, b| *a += b).unwrap().unwrap();
+        for threads in [1, 2, 7] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let got = pool
+                .install(|| {
+                    fold_reduce(
+                        xs.len(),
+                        13,
+                        &Cancel::new(),
+                        || 0.0,
+                        |acc, r| {
+                            *acc += xs[r].iter().sum::<f64>();
+                            Ok(())
+                        },
+                        |a, b| *a += b,
+                    )
+                })
+                .unwrap()
+                .unwrap();
+            assert_eq!(got.to_bits(), want.to_bits(), "{threads} threads");
+        }
+        assert!(fold_reduce(0, 13, &Cancel::new(), || 0.0, |_, _| Ok(()), |a, b| *a += b).unwrap().is_none());
+        let c = Cancel::new();
+        c.cancel();
+        let count = |a: &mut usize, r: Range<usize>| {
+            *a += r.len();
+            Ok(())
+        };
+        let r = fold_reduce(10_000, 32, &c, || 0usize, count, |a, b| *a += b);
+        assert_eq!(r.unwrap_err(), crate::error::Error::Interrupted);
     }
 
     #[test]

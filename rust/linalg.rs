@@ -4,6 +4,11 @@
 //! Hessian tiles, so results do not depend on the number of threads (see `blocks`). Large
 //! Cholesky factorisations are parallel the same way: fixed pieces of sequential kernels
 //! (`factor_blocked`).
+//!
+//! Every faer call here is followed by [`clear_upper_ymm`]: faer's x86 GEMM kernels return with
+//! the upper halves of the YMM registers dirty, and legacy-SSE code that runs next on the thread
+//! (glibc's `tanh`, `exp`, ...) then pays a state-transition penalty on every instruction (tanh
+//! measured 3-6x slower).
 
 use faer::linalg::matmul::triangular::BlockStructure;
 use faer::{Accum, MatMut, MatRef, Par};
@@ -27,6 +32,20 @@ pub fn faer_mut<'a, T>(a: &'a mut ArrayViewMut2<'_, T>) -> MatMut<'a, T> {
     unsafe { MatMut::from_raw_parts_mut(a.as_mut_ptr(), r, c, rs, cs) }
 }
 
+/// Executes `vzeroupper` where the CPU has AVX (a no-op elsewhere): marks the upper halves of the
+/// YMM registers clean after faer's kernels, which do not. All vector registers are
+/// call-clobbered, so nothing live is lost.
+#[inline]
+pub fn clear_upper_ymm() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: guarded by the runtime check above, so the instruction exists on this CPU.
+            unsafe { core::arch::x86_64::_mm256_zeroupper() }
+        }
+    }
+}
+
 /// `dst = alpha * a @ b` (`accumulate = false`) or `dst += alpha * a @ b`, in float64 or float32.
 pub fn gemm<T: faer::traits::ComplexField + Copy>(mut dst: ArrayViewMut2<T>, accumulate: bool, a: ArrayView2<T>, b: ArrayView2<T>, alpha: T) {
     debug_assert_eq!(dst.nrows(), a.nrows());
@@ -37,6 +56,7 @@ pub fn gemm<T: faer::traits::ComplexField + Copy>(mut dst: ArrayViewMut2<T>, acc
     }
     let beta = if accumulate { Accum::Add } else { Accum::Replace };
     faer::linalg::matmul::matmul(faer_mut(&mut dst), beta, faer_ref(&a), faer_ref(&b), alpha, Par::Seq);
+    clear_upper_ymm();
 }
 
 /// Lower triangle of `dst (+)= alpha * a @ b`, for products known to be symmetric (Z^T D Z):
@@ -57,6 +77,7 @@ pub fn gemm_lower(mut dst: ArrayViewMut2<f64>, accumulate: bool, a: ArrayView2<f
         alpha,
         Par::Seq,
     );
+    clear_upper_ymm();
 }
 
 /// A column-major copy of `a`, by 64 x 64 blocks (so the strided side stays in cache).
@@ -156,6 +177,7 @@ impl Cholesky {
         let mut stack_mem = faer::dyn_stack::MemBuffer::new(faer::dyn_stack::StackReq::EMPTY);
         let stack = faer::dyn_stack::MemStack::new(&mut stack_mem);
         faer::linalg::cholesky::llt::solve::solve_in_place(self.l(), faer_mut(&mut b), Par::Seq, stack);
+        clear_upper_ymm();
     }
 
     /// L (L^T X) for the columns of `x`: H X up to the factorisation's rounding, without H.
@@ -170,6 +192,7 @@ impl Cholesky {
         let rect = BlockStructure::Rectangular;
         matmul(y.as_mut(), rect, Accum::Replace, l.transpose(), BlockStructure::TriangularUpper, x, rect, 1.0, Par::Seq);
         matmul(faer_mut(&mut out.view_mut()), rect, Accum::Replace, l, BlockStructure::TriangularLower, y.as_ref(), rect, 1.0, Par::Seq);
+        clear_upper_ymm();
         out
     }
 }
@@ -212,7 +235,9 @@ fn factor_seq(l: MatMut<'_, f64>) -> std::result::Result<(), usize> {
     let params = Default::default();
     let mut mem = faer::dyn_stack::MemBuffer::new(cholesky_in_place_scratch::<f64>(l.nrows(), Par::Seq, params));
     let stack = faer::dyn_stack::MemStack::new(&mut mem);
-    match cholesky_in_place(l, Default::default(), Par::Seq, stack, params) {
+    let res = cholesky_in_place(l, Default::default(), Par::Seq, stack, params);
+    clear_upper_ymm();
+    match res {
         Ok(_) => Ok(()),
         Err(LltError::NonPositivePivot { index }) => Err(index),
     }
@@ -244,7 +269,10 @@ fn factor_blocked(mut a: MatMut<'_, f64>) -> std::result::Result<(), usize> {
         factor_seq(diag.rb_mut()).map_err(|i| k + i)?;
         let diag = diag.rb();
         // panel <- panel L^-T, i.e. L X^T = panel^T, by chunks of rows
-        row_chunks(panel.rb_mut(), CHOLESKY_TILE).into_par_iter().for_each(|chunk| solve_lower_triangular_in_place(diag, chunk.transpose_mut(), Par::Seq));
+        row_chunks(panel.rb_mut(), CHOLESKY_TILE).into_par_iter().for_each(|chunk| {
+            solve_lower_triangular_in_place(diag, chunk.transpose_mut(), Par::Seq);
+            clear_upper_ymm();
+        });
         let panel = panel.rb();
         // trailing lower triangle -= panel panel^T, by tiles
         let (_, trailing) = right.split_at_row_mut(w);
@@ -265,6 +293,7 @@ fn factor_blocked(mut a: MatMut<'_, f64>) -> std::result::Result<(), usize> {
             } else {
                 faer::linalg::matmul::matmul(tile, Accum::Add, pi, pj.transpose(), -1.0, Par::Seq);
             }
+            clear_upper_ymm();
         });
         k += w;
     }

@@ -11,7 +11,7 @@ pub use hessian::TILED_HESSIAN_MAX_ROW_BLOCK_P;
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
-use crate::blocks::map_reduce;
+use crate::blocks::{fold_reduce, map_reduce};
 use crate::cancel::Cancel;
 use crate::data::{with_block, Rows};
 use crate::error::{check_finite, Error, Result};
@@ -169,15 +169,13 @@ impl<'a, M: Model + ?Sized> Objective<'a, M> {
         }
         check_finite("v", v.iter())?;
         let r = v.ncols();
-        Ok(map_reduce(
+        // one p x r sum per chunk of blocks, which every block adds into
+        Ok(fold_reduce(
             self.data.n(),
             64,
             cancel,
-            |rows| {
-                let mut out = Array2::zeros((p, r));
-                with_block(self.data, rows, |b| self.model.hvp_sum(theta, b, v, out.view_mut()))?;
-                Ok(out)
-            },
+            || Array2::zeros((p, r)),
+            |acc, rows| with_block(self.data, rows, |b| self.model.hvp_sum(theta, b, v, acc.view_mut())),
             |a, b| *a += &b,
         )?
         .unwrap_or_else(|| Array2::zeros((p, r))))

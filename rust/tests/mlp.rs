@@ -244,6 +244,37 @@ fn prediction_gradients_match_central_differences() {
     }
 }
 
+/// Products with many directions at once (the kernel runs them side by side, in chunks of
+/// columns on a wide net) equal the products one direction at a time, for both curvatures, over
+/// more than one block of rows, and the same bits with 1 and 3 threads.
+#[test]
+fn products_with_many_directions_equal_one_at_a_time() {
+    let cancel = Cancel::new();
+    // a wide hidden layer: 2 directions per chunk of the kernel, so 5 take three chunks
+    let (d, r) = (20, 5);
+    let pr = Problem::new(Family::Multinomial { n_classes: 3 }, 530, d, 5);
+    let b = pr.batch();
+    for (act, curvature) in [(Activation::Tanh, Curvature::GaussNewton), (Activation::Gelu, Curvature::Hessian), (Activation::Logistic, Curvature::Hessian)] {
+        let net = Mlp::new(vec![d, 1300, 3], act, Family::Multinomial { n_classes: 3 }, curvature).unwrap();
+        let t = theta(&net, 8, 0.2);
+        let mut rng = Lcg(9);
+        let v = Array2::from_shape_fn((net.n_params(), r), |_| rng.normal());
+        let obj = Objective::new(&net, &b, 1e-3).unwrap();
+        let all = obj.hvp(t.view(), v.view(), &cancel).unwrap();
+        let mut one = Array2::zeros(all.dim());
+        for c in 0..r {
+            let vc = v.slice(ndarray::s![.., c..c + 1]);
+            one.slice_mut(ndarray::s![.., c..c + 1]).assign(&obj.hvp(t.view(), vc, &cancel).unwrap());
+        }
+        close(&all, &one, 1e-13, &format!("{act:?} {curvature:?}"));
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let again = pool.install(|| obj.hvp(t.view(), v.view(), &cancel).unwrap());
+            assert!(all.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits()), "{act:?} {curvature:?}: {threads} threads");
+        }
+    }
+}
+
 fn table(pr: &Problem) -> upweight::Table {
     upweight::Table::with_targets(upweight::Features::dense(pr.x.clone()), pr.y.clone(), Some(pr.w.clone()), Names::TRAIN).unwrap()
 }

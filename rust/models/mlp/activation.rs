@@ -88,6 +88,27 @@ impl Activation {
         }
     }
 
+    /// phi'(z) given a = phi(z), the forward pass's value: tanh and logistic read it off `a`
+    /// (1 - a^2, a (1 - a)) instead of evaluating phi again; bitwise equal to `d1(z)`.
+    #[inline]
+    pub fn d1_at(&self, z: f64, a: f64) -> f64 {
+        match self {
+            Self::Tanh => 1.0 - a * a,
+            Self::Logistic => a * (1.0 - a),
+            _ => self.d1(z),
+        }
+    }
+
+    /// phi''(z) given a = phi(z), like [`Activation::d1_at`]; bitwise equal to `d2(z)`.
+    #[inline]
+    pub fn d2_at(&self, z: f64, a: f64) -> f64 {
+        match self {
+            Self::Tanh => -2.0 * a * (1.0 - a * a),
+            Self::Logistic => a * (1.0 - a) * (1.0 - 2.0 * a),
+            _ => self.d2(z),
+        }
+    }
+
     /// phi''(z).
     #[inline]
     pub fn d2(&self, z: f64) -> f64 {
@@ -120,6 +141,18 @@ mod tests {
                 let d2 = (act.d1(z + h) - act.d1(z - h)) / (2.0 * h);
                 assert!((d1 - act.d1(z)).abs() < 1e-8, "{act:?} d1 at {z}");
                 assert!((d2 - act.d2(z)).abs() < 1e-7, "{act:?} d2 at {z}");
+            }
+        }
+    }
+
+    /// The derivatives read off the forward value are the same bits as from z.
+    #[test]
+    fn derivatives_from_the_value_equal_those_from_z() {
+        for act in [Activation::Tanh, Activation::Relu, Activation::Gelu, Activation::Logistic, Activation::Identity] {
+            for &z in &[-40.0, -3.1, -0.7, -1e-9, 0.0, 2e-12, 0.2, 1.3, 4.0, 19.5, 800.0] {
+                let a = act.value(z);
+                assert_eq!(act.d1_at(z, a).to_bits(), act.d1(z).to_bits(), "{act:?} d1 at {z}");
+                assert_eq!(act.d2_at(z, a).to_bits(), act.d2(z).to_bits(), "{act:?} d2 at {z}");
             }
         }
     }

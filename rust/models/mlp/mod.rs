@@ -15,6 +15,7 @@
 mod activation;
 mod pass;
 pub mod pbrf;
+mod rop;
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -166,17 +167,12 @@ impl Mlp {
         lambda: &ndarray::Array3<f64>,
         second_order: Option<Array2<f64>>,
         v: ArrayView2<f64>,
-        mut out: ArrayViewMut2<f64>,
+        out: ArrayViewMut2<f64>,
     ) {
         let wl = pass::weighted_lambda(lambda, data);
         let s = second_order.map(|u| self.backward(theta, fw, u));
-        let mut kv = Array1::zeros(self.n_params_p());
-        for (vj, mut oj) in v.columns().into_iter().zip(out.columns_mut()) {
-            // (contiguous copies: the layer blocks are reshaped views)
-            kv.fill(0.0);
-            self.curvature_product(theta, data.x, fw, &wl, s.as_deref(), vj.as_standard_layout().view(), kv.view_mut());
-            oj += &kv;
-        }
+        let slopes = self.slopes(fw, s.is_some());
+        self.add_curvature_products(theta, data.x, fw, &slopes, &wl, s.as_deref(), v, out);
     }
 
     /// The columns `cols` of sum_i w_i H_i over one block (p x |cols|), by products with unit vectors.

@@ -101,7 +101,7 @@ impl Mlp {
         for j in (1..n_layers).rev() {
             let t = self.layer(theta, j);
             let mut prev = s[j].dot(&t.slice(s![.., ..self.sizes[j]]));
-            Zip::from(&mut prev).and(&fw.z[j - 1]).for_each(|p, &z| *p *= self.activation.d1(z));
+            Zip::from(&mut prev).and(&fw.z[j - 1]).and(&fw.a[j - 1]).for_each(|p, &z, &a| *p *= self.activation.d1_at(z, a));
             s[j - 1] = prev;
         }
         s
@@ -137,88 +137,6 @@ impl Mlp {
                     seg[inp] = so;
                 }
             }
-        }
-    }
-
-    /// The R-operator forward pass for one direction `v` (p): R{Z_j} for every layer,
-    /// R{Z_j} = A_j V_Wj^T + 1 V_bj^T + R{A_j} W_j^T with R{A_j} = phi'(Z_{j-1}) o R{Z_{j-1}}
-    /// (R{A_0} = 0); also returns R{A_j} (index j - 1).
-    fn r_forward(&self, theta: ArrayView1<f64>, x: XView, fw: &Forward, v: ArrayView1<f64>) -> (Vec<Array2<f64>>, Vec<Array2<f64>>) {
-        let n_layers = self.n_layers();
-        let mut rz: Vec<Array2<f64>> = Vec::with_capacity(n_layers);
-        let mut ra: Vec<Array2<f64>> = Vec::with_capacity(n_layers - 1);
-        for j in 0..n_layers {
-            let inp = self.sizes[j];
-            let vj = self.layer(v, j);
-            let mut r = self.input_dot(j, x, &fw.a, vj.slice(s![.., ..inp]).t());
-            r += &vj.column(inp);
-            if j > 0 {
-                let t = self.layer(theta, j);
-                let mut rai = rz[j - 1].clone();
-                Zip::from(&mut rai).and(&fw.z[j - 1]).for_each(|r, &z| *r *= self.activation.d1(z));
-                gemm(r.view_mut(), true, rai.view(), t.slice(s![.., ..inp]).t(), 1.0);
-                ra.push(rai);
-            }
-            rz.push(r);
-        }
-        (rz, ra)
-    }
-
-    /// Adds sum_i w_i K_i v to `out` (p) for one direction `v`: K = J^T Lambda J (Gauss-Newton),
-    /// or, with `s` = the weighted s_j of the loss, the exact Hessian (Pearlmutter's R-operator):
-    ///   R{s_{j-1}} = (R{s_j} W_j + s_j V_Wj) o phi' + (s_j W_j) o phi'' o R{Z_{j-1}},
-    ///   R{grad Theta_j} = R{s_j} abar_j^T + s_j R{abar_j}^T.
-    /// `wl` is w_i Lambda_i (B x k x k).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn curvature_product(
-        &self,
-        theta: ArrayView1<f64>,
-        x: XView,
-        fw: &Forward,
-        wl: &Array3<f64>,
-        s: Option<&[Array2<f64>]>,
-        v: ArrayView1<f64>,
-        mut out: ArrayViewMut1<f64>,
-    ) {
-        let n_layers = self.n_layers();
-        let (rz, ra) = self.r_forward(theta, x, fw, v);
-        // R{s_L} = w Lambda R{h}
-        let rh = &rz[n_layers - 1];
-        let (n, k) = rh.dim();
-        let mut rs = Array2::zeros((n, k));
-        for i in 0..n {
-            for c in 0..k {
-                rs[[i, c]] = (0..k).map(|c2| wl[[i, c, c2]] * rh[[i, c2]]).sum();
-            }
-        }
-        for j in (0..n_layers).rev() {
-            let inp = self.sizes[j];
-            // R{grad Theta_j}: R{s_j} abar_j^T (+ s_j R{A_j}^T for the Hessian)
-            let mut tmp = Array2::zeros((inp, self.sizes[j + 1]));
-            self.input_t_dot_add(j, x, fw, rs.view(), tmp.view_mut());
-            if let (Some(s), true) = (s, j > 0) {
-                gemm(tmp.view_mut(), true, ra[j - 1].t(), s[j].view(), 1.0);
-            }
-            let mut block = self.layer_mut(out.view_mut(), j);
-            block.slice_mut(s![.., ..inp]).zip_mut_with(&tmp.t(), |b, &v| *b += v);
-            block.column_mut(inp).zip_mut_with(&rs.sum_axis(Axis(0)), |b, &v| *b += v);
-            if j == 0 {
-                break;
-            }
-            let t = self.layer(theta, j);
-            let w = t.slice(s![.., ..inp]);
-            let mut prev = rs.dot(&w);
-            match s {
-                None => Zip::from(&mut prev).and(&fw.z[j - 1]).for_each(|p, &z| *p *= self.activation.d1(z)),
-                Some(s) => {
-                    gemm(prev.view_mut(), true, s[j].view(), self.layer(v, j).slice(s![.., ..inp]), 1.0);
-                    let sw = s[j].dot(&w);
-                    Zip::from(&mut prev).and(&fw.z[j - 1]).and(&sw).and(&rz[j - 1]).for_each(|p, &z, &sw, &r| {
-                        *p = *p * self.activation.d1(z) + sw * self.activation.d2(z) * r;
-                    });
-                }
-            }
-            rs = prev;
         }
     }
 
