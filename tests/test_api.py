@@ -226,6 +226,27 @@ def test_segments_of_the_training_rows_give_one_pass_bitwise():
         solved.top_k(4, rows=(5, 5))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_solved_queries_give_the_score_matrix_without_solving_again(dtype):
+    """solve_queries(G).scores() equals on(G) bitwise (whole and idx=), in on's precision (the
+    rows' for a GLM), for a GLM and a network, and a bad idx is refused by name."""
+    X, y = logistic_data(n=700)
+    X = X.astype(dtype)
+    glm = uw.LogisticRegression(l2=1e-2).fit(X, y)
+    net = uw.MLPClassifier(hidden=(4,), l2=1e-2, random_state=0).fit(X, y)
+    for model in (glm, net):
+        inf = uw.Influence(model, X, y, solver="cg")
+        G = inf.loss_grads(X[:6], y[:6])
+        solved = inf.solve_queries(G)
+        S, S_on = solved.scores(), inf.on(G)
+        assert S.shape == (6, len(y)) and S.dtype == S_on.dtype
+        assert model is net or S.dtype == dtype  # (networks score in float64 only)
+        np.testing.assert_array_equal(S, S_on)
+        np.testing.assert_array_equal(solved.scores(idx=[3, 650, 3]), inf.on(G, idx=[3, 650, 3]))
+        with pytest.raises(uw.InputError, match="idx"):
+            solved.scores(idx=[len(y)])
+
+
 def test_unfitted_models_are_refused():
     X, y = logistic_data()
     for cls in (uw.LinearRegression, uw.LogisticRegression, uw.PoissonRegression):

@@ -117,9 +117,20 @@ class SolvedQueries:
     solving again: :meth:`_Queries.solve_queries` makes it, :meth:`top_k` scores a segment. A
     long streamed run can so be cut into resumable pieces (``upweight score --resume``)."""
 
-    def __init__(self, core: InfluenceCore, vc: np.ndarray, n_queries: int):
+    def __init__(self, core: InfluenceCore, vc: np.ndarray, n_queries: int, itemsize: int = 8):
         self._core, self._vc = core, vc
         self.n_queries = n_queries
+        self._itemsize = itemsize
+
+    def scores(self, idx=None) -> np.ndarray:
+        """The score matrix (n_queries, n) of the solved queries (or (n_queries, len(idx)) for
+        the training points ``idx``): what ``on`` / ``on_loss`` return for them, without
+        solving again, in the same precision."""
+        rows = None if idx is None else [int(i) for i in as_indices(idx, self._core.n_samples)]
+        n_out = self._core.n_samples if rows is None else len(rows)
+        check_output_fits((self.n_queries, n_out), self._itemsize, "idx",
+                          "use top_k (streamed: memory O(q k)) or idx= for a subset of training points")
+        return self._core.scores_solved(self._vc, rows)
 
     def top_k(self, k: int = 10, rows: tuple[int, int] | None = None) -> TopK:
         """The ``k`` most helpful and most harmful training points of the rows
@@ -278,11 +289,12 @@ class _Queries:
 
     def solve_queries(self, grad_f) -> SolvedQueries:
         """Solve for the functions f given their gradients (r, p) at theta* once, and return an
-        object that scores any segment of the training rows without solving again
-        (:meth:`SolvedQueries.top_k`); ``solve_info`` reports this solve."""
+        object that scores the training rows without solving again (:meth:`SolvedQueries.top_k`
+        for any segment, :meth:`SolvedQueries.scores` for the matrix); ``solve_info`` reports this
+        solve."""
         G, _ = self._grad_matrix(grad_f)
         core = self._core_for(G.shape[0])
-        return SolvedQueries(core, self._checked(core.solve_queries(G)), G.shape[0])
+        return SolvedQueries(core, self._checked(core.solve_queries(G)), G.shape[0], self._itemsize)
 
 
 class Influence(_Queries):

@@ -39,12 +39,18 @@ impl Influence {
     /// set's precision.
     pub fn on(&self, grad_f: ArrayView2<f64>, points: Points, cancel: &Cancel) -> Result<(Scores, SolveInfo)> {
         let (vc, info) = self.solve_queries(grad_f, cancel)?;
-        let scores = self.with_points(&points, |points, _| self.scorer().scores(points, &vc, cancel))?;
-        let scores = match (scores, &points) {
+        Ok((self.scores_solved(&vc, points, cancel)?, info))
+    }
+
+    /// S (r x n) for the rows of `points` from queries solved once by
+    /// [`Influence::solve_queries`] (`vc` = [V; c]): what [`Influence::on`] returns, without
+    /// solving again.
+    pub fn scores_solved(&self, vc: &Array2<f64>, points: Points, cancel: &Cancel) -> Result<Scores> {
+        let scores = self.with_points(&points, |points, _| self.scorer().scores(points, vc, cancel))?;
+        Ok(match (scores, &points) {
             (Scores::F64(a), Points::Rows(_)) if self.data.is_f32() => Scores::F32(a.mapv(|v| v as f32)),
             (s, _) => s,
-        };
-        Ok((scores, info))
+        })
     }
 
     /// Score matrix S (q x n): S[t, m] = grad l(z_t) . I(z_m), influence of training point m on

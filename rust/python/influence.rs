@@ -176,6 +176,18 @@ impl PyInfluence {
         Ok(top_k_py(py, top))
     }
 
+    /// `on` from solved queries `vc` (from `solve_queries`), for the training points `rows`
+    /// (or all), without solving again.
+    #[pyo3(signature = (vc, rows=None))]
+    fn scores_solved<'py>(&self, py: Python<'py>, vc: PyReadonlyArray2<'py, f64>, rows: Option<Vec<usize>>) -> PyResult<Bound<'py, PyAny>> {
+        let vc = vc.as_array().to_owned();
+        let points = rows.as_deref().map_or(Points::Train, Points::Rows);
+        Ok(match self.run(py, |c| self.inner.scores_solved(&vc, points, c))? {
+            Scores::F64(a) => a.into_pyarray(py).into_any(),
+            Scores::F32(a) => a.into_pyarray(py).into_any(),
+        })
+    }
+
     /// Hat values of the training rows (models with one output).
     fn leverage<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<f64>>> {
         Ok(self.run(py, |c| self.inner.leverage(c))?.into_pyarray(py))
