@@ -1,11 +1,13 @@
-//! Preconditioners for CG on the Hessian: Jacobi (its diagonal) and block Jacobi (its diagonal
-//! blocks over the model's parameter groups), with damping and the null-space term included.
+//! Preconditioners for CG on the Hessian: Jacobi (its diagonal), block Jacobi (its diagonal
+//! blocks over the model's parameter groups) and, for networks, K-FAC ([`super::kfac`]), with
+//! damping and the null-space term included.
 
 use ndarray::{Array1, Array2, Array3, ArrayView1};
 
-use super::NullSpace;
+use super::kfac::{self, Kronecker};
+use super::{NullSpace, Precondition};
 use crate::cancel::Cancel;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::linalg::Cholesky;
 use crate::models::Model;
 use crate::objective::Objective;
@@ -18,6 +20,8 @@ pub enum Preconditioner {
     /// The inverses (m x b x b) of the operator's diagonal blocks over groups of parameters
     /// (m x b indices, disjoint); parameters in no group are left as they are.
     Blocks { groups: Array2<usize>, inv: Array3<f64> },
+    /// Kronecker-factored layer blocks (K-FAC).
+    Kronecker(Box<Kronecker>),
 }
 
 impl Preconditioner {
@@ -34,6 +38,7 @@ impl Preconditioner {
                 }
                 z
             }
+            Preconditioner::Kronecker(k) => k.apply(r),
         }
     }
 }
@@ -88,16 +93,45 @@ pub fn block_jacobi(groups: Array2<usize>, mut blocks: Array3<f64>, damping: f64
     Preconditioner::Blocks { groups, inv }
 }
 
-/// The preconditioner CG uses on the Hessian of `obj` at theta: block Jacobi when the model
-/// groups its parameters (multinomial: each feature's k classes), else Jacobi from `diag`.
+/// The preconditioner `choice` for CG on the Hessian of `obj` at theta (damping, null space
+/// and penalty included). Jacobi: block Jacobi when the model groups its parameters
+/// (multinomial: each feature's k classes), else Jacobi from `diag`. Auto: K-FAC when the model
+/// has Kronecker factors (networks) and they fit in memory, else Jacobi. `Err` naming
+/// `precondition` when K-FAC is asked of a model without layers.
+#[allow(clippy::too_many_arguments)]
 pub fn preconditioner<M: Model + ?Sized>(
     obj: &Objective<M>,
     theta: ArrayView1<f64>,
     diag: Option<Array1<f64>>,
     damping: f64,
     null: Option<&NullSpace>,
+    choice: Precondition,
     cancel: &Cancel,
 ) -> Result<Option<Preconditioner>> {
+    match choice {
+        Precondition::None => return Ok(None),
+        Precondition::Kronecker | Precondition::Auto => {
+            let factors = match kfac::factors(obj, theta, cancel) {
+                Err(Error::Memory { .. }) if choice == Precondition::Auto => None,
+                other => other?,
+            };
+            let kron = match factors {
+                Some(f) => Kronecker::new(f, &obj.model.penalty_mask(), obj.l2, damping, null)?,
+                None => None,
+            };
+            match (kron, choice) {
+                (Some(k), _) => return Ok(Some(Preconditioner::Kronecker(Box::new(k)))),
+                (None, Precondition::Kronecker) => {
+                    return Err(Error::Value {
+                        arg: "precondition",
+                        msg: "'kfac' needs a model with layers (a network); use 'jacobi' or 'auto'".into(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Precondition::Jacobi => {}
+    }
     if let Some((groups, blocks)) = obj.hessian_blocks(theta, cancel)? {
         if blocks.iter().all(|v| v.is_finite()) {
             return Ok(Some(block_jacobi(groups, blocks, damping, null)));
