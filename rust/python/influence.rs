@@ -70,7 +70,11 @@ impl PyInfluence {
         names: NamesArg,
     ) -> PyResult<Self> {
         let theta = model.theta(&theta)?.to_owned();
-        let solver = SolverOptions { method: self::method(method)?, damping, cg: CgOptions { rtol, atol, max_iter, precondition: Precondition::from_name(precondition)? } };
+        let solver = SolverOptions {
+            method: self::method(method)?,
+            damping,
+            cg: CgOptions { rtol, atol, max_iter, precondition: Precondition::from_name(precondition)? },
+        };
         solver.check()?;
         let data = table(&x, y.as_ref().map(|y| y.as_array()), w.as_ref().map(|w| w.as_array()), self::names(&names))?;
         let hessian = hessian.map(|h| h.as_array().to_owned());

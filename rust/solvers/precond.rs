@@ -122,10 +122,7 @@ pub fn preconditioner<M: Model + ?Sized>(
             match (kron, choice) {
                 (Some(k), _) => return Ok(Some(Preconditioner::Kronecker(Box::new(k)))),
                 (None, Precondition::Kronecker) => {
-                    return Err(Error::Value {
-                        arg: "precondition",
-                        msg: "'kfac' needs a model with layers (a network); use 'jacobi' or 'auto'".into(),
-                    })
+                    return Err(Error::Value { arg: "precondition", msg: "'kfac' needs a model with layers (a network); use 'jacobi' or 'auto'".into() })
                 }
                 _ => {}
             }

@@ -141,10 +141,13 @@ fn squared_head_without_hidden_layer_converges_in_one_iteration() {
 #[test]
 fn kfac_preconditioned_cg_matches_the_direct_solve() {
     let cancel = Cancel::new();
-    for (s, (sizes, head, l2)) in
-        [(vec![4, 6, 3], Family::Multinomial { n_classes: 3 }, 0.0), (vec![4, 6, 3], Family::Multinomial { n_classes: 3 }, 0.01), (vec![3, 5, 4, 1], Family::Squared, 0.01)]
-            .into_iter()
-            .enumerate()
+    for (s, (sizes, head, l2)) in [
+        (vec![4, 6, 3], Family::Multinomial { n_classes: 3 }, 0.0),
+        (vec![4, 6, 3], Family::Multinomial { n_classes: 3 }, 0.01),
+        (vec![3, 5, 4, 1], Family::Squared, 0.01),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let net = gn(sizes, head);
         let rows = data(&net, 80, 0.5, 40 + s as u64);
