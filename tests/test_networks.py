@@ -387,9 +387,10 @@ def test_bad_input_names_the_argument():
         uw.Influence(net, Xd, yd, solver="cg", precondition="fisher")
     with pytest.raises(uw.InputTypeError, match="^precondition:"):
         uw.Influence(net, Xd, yd, solver="cg", precondition=2)
-    glm = uw.LinearRegression().fit(Xd, yd)
+    Xr = np.random.default_rng(0).normal(size=(30, 3))
+    glm = uw.LinearRegression().fit(Xr, Xr.sum(axis=1))
     with pytest.raises(uw.InputError, match="^precondition: 'kfac' needs a model with layers"):
-        uw.Influence(glm, Xd, yd, solver="cg", precondition="kfac")
+        uw.Influence(glm, Xr, Xr.sum(axis=1), solver="cg", precondition="kfac")
 
 
 def test_an_interrupted_training_leaves_the_estimator_as_it_was():

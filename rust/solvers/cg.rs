@@ -1,6 +1,7 @@
 //! Preconditioned conjugate gradients for many right-hand sides at once.
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
+use rayon::prelude::*;
 
 use super::precond::Preconditioner;
 use crate::cancel::Cancel;
@@ -92,10 +93,14 @@ where
             None => r.to_owned(),
         }
     };
+    // M^{-1} on the columns `cols` of `r`, in parallel (each column on its own: the same bits
+    // for any thread count); K-FAC's per-column products are worth spreading
+    let precond_cols = |r: &Array2<f64>, cols: &[usize]| -> Vec<Array1<f64>> { cols.par_iter().map(|&j| apply_m(r.column(j))).collect() };
     let precond = |r: &Array2<f64>| -> Array2<f64> {
+        let all: Vec<usize> = (0..r.ncols()).collect();
         let mut z = r.clone();
-        for (mut zc, rc) in z.columns_mut().into_iter().zip(r.columns()) {
-            zc.assign(&apply_m(rc));
+        for (mut zc, zj) in z.columns_mut().into_iter().zip(precond_cols(r, &all)) {
+            zc.assign(&zj);
         }
         z
     };
@@ -158,13 +163,14 @@ where
                 info.converged[j] = true;
                 continue;
             }
-            let zj = apply_m(r.column(j));
+            still.push(j);
+        }
+        for (&j, zj) in still.iter().zip(precond_cols(&r, &still)) {
             let rz_new = r.column(j).dot(&zj);
             let beta = rz_new / rz[j];
             rz[j] = rz_new;
-            let new_dir = &zj + &(&dj * beta);
+            let new_dir = &zj + &(&dirs.column(j) * beta);
             dirs.column_mut(j).assign(&new_dir);
-            still.push(j);
         }
         active = still;
     }
