@@ -311,8 +311,10 @@ class Influence(_Queries):
         multinomial models of each feature's k x k class block); "kfac" (networks only): the
         inverse of each layer's Kronecker-factored Gauss-Newton block, kron(S, A) + damping I +
         2 l2 M, from the exact output curvature (no sampling, float64), cross-layer blocks
-        dropped; "none"; True or "auto" (the default): "kfac" for networks, "jacobi" for GLMs;
-        False: "none". Every choice gives the same solution; only the iterations differ.
+        dropped; "none"; True or "auto" (the default): "none" for networks (on a 784-128-10
+        Fashion-MNIST net at damping "auto" Jacobi and K-FAC both take ~3x the iterations of
+        plain CG; on the 64-16-10 digits net K-FAC saves 10-40%), "jacobi" for GLMs; False:
+        "none". Every choice gives the same solution; only the iterations differ.
     on_unconverged : "raise" (default) or "warn" when a CG solve misses its tolerance.
     progress : optional callable ``progress(pass, rows_done, rows_total)``, called from the
         calling thread at most every 50 ms while a long call runs; raising in it cancels the call.

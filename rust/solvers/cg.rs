@@ -29,7 +29,8 @@ impl Default for CgOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precondition {
     None,
-    /// The model's choice: K-FAC for networks, else (block) Jacobi where the model has the
+    /// The model's choice: none for networks (measured: Jacobi and K-FAC both slow CG down on
+    /// a Fashion-MNIST net at the default damping), else (block) Jacobi where the model has the
     /// Hessian's diagonal, else none.
     Auto,
     /// The inverse of the Hessian's diagonal, or of its diagonal blocks where the model groups
