@@ -13,8 +13,9 @@
      per iteration at n = 60000 on the 2-core machine, and at damping="auto" it takes thousands of
      iterations: all q = 100 queries would take days. So these jobs solve ``--cg-queries`` (1) of the q
      queries at ``--damping`` (0.01, about 100 x "auto" here) and the report extrapolates to q = 100.
-     The opt-in part ``precond`` counts CG iterations with and without the Jacobi preconditioner at
-     damping "auto" and 100 x "auto" on the first 6000 rows (two queries; about 15 minutes).
+     The opt-in part ``precond`` counts CG iterations with no preconditioner, Jacobi and K-FAC
+     (``--precond``) at damping "auto" and 100 x "auto" on the first 6000 rows (two queries; about
+     20 minutes).
   3. kernels, upweight against torch.func on the same net, same data, float64, 2 threads each:
        gn1 / gn10  the damped-free Gauss-Newton product (1/n) J^T Lambda J V + 2 l2 M V over all n rows
                    for V (p x r), r = 1 and 10: ``net.core_model("gauss-newton").hvp(theta, X, y, None,
@@ -302,8 +303,11 @@ def job_check(c, args):
 
 
 def job_precond(c, args):
-    """CG iterations with and without the Jacobi preconditioner (the Gauss-Newton diagonal), on the
-    first ``precond_rows`` rows, two queries, damping "auto" and 100 x "auto"."""
+    """CG iterations with no preconditioner, Jacobi (the Gauss-Newton diagonal) and K-FAC (the
+    inverse of each layer's damped kron(S, A)), on the first ``precond_rows`` rows, two queries,
+    damping "auto" and 100 x "auto". ``prepare_seconds`` is the construction (the value, gradient
+    and diagonal pass, plus K-FAC's factor pass and eigendecompositions);
+    ``seconds`` the solve itself."""
     import upweight as uw
 
     X, y, Xq, yq = load_data(c)
@@ -311,21 +315,26 @@ def job_precond(c, args):
     Xm, ym = np.ascontiguousarray(X[:m]), y[:m]
     net = load_net(c)
     auto = auto_damping(net, Xm, ym, c)
+    kinds = [k for k in args.precond.split(",") if k]
 
     def once():
         out, ph = [], {}
         for factor in (1.0, 100.0):
-            for pre in (False, True):
+            for pre in kinds:
+                t0 = now()
                 inf = uw.Influence(net, Xm, ym, curvature="gauss-newton", damping=factor * auto, solver="cg", rtol=c["rtol"],
                                    max_iter=100_000, precondition=pre)
+                prep = now() - t0
                 g = inf.loss_grads(Xq[:2], yq[:2]).T
                 t0 = now()
                 inf.inverse_hvp(g)
                 dt = now() - t0
                 si = inf.solve_info
-                ph[f"x{factor:g} {'jacobi' if pre else 'none'}"] = dt
+                ph[f"x{factor:g} {pre}"] = dt
                 out.append({"damping_factor": factor, "damping": factor * auto, "precondition": pre, "seconds": dt,
-                            "iterations": [int(i) for i in si.iterations], "max_residual": si.max_residual})
+                            "prepare_seconds": prep, "iterations": [int(i) for i in si.iterations],
+                            "max_residual": si.max_residual})
+                print(json.dumps(out[-1]), file=sys.stderr, flush=True)
         return ph, {"rows": m, "auto_damping": auto, "solves": out}
     return once
 
@@ -697,13 +706,17 @@ def render(doc: dict) -> str:
     pc = [r for r in doc["runs"] if r["job"] == "precond" and "info" in r]
     if pc:
         i = pc[-1]["info"]
-        L += [f"CG with and without Jacobi preconditioning (the default: the inverse of G's diagonal + damping), first {i['rows']} "
-              f"training rows, 2 queries, rtol {c['rtol']:g}; \"auto\" damping on these rows = {i['auto_damping']:.3g}:", "",
-              "| damping | preconditioner | iterations | max residual | time (s) | s / iteration |", "|---|---|---:|---:|---:|---:|"]
+        L += [f"CG preconditioners (none, Jacobi: the inverse of G's diagonal + damping, K-FAC: the inverse of each layer's "
+              f"kron(S, A) + damping + 2 l2 M), first {i['rows']} training rows, 2 queries, rtol {c['rtol']:g}; \"auto\" damping "
+              f"on these rows = {i['auto_damping']:.3g}:", "",
+              "| damping | preconditioner | iterations | max residual | solve (s) | s / iteration | setup (s) |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+        names = {True: "Jacobi", False: "none", "jacobi": "Jacobi", "kfac": "K-FAC", "none": "none", "auto": "auto"}
         for s_ in i["solves"]:
-            L.append(f"| {s_['damping_factor']:g} x auto ({s_['damping']:.3g}) | {'Jacobi (default)' if s_['precondition'] else 'none'} | "
+            L.append(f"| {s_['damping_factor']:g} x auto ({s_['damping']:.3g}) | {names[s_['precondition']]} | "
                      f"{', '.join(map(str, s_['iterations']))} | {s_['max_residual']:.1e} | {fmt_s(s_['seconds'])} | "
-                     f"{s_['seconds'] / max(s_['iterations']):.3f} |")
+                     f"{s_['seconds'] / max(max(s_['iterations']), 1):.3f} | "
+                     f"{fmt_s(s_['prepare_seconds']) if 'prepare_seconds' in s_ else '-'} |")
         L.append("")
     summ = summarize(doc)
     if any(summ.values()):
@@ -769,6 +782,7 @@ def main() -> None:
     ap.add_argument("--damping", type=float, default=None, help="damping of the influence jobs (default 0.01)")
     ap.add_argument("--only", default="train,check,cg,kernels", help="parts: train,check,cg,kernels,precond (precond: opt-in)")
     ap.add_argument("--jobs", default=",".join(GROUPS), help="kernel groups: " + ",".join(GROUPS))
+    ap.add_argument("--precond", default="none,jacobi,kfac", help="preconditioners of the precond part (none,jacobi,kfac,auto)")
     ap.add_argument("--quiet-cpu", type=float, default=20.0)
     ap.add_argument("--timeout", type=float, default=3600.0)
     ap.add_argument("--report", help="re-render the tables of a JSON file written by this script")

@@ -117,8 +117,9 @@ def test_influence_matches_the_reference_at_any_theta(curvature, head, k):
     np.testing.assert_allclose(inf.params(), expected, rtol=1e-8, atol=1e-12)
     S = ref.mlp_influence_on_loss(theta, X, y, sizes, activation, head, Xt, yt, w=w, l2=l2, damping=damping, curvature=curvature)
     np.testing.assert_allclose(inf.on_loss(Xt, yt), S, rtol=1e-8, atol=1e-12)
-    cg = uw.Influence(est, X, y, w, damping=damping, curvature=curvature, solver="cg")
-    np.testing.assert_allclose(cg.on_loss(Xt, yt), S, rtol=1e-6, atol=1e-10)
+    for precondition in (True, "kfac", "jacobi", False):
+        cg = uw.Influence(est, X, y, w, damping=damping, curvature=curvature, solver="cg", precondition=precondition)
+        np.testing.assert_allclose(cg.on_loss(Xt, yt), S, rtol=1e-6, atol=1e-10)
 
 
 @pytest.mark.parametrize("l2", [0.0, 0.05])
@@ -132,8 +133,8 @@ def test_softmax_flat_directions_without_damping(l2):
     theta = np.random.default_rng(2).normal(scale=0.7, size=ref.mlp_n_params(sizes))
     est.set_theta(theta, n_features=3)
     expected = ref.mlp_influence_params(theta, X, y, sizes, "tanh", "softmax", w=w, l2=l2, idx=[0, 5])
-    for solver in ("direct", "cg"):
-        inf = uw.Influence(est, X, y, w, damping=0.0, solver=solver)
+    for solver, precondition in (("direct", True), ("cg", "kfac"), ("cg", "jacobi")):
+        inf = uw.Influence(est, X, y, w, damping=0.0, solver=solver, precondition=precondition)
         np.testing.assert_allclose(inf.params(idx=[0, 5]), expected, rtol=1e-7, atol=1e-9 * np.abs(expected).max())
 
 
@@ -385,6 +386,14 @@ def test_bad_input_names_the_argument():
         uw.Influence(net, Xd, yd, curvature="fisher")
     with pytest.raises(uw.InputError, match="^X"):
         uw.Influence(net, Xd[:, :10], yd)
+    with pytest.raises(uw.InputError, match="^precondition:"):
+        uw.Influence(net, Xd, yd, solver="cg", precondition="fisher")
+    with pytest.raises(uw.InputTypeError, match="^precondition:"):
+        uw.Influence(net, Xd, yd, solver="cg", precondition=2)
+    Xr = np.random.default_rng(0).normal(size=(30, 3))
+    glm = uw.LinearRegression().fit(Xr, Xr.sum(axis=1))
+    with pytest.raises(uw.InputError, match="^precondition: 'kfac' needs a model with layers"):
+        uw.Influence(glm, Xr, Xr.sum(axis=1), solver="cg", precondition="kfac")
 
 
 def test_an_interrupted_training_leaves_the_estimator_as_it_was():

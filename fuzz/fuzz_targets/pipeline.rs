@@ -15,7 +15,7 @@ use ndarray::{Array1, Array2};
 use upweight::data::{Features, Names, Rows, Table};
 use upweight::fit::refit::{refits, Change};
 use upweight::influence::{Influence, InfluenceOptions, Points, TopK};
-use upweight::solvers::{Method, SolverOptions};
+use upweight::solvers::{Method, Precondition, SolverOptions};
 use upweight::{newton, Cancel, Family, FitOptions, Glm, GradientModel, Model, Objective};
 
 /// A biased coin that comes up false once the input is used up (`Unstructured::ratio` would
@@ -108,7 +108,7 @@ fn solver(u: &mut Unstructured) -> Result<InfluenceOptions> {
     let renormalize = u.arbitrary()?;
     let mut solver = SolverOptions { method, damping, ..Default::default() };
     solver.cg.max_iter = u.int_in_range(1..=200)?;
-    solver.cg.precondition = u.arbitrary()?;
+    solver.cg.precondition = if u.arbitrary()? { Precondition::Auto } else { Precondition::None };
     Ok(InfluenceOptions { solver, renormalize })
 }
 

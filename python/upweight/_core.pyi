@@ -123,7 +123,7 @@ class Influence:
         rtol: float = 1e-10,
         atol: float = 0.0,
         max_iter: int = 1000,
-        precondition: bool = True,
+        precondition: str = "auto",
         progress: _Progress = None,
         renormalize: bool = True,
         hessian: _F64 | None = None,

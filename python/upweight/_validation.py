@@ -186,10 +186,24 @@ def as_progress(progress):
     return progress
 
 
-def solver_args(damping, rtol, atol, max_iter, precondition, progress) -> tuple[float, float, float, int, bool, Callable | None]:
+PRECONDITIONERS = ("auto", "jacobi", "kfac", "none")
+
+
+def as_precondition(precondition) -> str:
+    """CG's preconditioner by name: True is "auto", False "none"."""
+    if isinstance(precondition, (bool, np.bool_)):
+        return "auto" if precondition else "none"
+    if not isinstance(precondition, str):
+        raise InputTypeError(f"precondition: expected True, False or one of {PRECONDITIONERS}, got {type(precondition).__name__}")
+    if precondition not in PRECONDITIONERS:
+        raise InputError(f"precondition: expected True, False or one of {PRECONDITIONERS}, got {precondition!r}")
+    return precondition
+
+
+def solver_args(damping, rtol, atol, max_iter, precondition, progress) -> tuple[float, float, float, int, str, Callable | None]:
     """The solver settings of an influence, checked, in the order ``_core.Influence`` takes them."""
     return (as_nonneg_float(damping, "damping"), as_nonneg_float(rtol, "rtol"), as_nonneg_float(atol, "atol"),
-            as_positive_int(max_iter, "max_iter"), bool(precondition), as_progress(progress))
+            as_positive_int(max_iter, "max_iter"), as_precondition(precondition), as_progress(progress))
 
 
 def npy_header(path: str, name: str = "X") -> tuple[np.dtype, int, int, int]:

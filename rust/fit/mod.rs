@@ -14,7 +14,7 @@ use crate::data::with_block;
 use crate::error::{check_finite, check_overflow, Error, Result};
 use crate::models::{Model, Prediction};
 use crate::objective::Objective;
-use crate::solvers::{CgOptions, Method, Prepared};
+use crate::solvers::{CgOptions, Method, Precondition, Prepared};
 
 #[derive(Clone, Debug)]
 pub struct FitOptions {
@@ -148,7 +148,7 @@ pub fn newton<M: Model + ?Sized>(obj: &Objective<M>, theta0: Option<ArrayView1<f
     if opts.method == Method::Cg && obj.l2 == 0.0 {
         // Newton-CG converges on a singular Hessian (to one of many optima), where the direct
         // steps' factorisation refuses: refuse the same way
-        let solver = Prepared::cg(obj, theta.view(), obj.hessian_diag(theta.view(), cancel)?, None, 0.0, true, cancel)?;
+        let solver = Prepared::cg(obj, theta.view(), obj.hessian_diag(theta.view(), cancel)?, None, 0.0, Precondition::Jacobi, cancel)?;
         solver.check_nonsingular(obj, theta.view(), &CgOptions::default(), cancel)?;
     }
     finish(theta, f, g, n_iter, converged, last_step).and_then(|r| with_move(obj, r, opts, cancel))
@@ -184,10 +184,10 @@ fn newton_step<M: Model + ?Sized>(
     let mut x = g.clone().insert_axis(Axis(1));
     let solver = match method {
         Method::Direct => Prepared::direct(obj.hessian(theta, cancel)?, 0.0, null.cloned())?,
-        Method::Cg => Prepared::cg(obj, theta, obj.hessian_diag(theta, cancel)?, None, 0.0, true, cancel)?,
+        Method::Cg => Prepared::cg(obj, theta, obj.hessian_diag(theta, cancel)?, None, 0.0, Precondition::Jacobi, cancel)?,
     };
     let gnorm = g.dot(g).sqrt();
-    let cg = CgOptions { rtol: gnorm.sqrt().min(0.5), atol: 0.0, max_iter: 500, precondition: true };
+    let cg = CgOptions { rtol: gnorm.sqrt().min(0.5), atol: 0.0, max_iter: 500, precondition: Precondition::Jacobi };
     solver.solve_in_place(obj, theta, x.view_mut(), &cg, true, cancel)?;
     Ok(-x.remove_axis(Axis(1)))
 }

@@ -135,6 +135,25 @@ pub trait Preconditioning: Sync {
     /// Adds the diagonal blocks (m x b x b) of sum_i w_i Hess l_i over
     /// [`Preconditioning::hessian_groups`] to `out` (called only when there are groups).
     fn hessian_blocks_sum(&self, theta: ArrayView1<f64>, data: &Batch, out: ArrayViewMut3<f64>);
+    /// The layout of a Kronecker-factored (K-FAC) approximation of the Gauss-Newton curvature,
+    /// or `None`: zeroed factors, one per block of parameters (see [`KroneckerFactors`]).
+    fn kronecker_factors(&self) -> Option<Vec<KroneckerFactors>> {
+        None
+    }
+    /// Adds, over `data`, each block's sums A += sum_i w_i a_i a_i^T and
+    /// S += sum_i w_i sum_c s_ic s_ic^T to the lower triangles of `out` (the rest is not read).
+    fn kronecker_factors_sum(&self, _theta: ArrayView1<f64>, _data: &Batch, _out: &mut [KroneckerFactors]) {}
+}
+
+/// One block of a Kronecker-factored curvature (DESIGN-networks.md section 4): the parameters
+/// `offset..offset + rows cols`, read as a row-major `rows x cols` matrix ([W | b] of a layer),
+/// have curvature ~ kron(S, A) with S (rows x rows, backpropagated output curvature) and A
+/// (cols x cols, second moments of the layer's input with its 1).
+#[derive(Clone, Debug)]
+pub struct KroneckerFactors {
+    pub offset: usize,
+    pub s: Array2<f64>,
+    pub a: Array2<f64>,
 }
 
 /// [`Model::scores`] as one matrix product: the block's gradients are written, scaled, into

@@ -9,7 +9,7 @@ use super::data::{names, table, NamesArg, XArg, YArg};
 use super::model::{method, PyModel};
 use super::run::run_with;
 use crate::influence::InfluenceOptions;
-use crate::solvers::{CgOptions, SolveInfo};
+use crate::solvers::{CgOptions, Precondition, SolveInfo};
 use crate::{Cancel, Influence, Points, Rows, Scores, SolverOptions, TopK};
 
 type Info<'py> = (Bound<'py, PyArray1<usize>>, Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<bool>>);
@@ -48,7 +48,7 @@ impl PyInfluence {
     /// `l2`. `y = None` for a model without targets (per-example gradients); `hessian`, when
     /// given, replaces the objective's Hessian; `names` are the caller's names for x and y.
     #[new]
-    #[pyo3(signature = (model, theta, x, y, w, l2, method="direct", damping=0.0, rtol=1e-10, atol=0.0, max_iter=1000, precondition=true, progress=None, renormalize=true, hessian=None, names=None))]
+    #[pyo3(signature = (model, theta, x, y, w, l2, method="direct", damping=0.0, rtol=1e-10, atol=0.0, max_iter=1000, precondition="auto", progress=None, renormalize=true, hessian=None, names=None))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         py: Python<'py>,
@@ -63,14 +63,18 @@ impl PyInfluence {
         rtol: f64,
         atol: f64,
         max_iter: usize,
-        precondition: bool,
+        precondition: &str,
         progress: Option<Py<PyAny>>,
         renormalize: bool,
         hessian: Option<PyReadonlyArray2<'py, f64>>,
         names: NamesArg,
     ) -> PyResult<Self> {
         let theta = model.theta(&theta)?.to_owned();
-        let solver = SolverOptions { method: self::method(method)?, damping, cg: CgOptions { rtol, atol, max_iter, precondition } };
+        let solver = SolverOptions {
+            method: self::method(method)?,
+            damping,
+            cg: CgOptions { rtol, atol, max_iter, precondition: Precondition::from_name(precondition)? },
+        };
         solver.check()?;
         let data = table(&x, y.as_ref().map(|y| y.view()), w.as_ref().map(|w| w.as_array()), self::names(&names))?;
         let hessian = hessian.map(|h| h.as_array().to_owned());

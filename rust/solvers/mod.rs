@@ -8,11 +8,12 @@
 
 mod cg;
 mod direct;
+pub mod kfac;
 mod precond;
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 
-pub use cg::{cg, CgOptions, SolveInfo};
+pub use cg::{cg, CgOptions, Precondition, SolveInfo};
 pub use direct::{Direct, DIRECT_KEEP_H_MAX_P};
 pub use precond::{block_jacobi, jacobi, preconditioner, Preconditioner};
 
@@ -142,15 +143,15 @@ impl Prepared {
     /// Conjugate gradients on the Hessian of `obj` at `theta` (or `explicit`), given its
     /// diagonal (`None` if the model cannot give it): the null directions get the scale of the
     /// curvature on their support ([`NullSpace::scaled_by`]; without the diagonal, the mean's)
-    /// mean curvature; the preconditioner is block Jacobi where the model groups its
-    /// parameters, else Jacobi (only Jacobi for an explicit Hessian), or none.
+    /// mean curvature; the preconditioner is `precondition` (see [`preconditioner`]; only
+    /// Jacobi for an explicit Hessian, K-FAC refused there), or none.
     pub fn cg<M: Model + ?Sized>(
         obj: &Objective<M>,
         theta: ArrayView1<f64>,
         diag: Option<Array1<f64>>,
         explicit: Option<Array2<f64>>,
         damping: f64,
-        precondition: bool,
+        precondition: Precondition,
         cancel: &Cancel,
     ) -> Result<Self> {
         let scale = diag.as_ref().and_then(|d| d.mean()).map(|m| m + damping).unwrap_or(1.0).abs().max(f64::MIN_POSITIVE);
@@ -172,9 +173,12 @@ impl Prepared {
             a
         });
         let precond = match (precondition, &explicit) {
-            (false, _) => None,
-            (true, Some(_)) => jacobi(diag, damping, null.as_ref()),
-            (true, None) => preconditioner(obj, theta, diag, damping, null.as_ref(), cancel)?,
+            (Precondition::None, _) => None,
+            (Precondition::Kronecker, Some(_)) => {
+                return Err(Error::Value { arg: "precondition", msg: "'kfac' is built from the model's layers, not from a given hessian; use 'jacobi'".into() })
+            }
+            (_, Some(_)) => jacobi(diag, damping, null.as_ref()),
+            (choice, None) => preconditioner(obj, theta, diag, damping, null.as_ref(), choice, cancel)?,
         };
         Ok(Self { kind: Kind::Cg { precond, null, explicit, diag: op_diag }, damping })
     }

@@ -13,6 +13,7 @@
 //! (Lambda_i = B_i B_i^T), and H by products with unit vectors.
 
 mod activation;
+mod kfac;
 mod pass;
 pub mod pbrf;
 mod rop;
@@ -24,7 +25,7 @@ use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayVie
 
 pub use activation::Activation;
 
-use super::{Model, Preconditioning, Prediction};
+use super::{KroneckerFactors, Model, Preconditioning, Prediction};
 use crate::data::{Batch, XView};
 use crate::error::{Error, Result};
 use crate::linalg::{gemm, gemm_lower};
@@ -409,4 +410,10 @@ impl Preconditioning for Mlp {
         None
     }
     fn hessian_blocks_sum(&self, _theta: ArrayView1<f64>, _data: &Batch, _out: ArrayViewMut3<f64>) {}
+    fn kronecker_factors(&self) -> Option<Vec<KroneckerFactors>> {
+        Some(self.kronecker_layout())
+    }
+    fn kronecker_factors_sum(&self, theta: ArrayView1<f64>, data: &Batch, out: &mut [KroneckerFactors]) {
+        self.add_kronecker_factors(theta, data, out)
+    }
 }
