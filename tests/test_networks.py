@@ -299,10 +299,11 @@ def test_a_duplicated_point_is_one_point_of_weight_two_and_order_does_not_matter
     a = uw.Influence(net, X, y, w, damping=0.01).on_loss(X[:3], y[:3])
     Xd, yd = np.vstack([X, X[2:3]]), np.append(y, y[2])
     b = uw.Influence(net, Xd, yd, damping=0.01).on_loss(X[:3], y[:3])
-    np.testing.assert_allclose(b[:, :len(y)], a, rtol=1e-9, atol=1e-14)
+    tol = 1e-9 * np.abs(a).max()  # rounding of the sums, amplified by the solve
+    np.testing.assert_allclose(b[:, :len(y)], a, rtol=1e-9, atol=tol)
     perm = np.random.default_rng(0).permutation(len(y))
     c = uw.Influence(net, X[perm], y[perm], w[perm], damping=0.01).on_loss(X[:3], y[:3])
-    np.testing.assert_allclose(c, a[:, perm], rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(c, a[:, perm], rtol=1e-9, atol=tol)
 
 
 def test_parameters_trained_elsewhere():
@@ -405,5 +406,5 @@ def test_an_interrupted_training_leaves_the_estimator_as_it_was():
 
     net.set_params(progress=stop, max_iter=10_000, random_state=3)
     with pytest.raises(KeyboardInterrupt):
-        net.fit(np.repeat(X, 30, axis=0), np.repeat(y, 30))
+        net.fit(np.repeat(X, 400, axis=0), np.repeat(y, 400))  # long enough for a progress call (50 ms)
     assert np.array_equal(net.get_theta(), before)
