@@ -9,17 +9,8 @@ use upweight::objective::Curvature;
 use upweight::{newton, Batch, Cancel, Family, FitOptions, Glm, Influence, Method, Model, Names, Objective, Points, SolverOptions, Table};
 
 /// Small deterministic pseudo-random numbers (no dev-dependency needed).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((self.0 >> 11) as f64) / ((1u64 << 53) as f64)
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.next().max(1e-300), self.next());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-}
+mod common;
+use common::Lcg;
 
 fn problem(family: Family, n: usize, d: usize, seed: u64) -> (Array2<f64>, Array1<f64>, Array1<f64>) {
     let mut rng = Lcg(seed);

@@ -8,17 +8,8 @@ use ndarray::{Array1, Array2};
 use upweight::models::mlp::Curvature;
 use upweight::{Activation, Batch, Cancel, Family, Glm, Mlp, Model, Names, Objective, Prediction};
 
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((self.0 >> 11) as f64) / ((1u64 << 53) as f64)
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.next().max(1e-300), self.next());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-}
+mod common;
+use common::Lcg;
 
 struct Problem {
     x: Array2<f64>,
