@@ -14,7 +14,7 @@ import numpy as np
 from .errors import InputError
 from .validation import compare
 
-__all__ = ["gallery", "loo_scatter", "pyplot", "response_curve", "save"]
+__all__ = ["gallery", "loo_scatter", "pyplot", "ready", "response_curve", "save"]
 
 
 def pyplot():
@@ -87,6 +87,20 @@ def gallery(query, helpful, harmful, shape=(8, 8), query_title: str = "query", h
             axes[row, j + 1].axis("off")
     fig.tight_layout()
     return fig
+
+
+def ready(folder: str) -> bool:
+    """For the CLI's figures: create ``folder`` and return True, or, without matplotlib, say
+    how to install it and return False (the report is written all the same)."""
+    import os
+
+    try:
+        pyplot()
+    except InputError:
+        print("\n(figures skipped: pip install 'upweight[plot]' for matplotlib)")
+        return False
+    os.makedirs(folder, exist_ok=True)
+    return True
 
 
 def save(fig, folder: str, name: str) -> str:

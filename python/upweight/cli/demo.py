@@ -9,7 +9,6 @@ Written against the public API only, as a user would (``import upweight as uw``)
 from __future__ import annotations
 
 import argparse
-import os
 
 import numpy as np
 
@@ -82,12 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _plots(args, model, inf, Xtr, ytr, Xte, yte, t, m, wide, train, test) -> None:
     """PNG figures beside the report: response curve, leave-one-out scatter, digits gallery."""
-    try:
-        plots.pyplot()
-    except uw.InputError:
-        print("\n(figures skipped: pip install 'upweight[plot]' for matplotlib)")
+    if not plots.ready(args.plots):
         return
-    os.makedirs(args.plots, exist_ok=True)
     written = []
     rc = uw.response_curve(model, Xtr, ytr, m=m, eps=np.linspace(-1.0, 4.0, 11), f=uw.TestLoss(Xte[t : t + 1], yte[t : t + 1]))
     fig = plots.response_curve(rc, label=f"loss at test #{test[t]}")

@@ -9,7 +9,6 @@ Written against the public API only, as a user would (``import upweight as uw``)
 from __future__ import annotations
 
 import argparse
-import os
 
 import numpy as np
 
@@ -75,12 +74,8 @@ def _loss_at(net, theta, x, y) -> float:
 
 
 def _plots(args, x, y, pred, Xtr, ytr, helpful, harmful, predicted, actual) -> None:
-    try:
-        plots.pyplot()
-    except uw.InputError:
-        print("\n(figures skipped: pip install 'upweight[plot]' for matplotlib)")
+    if not plots.ready(args.plots):
         return
-    os.makedirs(args.plots, exist_ok=True)
     fig = plots.gallery(
         x * 16, Xtr[helpful] * 16, Xtr[harmful] * 16,
         query_title=f"test: {int(y)} (predicted {int(pred)})",
