@@ -35,7 +35,7 @@ pub use cancel::Cancel;
 pub use data::{Batch, Features, Names, Rows, Table};
 pub use error::{Error, Result};
 pub use fit::{newton, FitOptions, FitResult};
-pub use influence::{Influence, Points, Scores, TopK};
+pub use influence::{Influence, LeaveOutTarget, Points, Scores, TopK};
 pub use models::glm::{Family, Glm};
 pub use models::gradients::GradientModel;
 pub use models::mlp::{Activation, Mlp};

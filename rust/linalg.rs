@@ -338,6 +338,46 @@ fn lower_tiles_mut(a: MatMut<'_, f64>, size: usize) -> Vec<(usize, usize, MatMut
     out
 }
 
+/// The pencil (A, P) diagonalised by congruence, for A symmetric positive definite (only its
+/// lower triangle is read) and P = diag(`p_diag`) >= 0: B (n x n) with B^T A B = I and
+/// B^T P B = diag(d), d ascending (the eigenvalues of P v = d A v). Then
+/// (A - e P)^{-1} = B (I - e D)^{-1} B^T for every scalar e, which is what lets one
+/// factorisation serve solves with A - e P for many e. With P = 0, B = L^{-T} (A = L L^T) and d = 0.
+/// Sequential: the same bits for any number of threads.
+pub fn congruent_diagonalization(a: ArrayView2<f64>, p_diag: ndarray::ArrayView1<f64>) -> Result<(Array2<f64>, ndarray::Array1<f64>)> {
+    use faer::linalg::triangular_solve::{solve_lower_triangular_in_place, solve_upper_triangular_in_place};
+    let n = check_square(a.dim())?;
+    let chol = Cholesky::factor(a)?;
+    let l = chol.l();
+    let mut u = faer::Mat::<f64>::identity(n, n);
+    let mut d = ndarray::Array1::zeros(n);
+    if p_diag.iter().any(|&v| v != 0.0) {
+        // E = L^{-1} P^{1/2}, M = E E^T = L^{-1} P L^{-T} = U D U^T
+        let mut e = faer::Mat::<f64>::zeros(n, n);
+        for (i, &v) in p_diag.iter().enumerate() {
+            e[(i, i)] = v.max(0.0).sqrt();
+        }
+        solve_lower_triangular_in_place(l, e.as_mut(), Par::Seq);
+        let mut m = faer::Mat::<f64>::zeros(n, n);
+        faer::linalg::matmul::matmul(m.as_mut(), Accum::Replace, e.as_ref(), e.transpose(), 1.0, Par::Seq);
+        let mut s = faer::diag::Diag::<f64>::zeros(n);
+        let params = Default::default();
+        let scratch = faer::linalg::evd::self_adjoint_evd_scratch::<f64>(n, faer::linalg::evd::ComputeEigenvectors::Yes, Par::Seq, params);
+        let mut mem = faer::dyn_stack::MemBuffer::new(scratch);
+        let stack = faer::dyn_stack::MemStack::new(&mut mem);
+        faer::linalg::evd::self_adjoint_evd(m.as_ref(), s.as_mut(), Some(u.as_mut()), Par::Seq, stack, params)
+            .map_err(|e| Error::Singular { msg: format!("the eigendecomposition of the penalty in the Hessian's metric did not converge ({e:?})") })?;
+        for i in 0..n {
+            d[i] = s[i];
+        }
+    }
+    // B = L^{-T} U
+    solve_upper_triangular_in_place(l.transpose(), u.as_mut(), Par::Seq);
+    clear_upper_ymm();
+    let b = Array2::from_shape_fn((n, n), |(i, j)| u[(i, j)]);
+    Ok((b, d))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,5 +477,39 @@ mod tests {
         assert!(matches!(Cholesky::factor(h.view()), Err(Error::Singular { .. })));
         let h = array![[1.0, 2.0], [2.0, 1.0]];
         assert!(matches!(Cholesky::factor(h.view()), Err(Error::Singular { .. })));
+    }
+
+    #[test]
+    fn congruent_diagonalization_diagonalises_both() {
+        let n = 7;
+        let mut state = 3_u64;
+        let mut rnd = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        let g = Array2::from_shape_fn((n, n), |_| rnd());
+        let mut a = g.t().dot(&g);
+        a.diag_mut().mapv_inplace(|v| v + 0.5);
+        let p = ndarray::Array1::from_shape_fn(n, |j| if j == 3 { 0.0 } else { 0.3 * (j as f64 + 1.0) });
+        let (b, d) = congruent_diagonalization(a.view(), p.view()).unwrap();
+        let eye = b.t().dot(&a).dot(&b);
+        let pd = b.t().dot(&Array2::from_diag(&p)).dot(&b);
+        for i in 0..n {
+            for j in 0..n {
+                assert!((eye[[i, j]] - if i == j { 1.0 } else { 0.0 }).abs() < 1e-12);
+                assert!((pd[[i, j]] - if i == j { d[i] } else { 0.0 }).abs() < 1e-12);
+            }
+        }
+        assert!(d.windows(2).into_iter().all(|w| w[0] <= w[1]) && d[0].abs() < 1e-12);
+        // (A - e P)^{-1} = B (I - e D)^{-1} B^T
+        let e = 0.05;
+        let m = &a - &Array2::from_diag(&(&p * e));
+        let inv = b.dot(&Array2::from_diag(&d.mapv(|x| 1.0 / (1.0 - e * x)))).dot(&b.t());
+        let should_be_eye = m.dot(&inv);
+        for i in 0..n {
+            for j in 0..n {
+                assert!((should_be_eye[[i, j]] - if i == j { 1.0 } else { 0.0 }).abs() < 1e-10);
+            }
+        }
     }
 }

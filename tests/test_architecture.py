@@ -44,6 +44,7 @@ LAYERS = {
     "upweight.io.tables": 6,
     # 7: what is built on influence
     "upweight.validation": 7,
+    "upweight.leave_out": 7,
     "upweight.diagnostics": 7,
     "upweight.examples": 7,
     "upweight.io.resume": 7,

@@ -56,6 +56,18 @@ def test_fit_then_score_top_k_matches_the_api(data):
     np.testing.assert_allclose(table[:, 5].reshape(7, 4), top.harmful, rtol=1e-12)
 
 
+def test_score_loo_top_k_matches_the_api_across_segments(data):
+    d, X, y, model = data
+    cli("score", d / "X.npy", "--y", d / "y.npy", "--family", "logistic", "--l2", "1e-3", "--query", d / "query.npz",
+        "--what", "loo-top-k", "-k", "4", "--segment-rows", "1024", "-o", d / "loo.npz", "--force")
+    top = uw.Influence(model, X, y).loo_top_k(X[:7] + 0.1, y[:7], k=4)
+    with np.load(d / "loo.npz") as z:
+        np.testing.assert_array_equal(z["helpful_idx"], top.helpful_idx)
+        np.testing.assert_array_equal(z["harmful_idx"], top.harmful_idx)
+        np.testing.assert_allclose(z["helpful"], top.helpful, rtol=1e-9)
+    assert (top.helpful[:, 0] > 0).all() and (top.harmful[:, 0] < 0).all()
+
+
 def test_sparse_npz_training_and_query_files(tmp_path):
     sp = pytest.importorskip("scipy.sparse")
     rng = np.random.default_rng(1)

@@ -90,6 +90,13 @@ CHANGED_BY_DESIGN = {
     ),
 }
 
+#: Result fields added after df097f3 (new answers, not changed ones: df097f3 cannot record them);
+#: keys matching these patterns are not compared. Each names the issue and the tests covering it.
+ADDED_FIELDS = [
+    (r"/leave_(one|k)_out(/.*)?/one_step_(params|loss)$",
+     "issue 17: leave_one_out / leave_k_out also report the one-step Newton estimate (tests/test_leave_out.py)"),
+]
+
 #: Results changed on purpose at rounding level: (key pattern, kind, tolerance, reason). The
 #: first pattern matching a key applies; keys no pattern matches stay exact. Kinds: "rtol"
 #: (normwise relative), "atol" (absolute), "int" (integer counts, absolute), "range" (the part
@@ -294,6 +301,7 @@ def compare_all(area: str, got: dict, want: dict, keys=None) -> list[str]:
             now = got.pop(prefix + key, None)
             if now != value:
                 failures.append(f"{prefix}{key}: changed by design to {value!r}, got {now!r}")
+    got = {k: v for k, v in got.items() if not any(re.search(pat, k) for pat, _ in ADDED_FIELDS)}
     if keys is None:
         missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
         failures += [f"{k}: in the golden outputs but no longer computed" for k in missing]

@@ -27,6 +27,7 @@ from .errors import (
 )
 from .influence import GradientInfluence, Influence, SolveInfo, TopK
 from .io import load_idx, load_model, save_model
+from .leave_out import LooCV, approximate_loo_cv
 from .models import LinearRegression, LogisticRegression, Model, PoissonRegression
 from .networks import MLPClassifier, MLPRegressor
 from .validation import Prediction, TestLoss, compare, leave_k_out, leave_one_out, response_curve
@@ -43,6 +44,7 @@ __all__ = [
     "InputTypeError",
     "InternalError",
     "LinearRegression",
+    "LooCV",
     "LogisticRegression",
     "MLPClassifier",
     "MLPRegressor",
@@ -58,6 +60,7 @@ __all__ = [
     "TopK",
     "SingularHessianError",
     "UpweightError",
+    "approximate_loo_cv",
     "compare",
     "datasets",
     "diagnostics",

@@ -45,7 +45,7 @@ from .interop import from_sklearn, from_statsmodels
 from .models import Model, check_model
 from .solver import QueryPolicy, Work, check_on_unconverged, check_solver, work
 
-__all__ = ["GradientInfluence", "Influence", "SolvedQueries", "SolveInfo", "TopK"]
+__all__ = ["GradientInfluence", "Influence", "LooTopK", "SolvedQueries", "SolveInfo", "TopK"]
 
 #: Gradient norm (max abs entry of grad L_w) above which ``Influence`` warns that theta is not
 #: an optimum of the objective on the data it was given.
@@ -112,6 +112,21 @@ class TopK:
         return self.helpful_idx, self.helpful, self.harmful_idx, self.harmful
 
 
+class LooTopK(TopK):
+    """:meth:`Influence.loo_top_k`'s result: per test point, the ``k`` training points whose
+    removal most raises (``helpful``, largest first) and most lowers (``harmful``, most negative
+    first) its loss, with those predicted changes, each of shape (q, k)."""
+
+    def merge(self, other: TopK, k: int) -> LooTopK:
+        """The ``k`` best of this result and ``other`` (another leave-out top-k for the same test
+        points, e.g. over another segment of the training rows), as one pass would choose."""
+        if not isinstance(other, LooTopK):
+            raise InputError("other: is not a leave-out top-k (loo_top_k); its scores have the opposite sign")
+        neg = lambda t: TopK(t.helpful_idx, -t.helpful, t.harmful_idx, -t.harmful)  # noqa: E731
+        m = TopK.merge(neg(self), neg(other), k)
+        return LooTopK(m.helpful_idx, -m.helpful, m.harmful_idx, -m.harmful)
+
+
 class SolvedQueries:
     """Query gradients solved once, to score the training rows segment by segment without
     solving again: :meth:`_Queries.solve_queries` makes it, :meth:`top_k` scores a segment. A
@@ -139,6 +154,25 @@ class SolvedQueries:
         scores of one pass."""
         k = _check_k(k)
         return TopK._from_core(self._core.top_k_solved(self._vc, k, None if rows is None else _segment(rows)))
+
+
+def _groups(groups, n: int) -> list[list[int]]:
+    """Groups of training indices: a sequence of index arrays (or boolean masks), or a label per
+    training point (one group per distinct label, in ``np.unique`` order)."""
+    if isinstance(groups, np.ndarray) and groups.ndim == 1 and groups.shape == (n,) and groups.dtype != bool:
+        _, inv = np.unique(groups, return_inverse=True)
+        return [np.flatnonzero(inv == g).tolist() for g in range(inv.max() + 1)]
+    if isinstance(groups, (str, bytes)) or not hasattr(groups, "__iter__"):
+        raise InputError(f"groups: expected a sequence of index arrays or one label per training point, got {type(groups).__name__}")
+    out = []
+    for j, g in enumerate(groups):
+        idx = as_indices(np.atleast_1d(np.asarray(g)), n, f"groups[{j}]")
+        if np.unique(idx).size != idx.size:
+            raise InputError(f"groups[{j}]: has repeated indices")
+        out.append([int(i) for i in idx])
+    if not out:
+        raise InputError("groups: is empty")
+    return out
 
 
 def _check_k(k) -> int:
@@ -558,6 +592,97 @@ class Influence(_Queries):
         """Hat values of the training rows, (w_m a_m / W) z_m^T H^{-1} z_m with a_m the Hessian
         weight of the loss in eta (single-output GLMs; :func:`upweight.diagnostics`)."""
         return self._core.leverage()
+
+    # -- leaving points out (one Newton step) --------------------------------------------------
+    # Influence is the tangent of the response at eps = 0; these answer eps = -w_m itself: one
+    # Newton step from theta* on the objective without the point(s), the approximate
+    # leave-one-out of statistics (Rad & Maleki 2020; Wilson, Kasy & Mackey 2020's "NS"). Exact
+    # for squared loss; the Gauss-Newton version for networks (their outputs linearised at theta*).
+    def _leave_out_core(self) -> InfluenceCore:
+        """A core for leave-out queries: the direct one when built (its matrix is reused), else
+        the policy's choice for n right-hand sides (the curvature is formed once either way)."""
+        self._check_files()
+        return self._cores.get("direct") or self._core_for(self.n_samples)
+
+    def loo_params(self, idx=None) -> np.ndarray:
+        """theta_(-m) - theta*, what leaving training point m out would do to the parameters,
+        by one Newton step from theta* on the objective without m (weights respected: the point's
+        weight w_m goes, and the weighted mean renormalises): (n, p), or (len(idx), p).
+
+        Compare ``-w_m * params()``, its first-order (influence) approximation. Cost: one
+        factorisation of the curvature (an eigendecomposition when the weights differ and
+        l2 > 0), then O(k p^2) per point."""
+        rows = self._rows(idx)
+        n_out = self.n_samples if rows is None else len(rows)
+        check_output_fits((n_out, self.n_params), 8, "idx", "pass idx= for a subset of training points")
+        return self._leave_out_core().loo_params(rows)
+
+    def loo_losses(self, idx=None, with_training: bool = False):
+        """Each training point's loss at its own leave-one-out parameters, l(z_m; theta_(-m)):
+        the held-out losses of approximate leave-one-out cross-validation
+        (:func:`upweight.approximate_loo_cv`), (n,) or (len(idx),). With ``with_training``, also
+        the same points' losses at theta*: a pair of such arrays."""
+        both = self._leave_out_core().loo_self_losses(self._rows(idx))
+        held_out = np.ascontiguousarray(both[:, 0])
+        return (held_out, np.ascontiguousarray(both[:, 1])) if with_training else held_out
+
+    def loo_on_loss(self, X_test, y_test, idx=None) -> np.ndarray:
+        """Predicted change of each test loss when each training point is left out,
+        l(z_t; theta_(-m)) - l(z_t; theta*): (q, n), or (q, len(idx)). The loss is evaluated at the
+        stepped parameters, not linearised. Positive: m helps t (without it, t's loss rises);
+        about ``-w_m * on_loss(...)`` to first order. For large n use :meth:`loo_top_k`."""
+        Xt = as_points(X_test, "X_test", self._d)
+        yt = self.model.check_targets(y_test, n_rows(Xt), name="y_test")
+        rows = self._rows(idx)
+        check_output_fits((n_rows(Xt), self.n_samples if rows is None else len(rows)), 8, "X_test",
+                          "use loo_top_k (streamed), fewer test points at a time, or idx=")
+        return self._leave_out_core().loo_on(Xt, yt, "loss", rows, names=("X_test", "y_test"))
+
+    def loo_on_prediction(self, X_test, kind: str = "mean", idx=None) -> np.ndarray:
+        """Predicted change of the predictions at ``X_test`` when each training point is left out
+        (``kind`` as in :meth:`on_prediction`, evaluated at the stepped parameters): (q, n), or
+        (q, k, n) for k outputs."""
+        if kind not in ("mean", "linear"):
+            raise InputError(f"kind: expected 'mean' or 'linear', got {kind!r}")
+        Xt = as_points(X_test, "X_test", self._d)
+        rows = self._rows(idx)
+        k = self._core_model.n_outputs
+        q = n_rows(Xt)
+        check_output_fits((q * k, self.n_samples if rows is None else len(rows)), 8, "X_test",
+                          "fewer test points at a time, or idx=")
+        S = self._leave_out_core().loo_on(Xt, None, kind, rows, names=("X_test", "y_test"))
+        return S if k == 1 else S.reshape(q, k, S.shape[1])
+
+    def loo_top_k(self, X_test, y_test, k: int = 10, rows: tuple[int, int] | None = None) -> LooTopK:
+        """For each test point, the ``k`` training points whose removal would most raise its
+        loss (``helpful``, largest change first) and most lower it (``harmful``, most negative
+        first), by one Newton step each, streamed over the training rows (or the segment
+        ``rows = (start, stop)``): the (q, n) matrix is never held. The values are predicted
+        changes of the test loss on removal (positive for helpful points: note the sign is the
+        opposite of :meth:`top_k`'s scores, which are derivatives in the weight)."""
+        k = _check_k(k)
+        Xt = as_points(X_test, "X_test", self._d)
+        yt = self.model.check_targets(y_test, n_rows(Xt), name="y_test")
+        segment = None if rows is None else _segment(rows)
+        top = TopK._from_core(self._leave_out_core().loo_top_k(Xt, yt, k, segment, names=("X_test", "y_test")))
+        return LooTopK(*top.as_tuple())
+
+    def leave_out_params(self, groups) -> np.ndarray:
+        """theta_(-G) - theta* for leaving each group of training points out together, by one
+        Newton step with a rank-|G| update (exact for squared loss): (n_groups, p).
+
+        ``groups``: a sequence of index arrays (or boolean masks), or one label per training point
+        (an array of length n: one group per distinct label, in ``np.unique`` order)."""
+        return self._leave_out_core().leave_out(_groups(groups, self.n_samples))[0]
+
+    def leave_out_on_loss(self, X_test, y_test, groups) -> np.ndarray:
+        """Predicted change of each test loss when each group of training points is left out
+        together (see :meth:`leave_out_params`): (q, n_groups)."""
+        Xt = as_points(X_test, "X_test", self._d)
+        yt = self.model.check_targets(y_test, n_rows(Xt), name="y_test")
+        out = self._leave_out_core().leave_out(_groups(groups, self.n_samples), Xt, yt, names=("X_test", "y_test"))[1]
+        assert out is not None  # test points were given
+        return out
 
     def __repr__(self) -> str:
         return f"Influence({self.model!r}, n={self.n_samples}, p={self.n_params}, solver={self.solver!r})"

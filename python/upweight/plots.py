@@ -49,19 +49,28 @@ def response_curve(rc, index: int = 0, ax=None, label: str = "f"):
     return fig
 
 
-def loo_scatter(predicted, actual, ax=None, what: str = "change of test loss"):
+def loo_scatter(predicted, actual, ax=None, what: str = "change of test loss", one_step=None):
     """Predicted vs actual leave-one-out changes (e.g. ``loo.predicted_loss``,
-    ``loo.actual_loss``), with the diagonal and Pearson's R."""
+    ``loo.actual_loss``), with the diagonal and Pearson's R; with ``one_step`` (e.g.
+    ``loo.one_step_loss``) the one-step Newton estimate beside the influence one."""
     c = compare(predicted, actual)
     fig, ax = _axes(ax)
     p, a = np.ravel(predicted), np.ravel(actual)
-    ax.scatter(p, a, s=8, alpha=0.6, color="C0")
+    ax.scatter(p, a, s=8, alpha=0.6, color="C0", label=f"influence (R = {c.pearson:.3f})")
     lo, hi = float(min(p.min(), a.min())), float(max(p.max(), a.max()))
+    title = f"leave-one-out: R = {c.pearson:.3f}, slope {c.slope:.2f}, n = {c.n}"
+    if one_step is not None:
+        c1 = compare(one_step, actual)
+        s = np.ravel(one_step)
+        ax.scatter(s, a, s=8, alpha=0.6, color="C1", marker="x", label=f"one Newton step (R = {c1.pearson:.4f})")
+        lo, hi = min(lo, float(s.min())), max(hi, float(s.max()))
+        ax.legend(frameon=False, fontsize=8)
+        title = f"leave-one-out, n = {c.n}: influence R = {c.pearson:.3f}, one step R = {c1.pearson:.4f}"
     ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8)
     ax.locator_params(nbins=5)
-    ax.set_xlabel(f"predicted {what} (influence)")
+    ax.set_xlabel(f"predicted {what}" + (" (influence)" if one_step is None else ""))
     ax.set_ylabel(f"actual {what} (refit)")
-    ax.set_title(f"leave-one-out: R = {c.pearson:.3f}, slope {c.slope:.2f}, n = {c.n}")
+    ax.set_title(title, fontsize=9 if one_step is not None else None)
     return fig
 
 

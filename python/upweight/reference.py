@@ -97,6 +97,7 @@ __all__ = [
     "hvp",
     "fit",
     "influence_params",
+    "loo_one_step",
     "influence_new_point",
     "influence_on_loss",
     "influence_on",
@@ -477,6 +478,26 @@ def influence_params(theta, X, y, family, w=None, l2=0.0, idx=None):
     if idx is not None:
         G = G[np.asarray(idx)]
     return -_solve(H, (G + c).T, family).T / W
+
+
+def loo_one_step(theta, X, y, family, w=None, l2=0.0, groups=None):
+    """theta_(-G) - theta* by one Newton step from theta on the objective with the rows of each
+    group removed (their weights set to 0, the weighted mean renormalised), from the explicit
+    gradient and Hessian of that objective: -H_(-G)^{-1} grad L_(-G)(theta) (H^+ for multinomial).
+    ``groups``: a list of index lists (default: each training row alone). Shape (n_groups, p).
+    """
+    X = _as_X(X)
+    theta = _as_theta(theta, X.shape[1], family)
+    w, _ = _as_w(w, X.shape[0])
+    groups = [[m] for m in range(X.shape[0])] if groups is None else groups
+    out = []
+    for g in groups:
+        w2 = w.copy()
+        w2[np.asarray(g, dtype=int)] = 0.0
+        grad = gradient(theta, X, y, family, w2, l2)
+        H = hessian(theta, X, y, family, w2, l2)
+        out.append(-_solve(H, grad, family))
+    return np.array(out)
 
 
 def influence_new_point(theta, X, y, family, x_new, y_new, w=None, l2=0.0):

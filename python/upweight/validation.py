@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validation import as_indices, as_points, as_vector, as_weights, check_finite, n_rows, training_features
-from .errors import ConvergenceWarning, InputError
+from .errors import ConvergenceWarning, InputError, SingularHessianError
 from .influence import Influence
 from .models import DIVERGING_STEP, Model, check_model
 from .solver import resolve, work
@@ -105,6 +105,8 @@ class LeaveOneOut:
     predicted_params: np.ndarray  # (m, p) -w_m I(z_m)
     actual_loss: np.ndarray | None  # (m, q) change of each test loss
     predicted_loss: np.ndarray | None  # (m, q) -w_m S[t, m]
+    one_step_params: np.ndarray | None = None  # (m, p) one Newton step (Influence.loo_params)
+    one_step_loss: np.ndarray | None = None  # (m, q) the test losses at those parameters (loo_on_loss)
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,8 @@ class LeaveKOut:
     predicted_params: np.ndarray  # -sum_m w_m I(z_m)
     actual_loss: np.ndarray | None  # (q,)
     predicted_loss: np.ndarray | None
+    one_step_params: np.ndarray | None = None  # (p,) one Newton step (Influence.leave_out_params)
+    one_step_loss: np.ndarray | None = None  # (q,) (Influence.leave_out_on_loss)
 
 
 @dataclass(frozen=True)
@@ -202,7 +206,8 @@ def response_curve(model, X, y, m: int, eps, f=None, sample_weight=None, progres
 def leave_one_out(model, X, y, idx=None, X_test=None, y_test=None, sample_weight=None, progress=None) -> LeaveOneOut:
     """Refit without each training point of ``idx`` (default: all), in parallel, and compare
     the change of theta (and of each test loss, given ``X_test, y_test``) with influence's
-    first-order prediction -w_m I(z_m) (and -w_m S[t, m]).
+    first-order prediction -w_m I(z_m) (and -w_m S[t, m]) and with the one-step Newton estimate
+    (``one_step_params``, ``one_step_loss``: :meth:`Influence.loo_params`).
 
     A refit with no finite optimum (with ``l2 = 0``, leaving a point out can separate the classes)
     has NaN rows in ``theta``, ``actual_params`` and ``actual_loss``, with a ConvergenceWarning;
@@ -219,7 +224,26 @@ def leave_one_out(model, X, y, idx=None, X_test=None, y_test=None, sample_weight
         l0 = f._values(model, theta)
         actual_loss = np.stack([_values(f, model, t) for t in thetas]) - l0
         predicted_loss = -wm[:, None] * inf.on_loss(X_test, y_test, idx=idx).T
-    return LeaveOneOut(idx, thetas, thetas - theta, pred, actual_loss, predicted_loss)
+    step, step_loss = _one_step(inf, idx, X_test, y_test)
+    return LeaveOneOut(idx, thetas, thetas - theta, pred, actual_loss, predicted_loss, step, step_loss)
+
+
+def _one_step(inf, idx, X_test, y_test):
+    """One-step estimates for each point of ``idx``; NaN rows for a point whose removal leaves
+    no unique minimiser (its refit has none either: see :func:`leave_one_out`)."""
+    try:
+        return inf.loo_params(idx), (None if X_test is None else inf.loo_on_loss(X_test, y_test, idx=idx).T)
+    except SingularHessianError:
+        q = 0 if X_test is None else n_rows(as_points(X_test, "X_test"))
+        params, losses = np.full((len(idx), inf.n_params), np.nan), np.full((len(idx), q), np.nan)
+        for j, m in enumerate(idx):
+            try:
+                params[j] = inf.loo_params([m])[0]
+                if X_test is not None:
+                    losses[j] = inf.loo_on_loss(X_test, y_test, idx=[m])[:, 0]
+            except SingularHessianError:
+                pass
+        return params, (None if X_test is None else losses)
 
 
 def leave_k_out(model, X, y, group, X_test=None, y_test=None, sample_weight=None) -> LeaveKOut:
@@ -242,7 +266,13 @@ def leave_k_out(model, X, y, group, X_test=None, y_test=None, sample_weight=None
         f = TestLoss(X_test, y_test)
         actual_loss = _values(f, model, t) - f._values(model, theta)
         predicted_loss = -(inf.on_loss(X_test, y_test, idx=idx) * wm).sum(axis=1)
-    return LeaveKOut(idx, t, t - theta, pred, actual_loss, predicted_loss)
+    try:
+        step = inf.leave_out_params([idx])[0]
+        step_loss = None if X_test is None else inf.leave_out_on_loss(X_test, y_test, [idx])[:, 0]
+    except SingularHessianError:  # no unique minimiser without the group: NaN, as its refit
+        step = np.full(theta.size, np.nan)
+        step_loss = None if actual_loss is None else np.full(np.shape(actual_loss), np.nan)
+    return LeaveKOut(idx, t, t - theta, pred, actual_loss, predicted_loss, step, step_loss)
 
 
 def _ranks(a: np.ndarray) -> np.ndarray:

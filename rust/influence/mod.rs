@@ -11,6 +11,7 @@
 //! An [`Influence`] owns what it was built from (model, theta, training table, prepared
 //! solver), so a query cannot mix it with other data.
 
+mod leave_out;
 mod leverage;
 mod scores;
 mod top_k;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
+pub use leave_out::LeaveOutTarget;
 pub use scores::{Scorer, Scores};
 pub use top_k::TopK;
 
@@ -91,6 +93,10 @@ pub struct Influence {
     grad: Array1<f64>,
     opts: SolverOptions,
     solver: Prepared,
+    /// whether the penalty renormalises with the total weight ([`InfluenceOptions::renormalize`])
+    renormalize: bool,
+    /// the bases leave-out estimates are computed in, built on first use
+    removal: leave_out::RemovalCache,
 }
 
 impl Influence {
@@ -124,7 +130,8 @@ impl Influence {
         let penalty_grad = if opts.renormalize { obj.penalty_grad(theta.view()) } else { Array1::zeros(p) };
         let total_weight = obj.total_weight();
         drop(obj);
-        Ok(Self { penalty_grad, total_weight, objective, grad, opts: opts.solver, solver, model, data, theta, l2 })
+        let renormalize = opts.renormalize;
+        Ok(Self { penalty_grad, total_weight, objective, grad, opts: opts.solver, solver, model, data, theta, l2, renormalize, removal: Default::default() })
     }
 
     pub fn theta(&self) -> ndarray::ArrayView1<'_, f64> {

@@ -2,7 +2,9 @@
 //! selected block by block so the r x n score matrix is never held (memory O(block x r + r x k)),
 //! in a fixed chunking so the result does not depend on the thread count.
 
-use ndarray::{s, Array2, ArrayView2};
+use std::ops::Range;
+
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 use super::scores::{ScoreOut, Scorer};
@@ -149,65 +151,19 @@ impl Scorer<'_> {
         self.check(points, vc)?;
         let r = vc.ncols();
         let k = k.min(points.n());
-        let f32_path = self.float32_kernel(points);
-        let vc32 = vc.mapv(|v| v as f32);
-        let all = blocks(points.n(), BLOCK_ROWS);
-        // a fixed number of contiguous chunks (a function of n only): deterministic merge order
-        let per_chunk = all.len().div_ceil(TOP_K_CHUNKS).max(1);
-        cancel.begin(points.n());
-        let partials: Vec<Result<Vec<(Best, Best)>>> = all
-            .par_chunks(per_chunk)
-            .map(|chunk| {
-                let mut sel = Selection::new(k, r);
-                // scores as (B x r), the layout of `on`'s blocks: a row holds every query's score
-                // of one training point and is compared with the queries' bounds at once
-                let (mut t64, mut t32) = (Array2::<f64>::zeros((0, 0)), Array2::<f32>::zeros((0, 0)));
-                if f32_path {
-                    t32 = Array2::zeros((BLOCK_ROWS, r))
-                } else {
-                    t64 = Array2::zeros((BLOCK_ROWS, r))
-                }
-                for range in chunk {
-                    cancel.check()?;
-                    let (start, len) = (range.start, range.len());
-                    if f32_path {
-                        self.score_rows(points, range.clone(), vc, ScoreOut::F32(t32.slice_mut(s![..len, ..]), &vc32))?;
-                        sel.scan(t32.slice(s![..len, ..]), start)?;
-                    } else {
-                        self.score_rows(points, range.clone(), vc, ScoreOut::F64(t64.slice_mut(s![..len, ..])))?;
-                        sel.scan(t64.slice(s![..len, ..]), start)?;
-                    }
-                    cancel.advance(len);
-                }
-                Ok(sel.best)
-            })
-            .collect();
-        let mut total = vec![(Best::new(k, 1.0), Best::new(k, -1.0)); r];
-        for part in partials {
-            for (t, mut p) in total.iter_mut().zip(part?) {
-                p.0.items().iter().for_each(|&it| t.0.push(it));
-                p.1.items().iter().for_each(|&it| t.1.push(it));
-            }
-        }
-        if f32_path {
+        if self.float32_kernel(points) {
+            let vc32 = vc.mapv(|v| v as f32);
+            let mut total =
+                select_best::<f32>(points.n(), r, k, BLOCK_ROWS, cancel, |range, out| self.score_rows(points, range, vc, ScoreOut::F32(out, &vc32)))?;
             for (j, (help, harm)) in total.iter_mut().enumerate() {
                 for best in [help, harm] {
                     self.rescore(points, vc, j, best)?;
                 }
             }
+            Ok(finish(total, k))
+        } else {
+            select(points.n(), r, k, BLOCK_ROWS, cancel, |range, out| self.score_rows(points, range, vc, ScoreOut::F64(out)))
         }
-        for (help, harm) in total.iter_mut() {
-            help.items(); // sorted, best first
-            harm.items();
-        }
-        let take = |sel: fn(&(Best, Best)) -> &Best| {
-            let idx = Array2::from_shape_fn((r, k), |(j, i)| sel(&total[j]).items[i].1);
-            let val = Array2::from_shape_fn((r, k), |(j, i)| sel(&total[j]).items[i].0);
-            (idx, val)
-        };
-        let (helpful_idx, helpful) = take(|b| &b.0);
-        let (harmful_idx, harmful) = take(|b| &b.1);
-        Ok(TopK { helpful_idx, helpful, harmful_idx, harmful })
     }
 
     /// Recompute the scores of `best`'s items for query `j` in float64 and restore the order.
@@ -226,6 +182,78 @@ impl Scorer<'_> {
         *best = exact;
         Ok(())
     }
+}
+
+/// The top-k of an r x n score matrix that `score` writes block by block ((len x r) for the
+/// rows `range`, in blocks of `block_rows`), never held whole: each of [`TOP_K_CHUNKS`] fixed
+/// chunks of blocks selects on its own, then the chunks are merged in order (the result does
+/// not depend on the thread count). Indices are row indices `0..n`.
+pub(super) fn select<F>(n: usize, r: usize, k: usize, block_rows: usize, cancel: &Cancel, score: F) -> Result<TopK>
+where
+    F: Fn(Range<usize>, ArrayViewMut2<f64>) -> Result<()> + Sync,
+{
+    let k = k.min(n);
+    Ok(finish(select_best::<f64>(n, r, k, block_rows, cancel, score)?, k))
+}
+
+/// [`select`] in the precision of the scores, before the lists are sorted.
+fn select_best<T>(
+    n: usize,
+    r: usize,
+    k: usize,
+    block_rows: usize,
+    cancel: &Cancel,
+    score: impl Fn(Range<usize>, ArrayViewMut2<T>) -> Result<()> + Sync,
+) -> Result<Vec<(Best, Best)>>
+where
+    T: Copy + Default + Into<f64> + Send + Sync,
+{
+    let all = blocks(n, block_rows);
+    // a fixed number of contiguous chunks (a function of n only): deterministic merge order
+    let per_chunk = all.len().div_ceil(TOP_K_CHUNKS).max(1);
+    cancel.begin(n);
+    let partials: Vec<Result<Vec<(Best, Best)>>> = all
+        .par_chunks(per_chunk)
+        .map(|chunk| {
+            let mut sel = Selection::new(k, r);
+            // scores as (B x r): a row holds every query's score of one training point and is
+            // compared with the queries' bounds at once
+            let mut t = Array2::<T>::from_elem((block_rows.min(n), r), T::default());
+            for range in chunk {
+                cancel.check()?;
+                let (start, len) = (range.start, range.len());
+                score(range.clone(), t.slice_mut(s![..len, ..]))?;
+                sel.scan(t.slice(s![..len, ..]), start)?;
+                cancel.advance(len);
+            }
+            Ok(sel.best)
+        })
+        .collect();
+    let mut total = vec![(Best::new(k, 1.0), Best::new(k, -1.0)); r];
+    for part in partials {
+        for (t, mut p) in total.iter_mut().zip(part?) {
+            p.0.items().iter().for_each(|&it| t.0.push(it));
+            p.1.items().iter().for_each(|&it| t.1.push(it));
+        }
+    }
+    Ok(total)
+}
+
+/// The sorted lists as a [`TopK`] (r x k).
+fn finish(mut total: Vec<(Best, Best)>, k: usize) -> TopK {
+    for (help, harm) in total.iter_mut() {
+        help.items(); // sorted, best first
+        harm.items();
+    }
+    let r = total.len();
+    let take = |sel: fn(&(Best, Best)) -> &Best| {
+        let idx = Array2::from_shape_fn((r, k), |(j, i)| sel(&total[j]).items[i].1);
+        let val = Array2::from_shape_fn((r, k), |(j, i)| sel(&total[j]).items[i].0);
+        (idx, val)
+    };
+    let (helpful_idx, helpful) = take(|b| &b.0);
+    let (harmful_idx, harmful) = take(|b| &b.1);
+    TopK { helpful_idx, helpful, harmful_idx, harmful }
 }
 
 /// Per query, the (helpful, harmful) lists and their entry bounds, kept side by side so a block

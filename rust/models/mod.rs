@@ -70,6 +70,14 @@ pub trait Model: Send + Sync {
     /// DESIGN.md section 2). Leverage is built from it.
     fn output_hessians(&self, theta: ArrayView1<f64>, data: &Batch) -> Result<Array2<f64>>;
 
+    /// The outer function of the Gauss-Newton form l_i = f(h_i(theta); y_i): the family that
+    /// maps a row's k outputs h (a GLM's linear predictors, a network's last layer) to its loss,
+    /// its derivatives in h and its mean response; `None` for a model without one (per-example
+    /// gradients). Leave-out estimates evaluate it at stepped outputs.
+    fn output_family(&self) -> Option<glm::Family> {
+        None
+    }
+
     /// Weighted sums over `data`: (sum_i w_i l_i, sum_i w_i grad l_i).
     fn loss_grad_sum(&self, theta: ArrayView1<f64>, data: &Batch) -> (f64, Array1<f64>);
     /// Adds sum_i w_i Hess l_i to the lower triangle of `out` (p x p); the rest is not read.

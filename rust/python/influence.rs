@@ -10,7 +10,7 @@ use super::model::{method, PyModel};
 use super::run::run_with;
 use crate::influence::InfluenceOptions;
 use crate::solvers::{CgOptions, Precondition, SolveInfo};
-use crate::{Cancel, Influence, Points, Rows, Scores, SolverOptions, TopK};
+use crate::{Cancel, Influence, LeaveOutTarget, Points, Rows, Scores, SolverOptions, TopK};
 
 type Info<'py> = (Bound<'py, PyArray1<usize>>, Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<bool>>);
 pub type TopKArrays<'py> = (Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>);
@@ -195,6 +195,83 @@ impl PyInfluence {
     /// Hat values of the training rows (models with one output).
     fn leverage<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<f64>>> {
         Ok(self.run(py, |c| self.inner.leverage(c))?.into_pyarray(py))
+    }
+
+    /// theta_(-m) - theta* by one Newton step, for every training point or the rows `rows`.
+    #[pyo3(signature = (rows=None))]
+    fn loo_params<'py>(&self, py: Python<'py>, rows: Option<Vec<usize>>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let points = rows.as_deref().map_or(Points::Train, Points::Rows);
+        Ok(self.run(py, |c| self.inner.loo_params(points, c))?.into_pyarray(py))
+    }
+
+    /// Each training point's loss at its own leave-one-out parameters and at theta* (n x 2), or of `rows`.
+    #[pyo3(signature = (rows=None))]
+    fn loo_self_losses<'py>(&self, py: Python<'py>, rows: Option<Vec<usize>>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let points = rows.as_deref().map_or(Points::Train, Points::Rows);
+        Ok(self.run(py, |c| self.inner.loo_self_losses(points, c))?.into_pyarray(py))
+    }
+
+    /// Change of each test point's loss ("loss", q x n) or outputs ("linear" / "mean", (q k) x n)
+    /// when each training point (or the rows `rows`) is left out. `y_test` only for "loss".
+    #[pyo3(signature = (x_test, y_test, target, rows=None, names=None))]
+    fn loo_on<'py>(
+        &self,
+        py: Python<'py>,
+        x_test: XArg<'py>,
+        y_test: Option<YArg<'py>>,
+        target: &str,
+        rows: Option<Vec<usize>>,
+        names: NamesArg,
+    ) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let target = match target {
+            "loss" => LeaveOutTarget::Loss,
+            "linear" => LeaveOutTarget::Linear,
+            "mean" => LeaveOutTarget::Mean,
+            other => return Err(crate::Error::Value { arg: "kind", msg: format!("expected 'mean' or 'linear', got {other:?}") }.into()),
+        };
+        let names = names.or_else(|| Some(("X_test".into(), "y_test".into())));
+        let test = table(&x_test, y_test.as_ref().map(|y| y.view()), None, self::names(&names))?;
+        let points = rows.as_deref().map_or(Points::Train, Points::Rows);
+        Ok(self.run(py, |c| self.inner.loo_on(&test, target, points, c))?.into_pyarray(py))
+    }
+
+    /// Per test point, the k training points whose removal most raises (helpful) and most
+    /// lowers (harmful) its loss, streamed over the training rows (or `segment`).
+    #[pyo3(signature = (x_test, y_test, k, segment=None, names=None))]
+    fn loo_top_k<'py>(
+        &self,
+        py: Python<'py>,
+        x_test: XArg<'py>,
+        y_test: YArg<'py>,
+        k: usize,
+        segment: Option<(usize, usize)>,
+        names: NamesArg,
+    ) -> PyResult<TopKArrays<'py>> {
+        let names = names.or_else(|| Some(("X_test".into(), "y_test".into())));
+        let test = table(&x_test, Some(y_test.view()), None, self::names(&names))?;
+        let top = self.run(py, |c| self.inner.loo_top_k(&test, k, self::segment(segment), c))?;
+        Ok(top_k_py(py, top))
+    }
+
+    /// Leave each group of training rows out together: (n_groups x p) parameter changes and,
+    /// with test points, the change of each test loss (q x n_groups).
+    #[pyo3(signature = (groups, x_test=None, y_test=None, names=None))]
+    #[allow(clippy::type_complexity)]
+    fn leave_out<'py>(
+        &self,
+        py: Python<'py>,
+        groups: Vec<Vec<usize>>,
+        x_test: Option<XArg<'py>>,
+        y_test: Option<YArg<'py>>,
+        names: NamesArg,
+    ) -> PyResult<(Bound<'py, PyArray2<f64>>, Option<Bound<'py, PyArray2<f64>>>)> {
+        let names = names.or_else(|| Some(("X_test".into(), "y_test".into())));
+        let test = match (&x_test, &y_test) {
+            (Some(x), Some(y)) => Some(table(x, Some(y.view()), None, self::names(&names))?),
+            _ => None,
+        };
+        let (params, losses) = self.run(py, |c| self.inner.leave_out(&groups, test.as_ref(), c))?;
+        Ok((params.into_pyarray(py), losses.map(|l| l.into_pyarray(py))))
     }
 
     /// H^{-1} g for the columns of g (p x r).

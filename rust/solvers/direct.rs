@@ -61,6 +61,11 @@ impl Direct {
         self.chol.dim()
     }
 
+    /// The factored (augmented, damped) matrix, if it was kept (p up to [`DIRECT_KEEP_H_MAX_P`]).
+    pub fn matrix(&self) -> Option<&Array2<f64>> {
+        self.h.as_ref()
+    }
+
     /// Solve in place for every column of `rhs` (p x r), columns in parallel.
     pub fn solve_in_place(&self, mut rhs: ArrayViewMut2<f64>) {
         rhs.axis_chunks_iter_mut(Axis(1), RHS_CHUNK).into_par_iter().for_each(|chunk| self.chol.solve_in_place(chunk));

@@ -254,6 +254,32 @@ impl Prepared {
         Ok(())
     }
 
+    /// The matrix this solver applies, H + damping I + N S N^T (p x p, symmetric): a direct
+    /// solver's kept matrix, else formed from `obj` at `theta` (or from the explicit Hessian) with
+    /// the same damping and null-space term. For what needs the operator itself, not solves
+    /// with it (leave-out estimates diagonalise it once).
+    pub fn operator<M: Model + ?Sized>(&self, obj: &Objective<M>, theta: ArrayView1<f64>, cancel: &Cancel) -> Result<Array2<f64>> {
+        if let Kind::Direct(direct) = &self.kind {
+            if let Some(h) = direct.matrix() {
+                return Ok(h.clone());
+            }
+        }
+        let mut h = match &self.kind {
+            Kind::Cg { explicit: Some(h), .. } => h.clone(),
+            _ => obj.hessian(theta, cancel)?,
+        };
+        h.diag_mut().mapv_inplace(|v| v + self.damping);
+        let null = match &self.kind {
+            Kind::Cg { null, .. } => null.clone(),
+            Kind::Direct(_) => obj.model.null_space(obj.l2).map(|basis| NullSpace::scaled_by(basis, h.diag())),
+        };
+        if let Some(null) = null {
+            let scaled = &null.basis * &null.scales;
+            h += &scaled.dot(&null.basis.t());
+        }
+        Ok(h)
+    }
+
     pub fn method(&self) -> Method {
         match self.kind {
             Kind::Direct(_) => Method::Direct,

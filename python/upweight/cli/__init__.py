@@ -91,7 +91,7 @@ def _fit(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     # every argument and the output checked before the first pass over the data
     check_output(args.output, _inputs(args), args.force, SCORE_FORMATS)
-    if args.what == "top-k" and args.k < 1:
+    if args.what in ("top-k", "loo-top-k") and args.k < 1:
         raise _input_error(f"k: expected a positive integer, got {args.k}")
     resume.check_segment_rows(args.segment_rows)
     X, y, w = _training_data(args)
@@ -103,7 +103,7 @@ def _score(args: argparse.Namespace) -> int:
     else:
         raise _input_error("model: pass --model FILE (from `upweight fit`) or --family to fit one")
     if args.resume and args.what == "full":
-        raise _input_error("resume: --resume applies to --what top-k and --what self (streamed in segments)")
+        raise _input_error("resume: --resume applies to --what top-k, loo-top-k and self (streamed in segments)")
     inf = Influence(model, X, y, sample_weight=w, solver=args.solver, damping=args.damping, progress=bar)
     settings = {k: getattr(args, k) for k in ("what", "k", "family", "l2", "solver", "damping", "target_column", "segment_rows")}
     files = [args.train, args.y, args.weights, args.model, args.query, args.query_y]
@@ -113,12 +113,14 @@ def _score(args: argparse.Namespace) -> int:
         arrays = resume.run(inf, "self", args.output, fp, args.resume, args.segment_rows, say=say)
     else:
         if not args.query:
-            raise _input_error("query: --what top-k and --what full need --query FILE")
+            raise _input_error(f"query: --what {args.what} needs --query FILE")
         Xq, yq = read_table(args.query, "query", args.target_column, args.query_y)
         if yq is None:
             raise _input_error("query: no target: pass --query-y FILE or a table with a target column")
         if args.what == "top-k":
             arrays = resume.run(inf, "top-k", args.output, fp, args.resume, args.segment_rows, G=inf.loss_grads(Xq, yq), k=args.k, say=say)
+        elif args.what == "loo-top-k":
+            arrays = resume.run(inf, "loo-top-k", args.output, fp, args.resume, args.segment_rows, k=args.k, say=say, queries=(Xq, yq))
         else:
             arrays = {"scores": inf.on_loss(Xq, yq)}
     bar.close()
@@ -206,20 +208,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="score training points: top-k helpful/harmful per query, self-influence, or the full score matrix",
         description="Influence of every training point: --what top-k (per query, the K training points whose "
         "upweighting most lowers / raises its loss; streamed, memory O(block + q K)), --what self "
-        "(self-influence of each training point), or --what full (the q x n score matrix S[t, m]; "
-        "negative = helpful). The model comes from --model (see `upweight fit`) or is fitted here "
-        "with --family/--l2.",
+        "(self-influence of each training point), --what full (the q x n score matrix S[t, m]; "
+        "negative = helpful), or --what loo-top-k (per query, the K training points whose removal "
+        "would most raise / lower its loss, by one Newton step each: the predicted change of the loss "
+        "when the point is left out, positive = helpful; streamed). The model comes from --model "
+        "(see `upweight fit`) or is fitted here with --family/--l2.",
     )
     _add_training_args(score)
     score.add_argument("--model", metavar="FILE", help="a model saved by `upweight fit`")
     score.add_argument("--query", metavar="FILE", help="query (test) points: .npy, .npz, .csv or .parquet")
     score.add_argument("--query-y", metavar="FILE", help="query targets (.npy) when QUERY holds features only")
-    score.add_argument("--what", choices=["top-k", "self", "full"], default="top-k", help="what to compute (default top-k)")
+    score.add_argument("--what", choices=["top-k", "self", "full", "loo-top-k"], default="top-k", help="what to compute (default top-k)")
     score.add_argument("-k", "--k", type=int, default=10, help="how many helpful and harmful points per query (default 10)")
     score.add_argument("--solver", choices=list(SOLVERS), default="auto", help="how to solve H v = g (default auto)")
     score.add_argument("--damping", type=float, default=0.0, help="solve (H + damping I) v = g (default 0)")
     score.add_argument("--resume", action="store_true",
-                       help="continue an interrupted top-k or self run from its checkpoint OUTPUT.resume.npz (written after "
+                       help="continue an interrupted top-k, loo-top-k or self run from its checkpoint OUTPUT.resume.npz (written after "
                        "every segment of training rows; the result equals an uninterrupted run's)")
     score.add_argument("--segment-rows", type=int, default=resume.DEFAULT_SEGMENT_ROWS, metavar="N",
                        help=f"training rows per checkpointed segment, a multiple of {BLOCK_ROWS} (default {resume.DEFAULT_SEGMENT_ROWS})")

@@ -88,7 +88,8 @@ def _plots(args, model, inf, Xtr, ytr, Xte, yte, t, m, wide, train, test) -> Non
     fig = plots.response_curve(rc, label=f"loss at test #{test[t]}")
     fig.axes[0].set_xlabel(f"eps (weight added to train #{train[m]})")
     written.append(plots.save(fig, args.plots, "response_curve.png"))
-    written.append(plots.save(plots.loo_scatter(wide.predicted_loss, wide.actual_loss), args.plots, "leave_one_out.png"))
+    scatter = plots.loo_scatter(wide.predicted_loss, wide.actual_loss, one_step=wide.one_step_loss)
+    written.append(plots.save(scatter, args.plots, "leave_one_out.png"))
     # digits: a misclassified test image and the training images that most help and hurt it
     Xd, yd = uw.load_digits()
     rng = np.random.default_rng(args.seed)

@@ -18,7 +18,7 @@ import numpy as np
 
 from .._constants import BLOCK_ROWS
 from ..errors import InputError
-from ..influence import Influence, TopK
+from ..influence import Influence, LooTopK, TopK
 from .persist import atomic_path
 
 DEFAULT_SEGMENT_ROWS = 1 << 20
@@ -55,9 +55,10 @@ def check_segment_rows(segment_rows: int) -> int:
 
 
 def run(inf: Influence, what: str, output, fp: str, resume: bool, segment_rows: int, G=None, k: int = 10,
-        say: Callable[[str], object] = print) -> dict:
-    """Top-k (``G`` the query gradients) or self-influence over the training rows, segment by
-    segment, checkpointing after each. Returns the arrays to write."""
+        say: Callable[[str], object] = print, queries=None) -> dict:
+    """Top-k (``G`` the query gradients), leave-out top-k ("loo-top-k", ``queries`` = (X, y)) or
+    self-influence over the training rows, segment by segment, checkpointing after each.
+    Returns the arrays to write."""
     check_segment_rows(segment_rows)
     n = inf.n_samples
     ckpt = checkpoint_path(output)
@@ -71,10 +72,16 @@ def run(inf: Influence, what: str, output, fp: str, resume: bool, segment_rows: 
         say(f"resuming after row {start:,} of {n:,} ({ckpt})")
     elif resume:
         say(f"nothing to resume ({ckpt} not found): starting from the first row")
-    solved = None if what == "self" else inf.solve_queries(G)  # one solve for every segment
+    solved = None if what != "top-k" else inf.solve_queries(G)  # one solve for every segment
     for a in range(start, n, segment_rows):
         b = min(n, a + segment_rows)
-        if solved is None:
+        if what == "loo-top-k":
+            assert queries is not None
+            loo_top = inf.loo_top_k(queries[0], queries[1], k=k, rows=(a, b))
+            if arrays is not None:
+                loo_top = LooTopK(*(arrays[key] for key in TOP_K_KEYS)).merge(loo_top, k)
+            arrays = dict(zip(TOP_K_KEYS, loo_top.as_tuple(), strict=True))
+        elif solved is None:
             part = {"self_influence": inf.self_influence(rows=(a, b))}
             arrays = part if arrays is None else {"self_influence": np.concatenate([arrays["self_influence"], part["self_influence"]])}
         else:

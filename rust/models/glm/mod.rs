@@ -149,6 +149,10 @@ impl Model for Glm {
         Ok(h.expect("requested").into_shape_with_order((data.n(), k * k)).expect("contiguous"))
     }
 
+    fn output_family(&self) -> Option<Family> {
+        Some(self.family)
+    }
+
     fn float32(&self) -> Option<&dyn Float32Grads> {
         Some(self)
     }

@@ -334,6 +334,10 @@ impl Model for Mlp {
         Ok(lambda.into_shape_with_order((data.n(), k * k)).expect("contiguous"))
     }
 
+    fn output_family(&self) -> Option<Family> {
+        Some(self.head)
+    }
+
     fn loss_grad_sum(&self, theta: ArrayView1<f64>, data: &Batch) -> (f64, Array1<f64>) {
         let fw = self.forward(theta, data.x);
         let head = self.head(&fw, data.y, false);
