@@ -202,9 +202,10 @@ def test_approximate_loo_cv_is_exact_loo_cv_for_squared_loss_and_close_for_logis
     assert np.abs(alo.losses - exact).max() < 1e-2
 
 
-def test_storage_and_solver_do_not_change_the_answer(tmp_path):
-    model, X, y = fitted("logistic", n=70)
-    Xt, yt = make("logistic", n=3, seed=4)
+@pytest.mark.parametrize("family", ["logistic", "multinomial"])
+def test_storage_and_solver_do_not_change_the_answer(tmp_path, family):
+    model, X, y = fitted(family, n=70)
+    Xt, yt = make(family, n=3, seed=4)
     base = uw.Influence(model, X, y, solver="direct")
     want, want_loss = base.loo_params(), base.loo_on_loss(Xt, yt)
     path = tmp_path / "X.npy"
@@ -261,3 +262,36 @@ def test_hidden_free_network_equals_the_multinomial_glm():
     a = uw.Influence(glm, X, y).loo_on_loss(Xt, yt)
     b = uw.Influence(net, X, y, damping=0.0).loo_on_loss(Xt, yt)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("head, k", [("squared", 2), ("softmax", 3)])
+def test_network_one_step_is_the_gauss_newton_step(head, k):
+    """For a network the step uses the Gauss-Newton curvature of the objective without the point,
+    (W'/W) G_(-m) + damping I (the damping as in influence), and the removed point's gradient
+    with its penalty term: checked against the NumPy reference at arbitrary (non-optimal)
+    parameters, weighted, with a multi-output squared head and a softmax head (damped: the
+    softmax head's flat directions then need no special care)."""
+    sizes, act, l2, damping = [3, 4, k], "tanh", 0.02, 0.05
+    rng = np.random.default_rng(3)
+    n = 30
+    X = rng.normal(size=(n, 3))
+    y = rng.integers(0, k, size=n).astype(float) if head == "softmax" else rng.normal(size=(n, k))
+    w = rng.uniform(0.5, 1.5, size=n)
+    est = uw.MLPClassifier(hidden=(4,), l2=l2) if head == "softmax" else uw.MLPRegressor(hidden=(4,), l2=l2)
+    if head == "softmax":
+        est.n_classes_param = k
+        est.check_targets(y, n, fitting=True)
+    theta = rng.normal(scale=0.5, size=ref.mlp_n_params(sizes))
+    est.set_theta(theta, n_features=3)
+    inf = uw.Influence(est, X, y, w, damping=damping, solver="direct")
+    W = w.sum()
+    pen = 2 * l2 * ref.mlp_penalty_mask(sizes) * theta
+    G_all = ref.mlp_per_example_grads(theta, X, y, sizes, act, head)
+    got = inf.loo_params([0, 7, 29])
+    for row, m in enumerate([0, 7, 29]):
+        wm = w.copy()
+        wm[m] = 0.0
+        eps = w[m] / W
+        Gm = (1 - eps) * ref.mlp_gauss_newton(theta, X, y, sizes, act, head, w=wm, l2=l2) + damping * np.eye(theta.size)
+        want = np.linalg.solve(Gm, eps * (G_all[m] + pen))
+        np.testing.assert_allclose(got[row], want, rtol=1e-8, atol=1e-12 * np.abs(want).max())

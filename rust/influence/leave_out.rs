@@ -139,9 +139,7 @@ impl Influence {
     fn removal_rows(&self, rem: &Removal, family: Family, b: &Batch) -> Result<Removed> {
         let k = self.model.n_outputs();
         let theta = self.theta.view();
-        let j = self.model.prediction_grads(theta, b.x, Prediction::Linear)?;
-        let mut jhat = Array2::zeros((j.nrows(), self.n_params()));
-        gemm(jhat.view_mut(), false, j.view(), rem.basis.view(), 1.0);
+        let jhat = self.model.linear_jacobian_times(theta, b.x, rem.basis.view())?;
         let h = self.model.predict(theta, b.x, Prediction::Linear)?;
         let (n, y) = (b.n(), b.y.to_owned());
         let mut rho = Array2::zeros((n, k));
@@ -452,9 +450,7 @@ impl Influence {
         }
         let theta = self.theta.view();
         with_block(test, 0..test.n(), |b| -> Result<_> {
-            let j = self.model.prediction_grads(theta, b.x, Prediction::Linear)?;
-            let mut q = Array2::zeros((j.nrows(), self.n_params()));
-            gemm(q.view_mut(), false, j.view(), rem.basis.view(), 1.0);
+            let q = self.model.linear_jacobian_times(theta, b.x, rem.basis.view())?;
             Ok((q, self.model.predict(theta, b.x, Prediction::Linear)?, b.y.to_owned()))
         })?
     }
@@ -478,6 +474,17 @@ fn moved(family: Family, target: LeaveOutTarget, qhat: &Array2<f64>, h: &Array2<
     gemm(dh.view_mut(), false, qhat.view(), u.t(), 1.0);
     match target {
         LeaveOutTarget::Linear => dh,
+        LeaveOutTarget::Loss if k == 1 => {
+            // one output: each test point's changes are one contiguous row of dh
+            let mut out = Array2::zeros((q, u.nrows()));
+            for (t, (mut o, d)) in out.rows_mut().into_iter().zip(dh.rows()).enumerate() {
+                let (ht, yt) = (h[[t, 0]], y.row(t));
+                let yt = yt.as_slice().expect("contiguous");
+                let base = family.loss_row(&[ht], yt);
+                o.iter_mut().zip(d).for_each(|(o, &d)| *o = family.loss_row(&[ht + d], yt) - base);
+            }
+            out
+        }
         LeaveOutTarget::Loss => {
             let mut out = Array2::zeros((q, u.nrows()));
             let mut moved = vec![0.0; k];

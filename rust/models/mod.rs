@@ -65,6 +65,16 @@ pub trait Model: Send + Sync {
     /// Gradients in theta of the predictions at the rows of `x`: ((n k) x p), row t k + c for
     /// prediction c at point t.
     fn prediction_grads(&self, theta: ArrayView1<f64>, x: XView, kind: Prediction) -> Result<Array2<f64>>;
+    /// J B for the Jacobian J ((n k) x p) of the linear predictors at the rows of `x` (as
+    /// [`Model::prediction_grads`] with [`Prediction::Linear`]) and a matrix `b` (p x m): what
+    /// leave-out estimates need per row. Default: J, then one product; a family whose J is
+    /// sparse (a GLM's: each row of it is z in one class's block) overrides it.
+    fn linear_jacobian_times(&self, theta: ArrayView1<f64>, x: XView, b: ArrayView2<f64>) -> Result<Array2<f64>> {
+        let j = self.prediction_grads(theta, x, Prediction::Linear)?;
+        let mut out = Array2::zeros((j.nrows(), b.ncols()));
+        linalg::gemm(out.view_mut(), false, j.view(), b, 1.0);
+        Ok(out)
+    }
     /// The Hessians of each row's loss in its k linear predictors, flattened (n x k^2): the
     /// middle factor of the Gauss-Newton form H_i = J_i^T A_i J_i (for a GLM, the weight a_i of
     /// DESIGN.md section 2). Leverage is built from it.

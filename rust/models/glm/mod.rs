@@ -142,6 +142,22 @@ impl Model for Glm {
         Ok(self.prediction_grads_of(theta, x, kind))
     }
 
+    /// Row t k + c of J is z_t = [x_t, 1] in class c's block of theta, so (J B) row t k + c is
+    /// x_t B_c + b_c with B_c, b_c the rows of B for class c's coefficients and intercept: k
+    /// products of the rows with (d x m) blocks, not one with the k-times-wider, mostly zero J.
+    fn linear_jacobian_times(&self, theta: ArrayView1<f64>, x: XView, b: ArrayView2<f64>) -> Result<Array2<f64>> {
+        self.check_theta(theta)?;
+        let (k, r, d, n) = (self.k(), self.row(), self.d, x.nrows());
+        let mut out = Array2::zeros((n * k, b.ncols()));
+        let mut part = Array2::zeros((n, b.ncols()));
+        for c in 0..k {
+            x.dot_into(b.slice(s![c * r..c * r + d, ..]), part.view_mut());
+            part += &b.row(c * r + d);
+            out.slice_mut(s![c..;k, ..]).assign(&part);
+        }
+        Ok(out)
+    }
+
     /// The k x k eta-Hessians: the Hessian weight a_i of DESIGN.md section 2 when k = 1.
     fn output_hessians(&self, theta: ArrayView1<f64>, data: &Batch) -> Result<Array2<f64>> {
         let k = self.k();
