@@ -295,3 +295,22 @@ def test_network_one_step_is_the_gauss_newton_step(head, k):
         Gm = (1 - eps) * ref.mlp_gauss_newton(theta, X, y, sizes, act, head, w=wm, l2=l2) + damping * np.eye(theta.size)
         want = np.linalg.solve(Gm, eps * (G_all[m] + pen))
         np.testing.assert_allclose(got[row], want, rtol=1e-8, atol=1e-12 * np.abs(want).max())
+
+
+def test_without_a_basis_each_removal_is_one_cg_solve():
+    """Above 4096 parameters under solver="cg" no p x p matrix is formed: each removal is one CG
+    solve of the left-out curvature. Same answers as the basis of the direct solver."""
+    rng = np.random.default_rng(0)
+    n, d = 40, 4100
+    X = rng.normal(size=(n, d)) / np.sqrt(d)
+    y = (rng.random(n) < 0.5).astype(float)
+    model = uw.LogisticRegression(l2=0.05).fit(X, y)
+    Xt, yt = X[:3] + 0.01, y[:3]
+    direct = uw.Influence(model, X, y, solver="direct")
+    cg = uw.Influence(model, X, y, solver="cg")
+    idx = [0, 5, 39]
+    want = direct.loo_params(idx)
+    np.testing.assert_allclose(cg.loo_params(idx), want, rtol=1e-6, atol=1e-9 * np.abs(want).max())
+    np.testing.assert_allclose(cg.loo_on_loss(Xt, yt, idx=idx), direct.loo_on_loss(Xt, yt, idx=idx), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(cg.leave_out_params([[1, 2, 3]]), direct.leave_out_params([[1, 2, 3]]), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(cg.loo_losses(idx), direct.loo_losses(idx), rtol=1e-8)

@@ -50,6 +50,12 @@ def test_leave_one_out_agrees_with_influence_on_real_data(cancer):
     assert c.pearson > 0.98 and c.spearman > 0.95 and 0.9 < c.slope < 1.2, c
     c = uw.compare(loo.predicted_params, loo.actual_params)
     assert c.pearson > 0.98, c
+    # the one-step Newton estimate (issue 17) is much closer to the refits than the tangent
+    step = uw.compare(loo.one_step_loss, loo.actual_loss)
+    assert step.pearson > 0.999 and abs(step.slope - 1) < 0.02, step
+    err_step = np.abs(loo.one_step_loss - loo.actual_loss).max()
+    assert err_step < 0.5 * np.abs(loo.predicted_loss - loo.actual_loss).max()
+    assert uw.compare(loo.one_step_params, loo.actual_params).pearson > 0.999
     # one refit checked by hand: fit without the point from scratch
     keep = np.setdiff1d(np.arange(len(y)), [10])
     direct = uw.LogisticRegression(l2=1e-2, tol=1e-12).fit(X[keep], y[keep])

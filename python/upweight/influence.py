@@ -611,7 +611,8 @@ class Influence(_Queries):
 
         Compare ``-w_m * params()``, its first-order (influence) approximation. Cost: one
         factorisation of the curvature (an eigendecomposition when the weights differ and
-        l2 > 0), then O(k p^2) per point."""
+        l2 > 0), then O(k p^2) per point; with ``solver="cg"`` and p > 4096, no p x p matrix:
+        one CG solve of the left-out curvature per point."""
         rows = self._rows(idx)
         n_out = self.n_samples if rows is None else len(rows)
         check_output_fits((n_out, self.n_params), 8, "idx", "pass idx= for a subset of training points")

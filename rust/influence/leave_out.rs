@@ -37,6 +37,7 @@ use crate::error::{check_overflow, Error, Result};
 use crate::linalg::{congruent_diagonalization, gemm};
 use crate::models::glm::Family;
 use crate::models::Prediction;
+use crate::solvers::{Method, DIRECT_KEEP_H_MAX_P};
 
 /// One group's parameter change and, with test points, the change of each test loss.
 type GroupResult = (Array1<f64>, Option<Array1<f64>>);
@@ -54,7 +55,9 @@ pub enum LeaveOutTarget {
 
 /// B, D of the congruent diagonalisation of (A - eps0 P, P), and B^T pi.
 pub(super) struct Removal {
-    basis: Array2<f64>,
+    /// `None`: no basis (p too large for p x p matrices under the CG solver): every removal is
+    /// one CG solve of the left-out curvature, and "B-coordinates" are plain coordinates
+    basis: Option<Array2<f64>>,
     d: Array1<f64>,
     /// the basis diagonalises A - eps0 P: a removal of total eps uses (I - (eps - eps0) D)^{-1}
     eps0: f64,
@@ -120,6 +123,10 @@ impl Influence {
             return Ok(r);
         }
         let p = self.n_params();
+        if self.method() == Method::Cg && p > DIRECT_KEEP_H_MAX_P {
+            let _ = lock.set(Removal { basis: None, d: Array1::zeros(p), eps0: 0.0, penalty: self.penalty_grad.clone() });
+            return Ok(lock.get().expect("just set"));
+        }
         crate::memory::check("the leave-out basis (three p x p matrices)", &[3, p, p], 8)?;
         let mut a = self.solver.operator(&self.objective(), self.theta.view(), cancel)?;
         let (basis, d) = if eps0 > 0.0 || no_penalty {
@@ -131,15 +138,31 @@ impl Influence {
         check_overflow("the leave-out basis", basis.iter())?;
         let penalty = basis.t().dot(&self.penalty_grad);
         let d = if eps0 > 0.0 || no_penalty { Array1::zeros(p) } else { d };
-        let _ = lock.set(Removal { basis, d, eps0, penalty });
+        let _ = lock.set(Removal { basis: Some(basis), d, eps0, penalty });
         Ok(lock.get().expect("just set"))
+    }
+
+    /// J B for the Jacobian J of the linear predictors at the rows of `x` (J without a basis).
+    fn jacobian_in(&self, rem: &Removal, x: crate::data::XView) -> Result<Array2<f64>> {
+        match &rem.basis {
+            Some(b) => self.model.linear_jacobian_times(self.theta.view(), x, b.view()),
+            None => self.model.prediction_grads(self.theta.view(), x, Prediction::Linear),
+        }
+    }
+
+    /// Delta (or u = B^T-coordinates of it) as a p-vector for the rows `u` stands for.
+    fn to_params(rem: &Removal, u: Array1<f64>) -> Array1<f64> {
+        match &rem.basis {
+            Some(b) => b.dot(&u),
+            None => u,
+        }
     }
 
     /// J^, rho, Lambda and eps of the rows of `b`.
     fn removal_rows(&self, rem: &Removal, family: Family, b: &Batch) -> Result<Removed> {
         let k = self.model.n_outputs();
         let theta = self.theta.view();
-        let jhat = self.model.linear_jacobian_times(theta, b.x, rem.basis.view())?;
+        let jhat = self.jacobian_in(rem, b.x)?;
         let h = self.model.predict(theta, b.x, Prediction::Linear)?;
         let (n, y) = (b.n(), b.y.to_owned());
         let mut rho = Array2::zeros((n, k));
@@ -159,7 +182,7 @@ impl Influence {
     }
 
     /// u (B-coordinates of Delta) for removing the rows `members` of `rows` together.
-    fn removal_step(&self, rem: &Removal, rows: &Removed, members: std::ops::Range<usize>) -> Result<Array1<f64>> {
+    fn removal_step(&self, rem: &Removal, rows: &Removed, members: std::ops::Range<usize>, cancel: &Cancel) -> Result<Array1<f64>> {
         let (p, k) = (self.n_params(), self.model.n_outputs());
         let eps: &[f64] = &rows.eps[members.clone()];
         let eps_g: f64 = eps.iter().sum();
@@ -168,6 +191,9 @@ impl Influence {
         }
         if eps_g >= 1.0 - 1e-12 {
             return Err(Error::Value { arg: "groups", msg: "leaving out every training point (all the weight) leaves nothing to fit".into() });
+        }
+        if rem.basis.is_none() {
+            return self.removal_step_iterative(rows, members, eps_g, cancel);
         }
         let mut dm = Array1::zeros(p);
         for (o, &dj) in dm.iter_mut().zip(&rem.d) {
@@ -221,6 +247,41 @@ impl Influence {
         Ok(u)
     }
 
+    /// Delta for removing `members` by one CG solve of the left-out curvature
+    /// (A - eps_G P - J^T C J) Delta = sum eps_i (g_i + pi), matrix-free.
+    fn removal_step_iterative(&self, rows: &Removed, members: std::ops::Range<usize>, eps_g: f64, cancel: &Cancel) -> Result<Array1<f64>> {
+        let (p, k) = (self.n_params(), self.model.n_outputs());
+        let jh = rows.jhat.slice(s![members.start * k..members.end * k, ..]);
+        let mut v = &self.penalty_grad * eps_g;
+        let mut c = Array2::<f64>::zeros((jh.nrows(), jh.nrows()));
+        for (a, i) in members.clone().enumerate() {
+            for c1 in 0..k {
+                v.scaled_add(rows.eps[i] * rows.rho[[i, c1]], &jh.row(a * k + c1));
+                for c2 in 0..k {
+                    c[[a * k + c1, a * k + c2]] = rows.eps[i] * rows.lambda[[i, c1, c2]];
+                }
+            }
+        }
+        let p_diag: Array1<f64> = if self.renormalize { self.model.penalty_mask() * (2.0 * self.l2 * eps_g) } else { Array1::zeros(p) };
+        let correction = |x: ArrayView2<f64>| -> Array2<f64> {
+            let mut out = jh.t().dot(&c.dot(&jh.dot(&x)));
+            out += &(&x * &p_diag.view().insert_axis(Axis(1)));
+            out
+        };
+        let mut b = v.insert_axis(Axis(1));
+        let info = self.solver.solve_corrected_in_place(&self.objective(), self.theta.view(), b.view_mut(), &self.opts.cg, &correction, cancel)?;
+        if !info.converged[0] {
+            return Err(Error::Singular {
+                msg: format!(
+                    "conjugate gradients on the objective without the point(s) stopped at relative residual {:.1e} after {} \
+                     iterations: it may have no unique minimiser; raise max_iter or add damping",
+                    info.residuals[0], info.iterations[0]
+                ),
+            });
+        }
+        Ok(b.index_axis_move(Axis(1), 0))
+    }
+
     fn removal_step_dense(
         &self,
         rows: &Removed,
@@ -264,7 +325,7 @@ impl Influence {
                 let rr = with_block(rows, r, |b| self.removal_rows(rem, family, b))??;
                 let mut u = Array2::zeros((len, p));
                 for i in 0..len {
-                    u.row_mut(i).assign(&self.removal_step(rem, &rr, i..i + 1).map_err(|e| at_point(e, index.absolute(start + i)))?);
+                    u.row_mut(i).assign(&self.removal_step(rem, &rr, i..i + 1, cancel).map_err(|e| at_point(e, index.absolute(start + i)))?);
                 }
                 f(&index, start, &rr, &u)?;
                 cancel.advance(len);
@@ -279,8 +340,10 @@ impl Influence {
         let out = std::sync::Mutex::new(crate::memory::zeros("the leave-out parameters", (n, self.n_params()))?);
         let basis = &self.removal(false, cancel)?.basis;
         self.for_each_removal_block(&points, cancel, |_, start, _, u| {
-            let mut delta = Array2::zeros(u.raw_dim());
-            gemm(delta.view_mut(), false, u.view(), basis.t(), 1.0);
+            let mut delta = u.clone();
+            if let Some(basis) = basis {
+                gemm(delta.view_mut(), false, u.view(), basis.t(), 1.0);
+            }
             out.lock().expect("no panics while held").slice_mut(s![start..start + u.nrows(), ..]).assign(&delta);
             Ok(())
         })?;
@@ -369,7 +432,7 @@ impl Influence {
             let rr = with_block(rows, r.clone(), |b| self.removal_rows(rem, family, b))??;
             let mut u = Array2::zeros((len, p));
             for i in 0..len {
-                u.row_mut(i).assign(&self.removal_step(rem, &rr, i..i + 1).map_err(|e| at_point(e, offset + r.start + i))?);
+                u.row_mut(i).assign(&self.removal_step(rem, &rr, i..i + 1, cancel).map_err(|e| at_point(e, offset + r.start + i))?);
             }
             // selection keeps the most negative as "helpful": feed minus the loss change
             let block = moved(family, LeaveOutTarget::Loss, &qhat, &h, &y, u.view());
@@ -415,12 +478,12 @@ impl Influence {
                 } else {
                     let rows = gather(&self.data, idx)?;
                     let rr = with_block(&rows, 0..idx.len(), |b| self.removal_rows(rem, family, b))??;
-                    self.removal_step(rem, &rr, 0..idx.len()).map_err(|e| match e {
+                    self.removal_step(rem, &rr, 0..idx.len(), cancel).map_err(|e| match e {
                         Error::Singular { msg } => Error::Singular { msg: format!("group {g}: {msg}") },
                         e => e,
                     })?
                 };
-                let delta = rem.basis.dot(&u);
+                let delta = Self::to_params(rem, u.clone());
                 let losses =
                     queries.as_ref().map(|(qhat, h, y)| moved(family, LeaveOutTarget::Loss, qhat, h, y, u.view().insert_axis(Axis(0))).column(0).to_owned());
                 cancel.advance(1);
@@ -450,7 +513,7 @@ impl Influence {
         }
         let theta = self.theta.view();
         with_block(test, 0..test.n(), |b| -> Result<_> {
-            let q = self.model.linear_jacobian_times(theta, b.x, rem.basis.view())?;
+            let q = self.jacobian_in(rem, b.x)?;
             Ok((q, self.model.predict(theta, b.x, Prediction::Linear)?, b.y.to_owned()))
         })?
     }

@@ -280,6 +280,41 @@ impl Prepared {
         Ok(h)
     }
 
+    /// Solve (A - C) X = B in place by conjugate gradients, A the operator this (CG) solver
+    /// applies and `correction(v)` = C v a symmetric change of it (leave-out estimates: the
+    /// curvature a removed point takes with it), preconditioned as A is. `Err` for a direct solver.
+    pub fn solve_corrected_in_place<M: Model + ?Sized>(
+        &self,
+        obj: &Objective<M>,
+        theta: ArrayView1<f64>,
+        mut b: ArrayViewMut2<f64>,
+        cg_opts: &CgOptions,
+        correction: &(dyn Fn(ArrayView2<f64>) -> Array2<f64> + Sync),
+        cancel: &Cancel,
+    ) -> Result<SolveInfo> {
+        let Kind::Cg { precond, null, explicit, diag } = &self.kind else {
+            return Err(Error::Value { arg: "solver", msg: "a corrected solve needs the conjugate-gradient solver".into() });
+        };
+        let apply = |v: ArrayView2<f64>| -> Result<Array2<f64>> {
+            let mut hv = match explicit {
+                Some(h) => h.dot(&v),
+                None => obj.hvp(theta, v, cancel)?,
+            };
+            hv.scaled_add(self.damping, &v);
+            if let Some(null) = null {
+                null.add_product(&mut hv, v);
+            }
+            hv -= &correction(v);
+            Ok(hv)
+        };
+        let (mut x, info) = cg(apply, precond.as_ref(), diag.as_ref(), b.view(), cg_opts, cancel)?;
+        if let Some(null) = null {
+            null.fix_component(&mut x, b.view());
+        }
+        b.assign(&x);
+        Ok(info)
+    }
+
     pub fn method(&self) -> Method {
         match self.kind {
             Kind::Direct(_) => Method::Direct,
