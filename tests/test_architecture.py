@@ -29,6 +29,8 @@ LAYERS = {
     "upweight.reference": 0,
     # 1: argument checks
     "upweight._validation": 1,
+    # 2: which backend computes on an input (plugins named, imported at call time: _backends.py)
+    "upweight._backends": 2,
     # 2: the solver policy (shapes only, no models); reading IDX files
     "upweight.solver": 2,
     "upweight.io.idx": 2,
@@ -45,6 +47,7 @@ LAYERS = {
     # 7: what is built on influence
     "upweight.validation": 7,
     "upweight.leave_out": 7,
+    "upweight.dask": 7,
     "upweight.diagnostics": 7,
     "upweight.examples": 7,
     "upweight.io.resume": 7,
@@ -230,6 +233,18 @@ def test_models_never_import_influence():
             seen.add(m)
             todo.extend(graph[m])
     assert "upweight.influence" not in seen and "upweight.solver" in seen
+
+
+def test_backends_are_plugins_above_what_dispatches_to_them():
+    """_backends.BACKENDS names modules (imported at call time by models and influence): each
+    must exist and sit above the influence layer, and nothing below it may import one directly."""
+    from upweight._backends import BACKENDS
+
+    graph = import_graph()
+    for module in BACKENDS.values():
+        assert module in graph and LAYERS[module] > LAYERS["upweight.influence"]
+        below = [m for m in graph if LAYERS[m] <= LAYERS["upweight.influence"] and module in graph[m]]
+        assert not below, f"{below} import the plugin {module}"
 
 
 def test_no_module_reaches_another_modules_private_names():

@@ -107,3 +107,36 @@ def test_kernels_refuse_rows_that_do_not_fit_the_model():
         _core.score_block(core, theta, X, y + 2, vc, 1.0)
     with pytest.raises(uw.InputError, match="^vc: has 3 rows, expected 6"):
         _core.score_block(core, theta, X, y, vc[:3], 1.0)
+
+
+@pytest.mark.parametrize("family", ("squared", "logistic", "multinomial"))
+def test_a_factor_of_the_summed_hessian_gives_self_influence_chunk_by_chunk(family):
+    """The direct solver a distributed run shares (``_core.Factor``, from the summed Hessian and
+    the model's null space) solves like Influence's, survives pickling (what ships it to the
+    workers), and per-chunk ``self_influence_block`` is the whole set's self-influence."""
+    import pickle
+
+    model, X, y, w = problem(family)
+    core, theta, l2 = model.core_model(), model.get_theta(), model.l2
+    l2 = 0.0 if family == "multinomial" else l2  # (null space: every class's shift is flat)
+    model.set_params(l2=l2)
+    model.fit(X, y, w)
+    theta = model.get_theta()
+    inf = uw.Influence(model, X, y, w, solver="direct")
+    weight, loss, grad, hess = _core.partial_sums(core, theta, X, y, w, True)
+    _, _, H = _core.finish_sums(core, theta, l2, weight, loss, grad, hess)
+    factor = _core.Factor(H, 0.0, _core.null_space(core, l2))
+    assert (_core.null_space(core, l2) is not None) == (family == "multinomial")
+    G = inf.loss_grads(X[:7], y[:7]).T.copy()
+    np.testing.assert_allclose(factor.solve(G), inf.inverse_hvp(G), rtol=1e-10, atol=1e-12)
+    again = pickle.loads(pickle.dumps(factor))
+    np.testing.assert_array_equal(again.solve(G), factor.solve(G))
+    penalty = _core.finish_sums(core, theta, l2, 1.0, 0.0, np.zeros(theta.size))[1]
+    parts = [_core.self_influence_block(core, theta, Xc, yc, factor, penalty, inf.total_weight) for _, (Xc, yc) in chunks(X, y)]
+    np.testing.assert_allclose(np.concatenate(parts), inf.self_influence(), rtol=1e-10)
+    with pytest.raises(uw.InputError, match="^hessian: is not symmetric"):
+        _core.Factor(H + np.triu(np.ones_like(H), 1))
+    with pytest.raises(uw.InputError, match="^b: has 2 rows"):
+        factor.solve(np.ones((2, 1)))
+    with pytest.raises(uw.SingularHessianError):
+        _core.Factor(np.zeros((3, 3)))

@@ -34,6 +34,15 @@ from .validation import Prediction, TestLoss, compare, leave_k_out, leave_one_ou
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # upweight.dask is imported on first use (it needs the optional dask extra)
+    if name == "dask":
+        import importlib
+
+        return importlib.import_module(".dask", __name__)
+    raise AttributeError(f"module 'upweight' has no attribute {name!r}")
+
 __all__ = [
     "ConvergenceError",
     "ConvergenceWarning",

@@ -10,6 +10,7 @@ import numpy.typing as npt
 __all__ = [
     "BLOCK_ROWS",
     "TILED_HESSIAN_MAX_ROW_BLOCK_P",
+    "Factor",
     "Influence",
     "Model",
     "curvature_diag",
@@ -20,11 +21,13 @@ __all__ = [
     "merge_top_k",
     "mlp",
     "npy_header",
+    "null_space",
     "num_threads",
     "partial_hvp",
     "partial_sums",
     "pbrf",
     "score_block",
+    "self_influence_block",
     "top_k_block",
     "with_curvature",
 ]
@@ -56,6 +59,15 @@ def partial_hvp(model: Model, theta: _F64, x: _X, y: _F64, w: _F64 | None, v: _F
 def finish_hvp_sums(model: Model, l2: float, total_weight: float, hv: _F64, v: _F64) -> _F64: ...
 def score_block(model: Model, theta: _F64, x: _X, y: _F64, vc: _F64, total_weight: float) -> _F64 | _F32: ...
 def top_k_block(model: Model, theta: _F64, x: _X, y: _F64, vc: _F64, total_weight: float, k: int, offset: int) -> _TopK: ...
+def null_space(model: Model, l2: float) -> _F64 | None: ...
+def self_influence_block(model: Model, theta: _F64, x: _X, y: _F64, factor: Factor, penalty_grad: _F64, total_weight: float) -> _F64: ...
+
+@final
+class Factor:
+    def __new__(cls, hessian: _F64, damping: float = 0.0, null: _F64 | None = None) -> Factor: ...
+    @property
+    def n_params(self) -> int: ...
+    def solve(self, b: _F64) -> _F64: ...
 
 @final
 class Model:

@@ -35,6 +35,11 @@ def _numeric(a, name: str) -> np.ndarray:
     return arr
 
 
+def is_dask(a) -> bool:
+    """Whether ``a`` is a dask array (checked by type name: dask is not imported for this)."""
+    return type(a).__module__.startswith("dask.") and type(a).__name__ == "Array"
+
+
 def is_sparse(a) -> bool:
     """A scipy.sparse matrix or array (without importing scipy when the caller has not)."""
     sp = sys.modules.get("scipy.sparse")

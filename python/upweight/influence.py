@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
+from ._backends import backend_for
 from ._core import Influence as InfluenceCore
 from ._validation import (
     as_indices,
@@ -343,7 +344,9 @@ class Influence(_Queries):
         X may be float64 or float32 (kept as float32: scores are computed in float32, sums and
         solves in float64), a scipy.sparse matrix (used in CSR form, never densified: every pass
         costs O(nnz)), or the path of a ``.npy`` file (or its ``np.load(..., mmap_mode="r")``
-        memmap): it is then read block by block, never held in memory. Test points
+        memmap): it is then read block by block, never held in memory; or dask arrays chunked
+        by rows: the result is then a :class:`upweight.dask.DaskInfluence` (answers computed on
+        Dask's scheduler; README "On a cluster"). Test points
         (``X_test``) may be sparse too; their gradient matrix (q x p) is dense.
     solver : "direct" (form H, Cholesky), "cg" (matrix-free conjugate gradients on
         Hessian-vector products, preconditioned as ``precondition`` says), or "auto": per query, the cheaper of
@@ -373,6 +376,13 @@ class Influence(_Queries):
     Parameter vectors are flattened as ``model.theta_.reshape(-1)``: p = d + 1, or k (d + 1) for
     multinomial. After each query, ``solve_info`` reports iterations and relative residuals.
     """
+
+    def __new__(cls, model=None, X=None, y=None, sample_weight=None, **kwargs):
+        # a training set on Dask: the same queries, answered there (upweight.dask.DaskInfluence)
+        backend = backend_for(X, y, sample_weight) if cls is Influence else None
+        if backend is not None:
+            return backend.DaskInfluence(model, X, y, sample_weight, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, model, X, y, sample_weight=None, *, solver: str = "auto", damping: float | str | None = None,
                  curvature: str | None = None, rtol: float = 1e-10, atol: float = 0.0, max_iter: int = 1000,

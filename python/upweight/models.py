@@ -43,6 +43,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from . import _core
+from ._backends import backend_for
 from ._validation import as_nonneg_float, as_points, as_positive_int, as_progress, as_vector, as_weights, n_rows, training_features
 from .errors import ConvergenceWarning, InputError, NotFittedError, SingularHessianError
 from .solver import resolve, work
@@ -370,7 +371,9 @@ class _GLM:
         cheaper per step by the cost model of :mod:`upweight.solver`.
         ``X`` may be float64 or float32 (used as float32, widened block by block), a scipy.sparse
         matrix (used in CSR form, never densified), or the path of a ``.npy`` file (or its
-        ``np.load(..., mmap_mode="r")`` memmap), streamed block by block.
+        ``np.load(..., mmap_mode="r")`` memmap), streamed block by block. Dask arrays chunked by
+        rows (X, y and sample_weight with the same row chunks) are fitted on Dask's scheduler by
+        :func:`upweight.dask.fit` (one pass over the chunks per Newton step).
 
         Sets ``theta_``, ``coef_``, ``intercept_``, ``n_iter_``, ``grad_norm_`` (max absolute
         gradient entry at the solution), ``converged_`` and ``objective_``. Converged means max
@@ -381,6 +384,9 @@ class _GLM:
         has no unique finite minimiser (README, Reliability). A fit that raises leaves the
         estimator as it was before the call.
         """
+        backend = backend_for(X, y, sample_weight)  # a training set on Dask: upweight.dask.fit
+        if backend is not None:
+            return backend.fit(self, X, y, sample_weight)
         before = dict(self.__dict__)
         try:
             return self._fit(X, y, sample_weight)

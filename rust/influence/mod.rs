@@ -18,7 +18,7 @@ mod top_k;
 
 use std::sync::Arc;
 
-use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 pub use leave_out::LeaveOutTarget;
@@ -231,34 +231,8 @@ impl Influence {
     where
         F: Fn(usize, &Array2<f64>, &Array2<f64>) + Sync,
     {
-        let p = self.n_params();
-        let rows = solved_block_rows(p);
-        // per thread: the gradients, the right-hand sides and CG's five work arrays
-        crate::memory::check("blocks of per-example gradients and their solves", &[7 * rayon::current_num_threads(), rows, p], 8)?;
-        cancel.begin(points.n());
-        let infos: Vec<Result<SolveInfo>> = blocks(points.n(), rows)
-            .into_par_iter()
-            .map(|r| {
-                cancel.check()?;
-                let (start, len) = (r.start, r.len());
-                let g = with_block(points, r, |b| {
-                    let mut g = Array2::zeros((b.n(), p));
-                    self.model.grads(self.theta.view(), b, g.view_mut());
-                    g
-                })?;
-                let mut v = &g + &self.penalty_grad;
-                // the rows are the right-hand sides: solve on the transposed view
-                let info = self.solve_in_place(v.view_mut().reversed_axes(), false, cancel)?;
-                f(start, &g, &v);
-                cancel.advance(len);
-                Ok(info)
-            })
-            .collect();
-        let mut all = SolveInfo::default();
-        for i in infos {
-            all.append(i?);
-        }
-        Ok(all)
+        let solve = |v: ArrayViewMut2<f64>| self.solve_in_place(v, false, cancel);
+        for_each_solved_block(self.scorer(), self.penalty_grad.view(), points, solve, cancel, f)
     }
 
     /// I(z) for every row of `points`: (n_points x p).
@@ -279,18 +253,68 @@ impl Influence {
     /// Self-influence g_m . I(z_m) of every row of `points`: (n_points,).
     pub fn self_influence(&self, points: Points, cancel: &Cancel) -> Result<(Array1<f64>, SolveInfo)> {
         self.with_points(&points, |points, _| {
-            let out = std::sync::Mutex::new(Array1::zeros(points.n()));
-            let scale = -1.0 / self.total_weight;
-            let info = self.for_each_solved_block(points, cancel, |start, g, v| {
-                let vals: Vec<f64> = g.rows().into_iter().zip(v.rows()).map(|(gi, vi)| scale * gi.dot(&vi)).collect();
-                let mut o = out.lock().expect("no panics while held");
-                o.slice_mut(s![start..start + vals.len()]).assign(&Array1::from(vals));
-            })?;
-            let out = out.into_inner().expect("no panics while held");
-            check_overflow("the self-influence", out.iter())?;
-            Ok((out, info))
+            let solve = |v: ArrayViewMut2<f64>| self.solve_in_place(v, false, cancel);
+            self_influence_of(self.scorer(), self.penalty_grad.view(), points, solve, cancel)
         })
     }
+}
+
+/// Self-influence -(g_m . H^{-1} (g_m + p)) / W of every row of `points`, with `solve` solving
+/// (H + damping I) X = B in place for the columns of B (p x B) and `penalty_grad` p the
+/// renormalisation term 2 l2 coef*_masked (or zeros). What [`Influence::self_influence`]
+/// computes, also for a solver held elsewhere (a distributed run's factor: [`Direct`]).
+pub fn self_influence_of<S>(scorer: Scorer, penalty_grad: ArrayView1<f64>, points: &dyn Rows, solve: S, cancel: &Cancel) -> Result<(Array1<f64>, SolveInfo)>
+where
+    S: Fn(ArrayViewMut2<f64>) -> Result<SolveInfo> + Sync,
+{
+    let out = std::sync::Mutex::new(Array1::zeros(points.n()));
+    let scale = -1.0 / scorer.total_weight;
+    let info = for_each_solved_block(scorer, penalty_grad, points, solve, cancel, |start, g, v| {
+        let vals: Vec<f64> = g.rows().into_iter().zip(v.rows()).map(|(gi, vi)| scale * gi.dot(&vi)).collect();
+        let mut o = out.lock().expect("no panics while held");
+        o.slice_mut(s![start..start + vals.len()]).assign(&Array1::from(vals));
+    })?;
+    let out = out.into_inner().expect("no panics while held");
+    check_overflow("the self-influence", out.iter())?;
+    Ok((out, info))
+}
+
+/// Per-example gradients of `points` (at the scorer's theta) plus `penalty_grad`, solved by
+/// `solve` (in place, on the p x B transposed block), for each block of rows in parallel; `f`
+/// receives the block's first row, gradients and solutions (both B x p).
+fn for_each_solved_block<F, S>(scorer: Scorer, penalty_grad: ArrayView1<f64>, points: &dyn Rows, solve: S, cancel: &Cancel, f: F) -> Result<SolveInfo>
+where
+    F: Fn(usize, &Array2<f64>, &Array2<f64>) + Sync,
+    S: Fn(ArrayViewMut2<f64>) -> Result<SolveInfo> + Sync,
+{
+    let p = scorer.model.n_params();
+    let rows = solved_block_rows(p);
+    // per thread: the gradients, the right-hand sides and CG's five work arrays
+    crate::memory::check("blocks of per-example gradients and their solves", &[7 * rayon::current_num_threads(), rows, p], 8)?;
+    cancel.begin(points.n());
+    let infos: Vec<Result<SolveInfo>> = blocks(points.n(), rows)
+        .into_par_iter()
+        .map(|r| {
+            cancel.check()?;
+            let (start, len) = (r.start, r.len());
+            let g = with_block(points, r, |b| {
+                let mut g = Array2::zeros((b.n(), p));
+                scorer.model.grads(scorer.theta, b, g.view_mut());
+                g
+            })?;
+            let mut v = &g + &penalty_grad;
+            // the rows are the right-hand sides: solve on the transposed view
+            let info = solve(v.view_mut().reversed_axes())?;
+            f(start, &g, &v);
+            cancel.advance(len);
+            Ok(info)
+        })
+        .collect();
+    let mut all = SolveInfo::default();
+    for i in infos {
+        all.append(i?);
+    }
+    Ok(all)
 }
 
 /// Rows per block of per-example solves: [`BLOCK_ROWS`], fewer when p is large, so that a
@@ -303,8 +327,8 @@ fn solved_block_rows(p: usize) -> usize {
 /// Bytes of one B x p block of per-example solves (B = 512 up to p = 8192).
 const SOLVED_BLOCK_BYTES: usize = 32 << 20;
 
-/// A Hessian supplied by the caller must be p x p, finite and symmetric.
-fn check_hessian(h: &Array2<f64>, p: usize) -> Result<()> {
+/// A Hessian supplied by the caller (or summed by a distributed run) must be p x p, finite and symmetric.
+pub fn check_hessian(h: &Array2<f64>, p: usize) -> Result<()> {
     if h.dim() != (p, p) {
         return Err(Error::Shape { arg: "hessian", msg: format!("has shape {:?}, expected ({p}, {p})", h.dim()) });
     }

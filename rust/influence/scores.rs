@@ -72,6 +72,7 @@ impl Influence {
 /// The score kernels at one theta: what scoring needs of an influence (model, theta and the
 /// total weight W), also usable on its own on any chunk of rows (a distributed run maps
 /// [`Scorer::scores`] or [`Scorer::top_k`] over chunks of the training set).
+#[derive(Clone, Copy)]
 pub struct Scorer<'a> {
     pub model: &'a dyn Model,
     pub theta: ArrayView1<'a, f64>,

@@ -71,7 +71,7 @@ mod _core {
     #[pymodule_export]
     use super::influence::PyInfluence;
     #[pymodule_export]
-    use super::kernels::{finish_hvp_sums, finish_sums, partial_hvp, partial_sums, score_block, top_k_block};
+    use super::kernels::{finish_hvp_sums, finish_sums, null_space, partial_hvp, partial_sums, score_block, self_influence_block, top_k_block, PyFactor};
     #[pymodule_export]
     use super::model::PyModel;
     #[pymodule_export]
