@@ -132,27 +132,31 @@ def test_conjugate_gradients_on_dask(client, family):
         uw.Influence(local, *data, solver="cg", max_iter=2).on_loss(Xt, yt)
 
 
-def test_float32_and_sparse_chunks(client):
-    X, y, w = problem("logistic")
-    model = model_for("logistic").fit(X, y, w)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_float32_and_sparse_chunks(client, family):
+    X, y, w = problem(family)
     Xt, yt = X[:6], y[:6]
     X32 = X.astype(np.float32)
+    model = model_for(family).fit(X32, y, w)
+    close(model_for(family).fit(*on_dask(X32, y, w)).get_theta(), model.get_theta(), 1e-10)
     local32 = uw.Influence(model, X32, y, w)
     inf32 = uw.Influence(model, *on_dask(X32, y, w))
-    S = inf32.on_loss(Xt, yt)
-    assert S.dtype == np.float32
-    close(S.compute(), local32.on_loss(Xt, yt), 1e-5)
+    S, S_local = inf32.on_loss(Xt, yt), local32.on_loss(Xt, yt)
+    assert S.dtype == S_local.dtype  # float32 where the family has a float32 score kernel
+    close(S.compute(), S_local, 1e-5)
     same_top_k(inf32.top_k(Xt, yt, 5), local32.top_k(Xt, yt, 5))
+    close(inf32.self_influence().compute(), local32.self_influence())
     Xs = sp.csr_matrix(np.where(np.abs(X) > 0.8, X, 0.0))
-    ms = model_for("logistic").fit(Xs, y, w)
+    ms = model_for(family).fit(Xs, y, w)
     local = uw.Influence(ms, Xs, y, w)
     Xd, yd, wd = on_dask(Xs, y, w)
-    on = model_for("logistic").fit(Xd, yd, wd)
-    close(on.get_theta(), ms.get_theta(), 1e-10)
+    close(model_for(family).fit(Xd, yd, wd).get_theta(), ms.get_theta(), 1e-10)
     inf = uw.Influence(ms, Xd, yd, wd)
     close(inf.on_loss(Xt, yt).compute(), local.on_loss(Xt, yt))
+    same_top_k(inf.top_k(Xt, yt, 5), local.top_k(Xt, yt, 5))
     close(inf.self_influence().compute(), local.self_influence())
     close(inf.on_loss(Xt, yt, idx=[3, 1202]), local.on_loss(Xt, yt, idx=[3, 1202]))
+    close(inf.params(idx=[400, 3]), local.params(idx=[400, 3]))
 
 
 def test_results_are_bitwise_the_same_on_every_run(client):
