@@ -82,12 +82,12 @@ def task_profile(client, fn) -> dict:
     per, reads, ends = {}, {}, []
     for rec in ts.data:
         name = key_split(rec["key"])
-        name = "_load_rows" if "from-value" in name or "load_rows" in name else name  # X chunk: a memmap slice
+        name = "read_chunk" if name == "upweight-npy" else name  # a chunk of X or y: a memmap slice
         for ss in rec["startstops"]:
             c, t = per.get(f"{name}:{ss['action']}", (0, 0.0))
             per[f"{name}:{ss['action']}"] = (c + 1, t + ss["stop"] - ss["start"])
             ends += [ss["start"], ss["stop"]]
-        if name == "_load_rows":
+        if name == "read_chunk":
             reads[rec["worker"]] = reads.get(rec["worker"], 0) + 1
     return {"wall_s": wall, "span_s": max(ends) - min(ends) if ends else 0.0, "tasks": len(ts.data),
             "per_prefix": {k: {"count": c, "seconds": s} for k, (c, s) in sorted(per.items())}, "chunks_read_per_worker": reads}
@@ -367,7 +367,7 @@ def dask_sections(doc: dict, s: dict, dj: list) -> list[str]:
     L += ["", "Measured worker-to-worker transfer during the timed construction + query, per dask2 run: " + ", ".join(
           kib(r["worker_transfer_bytes"]) for r in dj) + f". (`dask.sizeof` of the TopK dataclass itself: {b['topk_sizeof_dataclass']} B.)",
           "", "Profiled passes (dask2, round 1, untimed, `distributed.get_task_stream`), seconds summed over the tasks of each prefix, "
-          "top 4 (`_load_rows`: a chunk of X or y as a memmap view, read by the kernel that uses it):", "",
+          "top 4 (`read_chunk`: a chunk of X or y as a memmap view, read by the kernel that uses it):", "",
           "| pass | wall (s) | tasks' span (s) | prefix: action | tasks | seconds |", "|---|---:|---:|---|---:|---:|"]
     for name in ("build", "query"):
         pr = prof[name]

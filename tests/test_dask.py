@@ -195,6 +195,10 @@ def test_npy_shards_and_parquet_open_lazily(client, tmp_path):
     close(inf.top_k(X[:4], y[:4], 3).harmful, uw.Influence(weighted, X, y, w).top_k(X[:4], y[:4], 3).harmful)
     with pytest.raises(uw.InputError, match="nope"):
         uw.dask.from_parquet(tmp_path / "train.parquet", ["nope"])
+    # a shard rewritten after it was opened is refused, not mixed in
+    np.save(tmp_path / "X-1.npy", X[500:501] + 1.0)
+    with pytest.raises(uw.InputError, match=r"X-1.npy' changed after from_npy opened it"):
+        Xd.sum().compute()
 
 
 def test_bad_inputs_are_named(client):

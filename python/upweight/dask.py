@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
-from ._validation import as_csr, as_indices, as_matrix, as_nonneg_float, as_positive_int, check_finite, is_dask, is_sparse
+from ._validation import as_csr, as_indices, as_matrix, as_nonneg_float, as_positive_int, check_finite, file_stamp, is_dask, is_sparse
 from .errors import ConvergenceError, ConvergenceWarning, InputError, InputTypeError, NotAtOptimumWarning, SingularHessianError
 from .influence import OPTIMUM_DECREMENT_RTOL, OPTIMUM_TOL, SolveInfo, TopK
 from .solver import check_on_unconverged
@@ -793,10 +793,45 @@ def _npy_shape(path: str) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(a.shape), a.dtype
 
 
-def _load_rows(path: str, a: int, b: int) -> np.ndarray:
-    """Rows a..b of a .npy file as a memory-mapped view, not a copy: the kernel that consumes the
-    chunk reads its pages in parallel as it goes (a copy first was a third of a pass's time)."""
-    return np.load(path, mmap_mode="r")[a:b]
+class _NpyRows:
+    """The rows of ``.npy`` shards, concatenated, as an array-like for ``dask.array.from_array``:
+    one task per chunk (no per-chunk alias tasks), pickled as its paths (each worker maps the files
+    itself, once per process), and a chunk (rows within one shard) is a memory-mapped view, not a
+    copy: the kernel that consumes it reads the pages in parallel as it goes. A shard rewritten
+    after ``from_npy`` opened it is refused (its answers would mix old and new data)."""
+
+    def __init__(self, paths: list[str], rows: list[int], trailing: tuple[int, ...], dtype: np.dtype):
+        self.paths, self.rows, self.trailing, self.dtype = paths, rows, trailing, np.dtype(dtype)
+        self.stamps = [file_stamp(p) for p in paths]
+        self.starts = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+        self.shape = (int(self.starts[-1]), *trailing)
+        self.ndim = len(self.shape)
+        self._maps: dict[int, np.ndarray] = {}
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_maps"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _maps={})
+
+    def __dask_tokenize__(self):
+        return ("upweight-npy-rows", tuple(self.paths), tuple(self.rows), tuple(self.stamps))
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        rows, rest = key[0], key[1:]
+        a, b, _ = rows.indices(self.shape[0])
+        j = min(int(np.searchsorted(self.starts, a, side="right") - 1), len(self.paths) - 1)
+        s = int(self.starts[j])
+        if b > self.starts[j + 1]:
+            raise IndexError(f"rows {a}..{b} span two shards")  # (from_npy cuts chunks at shard boundaries)
+        if file_stamp(self.paths[j]) != self.stamps[j]:
+            raise InputError(f"source: the file {self.paths[j]!r} changed after from_npy opened it; its answers would mix old "
+                             "and new data: open it again")
+        if j not in self._maps:
+            self._maps[j] = np.load(self.paths[j], mmap_mode="r")
+        out = self._maps[j][a - s:b - s]
+        return out[(slice(None),) + tuple(rest)] if rest else out
 
 
 def from_npy(source, chunk_rows: int | None = None):
@@ -804,11 +839,13 @@ def from_npy(source, chunk_rows: int | None = None):
     of paths), concatenated by rows, read lazily on the workers (memory-mapped): nothing is
     loaded on the client. Each shard is one chunk, or chunks of ``chunk_rows`` rows. Shards
     must agree on dtype and (for 2-d) columns; 1-d shards (targets, weights) give a 1-d array."""
-    dask, da = _dask()
-    paths = _npy_paths(source)
+    _, da = _dask()
+    paths = [os.path.abspath(p) for p in _npy_paths(source)]
     if chunk_rows is not None:
         chunk_rows = as_positive_int(chunk_rows, "chunk_rows")
-    blocks, first = [], None
+    rows: list[int] = []
+    chunks: list[int] = []
+    first = None
     for path in paths:
         if not os.path.isfile(path):
             raise InputError(f"source: {path!r} does not exist")
@@ -819,12 +856,17 @@ def from_npy(source, chunk_rows: int | None = None):
             raise InputError(f"source: {path!r} has trailing shape {shape[1:]} and dtype {dtype}, but the first shard "
                              f"{paths[0]!r} has {first[0]} and {first[1]}")
         n = shape[0]
+        rows.append(n)
         step = chunk_rows or max(n, 1)
-        for a in range(0, max(n, 1), step):
-            b = min(n, a + step)
-            blocks.append(da.from_delayed(dask.delayed(_load_rows, pure=True)(os.path.abspath(path), a, b),
-                                          shape=(b - a, *shape[1:]), dtype=dtype))
-    return da.concatenate(blocks, axis=0)
+        chunks.extend(min(step, n - a) for a in range(0, n, step))
+    assert first is not None
+    if not chunks:
+        raise InputError(f"source: the shards have no rows ({paths[0]!r}, ...)")
+    from dask.base import tokenize
+
+    source_rows = _NpyRows(paths, rows, first[0], first[1])
+    return da.from_array(source_rows, chunks=(tuple(chunks), *((t,) for t in first[0])), name=f"upweight-npy-{tokenize(source_rows)}",
+                         asarray=True, fancy=False, meta=np.empty((0,) * source_rows.ndim, dtype=first[1]))
 
 
 def _parquet_part(path: str, group: int, columns: Sequence[str]) -> np.ndarray:
