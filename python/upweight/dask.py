@@ -110,10 +110,18 @@ def _training_chunks(X, y, sample_weight, n_features: int | None = None) -> _Chu
         if sample_weight.chunks[0] != X.chunks[0]:
             raise InputError(f"sample_weight: its row chunks {_show(sample_weight.chunks[0])} differ from X's "
                              f"{_show(X.chunks[0])}")
-        w_parts = list(sample_weight.to_delayed().ravel())
-    starts = list(np.concatenate([[0], np.cumsum(X.chunks[0])[:-1]]).astype(int))
+    starts = [int(s) for s in np.concatenate([[0], np.cumsum(X.chunks[0])[:-1]])]
+
+    def parts(a) -> list:
+        source = _NPY_SOURCES.get(a.name)  # from_npy, untransformed: each task reads its own rows
+        if source is not None:
+            return [_Part(source, s, s + int(c)) for s, c in zip(starts, a.chunks[0], strict=True)]
+        return list(a.to_delayed().ravel())
+
+    if sample_weight is not None:
+        w_parts = parts(sample_weight)
     dtype = np.dtype(np.float32 if X.dtype == np.float32 else np.float64)
-    return _Chunks(list(X.to_delayed().ravel()), list(y.to_delayed().ravel()), w_parts, [int(s) for s in starts], n, d, dtype)
+    return _Chunks(parts(X), parts(y), w_parts, starts, n, d, dtype)
 
 
 def _show(chunks) -> str:
@@ -151,6 +159,25 @@ def _in_rows(start: int, f: Callable, *args):
     except InputError as exc:
         msg = re.sub(r"\b(index|row) (\d+)", lambda m: f"{m[1]} {start + int(m[2])}", str(exc))
         raise type(exc)(msg) from None
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Rows a..b of a :func:`from_npy` source, read (memory-mapped) inside the task that uses them:
+    no task of their own, so never moved between workers (a separate read task's 128 MB result
+    was, when the scheduler ran its consumer elsewhere)."""
+
+    source: _NpyRows
+    a: int
+    b: int
+
+    def read(self) -> np.ndarray:
+        return self.source[self.a:self.b]
+
+
+def _on_chunk(f: Callable, *args):
+    """``f(*args)`` with the chunk's :class:`_Part` arguments read."""
+    return f(*(a.read() if isinstance(a, _Part) else a for a in args))
 
 
 def _partial_chunk(spec, theta, x, y, w, hessian: bool, start: int):
@@ -293,7 +320,7 @@ class _Runner:
                 chunk.append(d.y[j])
             if weights:
                 chunk.append(None if d.w is None else d.w[j])
-            out.append(dask.delayed(f, pure=True)(self.spec, *args[:1], *chunk, *args[1:], start))
+            out.append(dask.delayed(_on_chunk, pure=True)(f, self.spec, *args[:1], *chunk, *args[1:], start))
         return out
 
     def sums(self, theta: np.ndarray, hessian: bool):
@@ -505,7 +532,7 @@ def _declare_classes(model, runner: _Runner) -> None:
     """Check the class ids of a dask y (one pass) and set ``classes_`` as fitting on one machine does."""
     d = runner.data
     dask, _ = _dask()
-    parts = [dask.delayed(_check_classes_chunk, pure=True)(yc, None if d.w is None else d.w[j], s)
+    parts = [dask.delayed(_on_chunk, pure=True)(_check_classes_chunk, yc, None if d.w is None else d.w[j], s)
              for j, (yc, s) in enumerate(zip(d.y, d.starts, strict=True))]
     summaries = runner.compute(*parts)
     for _, bad, _ in summaries:
@@ -793,6 +820,11 @@ def _npy_shape(path: str) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(a.shape), a.dtype
 
 
+#: from_npy's sources by the name of the dask array made of them: upweight's own passes over such an
+#: array (the same name: no operation applied since) read each chunk inside the task that uses it
+_NPY_SOURCES: dict[str, _NpyRows] = {}
+
+
 class _NpyRows:
     """The rows of ``.npy`` shards, concatenated, as an array-like for ``dask.array.from_array``:
     one task per chunk (no per-chunk alias tasks), pickled as its paths (each worker maps the files
@@ -865,7 +897,9 @@ def from_npy(source, chunk_rows: int | None = None):
     from dask.base import tokenize
 
     source_rows = _NpyRows(paths, rows, first[0], first[1])
-    return da.from_array(source_rows, chunks=(tuple(chunks), *((t,) for t in first[0])), name=f"upweight-npy-{tokenize(source_rows)}",
+    name = f"upweight-npy-{tokenize(source_rows)}"
+    _NPY_SOURCES[name] = source_rows
+    return da.from_array(source_rows, chunks=(tuple(chunks), *((t,) for t in first[0])), name=name,
                          asarray=True, fancy=False, meta=np.empty((0,) * source_rows.ndim, dtype=first[1]))
 
 
