@@ -10,7 +10,6 @@ shards (in practice: files on shared storage, or a Parquet dataset via uw.dask.f
 import tempfile
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 from distributed import Client, LocalCluster
 
@@ -29,7 +28,7 @@ if __name__ == "__main__":  # (worker processes import this file)
 
         with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, Client(cluster):
             Xd = uw.dask.from_npy(sorted(Path(tmp).glob("X-*.npy")), chunk_rows=10_000)  # lazy: read by the workers
-            yd = da.concatenate([da.from_array(np.load(p)) for p in sorted(Path(tmp).glob("y-*.npy"))]).rechunk((Xd.chunks[0],))
+            yd = uw.dask.from_npy(sorted(Path(tmp).glob("y-*.npy")), chunk_rows=10_000)  # the same rows per chunk as X
 
             model = uw.LogisticRegression(l2=1e-3).fit(Xd, yd)  # Newton: one pass over the chunks per step
             inf = uw.Influence(model, Xd, yd)  # one pass: H summed over the chunks, factored here
