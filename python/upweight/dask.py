@@ -220,10 +220,6 @@ def _top_k_chunk(spec, theta, x, y, vc, total_weight: float, k: int, start: int)
     return TopK(hi.astype(np.intp), h, xi.astype(np.intp), xs)
 
 
-def _merge_top_k(a: TopK, b: TopK, k: int) -> TopK:
-    return a.merge(b, k)
-
-
 def _register_sizeof() -> None:
     """Let Dask's memory accounting see the arrays inside a TopK (it counts 56 bytes otherwise)."""
     from dask.sizeof import sizeof
@@ -290,7 +286,8 @@ def _tree(parts: list, combine: Callable):
 class _Runner:
     """Runs the graphs of one dataset on the client's scheduler, shipping large objects once."""
 
-    def __init__(self, data: _Chunks, spec: tuple, client=None):
+    def __init__(self, data: _Chunks, spec: tuple | None, client=None):
+        # spec: the model's (family, n_classes, n_features) for the kernels; None before it is known
         self.data, self.spec, self.client = data, spec, client if client is not None else _current_client()
 
     def compute(self, *graphs):
@@ -452,12 +449,11 @@ def _fit(model, X, y, sample_weight, client):
     solver = getattr(model, "solver", "auto")
     if solver not in ("auto", "direct", "cg"):
         raise InputError(f"solver: expected 'auto', 'direct' or 'cg', got {solver!r}")
-    runner = _Runner(data, ("squared", 1, data.d), client)
     if hasattr(model, "n_classes_param"):  # class ids: check them and set classes_ in one pass
-        _declare_classes(model, runner)
+        _declare_classes(model, _Runner(data, None, client))
     model.n_features_in_ = data.d
     spec = (model.family, model.n_classes, data.d)
-    runner.spec = spec
+    runner = _Runner(data, spec, client)
     p = model.n_classes * (data.d + 1)
     null = _core.null_space(_core_model(spec), l2)
     theta = np.zeros(p)
@@ -741,7 +737,7 @@ class DaskInfluence:
         core = _core_model(self._spec)
         if idx is not None:
             x, y = self._gather(idx)
-            return core_scores(core, self._theta, x, y, vc, self._total_weight)
+            return _core.score_block(core, self._theta, x, y, vc, self._total_weight)
         dask, da = _dask()
         vc_d = dask.delayed(vc, pure=True, traverse=False)
         parts = self._runner.map(_scores_chunk, self._theta, vc_d, self._total_weight)
@@ -762,7 +758,7 @@ class DaskInfluence:
         vc = self._solved(grad_f)
         vc_d = dask.delayed(vc, pure=True, traverse=False)
         parts = self._runner.map(_top_k_chunk, self._theta, vc_d, self._total_weight, k)
-        merged = self._runner.compute(_tree(parts, functools.partial(_merge_top_k, k=k)))[0]
+        merged = self._runner.compute(_tree(parts, functools.partial(TopK.merge, k=k)))[0]
         return merged
 
     def _factor_on_workers(self):
@@ -789,11 +785,6 @@ class DaskInfluence:
         parts = self._runner.map(_params_chunk, self._theta, self._factor_on_workers(), self._penalty, self._total_weight)
         return da.concatenate([da.from_delayed(p, shape=(int(c), self.n_params), dtype=np.float64)
                                for p, c in zip(parts, self.X.chunks[0], strict=True)])
-
-
-def core_scores(core, theta, x, y, vc, total_weight):
-    """Scores (r, B) of in-memory rows (x, y) for solved queries."""
-    return _core.score_block(core, theta, x, y, vc, total_weight)
 
 
 # -- opening data without loading it --------------------------------------------------------------

@@ -287,9 +287,23 @@ impl Prepared {
         &self,
         obj: &Objective<M>,
         theta: ArrayView1<f64>,
-        mut b: ArrayViewMut2<f64>,
+        b: ArrayViewMut2<f64>,
         cg_opts: &CgOptions,
         correction: &(dyn Fn(ArrayView2<f64>) -> Array2<f64> + Sync),
+        cancel: &Cancel,
+    ) -> Result<SolveInfo> {
+        self.cg_in_place(obj, theta, b, cg_opts, Some(correction), cancel)
+    }
+
+    /// CG on (H + damping I + null-space term - C) X = B in place, C from `correction` (if any);
+    /// `Err` for a direct solver.
+    fn cg_in_place<M: Model + ?Sized>(
+        &self,
+        obj: &Objective<M>,
+        theta: ArrayView1<f64>,
+        mut b: ArrayViewMut2<f64>,
+        cg_opts: &CgOptions,
+        correction: Option<&(dyn Fn(ArrayView2<f64>) -> Array2<f64> + Sync)>,
         cancel: &Cancel,
     ) -> Result<SolveInfo> {
         let Kind::Cg { precond, null, explicit, diag } = &self.kind else {
@@ -304,7 +318,9 @@ impl Prepared {
             if let Some(null) = null {
                 null.add_product(&mut hv, v);
             }
-            hv -= &correction(v);
+            if let Some(correction) = correction {
+                hv -= &correction(v);
+            }
             Ok(hv)
         };
         let (mut x, info) = cg(apply, precond.as_ref(), diag.as_ref(), b.view(), cg_opts, cancel)?;
@@ -345,25 +361,7 @@ impl Prepared {
                 }
                 Ok(direct.residuals(rhs.view(), b.view()))
             }
-            Kind::Cg { precond, null, explicit, diag } => {
-                let apply = |v: ArrayView2<f64>| -> Result<Array2<f64>> {
-                    let mut hv = match explicit {
-                        Some(h) => h.dot(&v),
-                        None => obj.hvp(theta, v, cancel)?,
-                    };
-                    hv.scaled_add(self.damping, &v);
-                    if let Some(null) = null {
-                        null.add_product(&mut hv, v);
-                    }
-                    Ok(hv)
-                };
-                let (mut x, info) = cg(apply, precond.as_ref(), diag.as_ref(), b.view(), cg_opts, cancel)?;
-                if let Some(null) = null {
-                    null.fix_component(&mut x, b.view());
-                }
-                b.assign(&x);
-                Ok(info)
-            }
+            Kind::Cg { .. } => self.cg_in_place(obj, theta, b, cg_opts, None, cancel),
         }
     }
 }
