@@ -107,6 +107,9 @@ impl NullSpace {
     }
 }
 
+/// C v for a change C of a solver's operator ([`Prepared::solve_corrected_in_place`]).
+pub type Correction<'a> = dyn Fn(ArrayView2<f64>) -> Array2<f64> + Sync + 'a;
+
 /// A solver prepared at one theta: the factored Hessian, or CG's preconditioner and null space.
 pub struct Prepared {
     kind: Kind,
@@ -289,7 +292,7 @@ impl Prepared {
         theta: ArrayView1<f64>,
         b: ArrayViewMut2<f64>,
         cg_opts: &CgOptions,
-        correction: &(dyn Fn(ArrayView2<f64>) -> Array2<f64> + Sync),
+        correction: &Correction<'_>,
         cancel: &Cancel,
     ) -> Result<SolveInfo> {
         self.cg_in_place(obj, theta, b, cg_opts, Some(correction), cancel)
@@ -303,7 +306,7 @@ impl Prepared {
         theta: ArrayView1<f64>,
         mut b: ArrayViewMut2<f64>,
         cg_opts: &CgOptions,
-        correction: Option<&(dyn Fn(ArrayView2<f64>) -> Array2<f64> + Sync)>,
+        correction: Option<&Correction<'_>>,
         cancel: &Cancel,
     ) -> Result<SolveInfo> {
         let Kind::Cg { precond, null, explicit, diag } = &self.kind else {
