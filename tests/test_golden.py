@@ -93,6 +93,8 @@ CHANGED_BY_DESIGN = {
 #: Result fields added after df097f3 (new answers, not changed ones: df097f3 cannot record them);
 #: keys matching these patterns are not compared. Each names the issue and the tests covering it.
 ADDED_FIELDS = [
+    (r"/solve_info/preconditioned$",
+     "issue 14: solve_info reports whether CG applied its preconditioner (tests/test_scale.py::test_auto_preconditioner_*)"),
     (r"/leave_(one|k)_out(/.*)?/one_step_(params|loss)$",
      "issue 17: leave_one_out / leave_k_out also report the one-step Newton estimate (tests/test_leave_out.py)"),
 ]
@@ -117,7 +119,15 @@ LOO_DIVERGED = (
 )
 #: refits with no finite optimum, by key prefix: their rows are NaN now
 DIVERGED_REFITS = {"validation/multinomial/l2=0/leave_one_out/all/": [14]}
+AUTO_PRECONDITIONER = (
+    "issue 14: precondition='auto' (the default) measures once whether (block) Jacobi or plain CG takes fewer "
+    "iterations (df097f3 always used Jacobi); where plain CG wins, CG stops at another iterate within its rtol "
+    "(tests/test_scale.py::test_auto_preconditioner_is_never_slower_than_either_choice)"
+)
 REDESIGNED = [
+    (r"/(cg|auto)/.*solve_info/iterations$", "int", 10_000, AUTO_PRECONDITIONER + " (the count is the winner's)"),
+    (r"datasets/.*/cg/(on_loss|params/idx|self_influence|top_k/(helpful|harmful))$", "rtol", 1e-8,
+     AUTO_PRECONDITIONER + " (rtol 1e-10 on the residual; the scores moved by < 3e-10 normwise)"),
     (r"validation/multinomial/l2=0/leave_one_out/all/(theta|actual_params|actual_loss)$", "nanrows", 1e-13, LOO_DIVERGED),
     (r"validation/multinomial/l2=0/compare/", "recompute", 0.0,
      LOO_DIVERGED + "; compare() leaves NaN rows out: the golden inputs without row 14 must give the same"),
@@ -131,8 +141,9 @@ REDESIGNED = [
     (r"validation/multinomial/l2=0/", "rtol", 1e-4,
      MULTINOMIAL_NULL_SCALE + "; unpenalised multinomial refits stop at |grad| <= 1e-10 on an ill-conditioned "
      "problem, which fixes theta to about 1e-5"),
-    (r"validation/multinomial/.*/compare/spearman$", "rtol", 1e-3,
-     MULTINOMIAL_NULL_SCALE + " (nearly tied leave-one-out changes swap ranks)"),
+    (r"validation/multinomial/.*/compare/spearman$", "rtol", 2.5e-3,
+     MULTINOMIAL_NULL_SCALE + "; issue 14: the diagonal class blocks of H are minus the sums of the others "
+     "(rounding-level change) (nearly tied leave-one-out changes swap ranks)"),
     (r"multinomial.*/(cg|auto)/", "rtol", 1e-9, MULTINOMIAL_NULL_SCALE + " (CG stops at rtol = 1e-10 after other iterates)"),
     (r"multinomial.*stdout\.txt$", "text", 0.0, MULTINOMIAL_NULL_SCALE + " (a printed residual)"),
     (r"multinomial", "rtol", 1e-13, MULTINOMIAL_NULL_SCALE),

@@ -75,6 +75,10 @@ class SolveInfo:
     iterations: np.ndarray
     residuals: np.ndarray  # final relative residual ||H x - b|| / ||b||
     converged: np.ndarray
+    #: whether CG applied its preconditioner (None for direct solves): with ``precondition="auto"``
+    #: the first solve measures (on a fixed probe) whether the preconditioner or plain CG takes
+    #: fewer iterations, and the winner is used from then on
+    preconditioned: bool | None = None
 
     @property
     def max_residual(self) -> float:
@@ -251,7 +255,8 @@ class _Queries:
     def _checked(self, result):
         """Record the solve's info; refuse (or warn about) an unconverged CG solve."""
         out, (iterations, residuals, converged) = result
-        self.solve_info = SolveInfo(self.solver, iterations, residuals, converged)
+        self.solve_info = SolveInfo(self.solver, iterations, residuals, converged,
+                                    getattr(self._core, "preconditioned", None))
         if not converged.all():
             bad = int(np.argmin(converged))
             msg = (f"conjugate gradients did not converge for {int((~converged).sum())} of {converged.size} "
@@ -361,7 +366,12 @@ class Influence(_Queries):
         2 l2 M, from the exact output curvature (no sampling, float64), cross-layer blocks
         dropped; "none"; True or "auto" (the default): "none" for networks (on a 784-128-10
         Fashion-MNIST net at damping "auto" Jacobi and K-FAC both take ~3x the iterations of
-        plain CG; on the 64-16-10 digits net K-FAC saves 10-40%), "jacobi" for GLMs; False:
+        plain CG; on the 64-16-10 digits net K-FAC saves 10-40%); for GLMs, (block) Jacobi or none,
+        whichever takes fewer iterations, measured once by the first solve: CG on a fixed seeded
+        right-hand side with Jacobi, then without it (stopped at Jacobi's count); every query then
+        uses the winner (``solve_info.preconditioned`` tells which), so answers never depend on
+        which query came first. Block Jacobi saves iterations on badly scaled features and costs
+        some on well-conditioned data (bench/RESULTS.md); False:
         "none". Every choice gives the same solution; only the iterations differ.
     on_unconverged : "raise" (default) or "warn" when a CG solve misses its tolerance.
     progress : optional callable ``progress(pass, rows_done, rows_total)``, called from the

@@ -128,12 +128,8 @@ impl Table {
         // row-major, so that each row's targets are one slice
         let y = if y.is_standard_layout() { y } else { y.as_standard_layout().into_owned() };
         match &x {
-            Features::F64(a) => crate::error::check_finite(names.x, a.view().iter())?,
-            Features::F32(a) => {
-                if let Some(index) = a.view().iter().position(|v| !v.is_finite()) {
-                    return Err(Error::NonFinite { arg: names.x, index });
-                }
-            }
+            Features::F64(a) => crate::error::check_finite_rows(names.x, a.view())?,
+            Features::F32(a) => crate::error::check_finite_rows(names.x, a.view())?,
             Features::Npy(_) | Features::Csr(_) => {}
         }
         Batch::check_rows(x.nrows(), y.view(), w.as_ref().map(|w| w.view()), names)?;

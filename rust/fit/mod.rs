@@ -6,14 +6,14 @@ pub mod adam;
 pub mod lbfgs;
 pub mod refit;
 
-use ndarray::{Array1, ArrayView1, Axis};
+use ndarray::{Array1, Array2, ArrayView1, Axis};
 
 use crate::blocks::{blocks, BLOCK_ROWS};
 use crate::cancel::Cancel;
 use crate::data::with_block;
 use crate::error::{check_finite, check_overflow, Error, Result};
 use crate::models::{Model, Prediction};
-use crate::objective::Objective;
+use crate::objective::{Curvature, Objective, TILED_HESSIAN_MAX_ROW_BLOCK_P};
 use crate::solvers::{CgOptions, Method, Precondition, Prepared};
 
 #[derive(Clone, Debug)]
@@ -102,7 +102,18 @@ pub fn newton<M: Model + ?Sized>(obj: &Objective<M>, theta0: Option<ArrayView1<f
         }
         None => Array1::zeros(p),
     };
-    let (mut f, mut g) = obj.value_grad(theta.view(), cancel)?;
+    // One pass per step: the value and gradient at a trial point come with the curvature the
+    // next step needs (the Hessian, or for Newton-CG its diagonal), so an accepted full step
+    // costs one pass over the data. Not for direct steps in the tiled-Hessian range, where a
+    // Hessian costs far more than a pass and the last trial's (never used) would cost more than
+    // the passes saved. Every evaluation is bitwise equal to the separate passes.
+    let fuse = opts.method == Method::Cg || p <= TILED_HESSIAN_MAX_ROW_BLOCK_P;
+    let curvature = match opts.method {
+        Method::Direct => Curvature::Hessian,
+        Method::Cg => Curvature::Diagonal,
+    };
+    let first = obj.evaluate(theta.view(), if fuse { curvature } else { Curvature::None }, cancel)?;
+    let (mut f, mut g, mut curv) = (first.value, first.grad, Curv::of(first.hessian, first.diag, fuse));
     check_overflow("the objective at the starting point", std::iter::once(&f).chain(g.iter()))?;
     let tol = opts.tol;
     let mut n_iter = 0;
@@ -110,7 +121,7 @@ pub fn newton<M: Model + ?Sized>(obj: &Objective<M>, theta0: Option<ArrayView1<f
     let mut last_step = None;
     while inf_norm(&g) > tol && n_iter < opts.max_iter {
         cancel.check()?;
-        let step = newton_step(obj, theta.view(), &g, null.as_ref(), opts.method, cancel)?;
+        let step = newton_step(obj, theta.view(), &g, null.as_ref(), opts.method, curv.take(), cancel)?;
         let slope = g.dot(&step); // negative: a descent direction
         n_iter += 1;
         // Near the optimum the decrease is below the rounding of f: take the full step.
@@ -131,10 +142,14 @@ pub fn newton<M: Model + ?Sized>(obj: &Objective<M>, theta0: Option<ArrayView1<f
         let mut t = 1.0;
         loop {
             let trial = &theta + &(&step * t);
-            let (ft, gt) = obj.value_grad(trial.view(), cancel)?;
+            // the full step brings its curvature; a shortened one is rarely the last
+            let fused = fuse && t == 1.0;
+            let e = obj.evaluate(trial.view(), if fused { curvature } else { Curvature::None }, cancel)?;
+            let (ft, gt) = (e.value, e.grad);
             // (a trial point whose gradient overflows is no better than one whose value does)
             if ft.is_finite() && ft <= f + 1e-4 * t * slope && gt.iter().all(|v| v.is_finite()) {
                 (theta, f, g, last_step) = (trial, ft, gt, Some(&step * t));
+                curv = Curv::of(e.hessian, e.diag, fused);
                 break;
             }
             t *= 0.5;
@@ -170,7 +185,28 @@ pub(crate) fn finish(theta: Array1<f64>, f: f64, g: Array1<f64>, n_iter: usize, 
     Ok(FitResult { grad_norm: inf_norm(&g), converged, objective: f, theta, n_iter, last_step, moved: None })
 }
 
-/// The Newton direction -H^{-1} g. With `Cg`, CG runs to the Eisenstat-Walker forcing tolerance
+/// The curvature at the current iterate from the pass that evaluated it, if it was fused.
+enum Curv {
+    None,
+    Hessian(Array2<f64>),
+    Diagonal(Option<Array1<f64>>),
+}
+
+impl Curv {
+    fn of(hessian: Option<Array2<f64>>, diag: Option<Array1<f64>>, fused: bool) -> Self {
+        match (fused, hessian) {
+            (false, _) => Curv::None,
+            (true, Some(h)) => Curv::Hessian(h),
+            (true, None) => Curv::Diagonal(diag),
+        }
+    }
+    fn take(&mut self) -> Self {
+        std::mem::replace(self, Curv::None)
+    }
+}
+
+/// The Newton direction -H^{-1} g, with the curvature at theta if it was already computed. With
+/// `Cg`, CG runs to the Eisenstat-Walker forcing tolerance
 /// min(0.5, sqrt(||g||)) relative to ||g||: loose far from the optimum, tight near it
 /// (superlinear convergence), and any truncated CG iterate from zero is a descent direction.
 fn newton_step<M: Model + ?Sized>(
@@ -179,12 +215,15 @@ fn newton_step<M: Model + ?Sized>(
     g: &Array1<f64>,
     null: Option<&ndarray::Array2<f64>>,
     method: Method,
+    curv: Curv,
     cancel: &Cancel,
 ) -> Result<Array1<f64>> {
     let mut x = g.clone().insert_axis(Axis(1));
-    let solver = match method {
-        Method::Direct => Prepared::direct(obj.hessian(theta, cancel)?, 0.0, null.cloned())?,
-        Method::Cg => Prepared::cg(obj, theta, obj.hessian_diag(theta, cancel)?, None, 0.0, Precondition::Jacobi, cancel)?,
+    let solver = match (method, curv) {
+        (Method::Direct, Curv::Hessian(h)) => Prepared::direct(h, 0.0, null.cloned())?,
+        (Method::Direct, _) => Prepared::direct(obj.hessian(theta, cancel)?, 0.0, null.cloned())?,
+        (Method::Cg, Curv::Diagonal(diag)) => Prepared::cg(obj, theta, diag, None, 0.0, Precondition::Jacobi, cancel)?,
+        (Method::Cg, _) => Prepared::cg(obj, theta, obj.hessian_diag(theta, cancel)?, None, 0.0, Precondition::Jacobi, cancel)?,
     };
     let gnorm = g.dot(g).sqrt();
     let cg = CgOptions { rtol: gnorm.sqrt().min(0.5), atol: 0.0, max_iter: 500, precondition: Precondition::Jacobi };

@@ -171,6 +171,10 @@ impl Influence {
     pub fn method(&self) -> Method {
         self.solver.method()
     }
+    /// See [`Prepared::preconditioned`].
+    pub fn preconditioned(&self) -> Option<bool> {
+        self.solver.preconditioned()
+    }
 
     /// The score kernels at this influence's theta.
     pub fn scorer(&self) -> Scorer<'_> {

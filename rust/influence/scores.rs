@@ -11,7 +11,7 @@ use super::{Influence, Points};
 use crate::blocks::BLOCK_ROWS;
 use crate::cancel::Cancel;
 use crate::data::{with_block, Rows, Table};
-use crate::error::{check_finite, check_overflow, Error, Result};
+use crate::error::{all_finite, check_finite, check_overflow, Error, Result};
 use crate::models::{scores_f32, Model};
 use crate::solvers::SolveInfo;
 
@@ -146,7 +146,10 @@ where
         let (start, len) = (b * BLOCK_ROWS, chunk.nrows());
         let mut chunk = chunk;
         block(start..start + len, chunk.view_mut())?;
-        check_overflow("the scores", chunk.iter())?; // the block is still in cache
+        // the block is still in cache
+        if !chunk.as_slice().is_some_and(all_finite) {
+            check_overflow("the scores", chunk.iter())?;
+        }
         cancel.advance(len);
         Ok::<(), Error>(())
     })?;

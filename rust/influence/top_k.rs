@@ -273,22 +273,33 @@ impl Selection {
     }
 
     /// Offer the scores of rows `start..` (a B x r block). Only a score past a list's current
-    /// k-th value reaches `Best::push`; the common case is two compares per score. Rows come in
-    /// increasing index order, so a tie with the bound never enters (the earlier index wins).
+    /// k-th value reaches `Best::push`: each run of [`LANES`] queries is tested branch-free
+    /// (vector compares giving a bit per query outside its bounds), and only those bits are
+    /// visited; a NaN or an infinity is flagged too and then caught. Rows come in increasing index order, so a tie with the
+    /// bound never enters (the earlier index wins).
     fn scan<T: Copy + Into<f64>>(&mut self, block: ndarray::ArrayView2<T>, start: usize) -> Result<()> {
         let mut finite = true;
         for (i, row) in block.rows().into_iter().enumerate() {
             let row = row.to_slice().expect("contiguous rows");
-            for (j, &s) in row.iter().enumerate() {
-                let v: f64 = s.into();
-                finite &= v.is_finite(); // NaN passes no compare: it must not vanish silently
-                if v < self.lo[j] {
-                    self.best[j].0.push((v, start + i));
-                    self.lo[j] = self.best[j].0.bound();
-                }
-                if v > self.hi[j] {
-                    self.best[j].1.push((v, start + i));
-                    self.hi[j] = self.best[j].1.bound();
+            for (c, v) in row.chunks(LANES).enumerate() {
+                let lanes = c * LANES..c * LANES + v.len();
+                let mut outside = match (v.try_into(), self.lo[lanes.clone()].try_into(), self.hi[lanes.clone()].try_into()) {
+                    (Ok(v), Ok(lo), Ok(hi)) => outside_mask(v, lo, hi),
+                    _ => (1u32 << v.len()) - 1, // the last, shorter run: every lane
+                };
+                while outside != 0 {
+                    let l = outside.trailing_zeros() as usize;
+                    outside &= outside - 1;
+                    let (j, v): (usize, f64) = (c * LANES + l, v[l].into());
+                    finite &= v.is_finite(); // NaN passes no compare: it must not vanish silently
+                    if v < self.lo[j] {
+                        self.best[j].0.push((v, start + i));
+                        self.lo[j] = self.best[j].0.bound();
+                    }
+                    if v > self.hi[j] {
+                        self.best[j].1.push((v, start + i));
+                        self.hi[j] = self.best[j].1.bound();
+                    }
                 }
             }
         }
@@ -297,4 +308,19 @@ impl Selection {
         }
         Ok(())
     }
+}
+
+/// Queries tested together by [`Selection::scan`].
+const LANES: usize = 8;
+
+/// Bit l set when score `v[l]` lies outside `[lo[l], hi[l]]` or is NaN: fixed width and no
+/// short-circuit, so it compiles to a few vector compares and a move-mask.
+#[inline(always)]
+fn outside_mask<T: Copy + Into<f64>>(v: &[T; LANES], lo: &[f64; LANES], hi: &[f64; LANES]) -> u32 {
+    let mut out = [false; LANES];
+    for l in 0..LANES {
+        let x: f64 = v[l].into();
+        out[l] = !((x >= lo[l]) & (x <= hi[l]));
+    }
+    out.iter().enumerate().fold(0, |m, (l, &b)| m | (u32::from(b) << l))
 }

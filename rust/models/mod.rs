@@ -103,7 +103,12 @@ pub trait Model: Send + Sync {
     /// Adds the tile `rows` x `cols` of sum_i w_i Hess l_i over `data` to `out` (|rows| x |cols|),
     /// where `rows` and `cols` are panels of [`Model::hessian_panels`] with `rows.start >= cols.start`.
     /// On a diagonal tile (`rows == cols`) only the lower triangle of `out` is written; the rest is not read.
+    /// A model may leave parts of the lower triangle of H to [`Model::hessian_tiles_finish`]
+    /// (parts it can derive from others, e.g. by symmetry).
     fn hessian_tile_sum(&self, theta: ArrayView1<f64>, data: &Batch, rows: Range<usize>, cols: Range<usize>, out: ArrayViewMut2<f64>);
+    /// Called once on H (p x p) after every tile of [`Model::hessian_tile_sum`] was summed over all
+    /// rows: fills the parts of the lower triangle the tiles left out. Default: nothing left out.
+    fn hessian_tiles_finish(&self, _h: ArrayViewMut2<f64>) {}
     /// Adds sum_i w_i (Hess l_i) v to `out` for a block of vectors `v` (p x r).
     fn hvp_sum(&self, theta: ArrayView1<f64>, data: &Batch, v: ArrayView2<f64>, out: ArrayViewMut2<f64>);
     /// Whether `Objective::hessian` should form H column by column from Hessian-vector

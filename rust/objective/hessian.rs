@@ -223,6 +223,7 @@ impl<M: Model + ?Sized> Objective<'_, M> {
             cancel.advance(rows.len());
         }
         drop(tiles);
+        self.model.hessian_tiles_finish(h.view_mut());
         Ok((fold.and_then(|f| f.finish(&add_loss_grad)), h))
     }
 

@@ -103,6 +103,12 @@ impl PyInfluence {
     fn total_weight(&self) -> f64 {
         self.inner.total_weight()
     }
+    /// Whether CG applies its preconditioner (None for the direct solver; with "auto", measured
+    /// on the first solve of enough right-hand sides).
+    #[getter]
+    fn preconditioned(&self) -> Option<bool> {
+        self.inner.preconditioned()
+    }
     /// Number of training points.
     #[getter]
     fn n_samples(&self) -> usize {

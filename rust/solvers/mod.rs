@@ -11,6 +11,8 @@ mod direct;
 pub mod kfac;
 mod precond;
 
+use std::sync::OnceLock;
+
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 
 pub use cg::{cg, CgOptions, Precondition, SolveInfo};
@@ -129,6 +131,9 @@ enum Kind {
         /// the operator's diagonal (damping and null-space term included), when known: CG's
         /// scale-invariant test for flat directions
         diag: Option<Array1<f64>>,
+        /// With `Precondition::Auto` and a preconditioner to choose: whether to use it, measured
+        /// by the first solve ([`Prepared::choose`]).
+        use_precond: Option<OnceLock<bool>>,
     },
 }
 
@@ -183,7 +188,8 @@ impl Prepared {
             (_, Some(_)) => jacobi(diag, damping, null.as_ref()),
             (choice, None) => preconditioner(obj, theta, diag, damping, null.as_ref(), choice, cancel)?,
         };
-        Ok(Self { kind: Kind::Cg { precond, null, explicit, diag: op_diag }, damping })
+        let use_precond = (precondition == Precondition::Auto && precond.is_some()).then(OnceLock::new);
+        Ok(Self { kind: Kind::Cg { precond, null, explicit, diag: op_diag, use_precond }, damping })
     }
 
     /// Prepare `opts.method` at `theta` from one pass over the data, which also gives the
@@ -226,6 +232,57 @@ impl Prepared {
         })
     }
 
+    /// `Precondition::Auto`'s measurement, made once (by the first solve) so that every answer
+    /// is a function of the problem alone, never of which query came first: CG on a fixed
+    /// seeded right-hand side ([`Prepared::probe_rhs`]) with the preconditioner, then without
+    /// it, stopped once it has taken as many iterations; the preconditioner is kept unless plain
+    /// CG converged in fewer, to an answer whose residual also passes in the metric scaled by the
+    /// diagonal. Both to the solve's rtol, at least [`PROBE_RTOL`].
+    fn choose<F>(apply: &F, precond: Option<&Preconditioner>, diag: Option<&Array1<f64>>, opts: &CgOptions, cancel: &Cancel) -> Result<bool>
+    where
+        F: Fn(ArrayView2<f64>) -> Result<Array2<f64>>,
+    {
+        let b = Self::probe_rhs(diag);
+        let opts = CgOptions { rtol: opts.rtol.max(PROBE_RTOL), atol: 0.0, ..opts.clone() };
+        let (_, with) = cg(apply, precond, diag, b.view(), &opts, cancel)?;
+        let capped = CgOptions { max_iter: with.iterations[0], ..opts };
+        let (x, plain) = cg(apply, None, diag, b.view(), &capped, cancel)?;
+        if !(plain.converged[0] && plain.iterations[0] < with.iterations[0]) {
+            return Ok(true);
+        }
+        // Plain CG's residual test weighs directions by their curvature: with badly scaled
+        // parameters it can pass while the weakly curved ones are unsolved. Accept plain CG only
+        // if its answer also passes the test in the scaled metric, ||D^-1/2 r|| <= rtol ||D^-1/2 b||.
+        let Some(d) = diag else { return Ok(true) };
+        let r = &b - &apply(x.view())?;
+        let scaled = |v: ArrayView2<f64>| v.column(0).iter().zip(d).map(|(x, d)| x * x / d).sum::<f64>().sqrt();
+        Ok(!(scaled(r.view()) <= opts.rtol * scaled(b.view())))
+    }
+
+    /// A seeded pseudo-random right-hand side (p x 1) with a part along every direction, scaled
+    /// by sqrt(`diag`) so the features' units do not matter.
+    fn probe_rhs(diag: Option<&Array1<f64>>) -> Array2<f64> {
+        let p = diag.map_or(0, |d| d.len());
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut b = Array2::<f64>::zeros((p, 1));
+        for (j, v) in b.iter_mut().enumerate() {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let u = (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+            *v = u * diag.map_or(1.0, |d| d[j].abs().sqrt());
+        }
+        b
+    }
+
+    /// Whether CG applies its preconditioner: `None` for a direct solver, else `Some(false)`
+    /// when there is none or `Precondition::Auto` measured that plain CG is faster (`Some(true)`
+    /// before that measurement).
+    pub fn preconditioned(&self) -> Option<bool> {
+        match &self.kind {
+            Kind::Direct(_) => None,
+            Kind::Cg { precond, use_precond, .. } => Some(precond.is_some() && use_precond.as_ref().and_then(|c| c.get().copied()).unwrap_or(true)),
+        }
+    }
+
     /// `Err(Singular)` if CG's operator is singular. On a right-hand side in its range (every
     /// gradient of a GLM's loss is in the range of its Hessian) CG converges even when H is
     /// singular, to one of many solutions, where a factorisation would refuse; so solve once for
@@ -234,14 +291,10 @@ impl Prepared {
     /// it from converging. A no-op for direct solvers, whose factorisation checks H itself.
     pub fn check_nonsingular<M: Model + ?Sized>(&self, obj: &Objective<M>, theta: ArrayView1<f64>, cg_opts: &CgOptions, cancel: &Cancel) -> Result<()> {
         let Kind::Cg { diag, .. } = &self.kind else { return Ok(()) };
-        let p = obj.n_params();
-        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut b = Array2::<f64>::zeros((p, 1));
-        for (j, v) in b.iter_mut().enumerate() {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let u = (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
-            *v = u * diag.as_ref().map_or(1.0, |d| d[j].abs().sqrt());
-        }
+        let mut b = match diag {
+            Some(_) => Self::probe_rhs(diag.as_ref()),
+            None => Self::probe_rhs(Some(&Array1::ones(obj.n_params()))),
+        };
         let probe = CgOptions { rtol: cg_opts.rtol.max(PROBE_RTOL), atol: 0.0, ..cg_opts.clone() };
         let info = self.solve_in_place(obj, theta, b.view_mut(), &probe, true, cancel)?;
         if !info.converged[0] {
@@ -309,10 +362,10 @@ impl Prepared {
         correction: Option<&Correction<'_>>,
         cancel: &Cancel,
     ) -> Result<SolveInfo> {
-        let Kind::Cg { precond, null, explicit, diag } = &self.kind else {
+        let Kind::Cg { precond, null, explicit, diag, use_precond } = &self.kind else {
             return Err(Error::Value { arg: "solver", msg: "a corrected solve needs the conjugate-gradient solver".into() });
         };
-        let apply = |v: ArrayView2<f64>| -> Result<Array2<f64>> {
+        let operator = |v: ArrayView2<f64>| -> Result<Array2<f64>> {
             let mut hv = match explicit {
                 Some(h) => h.dot(&v),
                 None => obj.hvp(theta, v, cancel)?,
@@ -321,12 +374,27 @@ impl Prepared {
             if let Some(null) = null {
                 null.add_product(&mut hv, v);
             }
+            Ok(hv)
+        };
+        let apply = |v: ArrayView2<f64>| -> Result<Array2<f64>> {
+            let mut hv = operator(v)?;
             if let Some(correction) = correction {
                 hv -= &correction(v);
             }
             Ok(hv)
         };
-        let (mut x, info) = cg(apply, precond.as_ref(), diag.as_ref(), b.view(), cg_opts, cancel)?;
+        let use_pc = match use_precond {
+            None => true,
+            Some(choice) => match choice.get() {
+                Some(&v) => v,
+                None => {
+                    let plain = |v: ArrayView2<f64>| -> Result<Array2<f64>> { operator(v) };
+                    let v = Self::choose(&plain, precond.as_ref(), diag.as_ref(), cg_opts, cancel)?;
+                    *choice.get_or_init(|| v)
+                }
+            },
+        };
+        let (mut x, info) = cg(apply, precond.as_ref().filter(|_| use_pc), diag.as_ref(), b.view(), cg_opts, cancel)?;
         if let Some(null) = null {
             null.fix_component(&mut x, b.view());
         }

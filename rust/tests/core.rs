@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ndarray::{array, Array1, Array2, Axis, ShapeBuilder};
+use ndarray::{array, s, Array1, Array2, Axis, ShapeBuilder};
 use upweight::influence::InfluenceOptions;
 use upweight::objective::Curvature;
 use upweight::{newton, Batch, Cancel, Family, FitOptions, Glm, Influence, Method, Model, Names, Objective, Points, SolverOptions, Table};
@@ -382,30 +382,68 @@ fn tiled_hessian_matches_row_blocks_and_not_the_thread_count() {
     }
 }
 
-/// A GLM tile whose panels cross class boundaries equals the same part of `hessian_sum`.
+/// Tiles on any panels (across class boundaries, or cutting classes into pieces), summed and
+/// finished, give the lower triangle of `hessian_sum`, and a diagonal tile writes nothing above
+/// its diagonal: for multinomial (derived diagonal blocks) and squared-loss models.
 #[test]
-fn glm_tiles_across_classes_match_the_full_block_kernel() {
-    let family = Family::Multinomial { n_classes: 3 };
-    let (x, y, w) = problem(family, 200, 4, 23);
-    let model = Glm::new(family, 4);
-    let data = Batch::new(x.view(), y.view(), Some(w.view()), Names::TRAIN).unwrap();
-    let theta = Array1::from_shape_fn(15, |j| 0.1 * (j as f64 - 7.0));
-    let mut full = Array2::zeros((15, 15));
-    model.hessian_sum(theta.view(), &data, full.view_mut());
-    for (rows, cols) in [(3..12, 0..3), (3..12, 3..12), (12..15, 3..12), (0..15, 0..15), (4..5, 4..5)] {
-        let mut tile = Array2::<f64>::zeros((rows.len(), cols.len()));
-        model.hessian_tile_sum(theta.view(), &data, rows.clone(), cols.clone(), tile.view_mut());
-        for i in 0..rows.len() {
-            for j in 0..cols.len() {
-                let (gi, gj) = (rows.start + i, cols.start + j);
-                if gi >= gj {
-                    assert!((tile[[i, j]] - full[[gi, gj]]).abs() < 1e-12 * max_abs(&full), "({gi}, {gj}) in {rows:?} x {cols:?}");
-                } else if rows == cols {
-                    assert_eq!(tile[[i, j]], 0.0, "({gi}, {gj}) above the diagonal was written");
+fn glm_tiles_on_any_panels_match_the_full_block_kernel() {
+    for family in [Family::Multinomial { n_classes: 3 }, Family::Squared] {
+        let d = 4;
+        let (x, y, w) = problem(family, 200, d, 23);
+        let model = Glm::new(family, d);
+        let k = model.k();
+        let p = k * (d + 1);
+        let data = Batch::new(x.view(), y.view(), Some(w.view()), Names::TRAIN).unwrap();
+        let theta = Array1::from_shape_fn(p, |j| 0.1 * (j as f64 - 7.0));
+        let mut full = Array2::zeros((p, p));
+        model.hessian_sum(theta.view(), &data, full.view_mut());
+        let cuts: [&[usize]; 6] = [&[0, 3, 12, 15], &[0, 15], &[0, 2, 5, 7, 10, 13, 15], &[0, 1, 4, 5, 9, 10, 14, 15], &[0, 2, 5], &[0, 5]];
+        for cut in cuts.iter().filter(|c| *c.last().unwrap() == p) {
+            let panels: Vec<_> = cut.windows(2).map(|w| w[0]..w[1]).collect();
+            let mut h = Array2::<f64>::zeros((p, p));
+            for (i, rows) in panels.iter().enumerate() {
+                for cols in &panels[..=i] {
+                    let mut tile = Array2::<f64>::zeros((rows.len(), cols.len()));
+                    model.hessian_tile_sum(theta.view(), &data, rows.clone(), cols.clone(), tile.view_mut());
+                    if rows == cols {
+                        for ((a, b), v) in tile.indexed_iter() {
+                            assert!(a >= b || *v == 0.0, "{family:?}: ({a}, {b}) above the diagonal of tile {rows:?} was written");
+                        }
+                    }
+                    h.slice_mut(s![rows.clone(), cols.clone()]).assign(&tile);
+                }
+            }
+            model.hessian_tiles_finish(h.view_mut());
+            for i in 0..p {
+                for j in 0..=i {
+                    assert!((h[[i, j]] - full[[i, j]]).abs() < 1e-12 * max_abs(&full), "{family:?} panels {cut:?}: ({i}, {j})");
                 }
             }
         }
+        // the block kernel itself against the definition: H = sum_i w_i A_i (x) z_i z_i^T
+        let mut def = Array2::<f64>::zeros((p, p));
+        let r = d + 1;
+        for i in 0..200 {
+            let mut z = x.row(i).to_vec();
+            z.push(1.0);
+            let eta: Vec<f64> = (0..k).map(|c| (0..r).map(|a| theta[c * r + a] * z[a]).sum()).collect();
+            let (mut res, mut a) = (vec![0.0; k], vec![0.0; k * k]);
+            family.residual_and_hessian(&eta, y[i], &mut res, Some(&mut a));
+            for (c, c2, a1, a2) in itertools_product(k, r) {
+                def[[c * r + a1, c2 * r + a2]] += w[i] * a[c * k + c2] * z[a1] * z[a2];
+            }
+        }
+        for i in 0..p {
+            for j in 0..=i {
+                assert!((def[[i, j]] - full[[i, j]]).abs() < 1e-12 * max_abs(&def), "{family:?} hessian_sum ({i}, {j})");
+            }
+        }
     }
+}
+
+/// (c, c', a, b) over k classes and r parameters per class.
+fn itertools_product(k: usize, r: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    (0..k).flat_map(move |c| (0..k).flat_map(move |c2| (0..r).flat_map(move |a| (0..r).map(move |b| (c, c2, a, b)))))
 }
 
 /// `evaluate` with the Hessian or its diagonal (one pass over the data) gives the same bits as
@@ -646,5 +684,25 @@ fn add_null_term(h: &mut Array2<f64>, nb: &Array2<f64>, diag: ndarray::ArrayView
     for (c, &s) in nb.columns().into_iter().zip(&null.scales) {
         let outer = Array2::from_shape_fn(h.raw_dim(), |(i, j)| s * (c[i] * c[j]));
         *h += &outer;
+    }
+}
+
+/// Newton reads the data once per step: an accepted full step's value, gradient and curvature
+/// come from one pass (with direct steps, the Hessian; with Newton-CG, its diagonal, plus the
+/// CG iterations' own passes), so a fit from zero takes n_iter + 1 passes (it took 2 n_iter + 1).
+#[test]
+fn newton_reads_the_data_once_per_step() {
+    for family in FAMILIES {
+        let (x, y, w) = problem(family, 3000, 6, 31);
+        let model = Glm::new(family, 6);
+        let data = Batch::new(x.view(), y.view(), Some(w.view()), Names::TRAIN).unwrap();
+        let obj = Objective::new(&model, &data, 1e-3).unwrap();
+        let cancel = Cancel::new();
+        let res = newton(&obj, None, &FitOptions { tol: 1e-10, max_iter: 100, ..Default::default() }, &cancel).unwrap();
+        // (squared loss: one step lands on the optimum)
+        assert!(res.converged && (res.n_iter >= 3 || family == Family::Squared), "{family:?}: {} steps", res.n_iter);
+        // (every step here is a full one; a backtracking step would add a value-only pass)
+        let passes = cancel.progress().pass;
+        assert_eq!(passes, res.n_iter + 1, "{family:?}: {passes} passes for {} Newton steps", res.n_iter);
     }
 }

@@ -9,7 +9,8 @@ mod family;
 
 pub use family::{sigmoid, softplus, Family};
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3, Axis, Zip};
+use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3, Axis, ShapeBuilder, Zip};
+use rayon::prelude::*;
 
 use super::{check_one_target, scores_from_grads, Float32Grads, Model, Preconditioning, Prediction};
 use crate::data::{Batch, XView};
@@ -273,16 +274,37 @@ impl Model for Glm {
         (loss, g)
     }
 
-    /// Block (c, c') of the Hessian is Z^T diag(w A_cc') Z with A the eta-Hessians.
+    /// Block (c, c') of the Hessian is Z^T diag(w A_cc') Z with A the eta-Hessians. Each block
+    /// is symmetric, so only its lower triangle is multiplied out; with classes that sum to zero
+    /// ([`Glm::derived_diagonal`]) the diagonal blocks are minus the sums of the others: k (k - 1) / 2
+    /// half products instead of k (k - 1) / 2 full and k half ones (2.2x fewer flops at k = 10).
     fn hessian_sum(&self, theta: ArrayView1<f64>, data: &Batch, mut out: ArrayViewMut2<f64>) {
         let (k, r) = (self.k(), self.row());
         let (_, hess) = self.residuals(theta, data, true);
         let hess = hess.expect("requested");
+        let weights = |c: usize, c2: usize| Array1::from_shape_fn(data.n(), |i| data.weight(i) * hess[[i, c, c2]]);
+        let derived = self.derived_diagonal();
+        let mut t = Array2::zeros((r, r));
         for c in 0..k {
-            for c2 in 0..=c {
-                let a = Array1::from_shape_fn(data.n(), |i| data.weight(i) * hess[[i, c, c2]]);
-                let block = out.slice_mut(s![c * r..(c + 1) * r, c2 * r..(c2 + 1) * r]);
-                data.x.gram_add(a.view(), 0..r, 0..r, c == c2, block);
+            if !derived {
+                data.x.gram_add(weights(c, c).view(), 0..r, 0..r, true, out.slice_mut(s![c * r..(c + 1) * r, c * r..(c + 1) * r]));
+            }
+            for c2 in 0..c {
+                t.fill(0.0);
+                data.x.gram_add(weights(c, c2).view(), 0..r, 0..r, true, t.view_mut());
+                // block (c, c2) lies below H's diagonal: all of it is kept
+                let mut block = out.slice_mut(s![c * r..(c + 1) * r, c2 * r..(c2 + 1) * r]);
+                Zip::indexed(&mut block).for_each(|(i, j), o| *o += t[[i.max(j), i.min(j)]]);
+                if derived {
+                    for cc in [c, c2] {
+                        let mut diag = out.slice_mut(s![cc * r..(cc + 1) * r, cc * r..(cc + 1) * r]);
+                        Zip::indexed(&mut diag).and(&t).for_each(|(i, j), o, &v| {
+                            if i >= j {
+                                *o -= v
+                            }
+                        });
+                    }
+                }
             }
         }
     }
@@ -342,19 +364,37 @@ impl Model for Glm {
 
     /// Like `hessian_sum`, restricted to a tile: the piece (rows a of class c, columns b of class
     /// c') is Z_a^T diag(w A_cc') Z_b, i.e. X_a^T (w A_cc' Z_b) plus, when a holds the intercept,
-    /// the row of column sums of w A_cc' Z_b. Panels are cut at class boundaries.
+    /// the row of column sums of w A_cc' Z_b. Panels are cut at class boundaries. What
+    /// [`Model::hessian_tiles_finish`] derives is skipped: in a class block below the diagonal
+    /// (c > c') the pieces above its own diagonal and the upper triangle of a == b;
+    /// with [`Glm::derived_diagonal`], the diagonal class blocks.
     fn hessian_tile_sum(&self, theta: ArrayView1<f64>, data: &Batch, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, mut out: ArrayViewMut2<f64>) {
         let (k, r) = (self.k(), self.row());
         let diagonal = rows == cols;
-        // the (piece of rows, piece of columns) pairs to add: on a diagonal tile, the lower ones
+        let derived = self.derived_diagonal();
+        // the (piece of rows, piece of columns, lower triangle only) to add
         let mut pairs = Vec::new();
         for (c, a) in class_pieces(rows.clone(), r) {
             for (c2, b) in class_pieces(cols.clone(), r) {
                 let (i0, j0) = (c * r + a.start - rows.start, c2 * r + b.start - cols.start);
-                if !(diagonal && i0 < j0) {
-                    pairs.push((c, a.clone(), c2, b, i0, j0));
-                }
+                let lower = if c == c2 {
+                    if derived || (diagonal && i0 < j0) {
+                        continue;
+                    }
+                    diagonal && i0 == j0
+                } else {
+                    // in a class block below H's diagonal (symmetric itself): only the entries on
+                    // and below the block's diagonal are needed
+                    if c < c2 || a.end <= b.start {
+                        continue;
+                    }
+                    a == b
+                };
+                pairs.push((c, a.clone(), c2, b, i0, j0, lower));
             }
+        }
+        if pairs.is_empty() {
+            return;
         }
         // w_i A_i[c, c'] for those pairs only (no n x k x k array)
         let eta = self.eta(theta, data.x);
@@ -368,9 +408,74 @@ impl Model for Glm {
                 wa[[i, q]] = w * hess[c * k + c2];
             }
         }
-        for (q, (_, a, _, b, i0, j0)) in pairs.into_iter().enumerate() {
+        for (q, (_, a, _, b, i0, j0, lower)) in pairs.into_iter().enumerate() {
             let piece = out.slice_mut(s![i0..i0 + a.len(), j0..j0 + b.len()]);
-            data.x.gram_add(wa.column(q), a, b, diagonal && i0 == j0, piece);
+            data.x.gram_add(wa.column(q), a, b, lower, piece);
+        }
+    }
+
+    /// Fills what `hessian_tile_sum` skipped: each class block below the diagonal from its lower
+    /// triangle (it is symmetric), then, with [`Glm::derived_diagonal`], the lower triangle of
+    /// each diagonal class block as minus the sum of the class's other blocks.
+    fn hessian_tiles_finish(&self, mut h: ArrayViewMut2<f64>) {
+        let (k, r) = (self.k(), self.row());
+        if k == 1 {
+            return;
+        }
+        for c in 0..k {
+            for c2 in 0..c {
+                mirror_lower(h.slice_mut(s![c * r..(c + 1) * r, c2 * r..(c2 + 1) * r]));
+            }
+        }
+        if !self.derived_diagonal() {
+            return;
+        }
+        let hv = h.view();
+        let diags: Vec<Array2<f64>> = (0..k)
+            .into_par_iter()
+            .map(|c| {
+                let mut d = Array2::<f64>::zeros((r, r).f());
+                for c2 in (0..k).filter(|&c2| c2 != c) {
+                    // block (c, c2) of the symmetric H, read below the diagonal
+                    let (hi, lo) = (c.max(c2), c.min(c2));
+                    let block = hv.slice(s![hi * r..(hi + 1) * r, lo * r..(lo + 1) * r]);
+                    for j in 0..r {
+                        let (mut dc, bc) = (d.slice_mut(s![j.., j]), block.slice(s![j.., j]));
+                        Zip::from(&mut dc).and(&bc).for_each(|o, &v| *o -= v);
+                    }
+                }
+                d
+            })
+            .collect();
+        for (c, d) in diags.into_iter().enumerate() {
+            let mut block = h.slice_mut(s![c * r..(c + 1) * r, c * r..(c + 1) * r]);
+            for j in 0..r {
+                block.slice_mut(s![j.., j]).assign(&d.slice(s![j.., j]));
+            }
+        }
+    }
+}
+
+impl Glm {
+    /// Whether each row's eta-Hessian has rows summing to zero (softmax over all k classes, whose
+    /// probabilities sum to one): then H_cc = -sum_{c' != c} H_cc' and the diagonal class blocks
+    /// need no products of their own.
+    fn derived_diagonal(&self) -> bool {
+        matches!(self.family, Family::Multinomial { .. })
+    }
+}
+
+/// Copies the lower triangle of the square `a` onto its upper triangle, by 32 x 32 tiles.
+fn mirror_lower(mut a: ArrayViewMut2<f64>) {
+    const T: usize = 32;
+    let n = a.nrows();
+    for jb in (0..n).step_by(T) {
+        for ib in (jb..n).step_by(T) {
+            for j in jb..(jb + T).min(n) {
+                for i in ib.max(j + 1)..(ib + T).min(n) {
+                    a[[j, i]] = a[[i, j]];
+                }
+            }
         }
     }
 }
