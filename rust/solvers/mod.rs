@@ -238,11 +238,11 @@ impl Prepared {
     /// it, stopped once it has taken as many iterations; the preconditioner is kept unless plain
     /// CG converged in fewer, to an answer whose residual also passes in the metric scaled by the
     /// diagonal. Both to the solve's rtol, at least [`PROBE_RTOL`].
-    fn choose<F>(apply: &F, precond: Option<&Preconditioner>, diag: Option<&Array1<f64>>, opts: &CgOptions, cancel: &Cancel) -> Result<bool>
+    fn choose<F>(apply: &F, p: usize, precond: Option<&Preconditioner>, diag: Option<&Array1<f64>>, opts: &CgOptions, cancel: &Cancel) -> Result<bool>
     where
         F: Fn(ArrayView2<f64>) -> Result<Array2<f64>>,
     {
-        let b = Self::probe_rhs(diag);
+        let b = Self::probe_rhs(p, diag);
         let opts = CgOptions { rtol: opts.rtol.max(PROBE_RTOL), atol: 0.0, ..opts.clone() };
         let (_, with) = cg(apply, precond, diag, b.view(), &opts, cancel)?;
         let capped = CgOptions { max_iter: with.iterations[0], ..opts };
@@ -260,9 +260,8 @@ impl Prepared {
     }
 
     /// A seeded pseudo-random right-hand side (p x 1) with a part along every direction, scaled
-    /// by sqrt(`diag`) so the features' units do not matter.
-    fn probe_rhs(diag: Option<&Array1<f64>>) -> Array2<f64> {
-        let p = diag.map_or(0, |d| d.len());
+    /// by sqrt(`diag`) (if known) so the features' units do not matter.
+    fn probe_rhs(p: usize, diag: Option<&Array1<f64>>) -> Array2<f64> {
         let mut state = 0x9E37_79B9_7F4A_7C15_u64;
         let mut b = Array2::<f64>::zeros((p, 1));
         for (j, v) in b.iter_mut().enumerate() {
@@ -291,10 +290,7 @@ impl Prepared {
     /// it from converging. A no-op for direct solvers, whose factorisation checks H itself.
     pub fn check_nonsingular<M: Model + ?Sized>(&self, obj: &Objective<M>, theta: ArrayView1<f64>, cg_opts: &CgOptions, cancel: &Cancel) -> Result<()> {
         let Kind::Cg { diag, .. } = &self.kind else { return Ok(()) };
-        let mut b = match diag {
-            Some(_) => Self::probe_rhs(diag.as_ref()),
-            None => Self::probe_rhs(Some(&Array1::ones(obj.n_params()))),
-        };
+        let mut b = Self::probe_rhs(obj.n_params(), diag.as_ref());
         let probe = CgOptions { rtol: cg_opts.rtol.max(PROBE_RTOL), atol: 0.0, ..cg_opts.clone() };
         let info = self.solve_in_place(obj, theta, b.view_mut(), &probe, true, cancel)?;
         if !info.converged[0] {
@@ -388,8 +384,7 @@ impl Prepared {
             Some(choice) => match choice.get() {
                 Some(&v) => v,
                 None => {
-                    let plain = |v: ArrayView2<f64>| -> Result<Array2<f64>> { operator(v) };
-                    let v = Self::choose(&plain, precond.as_ref(), diag.as_ref(), cg_opts, cancel)?;
+                    let v = Self::choose(&operator, b.nrows(), precond.as_ref(), diag.as_ref(), cg_opts, cancel)?;
                     *choice.get_or_init(|| v)
                 }
             },
