@@ -161,6 +161,46 @@ def ps_pcpu_others(exclude: set[int]) -> float:
     return tot
 
 
+#: OpenBLAS tunables some machines set, which select a slower kernel for NumPy (issue 14): removed
+#: from the environment of every baseline's measuring process, never from upweight's.
+BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def env_for(lib: str) -> dict:
+    """The environment of a measuring process for `lib`: upweight's as it is, every other
+    library's (NumPy, SciPy, torch) without BLAS_VARS."""
+    env = dict(os.environ)
+    if lib != "upweight":
+        for v in BLAS_VARS:
+            env.pop(v, None)
+    return env
+
+
+def repeat_timed(once, repeat: int) -> tuple[dict, dict, dict, dict]:
+    """Call ``once()`` (-> (phase seconds, info); a "total" phase, if given, replaces the sum of
+    the others) ``repeat`` times: (best per phase and "total", every time per phase and "total",
+    the last info, the other processes' CPU and the load during the calls)."""
+    times: dict[str, list[float]] = {}
+    totals, info = [], {}
+    b0, st0 = proc_stat()
+    c0 = self_cpu_s()
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        gc.collect()
+        ph, info = once()
+        total = ph.pop("total", None)
+        for k, v in ph.items():
+            times.setdefault(k, []).append(v)
+        totals.append(sum(ph.values()) if total is None else total)
+    wall = time.perf_counter() - t0
+    b1, st1 = proc_stat()
+    own = self_cpu_s() - c0
+    during = {"others_cpu_pct": max(0.0, ((b1 - b0) / HZ - own) / wall * 100), "steal_pct": (st1 - st0) / HZ / wall * 100,
+              "own_cpu_cores": own / wall, "wall_s": wall, "loadavg_after": [float(x) for x in open("/proc/loadavg").read().split()[:3]]}
+    best = {k: min(v) for k, v in times.items()} | {"total": min(totals)}
+    return best, times | {"total": totals}, info, during
+
+
 def load_before(window: float = 1.0) -> dict:
     """Other processes' CPU over `window` seconds, % of one core."""
     excl = ancestors(os.getpid())

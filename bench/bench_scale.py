@@ -482,6 +482,31 @@ def hvp_check() -> float:
     return float(np.max(np.abs(mine - ref)) / np.max(np.abs(ref)))
 
 
+def multinomial_hessian(theta, X, l2, P=None):
+    """H (p x p) of the mean multinomial loss plus l2 ||coef||^2, NumPy: the k (k + 1) / 2
+    class-pair products Z.T @ (Z * w_ab), w_ab = p_a (1[a = b] - p_b) / n, Z = [X, 1]; ``P`` the
+    class probabilities at theta if already known."""
+    n, d = X.shape
+    r = d + 1
+    T = theta.reshape(-1, r)
+    k = T.shape[0]
+    p = k * r
+    Z = np.hstack([X, np.ones((n, 1))])
+    if P is None:
+        P = _softmax(X @ T[:, :d].T + T[:, d])
+    H = np.empty((p, p))
+    for a in range(k):
+        for b in range(a + 1):
+            w = P[:, a] * (float(a == b) - P[:, b]) / n
+            blk = Z.T @ (Z * w[:, None])
+            H[a * r:(a + 1) * r, b * r:(b + 1) * r] = blk
+            if a != b:
+                H[b * r:(b + 1) * r, a * r:(a + 1) * r] = blk.T
+    idx = np.flatnonzero(np.arange(p) % r != d)
+    H[idx, idx] += 2.0 * l2
+    return H
+
+
 def m_w2_parts(c):
     """Where W2's time goes, each part timed once, wall and CPU seconds (CPU / wall ~ threads
     busy): upweight's Hessian (`_core.hessian`) vs the same p x p matrix from k (k + 1) / 2
@@ -515,23 +540,7 @@ def m_w2_parts(c):
 
     H = timed("uw_hessian", lambda: _core.Model.glm("multinomial", k, _n_features(X)).hessian(theta, X, y, None, l2))
 
-    def numpy_hessian():
-        Z = np.hstack([X, np.ones((n, 1))])
-        T = theta.reshape(k, r)
-        P = _softmax(X @ T[:, :d].T + T[:, d])
-        Hn = np.empty((p, p))
-        for a in range(k):
-            for b in range(a + 1):
-                w = P[:, a] * (float(a == b) - P[:, b]) / n
-                blk = Z.T @ (Z * w[:, None])
-                Hn[a * r:(a + 1) * r, b * r:(b + 1) * r] = blk
-                if a != b:
-                    Hn[b * r:(b + 1) * r, a * r:(a + 1) * r] = blk.T
-        idx = np.flatnonzero(np.arange(p) % r != d)
-        Hn[idx, idx] += 2.0 * l2
-        return Hn
-
-    Hn = timed("np_hessian", numpy_hessian)
+    Hn = timed("np_hessian", lambda: multinomial_hessian(theta, X, l2))
     out["hessian_agree"] = _rel(Hn, H)
     del Hn
     # the null direction (every class's intercept) scaled as upweight does, then Cholesky

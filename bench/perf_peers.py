@@ -149,10 +149,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from ab_restructure import HZ, load_before, proc_stat, self_cpu_s  # this folder is on sys.path when run as a script
+from ab_restructure import BLAS_VARS, env_for, load_before, now, repeat_timed  # this folder is on sys.path when run as a script
 from bench_scale import (
     MultinomialHVP,
     multinomial_grads,
+    multinomial_hessian,
     multinomial_scores,
     peak_mib,
     process_peak_mib,
@@ -165,7 +166,6 @@ from bench_scale import (
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
-BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 FULL = {
     "W1": {"n": 100_000, "d": 128, "q": 500, "l2": 1e-3, "stride": 20, "k_top": 10, "batch": 4096},
@@ -203,10 +203,6 @@ REFERENCE = {"W1": "w1_full", "W2": "w2_direct"}
 #: how each job's saved scores convert to upweight's S: "S" (already S), "py" (pyinfluence's P), "kf" (kronfluence's K)
 CONVENTION = {"w1_pyinfluence": "py", "w1_kronfluence": "kf", "w1_kronfluence_f32": "kf", "w2_kronfluence": "kf",
               "w2_kronfluence_f32": "kf"}
-
-
-def now() -> float:
-    return time.perf_counter()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -609,32 +605,6 @@ def job_w2_cg_jacobi(c):
     return _w2_upweight(c, "cg", "jacobi")
 
 
-def numpy_multinomial_hessian(theta, X, l2, P=None):
-    """H (p x p) from the k (k + 1) / 2 class-pair products Z.T @ (Z * w_ab) + 2 l2 on the coefficients."""
-    n, d = X.shape
-    r = d + 1
-    T = theta.reshape(-1, r)
-    k = T.shape[0]
-    p = k * r
-    Z = np.hstack([X, np.ones((n, 1))])
-    if P is None:
-        L = X @ T[:, :d].T + T[:, d]
-        L -= L.max(1, keepdims=True)
-        P = np.exp(L)
-        P /= P.sum(1, keepdims=True)
-    H = np.empty((p, p))
-    for a in range(k):
-        for b in range(a + 1):
-            w = P[:, a] * (float(a == b) - P[:, b]) / n
-            blk = Z.T @ (Z * w[:, None])
-            H[a * r:(a + 1) * r, b * r:(b + 1) * r] = blk
-            if a != b:
-                H[b * r:(b + 1) * r, a * r:(a + 1) * r] = blk.T
-    idx = np.flatnonzero(np.arange(p) % r != d)
-    H[idx, idx] += 2.0 * l2
-    return H
-
-
 def job_w2_numpy_direct(c):
     import scipy.linalg
 
@@ -644,14 +614,14 @@ def job_w2_numpy_direct(c):
     r = d + 1
     k = theta.size // r
     p = theta.size
-    numpy_multinomial_hessian(theta, X[:256], c["l2"])  # warm-up (untimed)
+    multinomial_hessian(theta, X[:256], c["l2"])  # warm-up (untimed)
     scipy.linalg.cho_factor(np.eye(64) * 2.0 + 0.1, lower=True)
     last = {}
 
     def once():
         last.clear()
         t0 = now()
-        H = numpy_multinomial_hessian(theta, X, c["l2"])
+        H = multinomial_hessian(theta, X, c["l2"])
         t1 = now()
         # the null direction (every class's intercept), scaled as upweight does: H + mean(diag H) N N^T
         N = np.zeros(p)
@@ -744,43 +714,18 @@ def run_one(job: str, c: dict) -> dict:
             time.sleep(0.02)
     gc.collect()
     reset_ok = reset_peak()
-    times: dict[str, list[float]] = {}
-    totals, info = [], {}
-    b0, st0 = proc_stat()
-    c0 = self_cpu_s()
-    t0 = now()
-    for _ in range(c["repeat"]):
-        gc.collect()
-        ph, info = once()
-        total = ph.pop("total", None)
-        for k, v in ph.items():
-            times.setdefault(k, []).append(v)
-        totals.append(sum(ph.values()) if total is None else total)
-    wall = now() - t0
-    b1, st1 = proc_stat()
-    own = self_cpu_s() - c0
-    during = {"others_cpu_pct": max(0.0, ((b1 - b0) / HZ - own) / wall * 100), "steal_pct": (st1 - st0) / HZ / wall * 100,
-              "own_cpu_cores": own / wall, "wall_s": wall,
-              "loadavg_after": [float(x) for x in open("/proc/loadavg").read().split()[:3]]}
+    best, times, info, during = repeat_timed(once, c["repeat"])
     peak_call = peak_mib() if reset_ok else None
     if finish is not None:
         info = info | finish()
-    return {"job": job, "best": {k: min(v) for k, v in times.items()} | {"total": min(totals)}, "times": times | {"total": totals},
-            "during": during, "info": info, "peak_call_mib": peak_call, "peak_process_mib": process_peak_mib(),
+    return {"job": job, "best": best, "times": times, "during": during, "info": info, "peak_call_mib": peak_call,
+            "peak_process_mib": process_peak_mib(),
             "blas": blas_info(), "blas_env": {v: os.environ.get(v) for v in BLAS_VARS}}
 
 
 # ---------------------------------------------------------------------------------------------
 # orchestration
 # ---------------------------------------------------------------------------------------------
-
-
-def env_for(lib: str) -> dict:
-    env = dict(os.environ)
-    if lib != "upweight":
-        for v in BLAS_VARS:
-            env.pop(v, None)
-    return env
 
 
 def versions() -> dict:

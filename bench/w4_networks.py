@@ -68,7 +68,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from ab_restructure import HZ, load_before, proc_stat, self_cpu_s  # this folder is on sys.path when run as a script
+from ab_restructure import BLAS_VARS, env_for, load_before, now, repeat_timed  # this folder is on sys.path when run as a script
 from bench_scale import peak_mib, process_peak_mib, reset_peak
 
 HERE = Path(__file__).resolve().parent
@@ -87,13 +87,8 @@ GROUPS = {
     "peg": ("per-example gradients, blocks of 512 rows", [("peg_uw", "upweight"), ("peg_torch", "torch")]),
     "score": ("scores against q solved queries", [("score_uw", "upweight"), ("score_torch", "torch")]),
 }
-BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 #: rows of the untimed warm-up call every kernel process makes first (thread pools, torch.func's first trace)
 WARM = 256
-
-
-def now() -> float:
-    return time.perf_counter()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,38 +506,15 @@ def run_one(job: str, c: dict, args) -> dict:
     gc.collect()
     rss_before = peak_mib()
     reset_ok = reset_peak()
-    times: dict[str, list[float]] = {}
-    totals, info = [], {}
-    b0, st0 = proc_stat()
-    c0 = self_cpu_s()
-    t0 = now()
-    for _ in range(args.repeat):
-        gc.collect()
-        ph, info = once()
-        for k, v in ph.items():
-            times.setdefault(k, []).append(v)
-        totals.append(sum(ph.values()))
-    wall = now() - t0
-    b1, st1 = proc_stat()
-    own = self_cpu_s() - c0
-    during = {"others_cpu_pct": max(0.0, ((b1 - b0) / HZ - own) / wall * 100), "steal_pct": (st1 - st0) / HZ / wall * 100,
-              "own_cpu_cores": own / wall, "wall_s": wall, "loadavg_after": [float(x) for x in open("/proc/loadavg").read().split()[:3]]}
-    return {"job": job, "best": {k: min(v) for k, v in times.items()} | {"total": min(totals)}, "times": times | {"total": totals},
-            "during": during, "info": info, "peak_call_mib": peak_mib() if reset_ok else None, "peak_before_mib": rss_before,
+    best, times, info, during = repeat_timed(once, args.repeat)
+    return {"job": job, "best": best, "times": times, "during": during, "info": info,
+            "peak_call_mib": peak_mib() if reset_ok else None, "peak_before_mib": rss_before,
             "peak_process_mib": process_peak_mib(), "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 # ---------------------------------------------------------------------------------------------
 # orchestration
 # ---------------------------------------------------------------------------------------------
-
-
-def env_for(lib: str) -> dict:
-    env = dict(os.environ)
-    if lib in ("numpy", "torch"):
-        for v in BLAS_VARS:
-            env.pop(v, None)
-    return env
 
 
 def versions() -> dict:
