@@ -624,7 +624,7 @@ class DaskInfluence:
             return self._factor.solve(np.ascontiguousarray(B))
         assert self._operator is not None
         x, iterations, residuals, converged = self._operator.solve(B, *self._cg_args)
-        self.solve_info = SolveInfo("cg", iterations, residuals, converged)
+        self.solve_info = SolveInfo("cg", iterations, residuals, converged, preconditioned=True)  # always Jacobi here
         if not converged.all():
             bad = int(np.argmin(converged))
             msg = (f"conjugate gradients did not converge for {int((~converged).sum())} of {r} right-hand sides (first: #{bad}, "

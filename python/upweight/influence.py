@@ -255,8 +255,7 @@ class _Queries:
     def _checked(self, result):
         """Record the solve's info; refuse (or warn about) an unconverged CG solve."""
         out, (iterations, residuals, converged) = result
-        self.solve_info = SolveInfo(self.solver, iterations, residuals, converged,
-                                    getattr(self._core, "preconditioned", None))
+        self.solve_info = SolveInfo(self.solver, iterations, residuals, converged, self._core.preconditioned)
         if not converged.all():
             bad = int(np.argmin(converged))
             msg = (f"conjugate gradients did not converge for {int((~converged).sum())} of {converged.size} "
