@@ -56,6 +56,23 @@ def test_fit_then_score_top_k_matches_the_api(data):
     np.testing.assert_allclose(table[:, 5].reshape(7, 4), top.harmful, rtol=1e-12)
 
 
+def test_score_with_arnoldi_matches_the_api(data):
+    """--solver arnoldi --rank R: the API's rank-R answer; a rank above p is refused by name."""
+    d, X, y, model = data
+    cli("score", d / "X.npy", "--y", d / "y.npy", "--family", "logistic", "--l2", "1e-3", "--query", d / "query.npz", "-k", "4",
+        "--solver", "arnoldi", "--rank", "3", "--damping", "0.01", "--arnoldi-inverse", "exact", "-o", d / "arn.npz", "--force")
+    top = uw.Influence(model, X, y, solver="arnoldi", rank=3, damping=0.01, arnoldi_inverse="exact").top_k(X[:7] + 0.1, y[:7], k=4)
+    with np.load(d / "arn.npz") as z:
+        np.testing.assert_array_equal(z["helpful_idx"], top.helpful_idx)
+        np.testing.assert_allclose(z["harmful"], top.harmful, rtol=1e-9)
+    res = cli("score", d / "X.npy", "--y", d / "y.npy", "--family", "logistic", "--query", d / "query.npz", "--solver", "arnoldi",
+              "--rank", "8", "-o", d / "bad.npz", check=False)
+    assert res.returncode == 2 and "rank: must be between 1 and the number of parameters (7)" in res.stderr
+    res = cli("score", d / "X.npy", "--y", d / "y.npy", "--family", "logistic", "--query", d / "query.npz", "--rank", "3",
+              "-o", d / "bad.npz", check=False)
+    assert res.returncode == 2 and "rank: only used with solver='arnoldi'" in res.stderr
+
+
 def test_score_loo_top_k_matches_the_api_across_segments(data):
     d, X, y, model = data
     cli("score", d / "X.npy", "--y", d / "y.npy", "--family", "logistic", "--l2", "1e-3", "--query", d / "query.npz",

@@ -95,6 +95,8 @@ CHANGED_BY_DESIGN = {
 ADDED_FIELDS = [
     (r"/solve_info/preconditioned$",
      "issue 14: solve_info reports whether CG applied its preconditioner (tests/test_scale.py::test_auto_preconditioner_*)"),
+    (r"/solve_info/(eigenvalues|eigen_residuals)$",
+     "issue 15: solve_info reports the eigenpairs solver='arnoldi' kept (None for the exact solvers; tests/test_arnoldi.py)"),
     (r"/leave_(one|k)_out(/.*)?/one_step_(params|loss)$",
      "issue 17: leave_one_out / leave_k_out also report the one-step Newton estimate (tests/test_leave_out.py)"),
 ]

@@ -44,7 +44,7 @@ from ._validation import (
 from .errors import ConvergenceError, InputError, NotAtOptimumWarning, SingularHessianError
 from .interop import from_sklearn, from_statsmodels
 from .models import Model, check_model
-from .solver import QueryPolicy, Work, check_on_unconverged, check_solver, work
+from .solver import QueryPolicy, Work, arnoldi_args, check_on_unconverged, work
 
 __all__ = ["GradientInfluence", "Influence", "LooTopK", "SolvedQueries", "SolveInfo", "TopK"]
 
@@ -79,6 +79,20 @@ class SolveInfo:
     #: the first solve measures (on a fixed probe) whether the preconditioner or plain CG takes
     #: fewer iterations, and the winner is used from then on
     preconditioned: bool | None = None
+    #: ``solver="arnoldi"``: the eigenvalues of the curvature it kept (descending, damping not
+    #: included), r = ``len(eigenvalues)``; None for the exact solvers. ``iterations`` are then
+    #: the Lanczos steps and ``residuals`` the true relative residuals ||(H + damping I) x - b|| / ||b||
+    #: of its answers: computed for queries (``on_loss``, ``on``, ``inverse_hvp``, ...), NaN for the
+    #: per-training-point solves (``self_influence``, ``params``), where each block's would cost a
+    #: pass over the data.
+    eigenvalues: np.ndarray | None = None
+    #: ``solver="arnoldi"``: ||H u_j - sigma_j u_j|| of each kept eigenpair (Lanczos' own error bound)
+    eigen_residuals: np.ndarray | None = None
+
+    @property
+    def rank(self) -> int | None:
+        """r, the eigenpairs kept by ``solver="arnoldi"`` (None for the exact solvers)."""
+        return None if self.eigenvalues is None else int(self.eigenvalues.size)
 
     @property
     def max_residual(self) -> float:
@@ -255,7 +269,9 @@ class _Queries:
     def _checked(self, result):
         """Record the solve's info; refuse (or warn about) an unconverged CG solve."""
         out, (iterations, residuals, converged) = result
-        self.solve_info = SolveInfo(self.solver, iterations, residuals, converged, self._core.preconditioned)
+        ritz = self._core.ritz
+        eig = (None, None) if ritz is None else ritz[:2]
+        self.solve_info = SolveInfo(self.solver, iterations, residuals, converged, self._core.preconditioned, *eig)
         if not converged.all():
             bad = int(np.argmin(converged))
             msg = (f"conjugate gradients did not converge for {int((~converged).sum())} of {converged.size} "
@@ -356,7 +372,18 @@ class Influence(_Queries):
         Hessian-vector products, preconditioned as ``precondition`` says), or "auto": per query, the cheaper of
         the two by a cost model measured on n, p, the row density and the number of right-hand
         sides (:mod:`upweight.solver`); once formed, H is kept. ``solver`` tells which one the
-        next query will use.
+        next query will use. "arnoldi" (approximate, never chosen by "auto"; Schioppa et al.
+        2022): the top ``rank`` eigenpairs (sigma_j, u_j) of the curvature (a GLM's Hessian, a
+        network's ``curvature``) from Lanczos with full reorthogonalisation (``arnoldi_steps``
+        products with it, default max(2 rank, rank + 20), at most p; a pass over the data each),
+        then every solve uses that rank-r model: ``arnoldi_inverse="projection"`` (default)
+        U diag(1 / (sigma + damping)) U^T g, the solve within the top eigenspace;
+        ``"exact"`` the exact inverse of U diag(sigma) U^T + damping I (adds (g - U U^T g) /
+        damping; needs damping > 0 when rank < p). With rank = p it is the exact solve.
+        ``solve_info`` then holds the eigenvalues kept, their Lanczos residuals and each query's
+        true residual. Deterministic (a seeded start vector). Leave-out estimates refuse it.
+    rank, arnoldi_steps, arnoldi_inverse : the Arnoldi settings above (only with
+        ``solver="arnoldi"``, which requires ``rank``).
     damping : solve (H + damping I) v = g instead of H v = g.
     rtol, atol, max_iter : conjugate-gradient stopping rule.
     precondition : CG's preconditioner. "jacobi": the inverse of the Hessian's diagonal (for
@@ -395,7 +422,8 @@ class Influence(_Queries):
 
     def __init__(self, model, X, y, sample_weight=None, *, solver: str = "auto", damping: float | str | None = None,
                  curvature: str | None = None, rtol: float = 1e-10, atol: float = 0.0, max_iter: int = 1000,
-                 precondition: bool | str = True, on_unconverged: str = "raise", progress=None, copy: bool = True):
+                 precondition: bool | str = True, on_unconverged: str = "raise", progress=None, copy: bool = True,
+                 rank: int | None = None, arnoldi_steps: int | None = None, arnoldi_inverse: str = "projection"):
         self.model: Model = check_model(model)
         # networks choose their curvature (default Gauss-Newton); a GLM's G is its Hessian
         self.is_network = hasattr(model, "default_curvature")
@@ -412,7 +440,7 @@ class Influence(_Queries):
         self.sample_weight = kept(as_weights(sample_weight, n), sample_weight, copy)
         self._watch(("X", self.X))
         self.l2 = float(model.l2)
-        check_solver(solver)
+        self._arnoldi = arnoldi_args(solver, rank, arnoldi_steps, arnoldi_inverse)
         self.on_unconverged = check_on_unconverged(on_unconverged)
         self.solve_info: SolveInfo | None = None
         self.damping = self._damping(damping, progress)
@@ -499,7 +527,7 @@ class Influence(_Queries):
         # penalty_renormalized=False, sum-of-losses objectives (scikit-learn's Ridge, LogisticRegression): no renormalisation term
         try:
             return InfluenceCore(self._core_model, self._theta, self.X, self.y, self.sample_weight, self.l2, method, *self._args,
-                                 self._renormalized)
+                                 self._renormalized, **self._arnoldi)
         except SingularHessianError as exc:
             if not self.is_network:
                 raise
@@ -729,21 +757,22 @@ class GradientInfluence(_Queries):
         gradient of the training loss of point m at the trained parameters.
     hessian : optional (p, p) symmetric matrix to use as curvature instead of the Fisher.
     curvature : "fisher" (the empirical Fisher of ``train_grads``; the default).
-    damping, sample_weight, solver, rtol, atol, max_iter, precondition, on_unconverged, progress : as for
+    damping, sample_weight, solver, rtol, atol, max_iter, precondition, on_unconverged, progress, rank,
+    arnoldi_steps, arnoldi_inverse : as for
         :class:`upweight.Influence`.
     """
 
     def __init__(self, train_grads, *, hessian=None, curvature: str = "fisher", damping: float = 0.0,
                  sample_weight=None, solver: str = "auto", rtol: float = 1e-10, atol: float = 0.0,
                  max_iter: int = 1000, precondition: bool | str = True, on_unconverged: str = "raise", progress=None,
-                 copy: bool = True):
+                 copy: bool = True, rank: int | None = None, arnoldi_steps: int | None = None, arnoldi_inverse: str = "projection"):
         if curvature != "fisher":
             raise InputError(f"curvature: expected 'fisher' (or pass hessian=...), got {curvature!r}")
         G, n, p = training_features(train_grads, name="train_grads")
         self.train_grads = kept(G, train_grads, copy)
         self._watch(("train_grads", self.train_grads))
         self.n_params = p
-        check_solver(solver)
+        self._arnoldi = arnoldi_args(solver, rank, arnoldi_steps, arnoldi_inverse)
         self.on_unconverged = check_on_unconverged(on_unconverged)
         self.solve_info = None
         H = None
@@ -760,7 +789,7 @@ class GradientInfluence(_Queries):
     def _make_core(self, method: str) -> InfluenceCore:
         p = self.n_params
         return InfluenceCore(_core.Model.gradients(p), np.zeros(p), self.train_grads, None, self._w, 0.0, method, *self._args,
-                             True, self._H, names=("train_grads", "y"))
+                             True, self._H, names=("train_grads", "y"), **self._arnoldi)
 
     def _test_grads(self, test_grads):
         G, _ = self._grad_matrix(test_grads, "test_grads")

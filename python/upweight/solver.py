@@ -26,14 +26,19 @@ import os
 from dataclasses import dataclass
 
 from ._constants import TILED_HESSIAN_MAX_ROW_BLOCK_P
+from ._validation import as_positive_int
 from .errors import InputError
 
 __all__ = [
     "ON_UNCONVERGED",
+    "ARNOLDI_INVERSES",
+    "INFLUENCE_SOLVERS",
     "SOLVERS",
     "QueryPolicy",
     "Work",
     "cg_seconds",
+    "arnoldi_args",
+    "check_influence_solver",
     "check_on_unconverged",
     "check_solver",
     "direct_fits",
@@ -46,6 +51,10 @@ __all__ = [
 
 #: The values of every ``solver=`` argument (estimators, Influence, GradientInfluence, the CLI).
 SOLVERS = ("auto", "direct", "cg")
+#: The values of an influence's ``solver=``: also the approximate "arnoldi" (never chosen by "auto").
+INFLUENCE_SOLVERS = (*SOLVERS, "arnoldi")
+#: The values of ``arnoldi_inverse=``.
+ARNOLDI_INVERSES = ("projection", "exact")
 #: The values of ``on_unconverged=``.
 ON_UNCONVERGED = ("raise", "warn")
 
@@ -69,6 +78,29 @@ def check_solver(solver: str) -> str:
     if solver not in SOLVERS:
         raise InputError(f"solver: expected 'auto', 'direct' or 'cg', got {solver!r}")
     return solver
+
+
+def check_influence_solver(solver: str) -> str:
+    """``solver`` if it is one of :data:`INFLUENCE_SOLVERS`, else an InputError naming it."""
+    if solver not in INFLUENCE_SOLVERS:
+        raise InputError(f"solver: expected 'auto', 'direct', 'cg' or 'arnoldi', got {solver!r}")
+    return solver
+
+
+def arnoldi_args(solver: str, rank, steps, arnoldi_inverse) -> dict:
+    """The Arnoldi settings of an influence, checked, as ``_core.Influence`` takes them:
+    ``rank`` is required with ``solver="arnoldi"`` and refused with any other solver."""
+    if solver != "arnoldi":
+        for name, v in (("rank", rank), ("arnoldi_steps", steps)):
+            if v is not None:
+                raise InputError(f"{name}: only used with solver='arnoldi', got solver={solver!r}")
+        return {}
+    if rank is None:
+        raise InputError("rank: solver='arnoldi' needs rank= (the number of top eigenpairs of the curvature it keeps)")
+    if arnoldi_inverse not in ARNOLDI_INVERSES:
+        raise InputError(f"arnoldi_inverse: expected 'projection' or 'exact', got {arnoldi_inverse!r}")
+    return {"rank": as_positive_int(rank, "rank"), "steps": None if steps is None else as_positive_int(steps, "arnoldi_steps"),
+            "arnoldi_inverse": arnoldi_inverse}
 
 
 def check_on_unconverged(on_unconverged: str) -> str:
@@ -146,16 +178,19 @@ class QueryPolicy:
     """Which method answers each query of one :class:`~upweight.Influence` (or
     :class:`~upweight.GradientInfluence`) object; ``method`` is the one in use.
 
-    ``"direct"`` or ``"cg"``: always that one. ``"auto"``: direct from the start when the cost
+    ``"direct"``, ``"cg"`` or ``"arnoldi"``: always that one. ``"auto"``: direct from the start when the cost
     model prefers it even for one right-hand side, or when H is given explicitly (factoring it
     once beats a p x p matrix-vector product per CG iteration); else CG (one cheap pass), switched
     to direct, once and for good, at the first query with enough right-hand sides that forming
     and factoring H is cheaper (self-influence: n right-hand sides)."""
 
     def __init__(self, solver: str, shape: Work, *, explicit_hessian: bool = False):
-        self.auto = check_solver(solver) == "auto"
+        self.auto = check_influence_solver(solver) == "auto"
         self.shape = shape
-        self.method = "direct" if self.auto and explicit_hessian else resolve(solver, shape)
+        if solver == "arnoldi":
+            self.method = "arnoldi"
+        else:
+            self.method = "direct" if self.auto and explicit_hessian else resolve(solver, shape)
 
     def method_for(self, r: int) -> str:
         """The method for a query with ``r`` right-hand sides (under "auto", from now on)."""

@@ -84,6 +84,9 @@ pub fn newton<M: Model + ?Sized>(obj: &Objective<M>, theta0: Option<ArrayView1<f
     if !(opts.tol >= 0.0) {
         return Err(Error::Value { arg: "tol", msg: format!("must be >= 0, got {}", opts.tol) });
     }
+    if opts.method == Method::Arnoldi {
+        return Err(Error::Value { arg: "solver", msg: "Newton steps need an exact solve: 'direct' or 'cg', not 'arnoldi'".into() });
+    }
     let p = obj.n_params();
     let null = obj.model.null_space(obj.l2);
     let mut theta = match theta0 {
@@ -110,7 +113,7 @@ pub fn newton<M: Model + ?Sized>(obj: &Objective<M>, theta0: Option<ArrayView1<f
     let fuse = opts.method == Method::Cg || p <= TILED_HESSIAN_MAX_ROW_BLOCK_P;
     let curvature = match opts.method {
         Method::Direct => Curvature::Hessian,
-        Method::Cg => Curvature::Diagonal,
+        Method::Cg | Method::Arnoldi => Curvature::Diagonal,
     };
     let first = obj.evaluate(theta.view(), if fuse { curvature } else { Curvature::None }, cancel)?;
     let (mut f, mut g, mut curv) = (first.value, first.grad, Curv::of(first.hessian, first.diag, fuse));
@@ -223,7 +226,7 @@ fn newton_step<M: Model + ?Sized>(
         (Method::Direct, Curv::Hessian(h)) => Prepared::direct(h, 0.0, null.cloned())?,
         (Method::Direct, _) => Prepared::direct(obj.hessian(theta, cancel)?, 0.0, null.cloned())?,
         (Method::Cg, Curv::Diagonal(diag)) => Prepared::cg(obj, theta, diag, None, 0.0, Precondition::Jacobi, cancel)?,
-        (Method::Cg, _) => Prepared::cg(obj, theta, obj.hessian_diag(theta, cancel)?, None, 0.0, Precondition::Jacobi, cancel)?,
+        (_, _) => Prepared::cg(obj, theta, obj.hessian_diag(theta, cancel)?, None, 0.0, Precondition::Jacobi, cancel)?,
     };
     let gnorm = g.dot(g).sqrt();
     let cg = CgOptions { rtol: gnorm.sqrt().min(0.5), atol: 0.0, max_iter: 500, precondition: Precondition::Jacobi };

@@ -175,6 +175,10 @@ impl Influence {
     pub fn preconditioned(&self) -> Option<bool> {
         self.solver.preconditioned()
     }
+    /// Arnoldi's Ritz pairs ([`Prepared::ritz`]).
+    pub fn ritz(&self) -> Option<&crate::solvers::Ritz> {
+        self.solver.ritz()
+    }
 
     /// The score kernels at this influence's theta.
     pub fn scorer(&self) -> Scorer<'_> {

@@ -9,7 +9,7 @@ use super::data::{names, table, NamesArg, XArg, YArg};
 use super::model::{method, PyModel};
 use super::run::run_with;
 use crate::influence::InfluenceOptions;
-use crate::solvers::{CgOptions, Precondition, SolveInfo};
+use crate::solvers::{ArnoldiOptions, CgOptions, LowRankInverse, Method, Precondition, SolveInfo};
 use crate::{Cancel, Influence, LeaveOutTarget, Points, Rows, Scores, SolverOptions, TopK};
 
 type Info<'py> = (Bound<'py, PyArray1<usize>>, Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<bool>>);
@@ -47,8 +47,9 @@ impl PyInfluence {
     /// Prepare the solver at `theta` for `model` on the training rows (x, y, w) with penalty
     /// `l2`. `y = None` for a model without targets (per-example gradients); `hessian`, when
     /// given, replaces the objective's Hessian; `names` are the caller's names for x and y.
+    /// `method` "arnoldi": the top `rank` eigenpairs (`steps` Lanczos steps), `arnoldi_inverse`.
     #[new]
-    #[pyo3(signature = (model, theta, x, y, w, l2, method="direct", damping=0.0, rtol=1e-10, atol=0.0, max_iter=1000, precondition="auto", progress=None, renormalize=true, hessian=None, names=None))]
+    #[pyo3(signature = (model, theta, x, y, w, l2, method="direct", damping=0.0, rtol=1e-10, atol=0.0, max_iter=1000, precondition="auto", progress=None, renormalize=true, hessian=None, names=None, rank=0, steps=None, arnoldi_inverse="projection"))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         py: Python<'py>,
@@ -68,12 +69,16 @@ impl PyInfluence {
         renormalize: bool,
         hessian: Option<PyReadonlyArray2<'py, f64>>,
         names: NamesArg,
+        rank: usize,
+        steps: Option<usize>,
+        arnoldi_inverse: &str,
     ) -> PyResult<Self> {
         let theta = model.theta(&theta)?.to_owned();
         let solver = SolverOptions {
-            method: self::method(method)?,
+            method: if method == "arnoldi" { Method::Arnoldi } else { self::method(method)? },
             damping,
             cg: CgOptions { rtol, atol, max_iter, precondition: Precondition::from_name(precondition)? },
+            arnoldi: ArnoldiOptions { rank, steps, inverse: LowRankInverse::from_name(arnoldi_inverse)? },
         };
         solver.check()?;
         let data = table(&x, y.as_ref().map(|y| y.view()), w.as_ref().map(|w| w.as_array()), self::names(&names))?;
@@ -108,6 +113,12 @@ impl PyInfluence {
     #[getter]
     fn preconditioned(&self) -> Option<bool> {
         self.inner.preconditioned()
+    }
+    /// Arnoldi's (eigenvalues descending, ||H u - sigma u|| of each, steps, restarts), else None.
+    #[getter]
+    #[allow(clippy::type_complexity)]
+    fn ritz<'py>(&self, py: Python<'py>) -> Option<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>, usize, usize)> {
+        self.inner.ritz().map(|r| (r.values.clone().into_pyarray(py), r.residuals.clone().into_pyarray(py), r.steps, r.restarts))
     }
     /// Number of training points.
     #[getter]

@@ -4,8 +4,10 @@
 //! sides per data pass, preconditioned. Directions in the model's null space (the multinomial's
 //! free intercepts, [`NullSpace`]) are handled by solving with H + N S N^T instead of H: on
 //! gradients, which are orthogonal to N, this gives the minimum-norm (pseudo-inverse) solution,
-//! i.e. the solve happens in the identifiable subspace.
+//! i.e. the solve happens in the identifiable subspace. [`Method::Arnoldi`]: the top r
+//! eigenpairs of that operator by Lanczos, and solves with its rank-r model (an approximation).
 
+pub mod arnoldi;
 mod cg;
 mod direct;
 pub mod kfac;
@@ -15,6 +17,7 @@ use std::sync::OnceLock;
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 
+pub use arnoldi::{ArnoldiOptions, LowRankInverse, Ritz};
 pub use cg::{cg, CgOptions, Precondition, SolveInfo};
 pub use direct::{Direct, DIRECT_KEEP_H_MAX_P};
 pub use precond::{block_jacobi, jacobi, preconditioner, Preconditioner};
@@ -31,6 +34,8 @@ pub enum Method {
     Direct,
     /// Matrix-free conjugate gradients on Hessian-vector products.
     Cg,
+    /// The rank-r model of the curvature from Lanczos (Arnoldi, [`arnoldi`]): approximate.
+    Arnoldi,
 }
 
 #[derive(Clone, Debug)]
@@ -39,11 +44,12 @@ pub struct SolverOptions {
     /// Solve (H + damping I) v = g.
     pub damping: f64,
     pub cg: CgOptions,
+    pub arnoldi: ArnoldiOptions,
 }
 
 impl Default for SolverOptions {
     fn default() -> Self {
-        Self { method: Method::Direct, damping: 0.0, cg: CgOptions::default() }
+        Self { method: Method::Direct, damping: 0.0, cg: CgOptions::default(), arnoldi: ArnoldiOptions::default() }
     }
 }
 
@@ -54,6 +60,9 @@ impl SolverOptions {
             if !(v >= 0.0) || !v.is_finite() {
                 return Err(Error::Value { arg, msg: format!("must be a finite number >= 0, got {v}") });
             }
+        }
+        if self.method == Method::Arnoldi && self.arnoldi.rank == 0 {
+            return Err(Error::Value { arg: "rank", msg: "solver='arnoldi' needs rank >= 1 (the eigenpairs kept)".into() });
         }
         Ok(())
     }
@@ -135,6 +144,36 @@ enum Kind {
         /// by the first solve ([`Prepared::choose`]).
         use_precond: Option<OnceLock<bool>>,
     },
+    /// The top Ritz pairs of H (or of `explicit`) outside the null space, the null space (its
+    /// components solved as [`Prepared::cg`] does), and how the rank-r model is inverted.
+    Arnoldi {
+        ritz: Ritz,
+        inverse: LowRankInverse,
+        null: Option<NullSpace>,
+        explicit: Option<Array2<f64>>,
+    },
+}
+
+/// (H + damping I + N S N^T) v, H from `explicit` when given, else Hessian-vector products of
+/// `obj` at `theta`.
+fn operator_product<M: Model + ?Sized>(
+    obj: &Objective<M>,
+    theta: ArrayView1<f64>,
+    explicit: Option<&Array2<f64>>,
+    null: Option<&NullSpace>,
+    damping: f64,
+    v: ArrayView2<f64>,
+    cancel: &Cancel,
+) -> Result<Array2<f64>> {
+    let mut hv = match explicit {
+        Some(h) => h.dot(&v),
+        None => obj.hvp(theta, v, cancel)?,
+    };
+    hv.scaled_add(damping, &v);
+    if let Some(null) = null {
+        null.add_product(&mut hv, v);
+    }
+    Ok(hv)
 }
 
 /// The relative residual the singularity probe of [`Prepared::check_nonsingular`] must reach.
@@ -162,14 +201,8 @@ impl Prepared {
         precondition: Precondition,
         cancel: &Cancel,
     ) -> Result<Self> {
-        let scale = diag.as_ref().and_then(|d| d.mean()).map(|m| m + damping).unwrap_or(1.0).abs().max(f64::MIN_POSITIVE);
-        let null = obj.model.null_space(obj.l2).map(|basis| match &diag {
-            Some(d) => NullSpace::scaled_by(basis, (d + damping).view()),
-            None => {
-                let scales = Array1::from_elem(basis.ncols(), scale);
-                NullSpace { basis, scales }
-            }
-        });
+        let scale = mean_curvature(diag.as_ref(), damping);
+        let null = null_space(obj, diag.as_ref(), damping);
         let op_diag = diag.as_ref().map(|d| {
             let mut a = d + damping;
             if let Some(n) = &null {
@@ -190,6 +223,36 @@ impl Prepared {
         };
         let use_precond = (precondition == Precondition::Auto && precond.is_some()).then(OnceLock::new);
         Ok(Self { kind: Kind::Cg { precond, null, explicit, diag: op_diag, use_precond }, damping })
+    }
+
+    /// Arnoldi on the Hessian of `obj` at `theta` (or `explicit`): Lanczos for its top
+    /// `opts.rank` Ritz pairs on the complement of the model's null space (whose components
+    /// are solved as [`Prepared::cg`] solves them, scaled from `diag`), checked invertible with
+    /// `damping` ([`Ritz::check_invertible`]).
+    pub fn arnoldi<M: Model + ?Sized>(
+        obj: &Objective<M>,
+        theta: ArrayView1<f64>,
+        diag: Option<Array1<f64>>,
+        explicit: Option<Array2<f64>>,
+        damping: f64,
+        opts: &ArnoldiOptions,
+        cancel: &Cancel,
+    ) -> Result<Self> {
+        let p = obj.n_params();
+        let null = null_space(obj, diag.as_ref(), damping);
+        let steps = opts.steps.unwrap_or_else(|| arnoldi::default_steps(opts.rank, p));
+        let apply = |v: ArrayView2<f64>| operator_product(obj, theta, explicit.as_ref(), None, 0.0, v, cancel);
+        let ritz = arnoldi::lanczos(apply, p, opts.rank, steps, null.as_ref().map(|n| n.basis.view()), cancel)?;
+        ritz.check_invertible(damping, opts.inverse, p - null.as_ref().map_or(0, |n| n.basis.ncols()))?;
+        Ok(Self { kind: Kind::Arnoldi { ritz, inverse: opts.inverse, null, explicit }, damping })
+    }
+
+    /// The Ritz pairs an Arnoldi solver keeps (`None` for the other methods).
+    pub fn ritz(&self) -> Option<&Ritz> {
+        match &self.kind {
+            Kind::Arnoldi { ritz, .. } => Some(ritz),
+            _ => None,
+        }
     }
 
     /// Prepare `opts.method` at `theta` from one pass over the data, which also gives the
@@ -216,7 +279,7 @@ impl Prepared {
                 };
                 (Self::direct(h, opts.damping, obj.model.null_space(obj.l2))?, value, grad)
             }
-            Method::Cg => {
+            Method::Cg | Method::Arnoldi => {
                 let ((value, grad), diag) = match &explicit {
                     Some(h) => (obj.value_grad(theta, cancel)?, Some(h.diag().to_owned())),
                     None => {
@@ -227,7 +290,11 @@ impl Prepared {
                         ((e.value, e.grad), e.diag)
                     }
                 };
-                (Self::cg(obj, theta, diag, explicit, opts.damping, opts.cg.precondition, cancel)?, value, grad)
+                let prepared = match opts.method {
+                    Method::Cg => Self::cg(obj, theta, diag, explicit, opts.damping, opts.cg.precondition, cancel)?,
+                    _ => Self::arnoldi(obj, theta, diag, explicit, opts.damping, &opts.arnoldi, cancel)?,
+                };
+                (prepared, value, grad)
             }
         })
     }
@@ -277,7 +344,7 @@ impl Prepared {
     /// before that measurement).
     pub fn preconditioned(&self) -> Option<bool> {
         match &self.kind {
-            Kind::Direct(_) => None,
+            Kind::Direct(_) | Kind::Arnoldi { .. } => None,
             Kind::Cg { precond, use_precond, .. } => Some(precond.is_some() && use_precond.as_ref().and_then(|c| c.get().copied()).unwrap_or(true)),
         }
     }
@@ -317,12 +384,12 @@ impl Prepared {
             }
         }
         let mut h = match &self.kind {
-            Kind::Cg { explicit: Some(h), .. } => h.clone(),
+            Kind::Cg { explicit: Some(h), .. } | Kind::Arnoldi { explicit: Some(h), .. } => h.clone(),
             _ => obj.hessian(theta, cancel)?,
         };
         h.diag_mut().mapv_inplace(|v| v + self.damping);
         let null = match &self.kind {
-            Kind::Cg { null, .. } => null.clone(),
+            Kind::Cg { null, .. } | Kind::Arnoldi { null, .. } => null.clone(),
             Kind::Direct(_) => obj.model.null_space(obj.l2).map(|basis| NullSpace::scaled_by(basis, h.diag())),
         };
         if let Some(null) = null {
@@ -361,17 +428,7 @@ impl Prepared {
         let Kind::Cg { precond, null, explicit, diag, use_precond } = &self.kind else {
             return Err(Error::Value { arg: "solver", msg: "a corrected solve needs the conjugate-gradient solver".into() });
         };
-        let operator = |v: ArrayView2<f64>| -> Result<Array2<f64>> {
-            let mut hv = match explicit {
-                Some(h) => h.dot(&v),
-                None => obj.hvp(theta, v, cancel)?,
-            };
-            hv.scaled_add(self.damping, &v);
-            if let Some(null) = null {
-                null.add_product(&mut hv, v);
-            }
-            Ok(hv)
-        };
+        let operator = |v: ArrayView2<f64>| operator_product(obj, theta, explicit.as_ref(), null.as_ref(), self.damping, v, cancel);
         let apply = |v: ArrayView2<f64>| -> Result<Array2<f64>> {
             let mut hv = operator(v)?;
             if let Some(correction) = correction {
@@ -401,13 +458,16 @@ impl Prepared {
         match self.kind {
             Kind::Direct(_) => Method::Direct,
             Kind::Cg { .. } => Method::Cg,
+            Kind::Arnoldi { .. } => Method::Arnoldi,
         }
     }
 
     /// Solve (H + damping I) X = B in place for the columns of `b` (p x m); `obj` and `theta` must
     /// be the ones the solver was prepared with (CG applies H through them). Direct solves
     /// report the residual of the factorisation; `parallel` = false keeps a direct solve on the
-    /// calling thread (for callers that already parallelise). CG stops by `cg`.
+    /// calling thread (for callers that already parallelise). CG stops by `cg`. Arnoldi solves
+    /// with the rank-r model and reports the true residual of each column (with `parallel`: a
+    /// product with H for the block; else NaN, not computed).
     pub fn solve_in_place<M: Model + ?Sized>(
         &self,
         obj: &Objective<M>,
@@ -428,6 +488,51 @@ impl Prepared {
                 Ok(direct.residuals(rhs.view(), b.view()))
             }
             Kind::Cg { .. } => self.cg_in_place(obj, theta, b, cg_opts, None, cancel),
+            Kind::Arnoldi { ritz, inverse, null, explicit } => {
+                let rhs = b.to_owned();
+                let dim = rhs.nrows() - null.as_ref().map_or(0, |n| n.basis.ncols());
+                let mut x = ritz.solve(rhs.view(), self.damping, *inverse, dim);
+                if let Some(null) = null {
+                    null.fix_component(&mut x, rhs.view());
+                }
+                let m = rhs.ncols();
+                // a block of queries (parallel): each answer's true relative residual, from one
+                // product for all of them. Per block of training rows (not parallel: n right-hand
+                // sides), a product per block would cost a pass over the data each: NaN, not computed.
+                let residuals = if parallel {
+                    let r = operator_product(obj, theta, explicit.as_ref(), null.as_ref(), self.damping, x.view(), cancel)? - &rhs;
+                    let rel = |j: usize| {
+                        let nb = rhs.column(j).dot(&rhs.column(j)).sqrt();
+                        if nb > 0.0 {
+                            r.column(j).dot(&r.column(j)).sqrt() / nb
+                        } else {
+                            0.0
+                        }
+                    };
+                    (0..m).map(rel).collect()
+                } else {
+                    vec![f64::NAN; m]
+                };
+                b.assign(&x);
+                Ok(SolveInfo { iterations: vec![ritz.steps; m], residuals, converged: vec![true; m] })
+            }
         }
     }
+}
+
+/// The mean of the operator's diagonal (damping included), 1 without it: the scale of the
+/// null directions when the diagonal is unknown.
+fn mean_curvature(diag: Option<&Array1<f64>>, damping: f64) -> f64 {
+    diag.and_then(|d| d.mean()).map(|m| m + damping).unwrap_or(1.0).abs().max(f64::MIN_POSITIVE)
+}
+
+/// The model's null space, each direction scaled by the curvature on its support ([`NullSpace::scaled_by`]).
+fn null_space<M: Model + ?Sized>(obj: &Objective<M>, diag: Option<&Array1<f64>>, damping: f64) -> Option<NullSpace> {
+    obj.model.null_space(obj.l2).map(|basis| match diag {
+        Some(d) => NullSpace::scaled_by(basis, (d + damping).view()),
+        None => {
+            let scales = Array1::from_elem(basis.ncols(), mean_curvature(None, damping));
+            NullSpace { basis, scales }
+        }
+    })
 }

@@ -706,3 +706,41 @@ fn newton_reads_the_data_once_per_step() {
         assert_eq!(passes, res.n_iter + 1, "{family:?}: {passes} passes for {} Newton steps", res.n_iter);
     }
 }
+
+/// Lanczos (the Arnoldi solver's eigenpairs) on an explicit symmetric matrix with a 3-dimensional
+/// Krylov space: it breaks down, restarts, and its r = p pairs are the matrix's eigenpairs; a
+/// smaller rank returns the top ones, and the rank-r projection is U diag(1 / sigma) U^T.
+#[test]
+fn lanczos_restarts_on_breakdown_and_finds_the_top_eigenpairs() {
+    use upweight::solvers::arnoldi::{lanczos, LowRankInverse};
+    let p = 9;
+    // an orthogonal Q from Gram-Schmidt on seeded columns; eigenvalues 1, 1, 1, 2, 2, 2, 5, 5, 5
+    let mut rng = Lcg(11);
+    let mut q = Array2::<f64>::zeros((p, p));
+    for j in 0..p {
+        let mut v = Array1::from_shape_fn(p, |_| rng.normal());
+        for i in 0..j {
+            let c = q.column(i).dot(&v);
+            v.scaled_add(-c, &q.column(i));
+        }
+        let nv = v.dot(&v).sqrt();
+        q.column_mut(j).assign(&(v / nv));
+    }
+    let eig = Array1::from_iter([1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 5.0, 5.0, 5.0]);
+    let a = (&q * &eig).dot(&q.t());
+    let apply = |v: ndarray::ArrayView2<f64>| Ok(a.dot(&v));
+    let full = lanczos(apply, p, p, p, None, &Cancel::new()).unwrap();
+    assert!(full.restarts >= 2, "three distinct eigenvalues: breakdowns after 3 and 6 steps");
+    let mut got = full.values.to_vec();
+    got.reverse();
+    for (g, w) in got.iter().zip(&eig) {
+        assert!((g - w).abs() < 1e-12, "{got:?}");
+    }
+    let b = Array2::from_shape_fn((p, 2), |_| rng.normal());
+    let x = full.solve(b.view(), 0.0, LowRankInverse::Projection, p);
+    let back = a.dot(&x);
+    assert!((&back - &b).iter().all(|d| d.abs() < 1e-12));
+    let top = lanczos(apply, p, 2, 6, None, &Cancel::new()).unwrap();
+    assert!(top.values.iter().all(|s| (s - 5.0).abs() < 1e-12) && top.residuals.iter().all(|r| r.abs() < 1e-10));
+    assert!(lanczos(apply, p, p + 1, p, None, &Cancel::new()).is_err());
+}

@@ -114,7 +114,8 @@ fn squared_head_without_hidden_layer_converges_in_one_iteration() {
         let damping = 0.01;
         let mut rng = Lcg(5);
         let b = Array2::from_shape_fn((net.n_params(), 3), |_| rng.normal());
-        let opts = SolverOptions { method: Method::Cg, damping, cg: CgOptions { precondition: Precondition::Kronecker, ..Default::default() } };
+        let opts =
+            SolverOptions { method: Method::Cg, damping, cg: CgOptions { precondition: Precondition::Kronecker, ..Default::default() }, ..Default::default() };
         let (solver, _, _) = Prepared::at(&obj, t.view(), &opts, None, &cancel).unwrap();
         let mut x = b.clone();
         let info = solver.solve_in_place(&obj, t.view(), x.view_mut(), &opts.cg, true, &cancel).unwrap();
@@ -156,7 +157,8 @@ fn kfac_preconditioned_cg_matches_the_direct_solve() {
         let mut want = b.clone();
         solver.solve_in_place(&obj, t.view(), want.view_mut(), &direct.cg, true, &cancel).unwrap();
         for choice in [Precondition::Kronecker, Precondition::Jacobi, Precondition::None, Precondition::Auto] {
-            let opts = SolverOptions { method: Method::Cg, damping, cg: CgOptions { precondition: choice, rtol: 1e-12, ..Default::default() } };
+            let opts =
+                SolverOptions { method: Method::Cg, damping, cg: CgOptions { precondition: choice, rtol: 1e-12, ..Default::default() }, ..Default::default() };
             let (solver, _, _) = Prepared::at(&obj, t.view(), &opts, None, &cancel).unwrap();
             let mut x = b.clone();
             let info = solver.solve_in_place(&obj, t.view(), x.view_mut(), &opts.cg, true, &cancel).unwrap();
@@ -206,7 +208,8 @@ fn kfac_on_a_glm_is_refused() {
     let rows = data(&net, 20, 0.0, 1);
     let obj = Objective::new(&glm, &rows, 0.0).unwrap();
     let t = Array1::zeros(glm.n_params());
-    let opts = SolverOptions { method: Method::Cg, damping: 0.1, cg: CgOptions { precondition: Precondition::Kronecker, ..Default::default() } };
+    let opts =
+        SolverOptions { method: Method::Cg, damping: 0.1, cg: CgOptions { precondition: Precondition::Kronecker, ..Default::default() }, ..Default::default() };
     match Prepared::at(&obj, t.view(), &opts, None, &cancel) {
         Err(upweight::Error::Value { arg, .. }) => assert_eq!(arg, "precondition"),
         Err(e) => panic!("unexpected error {e}"),

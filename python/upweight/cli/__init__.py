@@ -20,7 +20,7 @@ from ..io import resume
 from ..io.persist import load_model, save_model
 from ..io.tables import SCORE_FORMATS, check_output, read_table, read_vector, write_scores
 from ..models import LinearRegression, LogisticRegression, PoissonRegression
-from ..solver import SOLVERS
+from ..solver import INFLUENCE_SOLVERS
 from .demo import run as run_demo
 from .network_demo import run as run_network_demo
 
@@ -104,8 +104,11 @@ def _score(args: argparse.Namespace) -> int:
         raise _input_error("model: pass --model FILE (from `upweight fit`) or --family to fit one")
     if args.resume and args.what == "full":
         raise _input_error("resume: --resume applies to --what top-k, loo-top-k and self (streamed in segments)")
-    inf = Influence(model, X, y, sample_weight=w, solver=args.solver, damping=args.damping, progress=bar)
+    inf = Influence(model, X, y, sample_weight=w, solver=args.solver, damping=args.damping, progress=bar, rank=args.rank,
+                    arnoldi_inverse=args.arnoldi_inverse)
     settings = {k: getattr(args, k) for k in ("what", "k", "family", "l2", "solver", "damping", "target_column", "segment_rows")}
+    if args.solver == "arnoldi":  # (older checkpoints' fingerprints stay valid for the exact solvers)
+        settings |= {"rank": args.rank, "arnoldi_inverse": args.arnoldi_inverse}
     files = [args.train, args.y, args.weights, args.model, args.query, args.query_y]
     fp = resume.fingerprint(settings, [f for f in files if f])
     say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
@@ -220,7 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--query-y", metavar="FILE", help="query targets (.npy) when QUERY holds features only")
     score.add_argument("--what", choices=["top-k", "self", "full", "loo-top-k"], default="top-k", help="what to compute (default top-k)")
     score.add_argument("-k", "--k", type=int, default=10, help="how many helpful and harmful points per query (default 10)")
-    score.add_argument("--solver", choices=list(SOLVERS), default="auto", help="how to solve H v = g (default auto)")
+    score.add_argument("--solver", choices=list(INFLUENCE_SOLVERS), default="auto",
+                       help="how to solve H v = g (default auto); arnoldi: approximate, from the top --rank eigenpairs of H")
+    score.add_argument("--rank", type=int, default=None, metavar="R", help="with --solver arnoldi: the eigenpairs of H kept")
+    score.add_argument("--arnoldi-inverse", choices=["projection", "exact"], default="projection",
+                       help="with --solver arnoldi: invert within the top eigenspace (projection, default) or the exact "
+                       "inverse of the rank-R model + damping I (needs --damping > 0)")
     score.add_argument("--damping", type=float, default=0.0, help="solve (H + damping I) v = g (default 0)")
     score.add_argument("--resume", action="store_true",
                        help="continue an interrupted top-k, loo-top-k or self run from its checkpoint OUTPUT.resume.npz (written after "
