@@ -36,6 +36,12 @@ W2  multinomial logistic regression, n = 20000, d = 784, k = 10 (p = 7850), q = 
                        GLM True ("auto") measures once, on a seeded probe right-hand side, whether block
                        Jacobi (the inverse of each feature's k x k class block) or plain CG takes fewer
                        iterations, and uses the winner (``solve_info.preconditioned``, recorded).
+      w2_ekfac / w2_kfac  upweight's approximate curvatures on the same model as a network without
+                       hidden layers (``uw.MLPClassifier(hidden=(), l2=l2)`` carrying the fitted theta,
+                       ``set_theta``): ``uw.Influence(net, X, y, curvature="ekfac" / "kfac", damping=0.0)``
+                       + ``.on_loss``: the factors, their eigendecompositions (and EK-FAC's second pass for
+                       the corrected eigenvalues), then the queries, whose true residuals against the exact
+                       H take one more pass (``solve_info.residuals``, max reported).
       w2_numpy_direct  NumPy / LAPACK: H from the 55 class-pair products ``Z.T @ (Z * w_ab[:, None])``
                        (w_ab = p_a (1[a = b] - p_b) / n) + 2 l2 on the coefficients (hessian), then
                        ``scipy.linalg.cho_factor`` (factor), then the query: per-example test gradients,
@@ -195,6 +201,8 @@ JOBS = {
     "w2_scipy_cg": ("W2", "scipy", "SciPy `sparse.linalg.cg` per query, NumPy matrix-free HVP"),
     "w2_kronfluence": ("W2", "kronfluence", "kronfluence EK-FAC, float64: factors + pairwise scores"),
     "w2_kronfluence_f32": ("W2", "kronfluence", "kronfluence EK-FAC, its default float32"),
+    "w2_ekfac": ("W2", "upweight", "upweight EK-FAC, approximate: `Influence(net, X, y, curvature='ekfac', damping=0)` + `.on_loss`"),
+    "w2_kfac": ("W2", "upweight", "upweight K-FAC, approximate: `curvature='kfac'`"),
 }
 OPT_IN = ("w1_kronfluence_f32", "w2_kronfluence_f32")
 DEFAULT_JOBS = [j for j in JOBS if j not in OPT_IN]
@@ -587,6 +595,40 @@ def _w2_upweight(c, solver: str, precondition=True):
             save_scores(c, last["S"], False, offsets=off)
         return {}
     return once, finish
+
+
+def _w2_kronecker(c, curvature: str):
+    import upweight as uw
+
+    X, y, Xt, yt = load_data(c)
+    net = uw.MLPClassifier(hidden=(), l2=c["l2"])
+    net.set_theta(load_model(c).get_theta(), n_features=X.shape[1])
+    uw.Influence(net, X[:512], y[:512], curvature=curvature, damping=0.0).on_loss(Xt[:2], yt[:2])  # warm-up (untimed)
+    last = {}
+
+    def once():
+        last.clear()
+        t0 = now()
+        inf = uw.Influence(net, X, y, curvature=curvature, damping=0.0)
+        t1 = now()
+        S = inf.on_loss(Xt, yt)
+        t2 = now()
+        last["S"] = S
+        return {"build": t1 - t0, "query": t2 - t1}, {"threads": uw.num_threads(), "solver": inf.solver,
+                                                      "max_residual": float(inf.solve_info.max_residual)}
+
+    def finish():
+        save_scores(c, last["S"], False)
+        return {}
+    return once, finish
+
+
+def job_w2_ekfac(c):
+    return _w2_kronecker(c, "ekfac")
+
+
+def job_w2_kfac(c):
+    return _w2_kronecker(c, "kfac")
 
 
 def job_w2_direct(c):

@@ -44,7 +44,7 @@ from ._validation import (
 from .errors import ConvergenceError, InputError, NotAtOptimumWarning, SingularHessianError
 from .interop import from_sklearn, from_statsmodels
 from .models import Model, check_model
-from .solver import QueryPolicy, Work, arnoldi_args, check_on_unconverged, work
+from .solver import QueryPolicy, Work, arnoldi_args, check_influence_solver, check_on_unconverged, work
 
 __all__ = ["GradientInfluence", "Influence", "LooTopK", "SolvedQueries", "SolveInfo", "TopK"]
 
@@ -58,13 +58,21 @@ AUTO_DAMPING = 0.1
 
 
 def check_curvature(curvature: str | None, model) -> str:
-    """The curvature influence uses: networks "gauss-newton" (default) or "hessian"; a GLM's
-    Gauss-Newton matrix is its Hessian (canonical links), so either name gives the Hessian."""
+    """The curvature influence uses: networks "gauss-newton" (default), "hessian" or the
+    approximate "kfac" and "ekfac"; a GLM's Gauss-Newton matrix is its Hessian (canonical links),
+    so either exact name gives the Hessian."""
     if curvature is None:
         return getattr(model, "default_curvature", "hessian")
-    if curvature not in ("gauss-newton", "hessian"):
-        raise InputError(f"curvature: expected 'gauss-newton' or 'hessian', got {curvature!r}")
+    if curvature in KRONECKER and not hasattr(model, "default_curvature"):
+        raise InputError(f"curvature: {curvature!r} factors a network's layers; fit the GLM as a network without hidden layers "
+                         "(uw.MLPClassifier(hidden=()) or uw.MLPRegressor(hidden=())) to use it")
+    if curvature not in ("gauss-newton", "hessian", *KRONECKER):
+        raise InputError(f"curvature: expected 'gauss-newton', 'hessian', 'kfac' or 'ekfac', got {curvature!r}")
     return curvature
+
+
+#: The approximate, Kronecker-factored curvatures (networks), solved in closed form.
+KRONECKER = ("kfac", "ekfac")
 
 
 @dataclass(frozen=True)
@@ -385,6 +393,14 @@ class Influence(_Queries):
     rank, arnoldi_steps, arnoldi_inverse : the Arnoldi settings above (only with
         ``solver="arnoldi"``, which requires ``rank``).
     damping : solve (H + damping I) v = g instead of H v = g.
+    curvature : networks: "gauss-newton" (G, the default; damping "auto" = 0.1 tr(G) / p),
+        "hessian" (the exact Hessian), "kfac" (approximate: solves with the inverse of G's
+        Kronecker-factored layer blocks, kron(S, A) + damping I + 2 l2 M, the penalty exact by
+        Woodbury) or "ekfac" (approximate: the same eigenbases Q_S (x) Q_A with the eigenvalues
+        replaced by the diagonal of G's exact layer blocks in them, plus the penalty's diagonal
+        there; a second pass over the data). For both, ``solver`` must stay "auto" and
+        ``solve_info.residuals`` are the true residuals against the exact damped G.
+        A GLM's curvature is its Hessian ("gauss-newton" and "hessian" both give it).
     rtol, atol, max_iter : conjugate-gradient stopping rule.
     precondition : CG's preconditioner. "jacobi": the inverse of the Hessian's diagonal (for
         multinomial models of each feature's k x k class block); "kfac" (networks only): the
@@ -430,7 +446,9 @@ class Influence(_Queries):
         self.curvature = check_curvature(curvature, model)
         # what the influence is of, fixed now: refitting or editing the model later leaves this
         # object (and every core it builds, also lazily under "auto") on these parameters
-        self._core_model = model.core_model(self.curvature) if self.is_network else model.core_model()
+        # K-FAC approximates the Gauss-Newton matrix, which answers every exact product (residuals)
+        exact_curvature = "gauss-newton" if self.curvature in KRONECKER else self.curvature
+        self._core_model = model.core_model(exact_curvature) if self.is_network else model.core_model()
         self._theta = model.get_theta()
         self._d, self._renormalized = model.n_features_in_, bool(model.penalty_renormalized)
         Xc, n, _ = training_features(X, self._d)
@@ -440,6 +458,12 @@ class Influence(_Queries):
         self.sample_weight = kept(as_weights(sample_weight, n), sample_weight, copy)
         self._watch(("X", self.X))
         self.l2 = float(model.l2)
+        check_influence_solver(solver)
+        if self.curvature in KRONECKER:
+            if solver != "auto":
+                raise InputError(f"solver: curvature={self.curvature!r} is solved in closed form (the inverse of its Kronecker "
+                                 f"factors); leave solver='auto', got {solver!r}")
+            solver = self.curvature
         self._arnoldi = arnoldi_args(solver, rank, arnoldi_steps, arnoldi_inverse)
         self.on_unconverged = check_on_unconverged(on_unconverged)
         self.solve_info: SolveInfo | None = None
@@ -772,6 +796,7 @@ class GradientInfluence(_Queries):
         self.train_grads = kept(G, train_grads, copy)
         self._watch(("train_grads", self.train_grads))
         self.n_params = p
+        check_influence_solver(solver)
         self._arnoldi = arnoldi_args(solver, rank, arnoldi_steps, arnoldi_inverse)
         self.on_unconverged = check_on_unconverged(on_unconverged)
         self.solve_info = None

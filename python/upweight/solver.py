@@ -178,17 +178,19 @@ class QueryPolicy:
     """Which method answers each query of one :class:`~upweight.Influence` (or
     :class:`~upweight.GradientInfluence`) object; ``method`` is the one in use.
 
-    ``"direct"``, ``"cg"`` or ``"arnoldi"``: always that one. ``"auto"``: direct from the start when the cost
+    ``"direct"``, ``"cg"``, ``"arnoldi"``, ``"kfac"`` or ``"ekfac"`` (the last two from
+    ``curvature=``): always that one. ``"auto"``: direct from the start when the cost
     model prefers it even for one right-hand side, or when H is given explicitly (factoring it
     once beats a p x p matrix-vector product per CG iteration); else CG (one cheap pass), switched
     to direct, once and for good, at the first query with enough right-hand sides that forming
     and factoring H is cheaper (self-influence: n right-hand sides)."""
 
     def __init__(self, solver: str, shape: Work, *, explicit_hessian: bool = False):
-        self.auto = check_influence_solver(solver) == "auto"
+        # "kfac" and "ekfac" come from curvature= (the caller checked the user's solver)
+        self.auto = solver == "auto"
         self.shape = shape
-        if solver == "arnoldi":
-            self.method = "arnoldi"
+        if solver in ("arnoldi", "kfac", "ekfac"):
+            self.method = solver
         else:
             self.method = "direct" if self.auto and explicit_hessian else resolve(solver, shape)
 

@@ -84,8 +84,8 @@ pub fn newton<M: Model + ?Sized>(obj: &Objective<M>, theta0: Option<ArrayView1<f
     if !(opts.tol >= 0.0) {
         return Err(Error::Value { arg: "tol", msg: format!("must be >= 0, got {}", opts.tol) });
     }
-    if opts.method == Method::Arnoldi {
-        return Err(Error::Value { arg: "solver", msg: "Newton steps need an exact solve: 'direct' or 'cg', not 'arnoldi'".into() });
+    if matches!(opts.method, Method::Arnoldi | Method::Kfac | Method::Ekfac) {
+        return Err(Error::Value { arg: "solver", msg: "Newton steps need an exact solve: 'direct' or 'cg'".into() });
     }
     let p = obj.n_params();
     let null = obj.model.null_space(obj.l2);
@@ -113,7 +113,7 @@ pub fn newton<M: Model + ?Sized>(obj: &Objective<M>, theta0: Option<ArrayView1<f
     let fuse = opts.method == Method::Cg || p <= TILED_HESSIAN_MAX_ROW_BLOCK_P;
     let curvature = match opts.method {
         Method::Direct => Curvature::Hessian,
-        Method::Cg | Method::Arnoldi => Curvature::Diagonal,
+        Method::Cg | Method::Arnoldi | Method::Kfac | Method::Ekfac => Curvature::Diagonal,
     };
     let first = obj.evaluate(theta.view(), if fuse { curvature } else { Curvature::None }, cancel)?;
     let (mut f, mut g, mut curv) = (first.value, first.grad, Curv::of(first.hessian, first.diag, fuse));

@@ -104,10 +104,12 @@ impl Influence {
     /// The removal basis: for single points with equal positive weights (`general` = false) the
     /// Cholesky one, else the eigendecomposition; built once.
     fn removal(&self, general: bool, cancel: &Cancel) -> Result<&Removal> {
-        if self.method() == Method::Arnoldi {
+        if matches!(self.method(), Method::Arnoldi | Method::Kfac | Method::Ekfac) {
             return Err(Error::Value {
                 arg: "solver",
-                msg: "leave-out estimates are exact one-step Newton refits: build the influence with solver='direct' or 'cg', not 'arnoldi'".into(),
+                msg: "leave-out estimates are exact one-step Newton refits: build the influence with solver='direct' or 'cg', not an \
+                      approximate curvature (solver='arnoldi', curvature='kfac' or 'ekfac')"
+                    .into(),
             });
         }
         let w0 = self.data.w().and_then(|w| {

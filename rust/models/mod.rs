@@ -166,6 +166,10 @@ pub trait Preconditioning: Sync {
     /// Adds, over `data`, each block's sums A += sum_i w_i a_i a_i^T and
     /// S += sum_i w_i sum_c s_ic s_ic^T to the lower triangles of `out` (the rest is not read).
     fn kronecker_factors_sum(&self, _theta: ArrayView1<f64>, _data: &Batch, _out: &mut [KroneckerFactors]) {}
+    /// Adds, over `data`, each block's EK-FAC eigenvalue sums sum_i w_i sum_c (q_Sj . s_ic)^2
+    /// (q_Aa . a_i)^2 for the eigenvectors (Q_S, Q_A) of `bases` (one pair per block of
+    /// [`Preconditioning::kronecker_factors`]) to `out` (rows x cols each).
+    fn ekfac_eigenvalues_sum(&self, _theta: ArrayView1<f64>, _data: &Batch, _bases: &[(Array2<f64>, Array2<f64>)], _out: &mut [Array2<f64>]) {}
 }
 
 /// One block of a Kronecker-factored curvature (DESIGN-networks.md section 4): the parameters

@@ -9,7 +9,7 @@ use super::data::{names, table, NamesArg, XArg, YArg};
 use super::model::{method, PyModel};
 use super::run::run_with;
 use crate::influence::InfluenceOptions;
-use crate::solvers::{ArnoldiOptions, CgOptions, LowRankInverse, Method, Precondition, SolveInfo};
+use crate::solvers::{ArnoldiOptions, CgOptions, LowRankInverse, Precondition, SolveInfo};
 use crate::{Cancel, Influence, LeaveOutTarget, Points, Rows, Scores, SolverOptions, TopK};
 
 type Info<'py> = (Bound<'py, PyArray1<usize>>, Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<bool>>);
@@ -75,7 +75,7 @@ impl PyInfluence {
     ) -> PyResult<Self> {
         let theta = model.theta(&theta)?.to_owned();
         let solver = SolverOptions {
-            method: if method == "arnoldi" { Method::Arnoldi } else { self::method(method)? },
+            method: self::method(method)?,
             damping,
             cg: CgOptions { rtol, atol, max_iter, precondition: Precondition::from_name(precondition)? },
             arnoldi: ArnoldiOptions { rank, steps, inverse: LowRankInverse::from_name(arnoldi_inverse)? },

@@ -31,7 +31,10 @@ pub fn method(name: &str) -> PyResult<Method> {
     match name {
         "direct" => Ok(Method::Direct),
         "cg" => Ok(Method::Cg),
-        other => Err(InputError::new_err(format!("solver: expected 'direct' or 'cg', got {other:?}"))),
+        "arnoldi" => Ok(Method::Arnoldi),
+        "kfac" => Ok(Method::Kfac), // (fitting refuses the approximations)
+        "ekfac" => Ok(Method::Ekfac),
+        other => Err(InputError::new_err(format!("solver: expected 'direct', 'cg', 'arnoldi', 'kfac' or 'ekfac', got {other:?}"))),
     }
 }
 

@@ -111,28 +111,99 @@ fn eigh(m: &Array2<f64>) -> Result<(Array1<f64>, Array2<f64>)> {
     Ok((Array1::from_shape_fn(n, |i| d[i].max(0.0)), Array2::from_shape_fn((n, n), |(i, j)| u[(i, j)])))
 }
 
+/// EK-FAC's eigenvalue correction: given every block's eigenbases (Q_S, Q_A), the diagonals
+/// (rows x cols each) of the exact Gauss-Newton blocks (penalty excluded) in those bases.
+pub type Eigenvalues<'a> = dyn Fn(&[(Array2<f64>, Array2<f64>)]) -> Result<Vec<Array2<f64>>> + 'a;
+
+/// EK-FAC's eigenvalue sums (DESIGN-networks.md section 4) in the eigenbases `bases` of the
+/// factors, from one pass over the data: (1/W) sum_i w_i sum_c (q_Sj . s_ic)^2 (q_Aa . abar_i)^2
+/// per block (deterministic, as [`factors`]).
+pub fn ekfac_eigenvalues<M: Model + ?Sized>(
+    obj: &Objective<M>,
+    theta: ArrayView1<f64>,
+    bases: &[(Array2<f64>, Array2<f64>)],
+    cancel: &Cancel,
+) -> Result<Vec<Array2<f64>>> {
+    let Some(prec) = obj.model.preconditioning() else {
+        return Err(Error::Value { arg: "curvature", msg: "'ekfac' needs a model with layers (a network)".into() });
+    };
+    let zeros: Vec<Array2<f64>> = bases.iter().map(|(qs, qa)| Array2::zeros((qs.nrows(), qa.nrows()))).collect();
+    let entries: usize = zeros.iter().map(|z| z.len()).sum();
+    let partials = (PARTIAL_ENTRIES / entries.max(1)).clamp(4, 64);
+    let sums = map_reduce(
+        obj.data.n(),
+        partials,
+        cancel,
+        |r| {
+            let mut out = zeros.clone();
+            with_block(obj.data, r, |b| prec.ekfac_eigenvalues_sum(theta, b, bases, &mut out))?;
+            Ok(out)
+        },
+        |acc, next| acc.iter_mut().zip(next).for_each(|(x, y)| *x += &y),
+    )?;
+    let w = obj.total_weight();
+    Ok(sums.unwrap_or(zeros).into_iter().map(|s| s / w).collect())
+}
+
+/// One block's factors, eigendecomposed, with its penalty pattern.
+struct Basis {
+    offset: usize,
+    ls: Array1<f64>,
+    qs: Array2<f64>,
+    la: Array1<f64>,
+    qa: Array2<f64>,
+    /// the penalty mask of the block's columns (the same in every row)
+    mask: Array1<f64>,
+}
+
 impl Kronecker {
-    /// The preconditioner for G + damping I + 2 l2 M (+ N S N^T) from the factors of
-    /// [`factors`], or `None` if the penalty mask is not Kronecker-shaped on some block (the
-    /// same mask in every row of it).
-    pub fn new(factors: Vec<KroneckerFactors>, mask: &Array1<f64>, l2: f64, damping: f64, null: Option<&NullSpace>) -> Result<Option<Self>> {
-        let mut layers = Vec::with_capacity(factors.len());
+    /// The inverse of G + damping I + 2 l2 M (+ N S N^T) approximated blockwise from the factors
+    /// of [`factors`], or `None` if the penalty mask is not Kronecker-shaped on some block (the
+    /// same mask in every row of it). K-FAC (`eigenvalues` = `None`): kron(S, A) + damping I +
+    /// 2 l2 M, the penalty exact by Woodbury. EK-FAC: in the eigenbasis Q_S (x) Q_A, the
+    /// diagonal `eigenvalues` gives, plus the penalty's diagonal there, 2 l2 sum_a' m_a' Q_A[a', a]^2,
+    /// and damping.
+    pub fn new(
+        factors: Vec<KroneckerFactors>,
+        mask: &Array1<f64>,
+        l2: f64,
+        damping: f64,
+        null: Option<&NullSpace>,
+        eigenvalues: Option<&Eigenvalues<'_>>,
+    ) -> Result<Option<Self>> {
+        let mut bases = Vec::with_capacity(factors.len());
         for f in factors {
             let (rows, cols) = (f.s.nrows(), f.a.nrows());
             let m = mask.slice(s![f.offset..f.offset + rows * cols]).into_shape_with_order((rows, cols)).expect("contiguous");
             if m.rows().into_iter().any(|r| r != m.row(0)) {
                 return Ok(None);
             }
-            let unpenalised: Vec<usize> = (0..cols).filter(|&a| m[[0, a]] == 0.0).collect();
-            let c = if unpenalised.len() < cols { 2.0 * l2 } else { 0.0 };
             let (ls, qs) = eigh(&f.s)?;
             let (la, qa) = eigh(&f.a)?;
-            let mut lam = Array2::from_shape_fn((rows, cols), |(j, k)| ls[j] * la[k] + damping + c);
+            bases.push(Basis { offset: f.offset, ls, qs, la, qa, mask: m.row(0).to_owned() });
+        }
+        let corrected = match eigenvalues {
+            Some(e) => Some(e(&bases.iter().map(|b| (b.qs.clone(), b.qa.clone())).collect::<Vec<_>>())?),
+            None => None,
+        };
+        let mut layers = Vec::with_capacity(bases.len());
+        for (i, b) in bases.into_iter().enumerate() {
+            let Basis { offset, ls, qs, la, qa, mask } = b;
+            let (rows, cols) = (qs.nrows(), qa.nrows());
+            let unpenalised: Vec<usize> = (0..cols).filter(|&a| mask[a] == 0.0).collect();
+            let c = if unpenalised.len() < cols { 2.0 * l2 } else { 0.0 };
+            let mut lam = match &corrected {
+                Some(e) => {
+                    let pen = Array1::from_shape_fn(cols, |a| 2.0 * l2 * (0..cols).map(|a2| mask[a2] * qa[[a2, a]] * qa[[a2, a]]).sum::<f64>());
+                    Array2::from_shape_fn((rows, cols), |(j, k)| e[i][[j, k]] + pen[k] + damping)
+                }
+                None => Array2::from_shape_fn((rows, cols), |(j, k)| ls[j] * la[k] + damping + c),
+            };
             let top = lam.iter().copied().fold(0.0, f64::max);
             let floor = if top > 0.0 { EIGEN_FLOOR * top } else { 1.0 };
             lam.mapv_inplace(|v| if v > floor { v } else { floor });
             let inv = lam.mapv(|v| 1.0 / v);
-            let free = (c > 0.0 && !unpenalised.is_empty()).then(|| {
+            let free = (corrected.is_none() && c > 0.0 && !unpenalised.is_empty()).then(|| {
                 let qa_u = qa.select(Axis(0), &unpenalised);
                 let nu = unpenalised.len();
                 let mut cinv = Array3::zeros((rows, nu, nu));
@@ -150,7 +221,7 @@ impl Kronecker {
                 }
                 Free { qa_u, cinv }
             });
-            layers.push(Layer { offset: f.offset, qs, qa, inv, free });
+            layers.push(Layer { offset, qs, qa, inv, free });
         }
         let null = null.map(|n| (n.basis.clone(), n.scales.mapv(|s| 1.0 / (s + damping))));
         Ok(Some(Self { layers, null }))

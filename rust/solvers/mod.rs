@@ -4,8 +4,9 @@
 //! sides per data pass, preconditioned. Directions in the model's null space (the multinomial's
 //! free intercepts, [`NullSpace`]) are handled by solving with H + N S N^T instead of H: on
 //! gradients, which are orthogonal to N, this gives the minimum-norm (pseudo-inverse) solution,
-//! i.e. the solve happens in the identifiable subspace. [`Method::Arnoldi`]: the top r
-//! eigenpairs of that operator by Lanczos, and solves with its rank-r model (an approximation).
+//! i.e. the solve happens in the identifiable subspace. Two approximations: [`Method::Arnoldi`],
+//! the top r eigenpairs of that operator by Lanczos and solves with its rank-r model;
+//! [`Method::Kfac`], solves with the inverse of its Kronecker-factored layer blocks ([`kfac`]).
 
 pub mod arnoldi;
 mod cg;
@@ -36,6 +37,10 @@ pub enum Method {
     Cg,
     /// The rank-r model of the curvature from Lanczos (Arnoldi, [`arnoldi`]): approximate.
     Arnoldi,
+    /// The inverse of the K-FAC approximation of the curvature (networks): approximate.
+    Kfac,
+    /// The same with EK-FAC's eigenvalue correction.
+    Ekfac,
 }
 
 #[derive(Clone, Debug)]
@@ -152,6 +157,12 @@ enum Kind {
         null: Option<NullSpace>,
         explicit: Option<Array2<f64>>,
     },
+    /// K-FAC's or EK-FAC's inverse (the null space inside it) and the null space for the true residuals.
+    Kfac {
+        kron: Box<kfac::Kronecker>,
+        null: Option<NullSpace>,
+        ekfac: bool,
+    },
 }
 
 /// (H + damping I + N S N^T) v, H from `explicit` when given, else Hessian-vector products of
@@ -247,6 +258,34 @@ impl Prepared {
         Ok(Self { kind: Kind::Arnoldi { ritz, inverse: opts.inverse, null, explicit }, damping })
     }
 
+    /// Solves with the K-FAC (or, with `ekfac`, EK-FAC) approximation of the Hessian of `obj` at
+    /// `theta` plus `damping` ([`kfac::Kronecker`], the model's null space scaled from `diag` as
+    /// for [`Prepared::cg`]): one pass over the data for the factors, one more for EK-FAC's
+    /// eigenvalues. `Err` naming `curvature` for a model without layers.
+    pub fn kfac<M: Model + ?Sized>(
+        obj: &Objective<M>,
+        theta: ArrayView1<f64>,
+        diag: Option<Array1<f64>>,
+        damping: f64,
+        ekfac: bool,
+        cancel: &Cancel,
+    ) -> Result<Self> {
+        let null = null_space(obj, diag.as_ref(), damping);
+        let correct = |bases: &[(Array2<f64>, Array2<f64>)]| kfac::ekfac_eigenvalues(obj, theta, bases, cancel);
+        let eigenvalues: Option<&kfac::Eigenvalues<'_>> = if ekfac { Some(&correct) } else { None };
+        let kron = match kfac::factors(obj, theta, cancel)? {
+            Some(f) => kfac::Kronecker::new(f, &obj.model.penalty_mask(), obj.l2, damping, null.as_ref(), eigenvalues)?,
+            None => None,
+        };
+        let Some(kron) = kron else {
+            return Err(Error::Value {
+                arg: "curvature",
+                msg: "'kfac' and 'ekfac' need a model with layers: a network (a GLM is MLPClassifier(hidden=()) or MLPRegressor(hidden=()))".into(),
+            });
+        };
+        Ok(Self { kind: Kind::Kfac { kron: Box::new(kron), null, ekfac }, damping })
+    }
+
     /// The Ritz pairs an Arnoldi solver keeps (`None` for the other methods).
     pub fn ritz(&self) -> Option<&Ritz> {
         match &self.kind {
@@ -279,7 +318,7 @@ impl Prepared {
                 };
                 (Self::direct(h, opts.damping, obj.model.null_space(obj.l2))?, value, grad)
             }
-            Method::Cg | Method::Arnoldi => {
+            Method::Cg | Method::Arnoldi | Method::Kfac | Method::Ekfac => {
                 let ((value, grad), diag) = match &explicit {
                     Some(h) => (obj.value_grad(theta, cancel)?, Some(h.diag().to_owned())),
                     None => {
@@ -292,6 +331,13 @@ impl Prepared {
                 };
                 let prepared = match opts.method {
                     Method::Cg => Self::cg(obj, theta, diag, explicit, opts.damping, opts.cg.precondition, cancel)?,
+                    Method::Kfac | Method::Ekfac if explicit.is_some() => {
+                        return Err(Error::Value {
+                            arg: "curvature",
+                            msg: "'kfac' and 'ekfac' are built from the model's layers, not from a given hessian".into(),
+                        })
+                    }
+                    Method::Kfac | Method::Ekfac => Self::kfac(obj, theta, diag, opts.damping, opts.method == Method::Ekfac, cancel)?,
                     _ => Self::arnoldi(obj, theta, diag, explicit, opts.damping, &opts.arnoldi, cancel)?,
                 };
                 (prepared, value, grad)
@@ -344,7 +390,7 @@ impl Prepared {
     /// before that measurement).
     pub fn preconditioned(&self) -> Option<bool> {
         match &self.kind {
-            Kind::Direct(_) | Kind::Arnoldi { .. } => None,
+            Kind::Direct(_) | Kind::Arnoldi { .. } | Kind::Kfac { .. } => None,
             Kind::Cg { precond, use_precond, .. } => Some(precond.is_some() && use_precond.as_ref().and_then(|c| c.get().copied()).unwrap_or(true)),
         }
     }
@@ -389,7 +435,7 @@ impl Prepared {
         };
         h.diag_mut().mapv_inplace(|v| v + self.damping);
         let null = match &self.kind {
-            Kind::Cg { null, .. } | Kind::Arnoldi { null, .. } => null.clone(),
+            Kind::Cg { null, .. } | Kind::Arnoldi { null, .. } | Kind::Kfac { null, .. } => null.clone(),
             Kind::Direct(_) => obj.model.null_space(obj.l2).map(|basis| NullSpace::scaled_by(basis, h.diag())),
         };
         if let Some(null) = null {
@@ -459,6 +505,8 @@ impl Prepared {
             Kind::Direct(_) => Method::Direct,
             Kind::Cg { .. } => Method::Cg,
             Kind::Arnoldi { .. } => Method::Arnoldi,
+            Kind::Kfac { ekfac: false, .. } => Method::Kfac,
+            Kind::Kfac { ekfac: true, .. } => Method::Ekfac,
         }
     }
 
@@ -495,28 +543,60 @@ impl Prepared {
                 if let Some(null) = null {
                     null.fix_component(&mut x, rhs.view());
                 }
-                let m = rhs.ncols();
-                // a block of queries (parallel): each answer's true relative residual, from one
-                // product for all of them. Per block of training rows (not parallel: n right-hand
-                // sides), a product per block would cost a pass over the data each: NaN, not computed.
-                let residuals = if parallel {
-                    let r = operator_product(obj, theta, explicit.as_ref(), null.as_ref(), self.damping, x.view(), cancel)? - &rhs;
-                    let rel = |j: usize| {
-                        let nb = rhs.column(j).dot(&rhs.column(j)).sqrt();
-                        if nb > 0.0 {
-                            r.column(j).dot(&r.column(j)).sqrt() / nb
-                        } else {
-                            0.0
-                        }
-                    };
-                    (0..m).map(rel).collect()
-                } else {
-                    vec![f64::NAN; m]
-                };
+                let info = self.approximate_info(obj, theta, explicit.as_ref(), null.as_ref(), x.view(), rhs.view(), ritz.steps, parallel, cancel)?;
                 b.assign(&x);
-                Ok(SolveInfo { iterations: vec![ritz.steps; m], residuals, converged: vec![true; m] })
+                Ok(info)
+            }
+            Kind::Kfac { kron, null, .. } => {
+                let rhs = b.to_owned();
+                let mut x = Array2::zeros(rhs.raw_dim());
+                for (mut xc, bc) in x.columns_mut().into_iter().zip(rhs.columns()) {
+                    xc.assign(&kron.apply(bc));
+                }
+                let info = self.approximate_info(obj, theta, None, null.as_ref(), x.view(), rhs.view(), 0, parallel, cancel)?;
+                b.assign(&x);
+                Ok(info)
             }
         }
+    }
+}
+
+impl Prepared {
+    /// What an approximate solve (Arnoldi, K-FAC) reports for its answers `x` to `rhs`: `steps`
+    /// per column, converged (the approximation is the answer asked for), and the true relative
+    /// residuals ||(H + damping I + N S N^T) x - b|| / ||b||. For a block of queries (`parallel`)
+    /// they take one product for all columns; per block of training rows (not parallel: n
+    /// right-hand sides in all) a product per block would cost a pass over the data each, so
+    /// they are NaN, not computed.
+    #[allow(clippy::too_many_arguments)]
+    fn approximate_info<M: Model + ?Sized>(
+        &self,
+        obj: &Objective<M>,
+        theta: ArrayView1<f64>,
+        explicit: Option<&Array2<f64>>,
+        null: Option<&NullSpace>,
+        x: ArrayView2<f64>,
+        rhs: ArrayView2<f64>,
+        steps: usize,
+        parallel: bool,
+        cancel: &Cancel,
+    ) -> Result<SolveInfo> {
+        let m = rhs.ncols();
+        let residuals = if parallel {
+            let r = operator_product(obj, theta, explicit, null, self.damping, x, cancel)? - rhs;
+            let rel = |j: usize| {
+                let nb = rhs.column(j).dot(&rhs.column(j)).sqrt();
+                if nb > 0.0 {
+                    r.column(j).dot(&r.column(j)).sqrt() / nb
+                } else {
+                    0.0
+                }
+            };
+            (0..m).map(rel).collect()
+        } else {
+            vec![f64::NAN; m]
+        };
+        Ok(SolveInfo { iterations: vec![steps; m], residuals, converged: vec![true; m] })
     }
 }
 

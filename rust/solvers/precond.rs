@@ -116,7 +116,7 @@ pub fn preconditioner<M: Model + ?Sized>(
         Precondition::Auto if layered => return Ok(None),
         Precondition::Kronecker => {
             let kron = match kfac::factors(obj, theta, cancel)? {
-                Some(f) => Kronecker::new(f, &obj.model.penalty_mask(), obj.l2, damping, null)?,
+                Some(f) => Kronecker::new(f, &obj.model.penalty_mask(), obj.l2, damping, null, None)?,
                 None => None,
             };
             let Some(kron) = kron else {

@@ -420,4 +420,7 @@ impl Preconditioning for Mlp {
     fn kronecker_factors_sum(&self, theta: ArrayView1<f64>, data: &Batch, out: &mut [KroneckerFactors]) {
         self.add_kronecker_factors(theta, data, out)
     }
+    fn ekfac_eigenvalues_sum(&self, theta: ArrayView1<f64>, data: &Batch, bases: &[(Array2<f64>, Array2<f64>)], out: &mut [Array2<f64>]) {
+        self.add_ekfac_eigenvalues(theta, data, bases, out)
+    }
 }
