@@ -111,6 +111,12 @@ def test_reported_residuals_are_the_true_ones(cancer):
     # per-training-point solves do not compute them (a pass over the data per block): NaN, documented
     arn.self_influence()
     assert np.isnan(arn.solve_info.residuals).all()
+    # and residuals=False skips them for speed, with the same answers
+    fast = uw.Influence(model, X, y, solver="arnoldi", rank=6, damping=damping, arnoldi_inverse="exact", residuals=False)
+    np.testing.assert_array_equal(fast.inverse_hvp(G.T).T, V)
+    assert np.isnan(fast.solve_info.residuals).all()
+    with pytest.raises(InputError, match="residuals: expected True or False"):
+        uw.Influence(model, X, y, solver="arnoldi", rank=6, residuals="no")
 
 
 def test_more_rank_is_closer_to_exact(digits):

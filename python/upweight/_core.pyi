@@ -143,6 +143,7 @@ class Influence:
         rank: int = 0,
         steps: int | None = None,
         arnoldi_inverse: str = "projection",
+        residuals: bool = True,
     ) -> Influence: ...
     @property
     def grad_norm(self) -> float: ...

@@ -392,6 +392,10 @@ class Influence(_Queries):
         true residual. Deterministic (a seeded start vector). Leave-out estimates refuse it.
     rank, arnoldi_steps, arnoldi_inverse : the Arnoldi settings above (only with
         ``solver="arnoldi"``, which requires ``rank``).
+    residuals : approximate solves (``solver="arnoldi"``, ``curvature="kfac"`` / ``"ekfac"``) report
+        each query's true relative residual against the exact damped curvature in
+        ``solve_info.residuals``: one product with it per block of queries (for q queries, about q
+        gradient passes' work). False skips it (NaN there) for speed. Exact solvers ignore it.
     damping : solve (H + damping I) v = g instead of H v = g.
     curvature : networks: "gauss-newton" (G, the default; damping "auto" = 0.1 tr(G) / p),
         "hessian" (the exact Hessian), "kfac" (approximate: solves with the inverse of G's
@@ -439,7 +443,8 @@ class Influence(_Queries):
     def __init__(self, model, X, y, sample_weight=None, *, solver: str = "auto", damping: float | str | None = None,
                  curvature: str | None = None, rtol: float = 1e-10, atol: float = 0.0, max_iter: int = 1000,
                  precondition: bool | str = True, on_unconverged: str = "raise", progress=None, copy: bool = True,
-                 rank: int | None = None, arnoldi_steps: int | None = None, arnoldi_inverse: str = "projection"):
+                 rank: int | None = None, arnoldi_steps: int | None = None, arnoldi_inverse: str = "projection",
+                 residuals: bool = True):
         self.model: Model = check_model(model)
         # networks choose their curvature (default Gauss-Newton); a GLM's G is its Hessian
         self.is_network = hasattr(model, "default_curvature")
@@ -464,7 +469,7 @@ class Influence(_Queries):
                 raise InputError(f"solver: curvature={self.curvature!r} is solved in closed form (the inverse of its Kronecker "
                                  f"factors); leave solver='auto', got {solver!r}")
             solver = self.curvature
-        self._arnoldi = arnoldi_args(solver, rank, arnoldi_steps, arnoldi_inverse)
+        self._arnoldi = arnoldi_args(solver, rank, arnoldi_steps, arnoldi_inverse, residuals)
         self.on_unconverged = check_on_unconverged(on_unconverged)
         self.solve_info: SolveInfo | None = None
         self.damping = self._damping(damping, progress)
@@ -782,14 +787,15 @@ class GradientInfluence(_Queries):
     hessian : optional (p, p) symmetric matrix to use as curvature instead of the Fisher.
     curvature : "fisher" (the empirical Fisher of ``train_grads``; the default).
     damping, sample_weight, solver, rtol, atol, max_iter, precondition, on_unconverged, progress, rank,
-    arnoldi_steps, arnoldi_inverse : as for
+    arnoldi_steps, arnoldi_inverse, residuals : as for
         :class:`upweight.Influence`.
     """
 
     def __init__(self, train_grads, *, hessian=None, curvature: str = "fisher", damping: float = 0.0,
                  sample_weight=None, solver: str = "auto", rtol: float = 1e-10, atol: float = 0.0,
                  max_iter: int = 1000, precondition: bool | str = True, on_unconverged: str = "raise", progress=None,
-                 copy: bool = True, rank: int | None = None, arnoldi_steps: int | None = None, arnoldi_inverse: str = "projection"):
+                 copy: bool = True, rank: int | None = None, arnoldi_steps: int | None = None, arnoldi_inverse: str = "projection",
+                 residuals: bool = True):
         if curvature != "fisher":
             raise InputError(f"curvature: expected 'fisher' (or pass hessian=...), got {curvature!r}")
         G, n, p = training_features(train_grads, name="train_grads")
@@ -797,7 +803,7 @@ class GradientInfluence(_Queries):
         self._watch(("train_grads", self.train_grads))
         self.n_params = p
         check_influence_solver(solver)
-        self._arnoldi = arnoldi_args(solver, rank, arnoldi_steps, arnoldi_inverse)
+        self._arnoldi = arnoldi_args(solver, rank, arnoldi_steps, arnoldi_inverse, residuals)
         self.on_unconverged = check_on_unconverged(on_unconverged)
         self.solve_info = None
         H = None

@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
 from ._constants import TILED_HESSIAN_MAX_ROW_BLOCK_P
 from ._validation import as_positive_int
 from .errors import InputError
@@ -87,20 +89,23 @@ def check_influence_solver(solver: str) -> str:
     return solver
 
 
-def arnoldi_args(solver: str, rank, steps, arnoldi_inverse) -> dict:
-    """The Arnoldi settings of an influence, checked, as ``_core.Influence`` takes them:
-    ``rank`` is required with ``solver="arnoldi"`` and refused with any other solver."""
+def arnoldi_args(solver: str, rank, steps, arnoldi_inverse, residuals=True) -> dict:
+    """The approximate solvers' settings of an influence, checked, as ``_core.Influence`` takes
+    them: ``rank`` is required with ``solver="arnoldi"`` and refused with any other solver;
+    ``residuals`` (whether approximate solves compute their true residuals) is a bool."""
+    if not isinstance(residuals, (bool, np.bool_)):
+        raise InputError(f"residuals: expected True or False, got {residuals!r}")
     if solver != "arnoldi":
         for name, v in (("rank", rank), ("arnoldi_steps", steps)):
             if v is not None:
                 raise InputError(f"{name}: only used with solver='arnoldi', got solver={solver!r}")
-        return {}
+        return {"residuals": bool(residuals)}
     if rank is None:
         raise InputError("rank: solver='arnoldi' needs rank= (the number of top eigenpairs of the curvature it keeps)")
     if arnoldi_inverse not in ARNOLDI_INVERSES:
         raise InputError(f"arnoldi_inverse: expected 'projection' or 'exact', got {arnoldi_inverse!r}")
     return {"rank": as_positive_int(rank, "rank"), "steps": None if steps is None else as_positive_int(steps, "arnoldi_steps"),
-            "arnoldi_inverse": arnoldi_inverse}
+            "arnoldi_inverse": arnoldi_inverse, "residuals": bool(residuals)}
 
 
 def check_on_unconverged(on_unconverged: str) -> str:

@@ -47,9 +47,9 @@ impl PyInfluence {
     /// Prepare the solver at `theta` for `model` on the training rows (x, y, w) with penalty
     /// `l2`. `y = None` for a model without targets (per-example gradients); `hessian`, when
     /// given, replaces the objective's Hessian; `names` are the caller's names for x and y.
-    /// `method` "arnoldi": the top `rank` eigenpairs (`steps` Lanczos steps), `arnoldi_inverse`.
+    /// "arnoldi": the top `rank` eigenpairs (`steps` Lanczos steps), `arnoldi_inverse`; `residuals`: see SolverOptions.
     #[new]
-    #[pyo3(signature = (model, theta, x, y, w, l2, method="direct", damping=0.0, rtol=1e-10, atol=0.0, max_iter=1000, precondition="auto", progress=None, renormalize=true, hessian=None, names=None, rank=0, steps=None, arnoldi_inverse="projection"))]
+    #[pyo3(signature = (model, theta, x, y, w, l2, method="direct", damping=0.0, rtol=1e-10, atol=0.0, max_iter=1000, precondition="auto", progress=None, renormalize=true, hessian=None, names=None, rank=0, steps=None, arnoldi_inverse="projection", residuals=true))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         py: Python<'py>,
@@ -72,6 +72,7 @@ impl PyInfluence {
         rank: usize,
         steps: Option<usize>,
         arnoldi_inverse: &str,
+        residuals: bool,
     ) -> PyResult<Self> {
         let theta = model.theta(&theta)?.to_owned();
         let solver = SolverOptions {
@@ -79,6 +80,7 @@ impl PyInfluence {
             damping,
             cg: CgOptions { rtol, atol, max_iter, precondition: Precondition::from_name(precondition)? },
             arnoldi: ArnoldiOptions { rank, steps, inverse: LowRankInverse::from_name(arnoldi_inverse)? },
+            residuals,
         };
         solver.check()?;
         let data = table(&x, y.as_ref().map(|y| y.view()), w.as_ref().map(|w| w.as_array()), self::names(&names))?;
@@ -108,8 +110,7 @@ impl PyInfluence {
     fn total_weight(&self) -> f64 {
         self.inner.total_weight()
     }
-    /// Whether CG applies its preconditioner (None for the direct solver; with "auto", measured
-    /// on the first solve of enough right-hand sides).
+    /// Whether CG applies its preconditioner (None for other solvers; "auto" measures it once).
     #[getter]
     fn preconditioned(&self) -> Option<bool> {
         self.inner.preconditioned()
@@ -180,8 +181,7 @@ impl PyInfluence {
         Ok((top_k_py(py, top), info_py(py, info)))
     }
 
-    /// [V; c] ((p + 1) x r) for query gradients (r x p), to score training segments with
-    /// `top_k_solved` without solving again.
+    /// [V; c] ((p + 1) x r) for query gradients (r x p), to score segments without solving again.
     fn solve_queries<'py>(&self, py: Python<'py>, grad_f: PyReadonlyArray2<'py, f64>) -> PyResult<(Bound<'py, PyArray2<f64>>, Info<'py>)> {
         let g = grad_f.as_array();
         let (vc, info) = self.run(py, |c| self.inner.solve_queries(g, c))?;

@@ -50,11 +50,14 @@ pub struct SolverOptions {
     pub damping: f64,
     pub cg: CgOptions,
     pub arnoldi: ArnoldiOptions,
+    /// Approximate solves (Arnoldi, K-FAC, EK-FAC) report each query's true residual, at the
+    /// cost of one product with H per block of queries; false: NaN, not computed.
+    pub residuals: bool,
 }
 
 impl Default for SolverOptions {
     fn default() -> Self {
-        Self { method: Method::Direct, damping: 0.0, cg: CgOptions::default(), arnoldi: ArnoldiOptions::default() }
+        Self { method: Method::Direct, damping: 0.0, cg: CgOptions::default(), arnoldi: ArnoldiOptions::default(), residuals: true }
     }
 }
 
@@ -130,6 +133,8 @@ pub type Correction<'a> = dyn Fn(ArrayView2<f64>) -> Array2<f64> + Sync + 'a;
 pub struct Prepared {
     kind: Kind,
     damping: f64,
+    /// Whether approximate solves compute their true residuals ([`Prepared::approximate_info`]).
+    residuals: bool,
 }
 
 // one per prepared solver, never in a collection: the variants' size difference costs nothing
@@ -195,7 +200,7 @@ impl Prepared {
     /// `basis` (see [`Direct::new`]).
     pub fn direct(mut h: Array2<f64>, damping: f64, basis: Option<Array2<f64>>) -> Result<Self> {
         h.diag_mut().mapv_inplace(|v| v + damping);
-        Ok(Self { kind: Kind::Direct(Direct::new(h, basis.as_ref().map(|b| b.view()))?), damping })
+        Ok(Self { kind: Kind::Direct(Direct::new(h, basis.as_ref().map(|b| b.view()))?), damping, residuals: true })
     }
 
     /// Conjugate gradients on the Hessian of `obj` at `theta` (or `explicit`), given its
@@ -233,7 +238,7 @@ impl Prepared {
             (choice, None) => preconditioner(obj, theta, diag, damping, null.as_ref(), choice, cancel)?,
         };
         let use_precond = (precondition == Precondition::Auto && precond.is_some()).then(OnceLock::new);
-        Ok(Self { kind: Kind::Cg { precond, null, explicit, diag: op_diag, use_precond }, damping })
+        Ok(Self { kind: Kind::Cg { precond, null, explicit, diag: op_diag, use_precond }, damping, residuals: true })
     }
 
     /// Arnoldi on the Hessian of `obj` at `theta` (or `explicit`): Lanczos for its top
@@ -255,7 +260,7 @@ impl Prepared {
         let apply = |v: ArrayView2<f64>| operator_product(obj, theta, explicit.as_ref(), None, 0.0, v, cancel);
         let ritz = arnoldi::lanczos(apply, p, opts.rank, steps, null.as_ref().map(|n| n.basis.view()), cancel)?;
         ritz.check_invertible(damping, opts.inverse, p - null.as_ref().map_or(0, |n| n.basis.ncols()))?;
-        Ok(Self { kind: Kind::Arnoldi { ritz, inverse: opts.inverse, null, explicit }, damping })
+        Ok(Self { kind: Kind::Arnoldi { ritz, inverse: opts.inverse, null, explicit }, damping, residuals: true })
     }
 
     /// Solves with the K-FAC (or, with `ekfac`, EK-FAC) approximation of the Hessian of `obj` at
@@ -283,7 +288,7 @@ impl Prepared {
                 msg: "'kfac' and 'ekfac' need a model with layers: a network (a GLM is MLPClassifier(hidden=()) or MLPRegressor(hidden=()))".into(),
             });
         };
-        Ok(Self { kind: Kind::Kfac { kron: Box::new(kron), null, ekfac }, damping })
+        Ok(Self { kind: Kind::Kfac { kron: Box::new(kron), null, ekfac }, damping, residuals: true })
     }
 
     /// The Ritz pairs an Arnoldi solver keeps (`None` for the other methods).
@@ -305,7 +310,7 @@ impl Prepared {
         cancel: &Cancel,
     ) -> Result<(Self, f64, Array1<f64>)> {
         opts.check()?;
-        Ok(match opts.method {
+        let (mut prepared, value, grad) = match opts.method {
             Method::Direct => {
                 let ((value, grad), h) = match explicit {
                     Some(h) => (obj.value_grad(theta, cancel)?, h),
@@ -342,7 +347,9 @@ impl Prepared {
                 };
                 (prepared, value, grad)
             }
-        })
+        };
+        prepared.residuals = opts.residuals;
+        Ok((prepared, value, grad))
     }
 
     /// `Precondition::Auto`'s measurement, made once (by the first solve) so that every answer
@@ -567,7 +574,7 @@ impl Prepared {
     /// residuals ||(H + damping I + N S N^T) x - b|| / ||b||. For a block of queries (`parallel`)
     /// they take one product for all columns; per block of training rows (not parallel: n
     /// right-hand sides in all) a product per block would cost a pass over the data each, so
-    /// they are NaN, not computed.
+    /// they are NaN, not computed; also when the solver was prepared without `residuals`.
     #[allow(clippy::too_many_arguments)]
     fn approximate_info<M: Model + ?Sized>(
         &self,
@@ -582,7 +589,7 @@ impl Prepared {
         cancel: &Cancel,
     ) -> Result<SolveInfo> {
         let m = rhs.ncols();
-        let residuals = if parallel {
+        let residuals = if parallel && self.residuals {
             let r = operator_product(obj, theta, explicit, null, self.damping, x, cancel)? - rhs;
             let rel = |j: usize| {
                 let nb = rhs.column(j).dot(&rhs.column(j)).sqrt();
