@@ -137,3 +137,21 @@ def test_bad_arguments():
         kfac.loo_params([0])
     with pytest.raises(InputError, match="solver: expected 'auto', 'direct', 'cg' or 'arnoldi'"):
         uw.Influence(net, X, y, solver="kfac")
+
+
+@pytest.mark.parametrize("curvature", ["kfac", "ekfac"])
+def test_streams_any_storage(tmp_path, curvature):
+    """The factors (and EK-FAC's eigenvalues) come from passes over row blocks, so they take X as
+    any other influence does: a .npy file read block by block, a float32 array, a sparse matrix;
+    the answers are the in-memory float64 ones (float32: to its rounding)."""
+    import scipy.sparse as sp
+
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:600] / 16.0, y[:600]
+    net = uw.MLPClassifier(hidden=(6,), l2=1e-3, random_state=0).fit(X, y)
+    want = uw.Influence(net, X, y, curvature=curvature).on_loss(X[:4], y[:4])
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    for stored, rtol in ((str(path), 1e-12), (sp.csr_matrix(X), 1e-12), (X.astype(np.float32), 1e-4)):
+        got = uw.Influence(net, stored, y, curvature=curvature).on_loss(X[:4], y[:4])
+        np.testing.assert_allclose(got, want, rtol=0, atol=rtol * np.abs(want).max())
