@@ -127,6 +127,7 @@ where
         return Err(Error::Value { arg: "rank", msg: format!("must be between 1 and {what}, got {rank}") });
     }
     let m = steps.clamp(rank, dim);
+    crate::memory::check("the Lanczos basis (p x steps)", &[p, m + rank], 8)?;
     let mut rng = Seeded(0x2545_F491_4F6C_DD1D);
     let mut q = Array2::<f64>::zeros((p, m).f());
     let mut start = rng.vector(p);
