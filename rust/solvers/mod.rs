@@ -17,6 +17,7 @@ mod precond;
 use std::sync::OnceLock;
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
+use rayon::prelude::*;
 
 pub use arnoldi::{ArnoldiOptions, LowRankInverse, Ritz};
 pub use cg::{cg, CgOptions, Precondition, SolveInfo};
@@ -557,8 +558,12 @@ impl Prepared {
             Kind::Kfac { kron, null, .. } => {
                 let rhs = b.to_owned();
                 let mut x = Array2::zeros(rhs.raw_dim());
-                for (mut xc, bc) in x.columns_mut().into_iter().zip(rhs.columns()) {
-                    xc.assign(&kron.apply(bc));
+                // columns are independent: in parallel for a block of queries (the same bits)
+                let solve = |(mut xc, bc): (ndarray::ArrayViewMut1<f64>, ndarray::ArrayView1<f64>)| xc.assign(&kron.apply(bc));
+                if parallel {
+                    x.axis_iter_mut(Axis(1)).into_par_iter().zip(rhs.axis_iter(Axis(1))).for_each(solve);
+                } else {
+                    x.axis_iter_mut(Axis(1)).zip(rhs.axis_iter(Axis(1))).for_each(solve);
                 }
                 let info = self.approximate_info(obj, theta, None, null.as_ref(), x.view(), rhs.view(), 0, parallel, cancel)?;
                 b.assign(&x);
