@@ -155,3 +155,42 @@ def test_streams_any_storage(tmp_path, curvature):
     for stored, rtol in ((str(path), 1e-12), (sp.csr_matrix(X), 1e-12), (X.astype(np.float32), 1e-4)):
         got = uw.Influence(net, stored, y, curvature=curvature).on_loss(X[:4], y[:4])
         np.testing.assert_allclose(got, want, rtol=0, atol=rtol * np.abs(want).max())
+
+
+@pytest.mark.parametrize("kw", [{"curvature": "ekfac"}, {"curvature": "kfac"}, {"solver": "arnoldi", "rank": 12}])
+def test_curvature_saved_and_reloaded(tmp_path, kw):
+    """save_curvature writes the prepared approximation; curvature_file= reloads it instead of
+    the passes that built it: bit-for-bit the same answers. A file for other parameters, l2,
+    damping, data or another approximation is refused by name."""
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:500] / 16.0, y[:500]
+    net = uw.MLPClassifier(hidden=(5,), l2=1e-3, random_state=0).fit(X, y)
+    first = uw.Influence(net, X, y, damping=0.05, **kw)
+    want = first.on_loss(X[:6], y[:6])
+    path = tmp_path / "curvature.npz"
+    first.save_curvature(path)
+    with pytest.raises(InputError, match="output: .* exists"):
+        first.save_curvature(path)
+    kw_again = {k: v for k, v in kw.items() if k != "rank"}  # Arnoldi's rank comes from the file
+    again = uw.Influence(net, X, y, damping=0.05, curvature_file=path, **kw_again)
+    np.testing.assert_array_equal(again.on_loss(X[:6], y[:6]), want)
+    with pytest.raises(InputError, match="curvature_file: was computed with damping = 0.05, this influence has damping = 0.1"):
+        uw.Influence(net, X, y, damping=0.1, curvature_file=path, **kw_again)
+    with pytest.raises(InputError, match="curvature_file: was computed with total_weight"):
+        uw.Influence(net, X[:400], y[:400], damping=0.05, curvature_file=path, **kw_again)
+    other = {"curvature": "kfac"} if kw.get("curvature") != "kfac" else {"curvature": "ekfac"}
+    with pytest.raises(InputError, match="curvature_file: was computed with method"):
+        uw.Influence(net, X, y, damping=0.05, curvature_file=path, **other)
+    with pytest.raises(InputError, match="curvature_file: holds an approximate curvature"):
+        uw.Influence(net, X, y, damping=0.05, curvature_file=path, solver="direct")
+    moved = uw.MLPClassifier(hidden=(5,), l2=1e-3, random_state=1).fit(X, y)
+    with pytest.raises(InputError, match="curvature_file: was computed at other parameters"):
+        uw.Influence(moved, X, y, damping=0.05, curvature_file=path, **kw_again)
+    if "rank" in kw:
+        with pytest.raises(InputError, match="rank: the curvature_file holds 12 eigenpairs, got rank=5"):
+            uw.Influence(net, X, y, damping=0.05, curvature_file=path, solver="arnoldi", rank=5)
+    with pytest.raises(InputError, match="curvature_file: no file"):
+        uw.Influence(net, X, y, damping=0.05, curvature_file=tmp_path / "missing.npz", **kw_again)
+    exact = uw.Influence(net, X, y, damping=0.05, solver="direct")
+    with pytest.raises(InputError, match="save_curvature: solver 'direct' is exact"):
+        exact.save_curvature(tmp_path / "exact.npz")

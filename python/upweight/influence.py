@@ -43,6 +43,7 @@ from ._validation import (
 )
 from .errors import ConvergenceError, InputError, NotAtOptimumWarning, SingularHessianError
 from .interop import from_sklearn, from_statsmodels
+from .io.persist import load_curvature, save_curvature
 from .models import Model, check_model
 from .solver import QueryPolicy, Work, arnoldi_args, check_influence_solver, check_on_unconverged, work
 
@@ -392,6 +393,10 @@ class Influence(_Queries):
         true residual. Deterministic (a seeded start vector). Leave-out estimates refuse it.
     rank, arnoldi_steps, arnoldi_inverse : the Arnoldi settings above (only with
         ``solver="arnoldi"``, which requires ``rank``).
+    curvature_file : a file written by :meth:`save_curvature` for the same model parameters, data,
+        l2, damping and approximation: the prepared curvature (eigenpairs, factors) is loaded
+        instead of computed, so the passes that build it run once for many sessions. Its header
+        is checked (InputError naming ``curvature_file`` on any difference).
     residuals : approximate solves (``solver="arnoldi"``, ``curvature="kfac"`` / ``"ekfac"``) report
         each query's true relative residual against the exact damped curvature in
         ``solve_info.residuals``: one product with it per block of queries (for q queries, about q
@@ -444,7 +449,7 @@ class Influence(_Queries):
                  curvature: str | None = None, rtol: float = 1e-10, atol: float = 0.0, max_iter: int = 1000,
                  precondition: bool | str = True, on_unconverged: str = "raise", progress=None, copy: bool = True,
                  rank: int | None = None, arnoldi_steps: int | None = None, arnoldi_inverse: str = "projection",
-                 residuals: bool = True):
+                 residuals: bool = True, curvature_file=None):
         self.model: Model = check_model(model)
         # networks choose their curvature (default Gauss-Newton); a GLM's G is its Hessian
         self.is_network = hasattr(model, "default_curvature")
@@ -469,7 +474,13 @@ class Influence(_Queries):
                 raise InputError(f"solver: curvature={self.curvature!r} is solved in closed form (the inverse of its Kronecker "
                                  f"factors); leave solver='auto', got {solver!r}")
             solver = self.curvature
-        self._arnoldi = arnoldi_args(solver, rank, arnoldi_steps, arnoldi_inverse, residuals)
+        state = None if curvature_file is None else load_curvature(curvature_file, self._theta)
+        if state is not None and solver == "arnoldi" and "ritz.values" in state:
+            saved = state["ritz.values"].size  # the saved eigenpairs' count
+            if rank is not None and rank != saved:
+                raise InputError(f"rank: the curvature_file holds {saved} eigenpairs, got rank={rank!r}")
+            rank = saved
+        self._arnoldi = arnoldi_args(solver, rank, arnoldi_steps, arnoldi_inverse, residuals) | {"state": state}
         self.on_unconverged = check_on_unconverged(on_unconverged)
         self.solve_info: SolveInfo | None = None
         self.damping = self._damping(damping, progress)
@@ -504,6 +515,17 @@ class Influence(_Queries):
         constant column: ``inf.X``)."""
         model, X, y, w = from_statsmodels(results)
         return cls(model, X, y, w, **kwargs)
+
+    def save_curvature(self, path, force: bool = False) -> None:
+        """Write the approximate curvature this influence prepared (Arnoldi's eigenpairs, K-FAC's or
+        EK-FAC's eigenbases and inverse eigenvalues) to ``path`` (.npz, atomically), with what it
+        was computed for (parameters, l2, damping, p, W); reload it with ``curvature_file=path``.
+        InputError for the exact solvers, which have nothing to save."""
+        state = self._core.curvature_state()
+        if state is None:
+            raise InputError(f"save_curvature: solver {self.solver!r} is exact and prepares no approximate curvature "
+                             "(solver='arnoldi', curvature='kfac' or 'ekfac' do)")
+        save_curvature(state, self._theta, path, force)
 
     def _damping(self, damping, progress) -> float:
         """The damping used: as given, or "auto" (the default for networks) = 0.1 tr(G) / p, a

@@ -175,6 +175,10 @@ impl Influence {
     pub fn preconditioned(&self) -> Option<bool> {
         self.solver.preconditioned()
     }
+    /// The approximate solver's prepared curvature with its header ([`Prepared::state`]).
+    pub fn curvature_state(&self) -> Option<crate::solvers::state::State> {
+        self.solver.state(self.l2, self.n_params(), self.total_weight)
+    }
     /// Arnoldi's Ritz pairs ([`Prepared::ritz`]).
     pub fn ritz(&self) -> Option<&crate::solvers::Ritz> {
         self.solver.ritz()

@@ -1,27 +1,16 @@
 //! `_core.Influence`: the core's [`Influence`], built once on a model, theta and training set it
 //! owns (the caller's arrays, kept alive without a copy), then queried.
 
-use numpy::ndarray::Array1;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 
+use super::convert::{info_py, state_in, state_py, top_k_py, Info, StateArg, StateArrays, TopKArrays};
 use super::data::{names, table, NamesArg, XArg, YArg};
 use super::model::{method, PyModel};
 use super::run::run_with;
 use crate::influence::InfluenceOptions;
-use crate::solvers::{ArnoldiOptions, CgOptions, LowRankInverse, Precondition, SolveInfo};
-use crate::{Cancel, Influence, LeaveOutTarget, Points, Rows, Scores, SolverOptions, TopK};
-
-type Info<'py> = (Bound<'py, PyArray1<usize>>, Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<bool>>);
-pub type TopKArrays<'py> = (Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<usize>>, Bound<'py, PyArray2<f64>>);
-
-fn info_py(py: Python<'_>, info: SolveInfo) -> Info<'_> {
-    (Array1::from(info.iterations).into_pyarray(py), Array1::from(info.residuals).into_pyarray(py), Array1::from(info.converged).into_pyarray(py))
-}
-
-pub fn top_k_py(py: Python<'_>, top: TopK) -> TopKArrays<'_> {
-    (top.helpful_idx.into_pyarray(py), top.helpful.into_pyarray(py), top.harmful_idx.into_pyarray(py), top.harmful.into_pyarray(py))
-}
+use crate::solvers::{ArnoldiOptions, CgOptions, LowRankInverse, Precondition};
+use crate::{Cancel, Influence, LeaveOutTarget, Points, Rows, Scores, SolverOptions};
 
 /// Training rows `segment` = (start, end) or all of them.
 fn segment(segment: Option<(usize, usize)>) -> Points<'static> {
@@ -49,7 +38,7 @@ impl PyInfluence {
     /// given, replaces the objective's Hessian; `names` are the caller's names for x and y.
     /// "arnoldi": the top `rank` eigenpairs (`steps` Lanczos steps), `arnoldi_inverse`; `residuals`: see SolverOptions.
     #[new]
-    #[pyo3(signature = (model, theta, x, y, w, l2, method="direct", damping=0.0, rtol=1e-10, atol=0.0, max_iter=1000, precondition="auto", progress=None, renormalize=true, hessian=None, names=None, rank=0, steps=None, arnoldi_inverse="projection", residuals=true))]
+    #[pyo3(signature = (model, theta, x, y, w, l2, method="direct", damping=0.0, rtol=1e-10, atol=0.0, max_iter=1000, precondition="auto", progress=None, renormalize=true, hessian=None, names=None, rank=0, steps=None, arnoldi_inverse="projection", residuals=true, state=None))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         py: Python<'py>,
@@ -73,6 +62,7 @@ impl PyInfluence {
         steps: Option<usize>,
         arnoldi_inverse: &str,
         residuals: bool,
+        state: StateArg<'py>,
     ) -> PyResult<Self> {
         let theta = model.theta(&theta)?.to_owned();
         let solver = SolverOptions {
@@ -81,6 +71,7 @@ impl PyInfluence {
             cg: CgOptions { rtol, atol, max_iter, precondition: Precondition::from_name(precondition)? },
             arnoldi: ArnoldiOptions { rank, steps, inverse: LowRankInverse::from_name(arnoldi_inverse)? },
             residuals,
+            state: state_in(state).map(std::sync::Arc::new),
         };
         solver.check()?;
         let data = table(&x, y.as_ref().map(|y| y.view()), w.as_ref().map(|w| w.as_array()), self::names(&names))?;
@@ -120,6 +111,10 @@ impl PyInfluence {
     #[allow(clippy::type_complexity)]
     fn ritz<'py>(&self, py: Python<'py>) -> Option<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>, usize, usize)> {
         self.inner.ritz().map(|r| (r.values.clone().into_pyarray(py), r.residuals.clone().into_pyarray(py), r.steps, r.restarts))
+    }
+    /// The approximate solver's prepared curvature as named arrays (None for exact solvers).
+    fn curvature_state<'py>(&self, py: Python<'py>) -> Option<StateArrays<'py>> {
+        self.inner.curvature_state().map(|st| state_py(py, st))
     }
     /// Number of training points.
     #[getter]

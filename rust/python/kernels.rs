@@ -8,8 +8,8 @@ use numpy::ndarray::{Array2, ArrayViewMut2};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 
+use super::convert::{top_k_py, TopKArrays};
 use super::data::{XArg, YArg};
-use super::influence::{top_k_py, TopKArrays};
 use super::model::PyModel;
 use super::run::run;
 use crate::error::{check_finite, check_overflow};

@@ -8,6 +8,7 @@
 //! - [`data`]: the one conversion of feature arguments; [`errors`]: `From<Error> for PyErr`;
 //!   [`run`]: calls with the GIL released, Ctrl-C and progress.
 
+mod convert;
 mod data;
 mod errors;
 mod influence;
@@ -56,7 +57,7 @@ fn merge_top_k<'py>(
     b: TopKIn<'py>,
     k: usize,
 ) -> PyResult<(Bound<'py, numpy::PyArray2<usize>>, Bound<'py, numpy::PyArray2<f64>>, Bound<'py, numpy::PyArray2<usize>>, Bound<'py, numpy::PyArray2<f64>>)> {
-    Ok(influence::top_k_py(py, top_k_in(&a, "a")?.merge(&top_k_in(&b, "b")?, k)?))
+    Ok(convert::top_k_py(py, top_k_in(&a, "a")?.merge(&top_k_in(&b, "b")?, k)?))
 }
 
 /// The header of a 2-d float32/float64 `.npy` file as the core reads it: (dtype "f4" or "f8",

@@ -32,28 +32,28 @@ const EIGEN_FLOOR: f64 = 1e-10;
 
 #[derive(Clone, Debug)]
 pub struct Kronecker {
-    layers: Vec<Layer>,
+    pub(super) layers: Vec<Layer>,
     /// N (p x r) and 1 / (damping + s_c).
-    null: Option<(Array2<f64>, Array1<f64>)>,
+    pub(super) null: Option<(Array2<f64>, Array1<f64>)>,
 }
 
 #[derive(Clone, Debug)]
-struct Layer {
-    offset: usize,
-    qs: Array2<f64>,
-    qa: Array2<f64>,
+pub(super) struct Layer {
+    pub(super) offset: usize,
+    pub(super) qs: Array2<f64>,
+    pub(super) qa: Array2<f64>,
     /// 1 / (s_j a_k + damping + c) (rows x cols)
-    inv: Array2<f64>,
+    pub(super) inv: Array2<f64>,
     /// The penalty's Woodbury correction, when some columns are unpenalised and l2 > 0.
-    free: Option<Free>,
+    pub(super) free: Option<Free>,
 }
 
 #[derive(Clone, Debug)]
-struct Free {
+pub(super) struct Free {
     /// Q_A's rows of the unpenalised columns (|u| x cols).
-    qa_u: Array2<f64>,
+    pub(super) qa_u: Array2<f64>,
     /// (1/c I - Q_A[u] diag(inv[j]) Q_A[u]^T)^{-1} for every j (rows x |u| x |u|).
-    cinv: Array3<f64>,
+    pub(super) cinv: Array3<f64>,
 }
 
 /// The weighted means A and S (sums / W, symmetric) of every block, from one pass over the data

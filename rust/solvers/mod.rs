@@ -13,6 +13,7 @@ mod cg;
 mod direct;
 pub mod kfac;
 mod precond;
+pub mod state;
 
 use std::sync::OnceLock;
 
@@ -54,11 +55,14 @@ pub struct SolverOptions {
     /// Approximate solves (Arnoldi, K-FAC, EK-FAC) report each query's true residual, at the
     /// cost of one product with H per block of queries; false: NaN, not computed.
     pub residuals: bool,
+    /// An approximate solver's curvature prepared earlier ([`Prepared::state`]): used instead of
+    /// the passes that build it, after its header is checked against this problem.
+    pub state: Option<std::sync::Arc<state::State>>,
 }
 
 impl Default for SolverOptions {
     fn default() -> Self {
-        Self { method: Method::Direct, damping: 0.0, cg: CgOptions::default(), arnoldi: ArnoldiOptions::default(), residuals: true }
+        Self { method: Method::Direct, damping: 0.0, cg: CgOptions::default(), arnoldi: ArnoldiOptions::default(), residuals: true, state: None }
     }
 }
 
@@ -70,7 +74,10 @@ impl SolverOptions {
                 return Err(Error::Value { arg, msg: format!("must be a finite number >= 0, got {v}") });
             }
         }
-        if self.method == Method::Arnoldi && self.arnoldi.rank == 0 {
+        if self.state.is_some() && matches!(self.method, Method::Direct | Method::Cg) {
+            return Err(Error::Value { arg: "curvature_file", msg: "holds an approximate curvature: the exact solvers have nothing to load".into() });
+        }
+        if self.method == Method::Arnoldi && self.arnoldi.rank == 0 && self.state.is_none() {
             return Err(Error::Value { arg: "rank", msg: "solver='arnoldi' needs rank >= 1 (the eigenpairs kept)".into() });
         }
         Ok(())
@@ -292,6 +299,40 @@ impl Prepared {
         Ok(Self { kind: Kind::Kfac { kron: Box::new(kron), null, ekfac }, damping, residuals: true })
     }
 
+    /// An approximate solver rebuilt from its [`Prepared::state`] (already checked against the
+    /// problem's header), the null space recomputed from `diag` as it was built.
+    fn from_state<M: Model + ?Sized>(
+        obj: &Objective<M>,
+        diag: Option<Array1<f64>>,
+        explicit: Option<Array2<f64>>,
+        opts: &SolverOptions,
+        st: &state::State,
+    ) -> Result<Self> {
+        let (p, damping) = (obj.n_params(), opts.damping);
+        let null = null_space(obj, diag.as_ref(), damping);
+        let kind = match opts.method {
+            Method::Arnoldi => {
+                let ritz = state::ritz_from(st, p)?;
+                ritz.check_invertible(damping, opts.arnoldi.inverse, p - null.as_ref().map_or(0, |n| n.basis.ncols()))?;
+                Kind::Arnoldi { ritz, inverse: opts.arnoldi.inverse, null, explicit }
+            }
+            m => Kind::Kfac { kron: Box::new(state::kronecker_from(st, p)?), null, ekfac: m == Method::Ekfac },
+        };
+        Ok(Self { kind, damping, residuals: true })
+    }
+
+    /// The prepared curvature of an approximate solver as named arrays with the header it must
+    /// match when reloaded ([`state`]); `None` for the exact solvers.
+    pub fn state(&self, l2: f64, p: usize, total_weight: f64) -> Option<state::State> {
+        let (mut st, method) = match &self.kind {
+            Kind::Arnoldi { ritz, .. } => (state::ritz_state(ritz), Method::Arnoldi),
+            Kind::Kfac { kron, ekfac, .. } => (state::kronecker_state(kron), if *ekfac { Method::Ekfac } else { Method::Kfac }),
+            Kind::Direct(_) | Kind::Cg { .. } => return None,
+        };
+        st.extend(state::header(method, self.damping, l2, p, total_weight));
+        Some(st)
+    }
+
     /// The Ritz pairs an Arnoldi solver keeps (`None` for the other methods).
     pub fn ritz(&self) -> Option<&Ritz> {
         match &self.kind {
@@ -337,6 +378,11 @@ impl Prepared {
                 };
                 let prepared = match opts.method {
                     Method::Cg => Self::cg(obj, theta, diag, explicit, opts.damping, opts.cg.precondition, cancel)?,
+                    m if opts.state.is_some() => {
+                        let st = opts.state.as_deref().expect("matched");
+                        state::check_header(st, m, opts.damping, obj.l2, obj.n_params(), obj.total_weight())?;
+                        Self::from_state(obj, diag, explicit, opts, st)?
+                    }
                     Method::Kfac | Method::Ekfac if explicit.is_some() => {
                         return Err(Error::Value {
                             arg: "curvature",

@@ -71,3 +71,34 @@ def load_model(path) -> models.Model:
         if isinstance(exc, InputError):
             raise
         raise InputError(f"model: cannot read {str(path)!r} as an upweight model ({exc})") from None
+
+
+CURVATURE_FORMAT = "upweight-curvature-1"
+
+
+def save_curvature(state: dict, theta: np.ndarray, path, force: bool = False) -> None:
+    """Write an approximate solver's prepared curvature (the core's named arrays, with its header)
+    and the parameters it was computed at to ``path`` (.npz), atomically."""
+    with atomic_path(path, force) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, format=CURVATURE_FORMAT, theta=theta, **state)
+
+
+def load_curvature(path, theta: np.ndarray) -> dict:
+    """The named arrays of a file written by :func:`save_curvature`, for the core (which checks
+    the header against the influence); refuses another file kind or other parameters."""
+    from ..errors import MissingFileError
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise MissingFileError(f"curvature_file: no file {str(path)!r}") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"curvature_file: {str(path)!r} is not a curvature file ({exc})") from None
+    if str(arrays.pop("format", "")) != CURVATURE_FORMAT:
+        raise InputError(f"curvature_file: {str(path)!r} is not a curvature file written by save_curvature")
+    saved = arrays.pop("theta", None)
+    if saved is None or saved.shape != theta.shape or not np.array_equal(saved, theta):
+        raise InputError("curvature_file: was computed at other parameters than the model's: recompute it")
+    return {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
