@@ -39,8 +39,10 @@ LAYERS = {
     # 4: networks; saving and loading models
     "upweight.networks": 4,
     "upweight.io.persist": 4,
-    # 5: models built from other libraries' estimators (GLMs and networks)
+    # 5: models built from other libraries' estimators (GLMs and networks); the io package's
+    # namespace (it re-exports idx and persist only), so influence can save and load through it
     "upweight.interop": 5,
+    "upweight.io": 5,
     # 6: influence (Influence, GradientInfluence)
     "upweight.influence": 6,
     "upweight.io.tables": 6,
@@ -51,7 +53,6 @@ LAYERS = {
     "upweight.diagnostics": 7,
     "upweight.examples": 7,
     "upweight.io.resume": 7,
-    "upweight.io": 7,
     # 8: plots (compare), data sets (through upweight.io), the package namespace
     "upweight.plots": 8,
     "upweight.datasets": 8,
