@@ -191,6 +191,8 @@ def test_bad_arguments(cancer):
         uw.Influence(model, X, y, solver="arnoldi", rank=3, arnoldi_inverse="pinv")
     with pytest.raises(InputError, match="arnoldi_steps"):
         uw.Influence(model, X, y, solver="arnoldi", rank=3, arnoldi_steps=0)
+    with pytest.raises(InputError, match="arnoldi_steps: 2 Lanczos steps cannot give rank=3 eigenpairs"):
+        uw.Influence(model, X, y, solver="arnoldi", rank=3, arnoldi_steps=2)
     with pytest.raises(InputError, match="damping: arnoldi_inverse='exact' with rank 3 < 31"):
         uw.Influence(model, X, y, solver="arnoldi", rank=3, arnoldi_inverse="exact")
     with pytest.raises(InputError, match="solver: expected 'auto', 'direct', 'cg' or 'arnoldi'"):

@@ -104,8 +104,11 @@ def arnoldi_args(solver: str, rank, steps, arnoldi_inverse, residuals=True) -> d
         raise InputError("rank: solver='arnoldi' needs rank= (the number of top eigenpairs of the curvature it keeps)")
     if arnoldi_inverse not in ARNOLDI_INVERSES:
         raise InputError(f"arnoldi_inverse: expected 'projection' or 'exact', got {arnoldi_inverse!r}")
-    return {"rank": as_positive_int(rank, "rank"), "steps": None if steps is None else as_positive_int(steps, "arnoldi_steps"),
-            "arnoldi_inverse": arnoldi_inverse, "residuals": bool(residuals)}
+    rank = as_positive_int(rank, "rank")
+    if steps is not None and as_positive_int(steps, "arnoldi_steps") < rank:
+        raise InputError(f"arnoldi_steps: {steps} Lanczos steps cannot give rank={rank} eigenpairs "
+                         "(at least rank steps; default max(2 rank, rank + 20))")
+    return {"rank": rank, "steps": None if steps is None else int(steps), "arnoldi_inverse": arnoldi_inverse, "residuals": bool(residuals)}
 
 
 def check_on_unconverged(on_unconverged: str) -> str:
