@@ -81,7 +81,9 @@ def run(name: str, ranks: list[int]) -> list[dict]:
     probe = uw.Influence(model, X, y, solver="arnoldi", rank=1, damping=0.0)
     probe.on_loss(Xt[:1], yt[:1])
     top_eig = float(probe.solve_info.eigenvalues[0])
-    mean_eig = float(np.trace(probe._core_model.hessian(probe._theta, probe.X, probe.y, probe.sample_weight, probe.l2))) / probe.n_params
+    # tr(G) / p from the curvature's diagonal, as damping="auto" takes it (no p x p matrix)
+    diag = _core.curvature_diag(probe._core_model, probe._theta, probe.X, probe.y, probe.sample_weight, probe.l2)
+    mean_eig = float(np.mean(diag))
     null = _core.null_space(probe._core_model, probe.l2)
     dim = probe.n_params - (0 if null is None else null.shape[1])
     rows = []

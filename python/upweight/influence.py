@@ -45,7 +45,7 @@ from .errors import ConvergenceError, InputError, NotAtOptimumWarning, SingularH
 from .interop import from_sklearn, from_statsmodels
 from .io.persist import load_curvature, save_curvature
 from .models import Model, check_model
-from .solver import QueryPolicy, Work, arnoldi_args, check_influence_solver, check_on_unconverged, work
+from .solver import QueryPolicy, Work, approximation_args, check_influence_solver, check_on_unconverged, work
 
 __all__ = ["GradientInfluence", "Influence", "LooTopK", "SolvedQueries", "SolveInfo", "TopK"]
 
@@ -480,7 +480,7 @@ class Influence(_Queries):
             if rank is not None and rank != saved:
                 raise InputError(f"rank: the curvature_file holds {saved} eigenpairs, got rank={rank!r}")
             rank = saved
-        self._arnoldi = arnoldi_args(solver, rank, arnoldi_steps, arnoldi_inverse, residuals) | {"state": state}
+        self._approx = approximation_args(solver, rank, arnoldi_steps, arnoldi_inverse, residuals) | {"state": state}
         self.on_unconverged = check_on_unconverged(on_unconverged)
         self.solve_info: SolveInfo | None = None
         self.damping = self._damping(damping, progress)
@@ -578,7 +578,7 @@ class Influence(_Queries):
         # penalty_renormalized=False, sum-of-losses objectives (scikit-learn's Ridge, LogisticRegression): no renormalisation term
         try:
             return InfluenceCore(self._core_model, self._theta, self.X, self.y, self.sample_weight, self.l2, method, *self._args,
-                                 self._renormalized, **self._arnoldi)
+                                 self._renormalized, **self._approx)
         except SingularHessianError as exc:
             if not self.is_network:
                 raise
@@ -825,7 +825,7 @@ class GradientInfluence(_Queries):
         self._watch(("train_grads", self.train_grads))
         self.n_params = p
         check_influence_solver(solver)
-        self._arnoldi = arnoldi_args(solver, rank, arnoldi_steps, arnoldi_inverse, residuals)
+        self._approx = approximation_args(solver, rank, arnoldi_steps, arnoldi_inverse, residuals)
         self.on_unconverged = check_on_unconverged(on_unconverged)
         self.solve_info = None
         H = None
@@ -842,7 +842,7 @@ class GradientInfluence(_Queries):
     def _make_core(self, method: str) -> InfluenceCore:
         p = self.n_params
         return InfluenceCore(_core.Model.gradients(p), np.zeros(p), self.train_grads, None, self._w, 0.0, method, *self._args,
-                             True, self._H, names=("train_grads", "y"), **self._arnoldi)
+                             True, self._H, names=("train_grads", "y"), **self._approx)
 
     def _test_grads(self, test_grads):
         G, _ = self._grad_matrix(test_grads, "test_grads")

@@ -39,7 +39,7 @@ __all__ = [
     "QueryPolicy",
     "Work",
     "cg_seconds",
-    "arnoldi_args",
+    "approximation_args",
     "check_influence_solver",
     "check_on_unconverged",
     "check_solver",
@@ -89,10 +89,10 @@ def check_influence_solver(solver: str) -> str:
     return solver
 
 
-def arnoldi_args(solver: str, rank, steps, arnoldi_inverse, residuals=True) -> dict:
-    """The approximate solvers' settings of an influence, checked, as ``_core.Influence`` takes
-    them: ``rank`` is required with ``solver="arnoldi"`` and refused with any other solver;
-    ``residuals`` (whether approximate solves compute their true residuals) is a bool."""
+def approximation_args(solver: str, rank, steps, arnoldi_inverse, residuals=True) -> dict:
+    """The approximate solvers' settings of an influence (Arnoldi's rank, steps and inverse; for
+    every approximation whether it computes true residuals), checked, as ``_core.Influence``
+    takes them: ``rank`` is required with ``solver="arnoldi"`` and refused with any other solver."""
     if not isinstance(residuals, (bool, np.bool_)):
         raise InputError(f"residuals: expected True or False, got {residuals!r}")
     if solver != "arnoldi":

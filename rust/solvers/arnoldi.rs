@@ -229,18 +229,15 @@ impl Ritz {
     /// r = `dim` (nothing else to invert).
     pub fn solve(&self, b: ArrayView2<f64>, damping: f64, inverse: LowRankInverse, dim: usize) -> Array2<f64> {
         let u = &self.vectors;
-        let mut c = u.t().dot(&b);
-        let mut x = {
-            let mut scaled = c.clone();
-            for (mut row, s) in scaled.rows_mut().into_iter().zip(&self.values) {
-                row /= s + damping;
-            }
-            u.dot(&scaled)
-        };
+        let c = u.t().dot(&b);
+        let mut scaled = c.clone();
+        for (mut row, s) in scaled.rows_mut().into_iter().zip(&self.values) {
+            row /= s + damping;
+        }
+        let mut x = u.dot(&scaled);
         if inverse == LowRankInverse::Exact && u.ncols() < dim {
             // (I - U U^T) b / damping
-            c = u.dot(&c);
-            x.scaled_add(1.0 / damping, &(&b - &c));
+            x.scaled_add(1.0 / damping, &(&b - &u.dot(&c)));
         }
         x
     }

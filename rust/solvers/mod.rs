@@ -267,8 +267,15 @@ impl Prepared {
         let steps = opts.steps.unwrap_or_else(|| arnoldi::default_steps(opts.rank, p));
         let apply = |v: ArrayView2<f64>| operator_product(obj, theta, explicit.as_ref(), None, 0.0, v, cancel);
         let ritz = arnoldi::lanczos(apply, p, opts.rank, steps, null.as_ref().map(|n| n.basis.view()), cancel)?;
-        ritz.check_invertible(damping, opts.inverse, p - null.as_ref().map_or(0, |n| n.basis.ncols()))?;
-        Ok(Self { kind: Kind::Arnoldi { ritz, inverse: opts.inverse, null, explicit }, damping, residuals: true })
+        Self::with_ritz(ritz, opts.inverse, null, explicit, damping)
+    }
+
+    /// The Arnoldi solver of `ritz` (from Lanczos or a saved state), checked invertible with
+    /// `damping` in the dimension Lanczos ran in (p less the null space's).
+    fn with_ritz(ritz: Ritz, inverse: LowRankInverse, null: Option<NullSpace>, explicit: Option<Array2<f64>>, damping: f64) -> Result<Self> {
+        let dim = ritz.vectors.nrows() - null.as_ref().map_or(0, |n| n.basis.ncols());
+        ritz.check_invertible(damping, inverse, dim)?;
+        Ok(Self { kind: Kind::Arnoldi { ritz, inverse, null, explicit }, damping, residuals: true })
     }
 
     /// Solves with the K-FAC (or, with `ekfac`, EK-FAC) approximation of the Hessian of `obj` at
@@ -310,15 +317,10 @@ impl Prepared {
     ) -> Result<Self> {
         let (p, damping) = (obj.n_params(), opts.damping);
         let null = null_space(obj, diag.as_ref(), damping);
-        let kind = match opts.method {
-            Method::Arnoldi => {
-                let ritz = state::ritz_from(st, p)?;
-                ritz.check_invertible(damping, opts.arnoldi.inverse, p - null.as_ref().map_or(0, |n| n.basis.ncols()))?;
-                Kind::Arnoldi { ritz, inverse: opts.arnoldi.inverse, null, explicit }
-            }
-            m => Kind::Kfac { kron: Box::new(state::kronecker_from(st, p)?), null, ekfac: m == Method::Ekfac },
-        };
-        Ok(Self { kind, damping, residuals: true })
+        match opts.method {
+            Method::Arnoldi => Self::with_ritz(state::ritz_from(st, p)?, opts.arnoldi.inverse, null, explicit, damping),
+            m => Ok(Self { kind: Kind::Kfac { kron: Box::new(state::kronecker_from(st, p)?), null, ekfac: m == Method::Ekfac }, damping, residuals: true }),
+        }
     }
 
     /// The prepared curvature of an approximate solver as named arrays with the header it must

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import models
-from ..errors import InputError
+from ..errors import InputError, MissingFileError
 
 FORMAT = "upweight-model-1"
 
@@ -87,8 +87,6 @@ def save_curvature(state: dict, theta: np.ndarray, path, force: bool = False) ->
 def load_curvature(path, theta: np.ndarray) -> dict:
     """The named arrays of a file written by :func:`save_curvature`, for the core (which checks
     the header against the influence); refuses another file kind or other parameters."""
-    from ..errors import MissingFileError
-
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
