@@ -33,6 +33,7 @@ LAYERS = {
     "upweight._backends": 2,
     # 2: the solver policy (shapes only, no models); reading IDX files
     "upweight.solver": 2,
+    "upweight.prefilter": 2,
     "upweight.io.idx": 2,
     # 3: models and the Model protocol
     "upweight.models": 3,

@@ -45,6 +45,8 @@ from .errors import ConvergenceError, InputError, NotAtOptimumWarning, SingularH
 from .interop import from_sklearn, from_statsmodels
 from .io.persist import load_curvature, save_curvature
 from .models import Model, check_model
+from .networks import LastLayer
+from .prefilter import FIRST_MULTIPLE, best_among, candidate_counts, check_prefilter, recall_at, sampled_queries
 from .solver import QueryPolicy, Work, approximation_args, check_influence_solver, check_on_unconverged, work
 
 __all__ = ["GradientInfluence", "Influence", "LooTopK", "SolvedQueries", "SolveInfo", "TopK"]
@@ -54,6 +56,8 @@ __all__ = ["GradientInfluence", "Influence", "LooTopK", "SolvedQueries", "SolveI
 OPTIMUM_TOL = 1e-6
 # ... or the Newton decrement relative to the objective (scale-invariant; see Influence._at_optimum)
 OPTIMUM_DECREMENT_RTOL = 1e-12
+#: Scores held at once when a prefilter rescores its candidates (queries x candidate rows).
+RESCORE_ENTRIES = 1 << 24
 #: damping="auto" is this times the mean of the curvature's diagonal, tr(G) / p (Grosse et al. 2023).
 AUTO_DAMPING = 0.1
 
@@ -111,12 +115,16 @@ class SolveInfo:
 @dataclass(frozen=True)
 class TopK:
     """Per query, the k most helpful (most negative score) and most harmful (most positive)
-    training points: index arrays and scores, each of shape (q, k)."""
+    training points: index arrays and scores, each of shape (q, k). A prefiltered top-k
+    (``top_k(..., prefilter=)``) also reports the ``recall`` it achieved (estimated on sampled
+    queries; None when none were sampled) and the stage-1 ``candidates`` per query and end."""
 
     helpful_idx: np.ndarray
     helpful: np.ndarray
     harmful_idx: np.ndarray
     harmful: np.ndarray
+    recall: float | None = None
+    candidates: int | None = None
 
     @classmethod
     def _from_core(cls, top) -> TopK:
@@ -680,11 +688,81 @@ class Influence(_Queries):
         g = self.loss_grads(X_a, y_a).mean(axis=0) - self.loss_grads(X_b, y_b).mean(axis=0)
         return self.on(g, idx)
 
-    def top_k(self, X_test, y_test, k: int = 10) -> TopK:
+    def top_k(self, X_test, y_test, k: int = 10, *, prefilter: str | None = None, recall: float = 0.95,
+              recall_queries: int = 10, candidates: int | None = None) -> TopK:
         """For each test point, the ``k`` training points whose upweighting most lowers (helpful)
         and most raises (harmful) its loss, streamed over the training rows: the (q, n) score
-        matrix is never held, so n can be far larger than memory."""
-        return self.top_k_on(self.loss_grads(X_test, y_test), k)
+        matrix is never held, so n can be far larger than memory. ``prefilter``: see
+        :meth:`top_k_on`."""
+        return self.top_k_on(self.loss_grads(X_test, y_test), k, prefilter=prefilter, recall=recall,
+                             recall_queries=recall_queries, candidates=candidates)
+
+    def top_k_on(self, grad_f, k: int = 10, *, prefilter: str | None = None, recall: float = 0.95,
+                 recall_queries: int = 10, candidates: int | None = None) -> TopK:
+        """The ``k`` most helpful and most harmful training points for functions f given their
+        gradients (r, p) at theta*, streamed over the training rows.
+
+        ``prefilter="last-layer"`` (networks with a hidden layer; DESIGN-networks.md section 6)
+        answers in two stages, for n so large that exact scoring of every row is the cost.
+        Stage 1 scores every training row by the network's last layer alone (the exact damped
+        influence of Theta_L with the layers below frozen, :class:`upweight.networks.LastLayer`:
+        a forward pass per row) and keeps the best ``c k`` of each end per query; stage 2
+        rescores those candidates exactly, so every reported score is exact and the result is
+        exact among the candidates. ``recall_queries`` queries (seeded sample) are also scored
+        exhaustively; the smallest c k in k, 2k, 4k, ... whose recall@k on them (the fraction of
+        the true top-k among the candidates, the worse of the two ends) is at least ``recall``
+        is used (``candidates=`` fixes c k instead). The result's ``recall`` and ``candidates``
+        report both; the sampled queries' own answers are the exhaustive ones."""
+        if prefilter is None:
+            return super().top_k_on(grad_f, k)
+        return self._prefiltered(grad_f, _check_k(k), *check_prefilter(prefilter, recall, recall_queries, candidates))
+
+    def _prefiltered(self, grad_f, k: int, target: float, n_sampled: int, fixed: int | None) -> TopK:
+        G, _ = self._grad_matrix(grad_f)
+        stage1, (a, b) = self._last_layer()
+        n, q = self.n_samples, G.shape[0]
+        k = min(k, n)
+        sampled = sampled_queries(q, n_sampled)
+        exact = super().top_k_on(G[sampled], k) if sampled.size else None
+        kept = min(n, fixed or FIRST_MULTIPLE * k)
+        while True:
+            first = stage1.top_k_on(G[:, a:b], kept)
+            for ck in [fixed] if fixed else candidate_counts(k, kept):
+                got = None if exact is None else min(recall_at(exact.helpful_idx, first.helpful_idx[sampled, :ck]),
+                                                     recall_at(exact.harmful_idx, first.harmful_idx[sampled, :ck]))
+                if fixed or got is None or got >= target or ck == n:
+                    return self._rescored(G, k, first, ck, exact, sampled, got)
+            kept = min(n, 8 * kept)
+
+    def _rescored(self, G, k: int, first: TopK, ck: int, exact: TopK | None, sampled: np.ndarray, got: float | None) -> TopK:
+        """Stage 2: each query's ``ck`` stage-1 candidates of each end scored exactly, queries in
+        groups whose candidate rows' score matrix stays small."""
+        solved = self.solve_queries(G)
+        out = [np.empty((G.shape[0], k), dtype=dt) for dt in (np.intp, np.float64, np.intp, np.float64)]
+        group = max(1, int(np.sqrt(RESCORE_ENTRIES / (2 * ck))))
+        for j0 in range(0, G.shape[0], group):
+            js = np.arange(j0, min(j0 + group, G.shape[0]))
+            cands = [np.concatenate([first.helpful_idx[j, :ck], first.harmful_idx[j, :ck]]) for j in js]
+            rows = np.unique(np.concatenate(cands))
+            scores = SolvedQueries(solved._core, solved._vc[:, js], js.size, self._itemsize).scores(rows)
+            for o, part in zip(out, best_among(scores, rows, cands, k), strict=True):
+                o[js] = part
+        if exact is not None:  # the sampled queries were scored exhaustively: their exact answers
+            for o, part in zip(out, exact.as_tuple(), strict=True):
+                o[sampled] = part
+        return TopK(out[0], out[1], out[2], out[3], recall=got, candidates=ck)
+
+    def _last_layer(self) -> tuple[Influence, tuple[int, int]]:
+        """Stage 1's influence: the last layer of this network at the same parameters, data,
+        l2 and damping (built once)."""
+        if not (self.is_network and len(getattr(self.model, "hidden", ()))):
+            raise InputError("prefilter: needs a network with a hidden layer (stage 1 scores by its last layer); "
+                             "without one, the exact top_k costs the same")
+        if getattr(self, "_stage1", None) is None:
+            last = LastLayer(self.model, self._theta, l2=self.l2)
+            self._stage1 = (Influence(last, self.X, self.y, self.sample_weight, damping=self.damping, copy=False,
+                                      progress=self._args[-1]), last.range)
+        return self._stage1
 
     def leverage(self) -> np.ndarray:
         """Hat values of the training rows, (w_m a_m / W) z_m^T H^{-1} z_m with a_m the Hessian

@@ -438,3 +438,59 @@ class MLPRegressor(_MLP):
         return float(np.mean([explained_fraction(float(np.average(sq[:, c], weights=w)),
                                                  float(np.average((y[:, c] - np.average(y[:, c], weights=w)) ** 2, weights=w)))
                               for c in range(y.shape[1])]))
+
+
+class LastLayer:
+    """A fitted network's last layer as a model of its own: the layers below are frozen at
+    ``theta`` (default: the network's current parameters, copied now), so each row's input to the
+    last layer is a fixed feature vector and the model in Theta_L = [W_L | b_L] alone is the
+    head's GLM on those features. Implements :class:`upweight.models.Model`.
+
+    Its per-example gradients are the Theta_L block of the network's and its curvature is the
+    Theta_L block of the network's Gauss-Newton matrix (and of its Hessian: the outputs are linear
+    in Theta_L), so its influence is the network's, restricted to the last layer, at the cost of
+    a forward pass. It is the stage-1 scorer of ``Influence.top_k(..., prefilter="last-layer")``
+    (DESIGN-networks.md section 6). ``range`` is the slice of the network's theta it holds.
+    """
+
+    default_curvature = "gauss-newton"
+
+    def __init__(self, net, theta=None, *, l2: float | None = None):
+        if not isinstance(net, _MLP):
+            raise InputError(f"net: expected a fitted MLPClassifier or MLPRegressor, got {type(net).__name__}")
+        full = net.get_theta() if theta is None else np.array(theta, dtype=np.float64).reshape(-1)
+        if not net.hidden:
+            raise InputError("net: has no hidden layer: its last layer is the whole model (use it directly)")
+        self.net = net
+        self._core, self.range = _core.last_layer(net.core_model("gauss-newton"), full)
+        self.theta_ = full[self.range[0]:self.range[1]].copy()
+        self.l2 = float(net.l2 if l2 is None else l2)
+        self.penalty_renormalized = bool(net.penalty_renormalized)
+        self.n_features_in_ = int(net.n_features_in_)
+
+    def __repr__(self) -> str:
+        return f"LastLayer({self.net!r})"
+
+    @property
+    def n_params(self) -> int:
+        return self.range[1] - self.range[0]
+
+    def get_theta(self) -> np.ndarray:
+        """Theta_L, flat (a copy)."""
+        return self.theta_.copy()
+
+    def set_theta(self, theta, *, n_features: int | None = None) -> None:
+        """Set Theta_L (the frozen layers stay as they were)."""
+        theta = np.array(theta, dtype=np.float64).reshape(-1)
+        if n_features is not None and n_features != self.n_features_in_:
+            raise InputError(f"n_features: the frozen layers take {self.n_features_in_} features, got {n_features!r}")
+        if theta.size != self.n_params or not np.all(np.isfinite(theta)):
+            raise InputError(f"theta: expected {self.n_params} finite entries (the last layer), got {theta.size}")
+        self.theta_ = theta
+
+    def check_targets(self, y, n: int, *, fitting: bool = False, name: str = "y") -> np.ndarray:
+        return self.net.check_targets(y, n, fitting=False, name=name)
+
+    def core_model(self, curvature: str | None = None) -> _core.Model:
+        """The core's model; either curvature gives the same block (see the class docs)."""
+        return self._core

@@ -84,7 +84,7 @@ mod _core {
     #[pymodule_export]
     use super::model::PyModel;
     #[pymodule_export]
-    use super::network::{curvature_diag, fit_adam, fit_lbfgs, mlp, pbrf, with_curvature};
+    use super::network::{curvature_diag, fit_adam, fit_lbfgs, last_layer, mlp, pbrf, with_curvature};
     #[pymodule_export]
     use super::{merge_top_k, npy_header, num_threads};
 

@@ -49,6 +49,17 @@ pub fn with_curvature(model: &PyModel, curvature: &str) -> PyResult<PyModel> {
     Ok(PyModel::of_network(model.network()?.with_curvature(Curvature::from_name(curvature)?)))
 }
 
+/// The network's last layer as a model in its parameters alone, the layers below frozen at
+/// `theta` (the whole network's): the prefilter's stage-1 scorer. Its theta is `theta[range]`.
+/// Returns (model, (start, stop)).
+#[pyfunction]
+pub fn last_layer(model: &PyModel, theta: PyReadonlyArray1<'_, f64>) -> PyResult<(PyModel, (usize, usize))> {
+    let last = model.network()?.last_layer(model.theta(&theta)?)?;
+    let (range, sizes) = (last.range(), model.network()?.sizes().to_vec());
+    let desc = format!("the last layer of an MLP {sizes:?}, the layers below frozen");
+    Ok((PyModel { inner: Arc::new(last), family: None, mlp: None, desc }, (range.start, range.end)))
+}
+
 /// The diagonal of the objective's curvature (p), penalty included, or None when the model has
 /// none. Its mean is the default damping's scale (0.1 tr(G) / p).
 #[pyfunction]

@@ -398,3 +398,41 @@ fn target_columns_must_match_the_outputs() {
     // the other heads keep exactly as many outputs as their family has
     assert!(Mlp::new(vec![3, 2], Activation::Tanh, Family::Logistic, Curvature::GaussNewton).is_err());
 }
+
+/// The last layer with the layers below frozen (the prefilter's stage 1) is the network's
+/// Theta_L block: per-example gradients, losses, the exact Hessian's block (= G's: the outputs
+/// are linear in Theta_L), products and contracted scores.
+#[test]
+fn last_layer_is_the_networks_block() {
+    let cancel = Cancel::new();
+    for (s, net) in nets().into_iter().enumerate() {
+        let pr = Problem::of(&net, 11, 3, 70 + s as u64);
+        let b = pr.batch();
+        let t = theta(&net, 80 + s as u64, 0.7);
+        let last = net.last_layer(t.view()).unwrap();
+        let r = last.range();
+        assert_eq!(r.end, net.n_params());
+        let tl = t.slice(ndarray::s![r.clone()]);
+        let mut g_net = Array2::zeros((11, net.n_params()));
+        net.grads(t.view(), &b, g_net.view_mut());
+        let mut g_last = Array2::zeros((11, last.n_params()));
+        last.grads(tl, &b, g_last.view_mut());
+        close(&g_last, &g_net.slice(ndarray::s![.., r.clone()]).to_owned(), 1e-14, "grads");
+        let (mut l_net, mut l_last) = (Array1::zeros(11), Array1::zeros(11));
+        net.losses(t.view(), &b, l_net.view_mut());
+        last.losses(tl, &b, l_last.view_mut());
+        close(&l_last.insert_axis(ndarray::Axis(0)), &l_net.insert_axis(ndarray::Axis(0)), 1e-14, "losses");
+        let h_net = Objective::new(&net, &b, 0.03).unwrap().hessian(t.view(), &cancel).unwrap();
+        let obj = Objective::new(&last, &b, 0.03).unwrap();
+        let h_last = obj.hessian(tl, &cancel).unwrap();
+        close(&h_last, &h_net.slice(ndarray::s![r.clone(), r.clone()]).to_owned(), 1e-12, "Hessian block");
+        let v = Array2::from_shape_fn((last.n_params() + 1, 2), |(i, j)| ((i * 5 + j) % 7) as f64 - 3.0);
+        close(&obj.hvp(tl, v.slice(ndarray::s![..-1, ..]), &cancel).unwrap(), &h_last.dot(&v.slice(ndarray::s![..-1, ..])), 1e-12, "Hv");
+        let mut sc = Array2::zeros((11, 2));
+        last.scores(tl, &b, v.view(), 0.5, sc.view_mut());
+        let want = (g_last.dot(&v.slice(ndarray::s![..-1, ..])) + &v.row(last.n_params())) * 0.5;
+        close(&sc, &want, 1e-12, "scores");
+    }
+    let flat = Mlp::new(vec![3, 2], Activation::Tanh, Family::Squared, Curvature::GaussNewton).unwrap();
+    assert!(flat.last_layer(Array1::zeros(8).view()).is_err(), "no hidden layer: refused");
+}

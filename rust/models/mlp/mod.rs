@@ -14,6 +14,7 @@
 
 mod activation;
 mod kfac;
+mod last_layer;
 mod pass;
 pub mod pbrf;
 mod rop;
@@ -24,6 +25,7 @@ use std::ops::Range;
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3, Axis};
 
 pub use activation::Activation;
+pub use last_layer::LastLayer;
 
 use super::{KroneckerFactors, Model, Preconditioning, Prediction};
 use crate::data::{Batch, XView};
