@@ -430,7 +430,7 @@ fn last_layer_is_the_networks_block() {
         close(&obj.hvp(tl, v.slice(ndarray::s![..-1, ..]), &cancel).unwrap(), &h_last.dot(&v.slice(ndarray::s![..-1, ..])), 1e-12, "Hv");
         let mut sc = Array2::zeros((11, 2));
         last.scores(tl, &b, v.view(), 0.5, sc.view_mut());
-        let want = (g_last.dot(&v.slice(ndarray::s![..-1, ..])) + &v.row(last.n_params())) * 0.5;
+        let want = (g_last.dot(&v.slice(ndarray::s![..-1, ..])) + v.row(last.n_params())) * 0.5;
         close(&sc, &want, 1e-12, "scores");
     }
     let flat = Mlp::new(vec![3, 2], Activation::Tanh, Family::Squared, Curvature::GaussNewton).unwrap();
