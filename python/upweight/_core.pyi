@@ -11,6 +11,7 @@ __all__ = [
     "BLOCK_ROWS",
     "TILED_HESSIAN_MAX_ROW_BLOCK_P",
     "Factor",
+    "FactoredQueries",
     "Influence",
     "Model",
     "curvature_diag",
@@ -18,6 +19,7 @@ __all__ = [
     "finish_sums",
     "fit_adam",
     "fit_lbfgs",
+    "last_layer",
     "merge_top_k",
     "mlp",
     "npy_header",
@@ -27,8 +29,11 @@ __all__ = [
     "partial_sums",
     "pbrf",
     "score_block",
+    "scores_factored",
     "self_influence_block",
+    "solve_queries_factored",
     "top_k_block",
+    "top_k_factored",
     "with_curvature",
 ]
 
@@ -183,6 +188,19 @@ class Influence:
 def mlp(sizes: list[int], activation: str, head: str, curvature: str) -> Model: ...
 def with_curvature(model: Model, curvature: str) -> Model: ...
 def last_layer(model: Model, theta: _F64) -> tuple[Model, tuple[int, int]]: ...
+
+@final
+class FactoredQueries:
+    @property
+    def rank(self) -> int: ...
+    @property
+    def n_queries(self) -> int: ...
+    @property
+    def errors(self) -> _F64: ...
+
+def solve_queries_factored(inf: Influence, grad_f: _F64, rank: int) -> tuple[FactoredQueries, _Info]: ...
+def scores_factored(inf: Influence, queries: FactoredQueries, rows: list[int] | None = None) -> _F64: ...
+def top_k_factored(inf: Influence, queries: FactoredQueries, k: int, segment: tuple[int, int] | None = None) -> _TopK: ...
 def curvature_diag(model: Model, theta: _F64, x: _X, y: _F64, w: _F64 | None, l2: float, progress: _Progress = None) -> _F64 | None: ...
 def fit_lbfgs(
     model: Model,

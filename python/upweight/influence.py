@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -101,6 +101,9 @@ class SolveInfo:
     eigenvalues: np.ndarray | None = None
     #: ``solver="arnoldi"``: ||H u_j - sigma_j u_j|| of each kept eigenpair (Lanczos' own error bound)
     eigen_residuals: np.ndarray | None = None
+    #: ``query_rank=r`` (query batching): per query, ||V - V_r||_F / ||V||_F, the relative error of
+    #: its solved gradient V = (H + damping I)^{-1} grad f with every layer block cut to rank r
+    query_errors: np.ndarray | None = None
 
     @property
     def rank(self) -> int | None:
@@ -166,21 +169,40 @@ class LooTopK(TopK):
 class SolvedQueries:
     """Query gradients solved once, to score the training rows segment by segment without
     solving again: :meth:`_Queries.solve_queries` makes it, :meth:`top_k` scores a segment. A
-    long streamed run can so be cut into resumable pieces (``upweight score --resume``)."""
+    long streamed run can so be cut into resumable pieces (``upweight score --resume``).
 
-    def __init__(self, core: InfluenceCore, vc: np.ndarray, n_queries: int, itemsize: int = 8):
-        self._core, self._vc = core, vc
+    With ``query_rank=r`` (query batching, networks) each solved query's layer blocks are kept
+    as their best rank-r approximations (thin SVD): scoring a row then costs r (out + in + 1)
+    per layer and query instead of out (in + 1), and the queries take q r (out + in + 1) numbers
+    instead of q p. ``query_errors`` gives each query's relative error ||V - V_r||_F / ||V||_F
+    (0 when r >= min(out, in + 1) for every layer: then the scores are the exact ones)."""
+
+    def __init__(self, core: InfluenceCore, vc: np.ndarray | None, n_queries: int, itemsize: int = 8, factored=None):
+        self._core, self._vc, self._factored = core, vc, factored
         self.n_queries = n_queries
-        self._itemsize = itemsize
+        self._itemsize = 8 if factored is not None else itemsize
+
+    @property
+    def query_rank(self) -> int | None:
+        """r of query batching, or None for uncompressed queries."""
+        return None if self._factored is None else self._factored.rank
+
+    @property
+    def query_errors(self) -> np.ndarray | None:
+        """Per query, ||V - V_r||_F / ||V||_F of query batching (None for uncompressed queries)."""
+        return None if self._factored is None else self._factored.errors
 
     def scores(self, idx=None) -> np.ndarray:
         """The score matrix (n_queries, n) of the solved queries (or (n_queries, len(idx)) for
         the training points ``idx``): what ``on`` / ``on_loss`` return for them, without
-        solving again, in the same precision."""
+        solving again, in the same precision (float64 for compressed queries)."""
         rows = None if idx is None else [int(i) for i in as_indices(idx, self._core.n_samples)]
         n_out = self._core.n_samples if rows is None else len(rows)
         check_output_fits((self.n_queries, n_out), self._itemsize, "idx",
                           "use top_k (streamed: memory O(q k)) or idx= for a subset of training points")
+        if self._factored is not None:
+            return _core.scores_factored(self._core, self._factored, rows)
+        assert self._vc is not None  # one of the two forms is held
         return self._core.scores_solved(self._vc, rows)
 
     def top_k(self, k: int = 10, rows: tuple[int, int] | None = None) -> TopK:
@@ -189,7 +211,15 @@ class SolvedQueries:
         Segments starting at multiples of ``upweight._constants.BLOCK_ROWS`` give bitwise the
         scores of one pass."""
         k = _check_k(k)
-        return TopK._from_core(self._core.top_k_solved(self._vc, k, None if rows is None else _segment(rows)))
+        segment = None if rows is None else _segment(rows)
+        if self._factored is not None:
+            return TopK._from_core(_core.top_k_factored(self._core, self._factored, k, segment))
+        assert self._vc is not None  # one of the two forms is held
+        return TopK._from_core(self._core.top_k_solved(self._vc, k, segment))
+
+    def _only(self, queries: np.ndarray) -> SolvedQueries:
+        """These solved queries restricted to the given ones (uncompressed queries only)."""
+        return SolvedQueries(self._core, None if self._vc is None else self._vc[:, queries], queries.size, self._itemsize)
 
 
 def _groups(groups, n: int) -> list[list[int]]:
@@ -334,13 +364,17 @@ class _Queries:
         out = self._checked(self._core_for(g.shape[1]).inverse_hvp(g))
         return out[:, 0] if single else out
 
-    def on(self, grad_f, idx=None) -> np.ndarray:
+    def on(self, grad_f, idx=None, *, query_rank: int | None = None) -> np.ndarray:
         """Influence of every training point (or the rows ``idx``) on f, given grad f(theta*).
 
         ``grad_f`` of shape (p,) gives (n,); (r, p) gives (r, n) with row j for f_j.
+        ``query_rank=r``: query batching (networks), see :class:`SolvedQueries`.
         """
         G, single = self._grad_matrix(grad_f)
-        out = self._scores(G, idx, "grad_f")
+        if query_rank is not None:
+            out = self.solve_queries(G, query_rank=query_rank).scores(idx)
+        else:
+            out = self._scores(G, idx, "grad_f")
         return out[0] if single else out
 
     def _scores(self, G, idx, arg: str):
@@ -352,21 +386,30 @@ class _Queries:
                           "or idx= for a subset of training points")
         return self._checked(self._core_for(G.shape[0]).on(G, rows))
 
-    def top_k_on(self, grad_f, k: int = 10) -> TopK:
+    def top_k_on(self, grad_f, k: int = 10, *, query_rank: int | None = None) -> TopK:
         """The ``k`` most helpful and most harmful training points for functions f given their
-        gradients (r, p) at theta*, streamed over the training rows."""
+        gradients (r, p) at theta*, streamed over the training rows. ``query_rank=r``: query
+        batching (networks), see :class:`SolvedQueries`."""
         k = _check_k(k)
         G, _ = self._grad_matrix(grad_f)
+        if query_rank is not None:
+            return self.solve_queries(G, query_rank=query_rank).top_k(k)
         return TopK._from_core(self._checked(self._core_for(G.shape[0]).top_k(G, k)))
 
-    def solve_queries(self, grad_f) -> SolvedQueries:
+    def solve_queries(self, grad_f, *, query_rank: int | None = None) -> SolvedQueries:
         """Solve for the functions f given their gradients (r, p) at theta* once, and return an
         object that scores the training rows without solving again (:meth:`SolvedQueries.top_k`
         for any segment, :meth:`SolvedQueries.scores` for the matrix); ``solve_info`` reports this
-        solve."""
+        solve. ``query_rank=r`` keeps every solved query's layer blocks at rank r (query
+        batching, networks; ``solve_info.query_errors`` reports what that cost)."""
         G, _ = self._grad_matrix(grad_f)
         core = self._core_for(G.shape[0])
-        return SolvedQueries(core, self._checked(core.solve_queries(G)), G.shape[0], self._itemsize)
+        if query_rank is None:
+            return SolvedQueries(core, self._checked(core.solve_queries(G)), G.shape[0], self._itemsize)
+        factored = self._checked(_core.solve_queries_factored(core, G, as_positive_int(query_rank, "query_rank")))
+        assert self.solve_info is not None  # set by _checked
+        self.solve_info = replace(self.solve_info, query_errors=factored.errors)
+        return SolvedQueries(core, None, G.shape[0], self._itemsize, factored=factored)
 
 
 class Influence(_Queries):
@@ -689,16 +732,16 @@ class Influence(_Queries):
         return self.on(g, idx)
 
     def top_k(self, X_test, y_test, k: int = 10, *, prefilter: str | None = None, recall: float = 0.95,
-              recall_queries: int = 10, candidates: int | None = None) -> TopK:
+              recall_queries: int = 10, candidates: int | None = None, query_rank: int | None = None) -> TopK:
         """For each test point, the ``k`` training points whose upweighting most lowers (helpful)
         and most raises (harmful) its loss, streamed over the training rows: the (q, n) score
-        matrix is never held, so n can be far larger than memory. ``prefilter``: see
-        :meth:`top_k_on`."""
+        matrix is never held, so n can be far larger than memory. ``prefilter``, ``query_rank``:
+        see :meth:`top_k_on`."""
         return self.top_k_on(self.loss_grads(X_test, y_test), k, prefilter=prefilter, recall=recall,
-                             recall_queries=recall_queries, candidates=candidates)
+                             recall_queries=recall_queries, candidates=candidates, query_rank=query_rank)
 
-    def top_k_on(self, grad_f, k: int = 10, *, prefilter: str | None = None, recall: float = 0.95,
-                 recall_queries: int = 10, candidates: int | None = None) -> TopK:
+    def top_k_on(self, grad_f, k: int = 10, *, query_rank: int | None = None, prefilter: str | None = None,
+                 recall: float = 0.95, recall_queries: int = 10, candidates: int | None = None) -> TopK:
         """The ``k`` most helpful and most harmful training points for functions f given their
         gradients (r, p) at theta*, streamed over the training rows.
 
@@ -708,13 +751,19 @@ class Influence(_Queries):
         influence of Theta_L with the layers below frozen, :class:`upweight.networks.LastLayer`:
         a forward pass per row) and keeps the best ``c k`` of each end per query; stage 2
         rescores those candidates exactly, so every reported score is exact and the result is
-        exact among the candidates. ``recall_queries`` queries (seeded sample) are also scored
-        exhaustively; the smallest c k in k, 2k, 4k, ... whose recall@k on them (the fraction of
-        the true top-k among the candidates, the worse of the two ends) is at least ``recall``
-        is used (``candidates=`` fixes c k instead). The result's ``recall`` and ``candidates``
-        report both; the sampled queries' own answers are the exhaustive ones."""
+        exact among the candidates (a query's candidates are both ends' 2 c k: the layers stage 1
+        leaves out can flip a score's sign). ``recall_queries`` queries (seeded sample) are also
+        scored exhaustively; the smallest c k in k, 2k, 4k, ... whose recall@k on them (the
+        fraction of the true top-k among the candidates, the worse of the two ends) is at least
+        ``recall`` is used (``candidates=`` fixes c k instead). The result's ``recall`` and ``candidates``
+        report both; the sampled queries' own answers are the exhaustive ones.
+
+        ``query_rank=r``: query batching (networks), see :class:`SolvedQueries`; not with a
+        prefilter (its exact stage scores few rows)."""
         if prefilter is None:
-            return super().top_k_on(grad_f, k)
+            return super().top_k_on(grad_f, k, query_rank=query_rank)
+        if query_rank is not None:
+            raise InputError("query_rank: not with prefilter (stage 2 rescores a few candidates per query: nothing to compress)")
         return self._prefiltered(grad_f, _check_k(k), *check_prefilter(prefilter, recall, recall_queries, candidates))
 
     def _prefiltered(self, grad_f, k: int, target: float, n_sampled: int, fixed: int | None) -> TopK:
@@ -728,8 +777,8 @@ class Influence(_Queries):
         while True:
             first = stage1.top_k_on(G[:, a:b], kept)
             for ck in [fixed] if fixed else candidate_counts(k, kept):
-                got = None if exact is None else min(recall_at(exact.helpful_idx, first.helpful_idx[sampled, :ck]),
-                                                     recall_at(exact.harmful_idx, first.harmful_idx[sampled, :ck]))
+                both = np.hstack([first.helpful_idx[sampled, :ck], first.harmful_idx[sampled, :ck]])
+                got = None if exact is None else min(recall_at(exact.helpful_idx, both), recall_at(exact.harmful_idx, both))
                 if fixed or got is None or got >= target or ck == n:
                     return self._rescored(G, k, first, ck, exact, sampled, got)
             kept = min(n, 8 * kept)
@@ -744,7 +793,7 @@ class Influence(_Queries):
             js = np.arange(j0, min(j0 + group, G.shape[0]))
             cands = [np.concatenate([first.helpful_idx[j, :ck], first.harmful_idx[j, :ck]]) for j in js]
             rows = np.unique(np.concatenate(cands))
-            scores = SolvedQueries(solved._core, solved._vc[:, js], js.size, self._itemsize).scores(rows)
+            scores = solved._only(js).scores(rows)
             for o, part in zip(out, best_among(scores, rows, cands, k), strict=True):
                 o[js] = part
         if exact is not None:  # the sampled queries were scored exhaustively: their exact answers

@@ -1,7 +1,9 @@
 """The two-stage top-k of DESIGN-networks.md section 6, for huge n: stage 1 scores every training
 point cheaply and keeps the c k best of each end per query; stage 2 rescores those candidates
-exactly, so answers are exact among candidates. recall@k = |true top-k ∩ candidates| / k,
-estimated on sampled queries scored exhaustively; c grows until it meets a target.
+exactly, so answers are exact among candidates. A query's candidates are both ends' (a cheap
+scorer can put a truly harmful point at its helpful end: the layers it leaves out can flip a
+sign). recall@k = |true top-k ∩ candidates| / k, estimated on sampled queries scored
+exhaustively, for each end; c grows until the worse end meets a target.
 
 This module holds the index bookkeeping (plain NumPy on top-k index arrays); the passes over
 the data are :meth:`upweight.Influence.top_k_on`'s (stage 1 is the network's last layer,
@@ -48,10 +50,11 @@ def sampled_queries(q: int, s: int, seed: int = 0) -> np.ndarray:
 
 
 def recall_at(true_idx: np.ndarray, candidate_idx: np.ndarray) -> float:
-    """Mean over queries (rows) of |true top-k ∩ candidates| / k."""
+    """Mean over queries (rows) of |true top-k ∩ candidates| / k (candidates: a row of
+    training indices per query, repeats allowed)."""
     if true_idx.size == 0:
         return 1.0
-    hits = [np.intersect1d(t, c, assume_unique=True).size / t.size for t, c in zip(true_idx, candidate_idx, strict=True)]
+    hits = [np.intersect1d(t, c).size / t.size for t, c in zip(true_idx, candidate_idx, strict=True)]
     return float(np.mean(hits))
 
 

@@ -13,6 +13,7 @@
 
 mod leave_out;
 mod leverage;
+mod query_batching;
 mod scores;
 mod top_k;
 

@@ -134,7 +134,7 @@ impl Scorer<'_> {
 /// S (r x n) filled block by block with `block(rows, out (B x r))`, in parallel. S is filled
 /// as S^T (n x r, row blocks contiguous), so each block's product writes a column-major
 /// (r x B) destination, the layout faer is fastest with; returned as (r x n).
-fn fill_scores<T, F>(n: usize, r: usize, cancel: &Cancel, block: F) -> Result<Array2<T>>
+pub(super) fn fill_scores<T, F>(n: usize, r: usize, cancel: &Cancel, block: F) -> Result<Array2<T>>
 where
     T: crate::memory::Zeroed + Send + Sync + Into<f64>,
     F: Fn(Range<usize>, ArrayViewMut2<T>) -> Result<()> + Sync,

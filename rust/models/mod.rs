@@ -10,6 +10,7 @@
 //! is optional: `Option` (capabilities: float32 gradients, preconditioner blocks) or `Result`
 //! (predictions for a model that has none).
 
+pub mod factored;
 pub mod glm;
 pub mod gradients;
 pub mod mlp;
@@ -125,6 +126,11 @@ pub trait Model: Send + Sync {
     /// The Hessian's diagonal (and diagonal blocks) for CG preconditioners, if the family has
     /// them (else CG runs unpreconditioned).
     fn preconditioning(&self) -> Option<&dyn Preconditioning> {
+        None
+    }
+    /// Scores against queries compressed per block (query batching), if the family's
+    /// parameters are Kronecker-structured blocks (networks).
+    fn factored_scores(&self) -> Option<&dyn factored::FactoredScores> {
         None
     }
 }

@@ -21,12 +21,12 @@ fn segment(segment: Option<(usize, usize)>) -> Points<'static> {
 /// training set and the prepared solver.
 #[pyclass(name = "Influence", module = "upweight._core", frozen)]
 pub struct PyInfluence {
-    inner: Influence,
+    pub(super) inner: Influence,
     progress: Option<Py<PyAny>>,
 }
 
 impl PyInfluence {
-    fn run<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&Cancel) -> crate::Result<T> + Send) -> PyResult<T> {
+    pub(super) fn run<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&Cancel) -> crate::Result<T> + Send) -> PyResult<T> {
         run_with(py, self.progress.as_ref(), f)
     }
 }

@@ -15,6 +15,7 @@ mod influence;
 mod kernels;
 mod model;
 mod network;
+mod query_batching;
 mod run;
 
 use std::path::PathBuf;
@@ -85,6 +86,8 @@ mod _core {
     use super::model::PyModel;
     #[pymodule_export]
     use super::network::{curvature_diag, fit_adam, fit_lbfgs, last_layer, mlp, pbrf, with_curvature};
+    #[pymodule_export]
+    use super::query_batching::{scores_factored, solve_queries_factored, top_k_factored, PyFactoredQueries};
     #[pymodule_export]
     use super::{merge_top_k, npy_header, num_threads};
 

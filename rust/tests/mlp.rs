@@ -436,3 +436,46 @@ fn last_layer_is_the_networks_block() {
     let flat = Mlp::new(vec![3, 2], Activation::Tanh, Family::Squared, Curvature::GaussNewton).unwrap();
     assert!(flat.last_layer(Array1::zeros(8).view()).is_err(), "no hidden layer: refused");
 }
+
+/// Query batching: at full rank per layer the factored kernel gives the contracted scores; at
+/// rank 1 those of the queries cut to rank 1 (each block u sigma v^T from the SVD), with their
+/// relative error reported.
+#[test]
+fn factored_scores_are_the_truncated_queries() {
+    use upweight::models::factored::FactoredQueries;
+    for (s, net) in nets().into_iter().enumerate() {
+        let pr = Problem::of(&net, 13, 3, 90 + s as u64);
+        let b = pr.batch();
+        let t = theta(&net, 95 + s as u64, 0.7);
+        let p = net.n_params();
+        let vc = Array2::from_shape_fn((p + 1, 3), |(i, j)| (((i * 11 + j * 5) % 9) as f64 - 4.0) / 3.0);
+        let kernel = net.factored_scores().expect("networks have it");
+        let blocks = kernel.query_blocks();
+        let mut want = Array2::zeros((13, 3));
+        net.scores(t.view(), &b, vc.view(), 0.5, want.view_mut());
+        let full = blocks.iter().map(|q| q.rows.min(q.cols)).max().unwrap();
+        let fq = FactoredQueries::compress(vc.view(), &blocks, full).unwrap();
+        let mut got = Array2::zeros((13, 3));
+        kernel.factored_scores(t.view(), &b, &fq, 0.5, got.view_mut());
+        close(&got, &want, 1e-12, "full rank");
+        assert!(fq.errors.iter().all(|&e| e < 1e-12));
+        // rank 1: the queries' blocks replaced by their rank-1 parts, scored by the contracted kernel
+        let one = FactoredQueries::compress(vc.view(), &blocks, 1).unwrap();
+        let mut cut = vc.clone();
+        for (blk, l, r) in &one.blocks {
+            for j in 0..3 {
+                let v1 = l.column(j).insert_axis(ndarray::Axis(1)).dot(&r.column(j).insert_axis(ndarray::Axis(0)));
+                cut.slice_mut(ndarray::s![blk.offset..blk.offset + blk.rows * blk.cols, j]).assign(&Array1::from_iter(v1.iter().cloned()));
+            }
+        }
+        let lost = (&vc - &cut).slice(ndarray::s![..p, ..]).mapv(|v| v * v).sum_axis(ndarray::Axis(0));
+        let total = vc.slice(ndarray::s![..p, ..]).mapv(|v| v * v).sum_axis(ndarray::Axis(0));
+        for j in 0..3 {
+            assert!(((lost[j] / total[j]).sqrt() - one.errors[j]).abs() < 1e-10, "reported error");
+        }
+        let (mut got, mut want) = (Array2::zeros((13, 3)), Array2::zeros((13, 3)));
+        net.scores(t.view(), &b, cut.view(), 0.5, want.view_mut());
+        kernel.factored_scores(t.view(), &b, &one, 0.5, got.view_mut());
+        close(&got, &want, 1e-12, "rank 1");
+    }
+}

@@ -13,6 +13,7 @@
 //! (Lambda_i = B_i B_i^T), and H by products with unit vectors.
 
 mod activation;
+mod factored;
 mod kfac;
 mod last_layer;
 mod pass;
@@ -382,6 +383,10 @@ impl Model for Mlp {
     /// Jacobi preconditioning from the Gauss-Newton diagonal (also for the exact Hessian,
     /// which differs from G by the residual term only).
     fn preconditioning(&self) -> Option<&dyn Preconditioning> {
+        Some(self)
+    }
+
+    fn factored_scores(&self) -> Option<&dyn crate::models::factored::FactoredScores> {
         Some(self)
     }
 }

@@ -36,7 +36,7 @@ pub(super) struct Head {
 
 impl Mlp {
     /// `A_j m` (B x c) for `m` (in_j x c).
-    fn input_dot(&self, j: usize, x: XView, fw_a: &[Array2<f64>], m: ArrayView2<f64>) -> Array2<f64> {
+    pub(super) fn input_dot(&self, j: usize, x: XView, fw_a: &[Array2<f64>], m: ArrayView2<f64>) -> Array2<f64> {
         if j == 0 {
             x.dot(m)
         } else {
