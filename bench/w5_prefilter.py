@@ -15,6 +15,8 @@ and the prefilter is judged against the exhaustive scan with the same solve. q =
   exhaustive ``Influence(net, X, y, curvature="ekfac", damping=D, curvature_file=F).top_k(Xq, yq, k=10)``
   prefilter  the same with ``prefilter="last-layer"`` (default target recall 0.95, 10 sampled
              queries scored exhaustively)
+  prefilter_fixed  ``prefilter="last-layer", candidates=C, recall_queries=0``: the two stages
+             alone, no recall estimate (C = ``--fixed-candidates``, default 160)
 
 Each job runs in its own process (construction and query timed apart), jobs interleaved over
 ``--rounds`` rounds (order swapped every round), the other processes' load recorded per run;
@@ -46,7 +48,7 @@ OUT = HERE / "out"
 DATA = OUT / "w5"
 SHIFTS = [(0, 0)] + sorted(((dx, dy) for dx in range(-2, 3) for dy in range(-2, 3) if 0 < dx * dx + dy * dy <= 5),
                            key=lambda s: (s[0] ** 2 + s[1] ** 2, s))
-JOBS = ("exhaustive", "prefilter")
+JOBS = ("exhaustive", "prefilter", "prefilter_fixed")
 
 
 def shifted(images: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -101,7 +103,7 @@ def prepare(copies: int) -> dict:
     return meta
 
 
-def job(name: str, copies: int) -> dict:
+def job(name: str, copies: int, fixed: int) -> dict:
     import upweight as uw
 
     meta = json.loads((DATA / f"meta_{copies}.json").read_text())
@@ -114,7 +116,12 @@ def job(name: str, copies: int) -> dict:
         inf = uw.Influence(net, str(DATA / f"X_{copies}.npy"), y, curvature="ekfac", damping=meta["damping"],
                            curvature_file=DATA / f"ekfac_{copies}.npz", residuals=False)
         t1 = time.perf_counter()
-        top = inf.top_k(Xq, yq, k=10) if name == "exhaustive" else inf.top_k(Xq, yq, k=10, prefilter="last-layer")
+        if name == "exhaustive":
+            top = inf.top_k(Xq, yq, k=10)
+        elif name == "prefilter":
+            top = inf.top_k(Xq, yq, k=10, prefilter="last-layer")
+        else:
+            top = inf.top_k(Xq, yq, k=10, prefilter="last-layer", candidates=fixed, recall_queries=0)
         t2 = time.perf_counter()
         out["top"] = top
         return {"construct": t1 - t0, "query": t2 - t1}, {"recall": top.recall, "candidates": top.candidates}
@@ -125,9 +132,9 @@ def job(name: str, copies: int) -> dict:
     return {"best": best, "during": during, "info": info}
 
 
-def true_recall(copies: int) -> dict:
+def true_recall(copies: int, name: str) -> dict:
     ex = np.load(DATA / f"top_exhaustive_{copies}.npz")
-    pf = np.load(DATA / f"top_prefilter_{copies}.npz")
+    pf = np.load(DATA / f"top_{name}_{copies}.npz")
     rec = {}
     for end, (i, s) in (("helpful", ("arr_0", "arr_1")), ("harmful", ("arr_2", "arr_3"))):
         rec[end] = float(np.mean([np.intersect1d(a, b).size / a.size for a, b in zip(ex[i], pf[i], strict=True)]))
@@ -144,11 +151,12 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=17)
     ap.add_argument("--only", default="prepare,run")
     ap.add_argument("--quiet-cpu", type=float, default=25.0)
+    ap.add_argument("--fixed-candidates", type=int, default=160)
     ap.add_argument("--one")
     ap.add_argument("--report")
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(job(args.one, args.copies)))
+        print(json.dumps(job(args.one, args.copies, args.fixed_candidates)))
         return
     if args.report:
         print(render(json.loads(Path(args.report).read_text())))
@@ -164,8 +172,9 @@ def main() -> None:
         for r in range(args.rounds):
             for name in (JOBS if r % 2 == 0 else JOBS[::-1]):
                 rec = {"round": r, "job": name, "load_before": load_before()}
-                p = subprocess.run([sys.executable, __file__, "--one", name, "--copies", str(args.copies)], capture_output=True,
-                                   text=True, cwd=str(HERE))
+                cmd = [sys.executable, __file__, "--one", name, "--copies", str(args.copies),
+                       "--fixed-candidates", str(args.fixed_candidates)]
+                p = subprocess.run(cmd, capture_output=True, text=True, cwd=str(HERE))
                 if p.returncode:
                     rec["error"] = p.stderr[-2000:]
                 else:
@@ -175,7 +184,7 @@ def main() -> None:
                 doc["runs"].append(rec)
                 print(f"round {r} {name}: {rec.get('best', rec.get('error'))}", file=sys.stderr)
                 dest.write_text(json.dumps(doc, indent=1))
-        doc["true_recall"] = true_recall(args.copies)
+        doc["true_recall"] = {name: true_recall(args.copies, name) for name in JOBS[1:]}
         dest.write_text(json.dumps(doc, indent=1))
     print(render(doc))
 
@@ -203,10 +212,9 @@ def render(doc: dict) -> str:
             med = {ph: statistics.median(r["best"][ph] for r in quiet) for ph in ("construct", "query", "total")}
             lines.append(f"| {name} | {sum(r['quiet'] for r in runs)}/{len(runs)} | {med['construct']:.1f} | {med['query']:.1f} "
                          f"| {med['total']:.1f} |")
-    if "true_recall" in doc:
-        t = doc["true_recall"]
+    for name, t in doc.get("true_recall", {}).items():
         same = t["helpful_scores_equal"] and t["harmful_scores_equal"]
-        lines.append(f"\nTrue recall@10 of the prefilter against the exhaustive top-10 (all 100 queries): helpful {t['helpful']:.3f}, "
+        lines.append(f"\nTrue recall@10 of {name} against the exhaustive top-10 (all 100 queries): helpful {t['helpful']:.3f}, "
                      f"harmful {t['harmful']:.3f}; reported scores equal the exhaustive ones: {same}")
     return "\n".join(lines)
 

@@ -211,3 +211,34 @@ def test_singular_curvature_is_refused():
     model.l2 = 0.0
     with pytest.raises(SingularHessianError, match="exceeds its numerical rank"):
         uw.Influence(model, X, y, solver="arnoldi", rank=X.shape[1] + 1)
+
+
+def test_gradient_influence_curvature_saved_and_reloaded(tmp_path):
+    """GradientInfluence's Arnoldi eigenpairs are saved and reloaded: bit-for-bit the same
+    answers without the Lanczos passes, from an array or a .npy of the same gradients; other
+    gradients, weights or damping are refused by name."""
+    rng = np.random.default_rng(5)
+    grads = rng.standard_normal((200, 15)) @ np.diag(np.linspace(0.2, 3.0, 15))
+    test = rng.standard_normal((4, 15))
+    inf = uw.GradientInfluence(grads, damping=0.1, solver="arnoldi", rank=6)
+    want = inf.on_loss(test)
+    path = tmp_path / "fisher.npz"
+    inf.save_curvature(path)
+    again = uw.GradientInfluence(grads.copy(), damping=0.1, solver="arnoldi", curvature_file=path)
+    assert np.array_equal(again.on_loss(test), want)
+    assert again.solve_info.rank == 6
+    np.save(tmp_path / "g.npy", grads)
+    from_file = uw.GradientInfluence(str(tmp_path / "g.npy"), damping=0.1, solver="arnoldi", curvature_file=path)
+    assert np.array_equal(from_file.on_loss(test), want)
+    edited = grads.copy()
+    edited[7, 3] += 1e-9
+    with pytest.raises(InputError, match="^curvature_file: was computed for other gradients"):
+        uw.GradientInfluence(edited, damping=0.1, solver="arnoldi", curvature_file=path)
+    with pytest.raises(InputError, match="^curvature_file: was computed for other gradients"):
+        uw.GradientInfluence(grads, sample_weight=np.full(200, 2.0), damping=0.1, solver="arnoldi", curvature_file=path)
+    with pytest.raises(InputError, match="^curvature_file: was computed with damping"):
+        uw.GradientInfluence(grads, damping=0.2, solver="arnoldi", curvature_file=path)
+    with pytest.raises(InputError, match="^rank: the curvature_file holds 6"):
+        uw.GradientInfluence(grads, damping=0.1, solver="arnoldi", rank=5, curvature_file=path)
+    with pytest.raises(InputError, match="^save_curvature: solver 'direct' is exact"):
+        uw.GradientInfluence(grads, damping=0.1, solver="direct").save_curvature(tmp_path / "x.npz")

@@ -184,7 +184,7 @@ def test_curvature_saved_and_reloaded(tmp_path, kw):
     with pytest.raises(InputError, match="curvature_file: holds an approximate curvature"):
         uw.Influence(net, X, y, damping=0.05, curvature_file=path, solver="direct")
     moved = uw.MLPClassifier(hidden=(5,), l2=1e-3, random_state=1).fit(X, y)
-    with pytest.raises(InputError, match="curvature_file: was computed at other parameters"):
+    with pytest.raises(InputError, match="curvature_file: was computed for other parameters"):
         uw.Influence(moved, X, y, damping=0.05, curvature_file=path, **kw_again)
     if "rank" in kw:
         with pytest.raises(InputError, match="rank: the curvature_file holds 12 eigenpairs, got rank=5"):

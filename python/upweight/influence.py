@@ -16,6 +16,7 @@ models: PyTorch, JAX) instead. Both answer the same queries (:class:`_Queries`).
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -239,6 +240,17 @@ def _groups(groups, n: int) -> list[list[int]]:
     if not out:
         raise InputError("groups: is empty")
     return out
+
+
+def _saved_rank(state: dict | None, solver: str, rank):
+    """``rank``, or for Arnoldi from a curvature file, the number of eigenpairs it holds
+    (InputError naming ``rank`` if a different one was asked for)."""
+    if state is not None and solver == "arnoldi" and "ritz.values" in state:
+        saved = state["ritz.values"].size
+        if rank is not None and rank != saved:
+            raise InputError(f"rank: the curvature_file holds {saved} eigenpairs, got rank={rank!r}")
+        return saved
+    return rank
 
 
 def _check_k(k) -> int:
@@ -526,11 +538,7 @@ class Influence(_Queries):
                                  f"factors); leave solver='auto', got {solver!r}")
             solver = self.curvature
         state = None if curvature_file is None else load_curvature(curvature_file, self._theta)
-        if state is not None and solver == "arnoldi" and "ritz.values" in state:
-            saved = state["ritz.values"].size  # the saved eigenpairs' count
-            if rank is not None and rank != saved:
-                raise InputError(f"rank: the curvature_file holds {saved} eigenpairs, got rank={rank!r}")
-            rank = saved
+        rank = _saved_rank(state, solver, rank)
         self._approx = approximation_args(solver, rank, arnoldi_steps, arnoldi_inverse, residuals) | {"state": state}
         self.on_unconverged = check_on_unconverged(on_unconverged)
         self.solve_info: SolveInfo | None = None
@@ -938,13 +946,18 @@ class GradientInfluence(_Queries):
     damping, sample_weight, solver, rtol, atol, max_iter, precondition, on_unconverged, progress, rank,
     arnoldi_steps, arnoldi_inverse, residuals : as for
         :class:`upweight.Influence`.
+    curvature_file : a file written by :meth:`save_curvature` (``solver="arnoldi"``) for the same
+        gradients, weights, explicit Hessian and damping: the eigenpairs are loaded instead of
+        computed. The file is checked against a SHA-256 of the gradients, weights and Hessian
+        (one read of the gradients) and the core's header; any difference is refused naming
+        ``curvature_file``.
     """
 
     def __init__(self, train_grads, *, hessian=None, curvature: str = "fisher", damping: float = 0.0,
                  sample_weight=None, solver: str = "auto", rtol: float = 1e-10, atol: float = 0.0,
                  max_iter: int = 1000, precondition: bool | str = True, on_unconverged: str = "raise", progress=None,
                  copy: bool = True, rank: int | None = None, arnoldi_steps: int | None = None, arnoldi_inverse: str = "projection",
-                 residuals: bool = True):
+                 residuals: bool = True, curvature_file=None):
         if curvature != "fisher":
             raise InputError(f"curvature: expected 'fisher' (or pass hessian=...), got {curvature!r}")
         G, n, p = training_features(train_grads, name="train_grads")
@@ -952,7 +965,6 @@ class GradientInfluence(_Queries):
         self._watch(("train_grads", self.train_grads))
         self.n_params = p
         check_influence_solver(solver)
-        self._approx = approximation_args(solver, rank, arnoldi_steps, arnoldi_inverse, residuals)
         self.on_unconverged = check_on_unconverged(on_unconverged)
         self.solve_info = None
         H = None
@@ -962,6 +974,9 @@ class GradientInfluence(_Queries):
                 raise InputError(f"hessian: has shape {H.shape}, expected ({p}, {p}) to match train_grads")
         self.curvature = "explicit" if H is not None else "fisher"
         self._w, self._H = kept(as_weights(sample_weight, n), sample_weight, copy), H
+        state = None if curvature_file is None else load_curvature(curvature_file, self._fingerprint(), "gradients")
+        self._approx = approximation_args(solver, _saved_rank(state, solver, rank), arnoldi_steps, arnoldi_inverse,
+                                          residuals) | {"state": state}
         self._args = solver_args(damping, rtol, atol, max_iter, precondition, progress)
         self._itemsize = score_itemsize(self.train_grads)
         self._start(QueryPolicy(solver, Work(n, p), explicit_hessian=H is not None))
@@ -970,6 +985,32 @@ class GradientInfluence(_Queries):
         p = self.n_params
         return InfluenceCore(_core.Model.gradients(p), np.zeros(p), self.train_grads, None, self._w, 0.0, method, *self._args,
                              True, self._H, names=("train_grads", "y"), **self._approx)
+
+    def _fingerprint(self) -> np.ndarray:
+        """What a saved curvature is checked against, in the place of a model's parameters: the
+        SHA-256 of the gradients (read in row blocks), the weights and the explicit Hessian, as
+        32 numbers."""
+        digest = hashlib.sha256()
+        G = self.train_grads
+        parts = G if isinstance(G, tuple) else (np.load(G, mmap_mode="r") if isinstance(G, str) else G,)
+        for part in (*parts, self._w, self._H):
+            if isinstance(part, np.ndarray) and part.ndim == 2:
+                for start in range(0, part.shape[0], 4096):
+                    digest.update(np.ascontiguousarray(part[start:start + 4096]).tobytes())
+            elif part is not None:
+                digest.update(np.ascontiguousarray(part).tobytes())
+            digest.update(b"|")
+        return np.frombuffer(digest.digest(), dtype=np.uint8).astype(np.float64)
+
+    def save_curvature(self, path, force: bool = False) -> None:
+        """Write Arnoldi's eigenpairs (``solver="arnoldi"``) with what they were computed for
+        (the gradients' fingerprint, damping, p, W) to ``path`` (.npz, atomically); reload them
+        with ``curvature_file=path``. InputError for the exact solvers."""
+        state = self._core.curvature_state()
+        if state is None:
+            raise InputError(f"save_curvature: solver {self.solver!r} is exact and prepares no approximate curvature "
+                             "(solver='arnoldi' does)")
+        save_curvature(state, self._fingerprint(), path, force)
 
     def _test_grads(self, test_grads):
         G, _ = self._grad_matrix(test_grads, "test_grads")

@@ -84,9 +84,10 @@ def save_curvature(state: dict, theta: np.ndarray, path, force: bool = False) ->
             np.savez(f, format=CURVATURE_FORMAT, theta=theta, **state)
 
 
-def load_curvature(path, theta: np.ndarray) -> dict:
+def load_curvature(path, theta: np.ndarray, what: str = "parameters") -> dict:
     """The named arrays of a file written by :func:`save_curvature`, for the core (which checks
-    the header against the influence); refuses another file kind or other parameters."""
+    the header against the influence); refuses another file kind or other parameters (``theta``:
+    a model's, or the fingerprint of per-example gradients, ``what`` says which)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -98,5 +99,5 @@ def load_curvature(path, theta: np.ndarray) -> dict:
         raise InputError(f"curvature_file: {str(path)!r} is not a curvature file written by save_curvature")
     saved = arrays.pop("theta", None)
     if saved is None or saved.shape != theta.shape or not np.array_equal(saved, theta):
-        raise InputError("curvature_file: was computed at other parameters than the model's: recompute it")
+        raise InputError(f"curvature_file: was computed for other {what} than these: recompute it")
     return {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
