@@ -194,3 +194,39 @@ def test_curvature_saved_and_reloaded(tmp_path, kw):
     exact = uw.Influence(net, X, y, damping=0.05, solver="direct")
     with pytest.raises(InputError, match="save_curvature: solver 'direct' is exact"):
         exact.save_curvature(tmp_path / "exact.npz")
+
+
+@pytest.mark.parametrize("curvature", ["kfac", "ekfac"])
+def test_sampled_factors(tmp_path, curvature):
+    """kfac_samples=m: the factors from m gradients per row at targets drawn from the network's
+    predictive distribution approach the exact expectation's answers as m grows (a softmax net
+    and a two-output squared one); the draws are seeded per row by its values, so answers are
+    deterministic and independent of the rows' order; a curvature file remembers m."""
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:600] / 16.0, y[:600].astype(np.float64)
+    Y = np.column_stack([X[:, 20] - X[:, 40], X[:, 30]])
+    for net, t in [(uw.MLPClassifier(hidden=(8,), l2=1e-3, random_state=0).fit(X, y), y),
+                   (uw.MLPRegressor(hidden=(6,), l2=1e-3, random_state=0, tol=1e-6).fit(X, Y), Y)]:
+        exact = uw.Influence(net, X, t, curvature=curvature, residuals=False).on_loss(X[:10], t[:10])
+        errs = []
+        for m in (1, 16, 512):
+            got = uw.Influence(net, X, t, curvature=curvature, residuals=False, kfac_samples=m).on_loss(X[:10], t[:10])
+            errs.append(np.linalg.norm(got - exact) / np.linalg.norm(exact))
+        assert errs[0] > errs[2] and errs[1] > errs[2] and errs[2] < 0.02, errs
+    perm = np.random.default_rng(1).permutation(len(X))
+    a = uw.Influence(net, X, t, curvature=curvature, kfac_samples=3)
+    b = uw.Influence(net, X[perm], t[perm], curvature=curvature, kfac_samples=3)
+    sa, sb = a.on_loss(X[:4], t[:4]), b.on_loss(X[:4], t[:4])
+    np.testing.assert_allclose(sb, sa[:, perm], rtol=1e-10, atol=1e-13 * np.abs(sa).max())
+    a.save_curvature(tmp_path / "c.npz")
+    again = uw.Influence(net, X, t, curvature=curvature, kfac_samples=3, curvature_file=tmp_path / "c.npz")
+    assert np.array_equal(again.on_loss(X[:4], t[:4]), sa)
+    with pytest.raises(InputError, match="^curvature_file: was computed with kfac_samples = 3, this influence has kfac_samples = None"):
+        uw.Influence(net, X, t, curvature=curvature, curvature_file=tmp_path / "c.npz")
+    with pytest.raises(InputError, match="^kfac_samples:"):
+        uw.Influence(net, X, t, curvature=curvature, kfac_samples=0)
+    with pytest.raises(InputError, match="^kfac_samples: samples the K-FAC factors"):
+        uw.Influence(net, X, t, kfac_samples=4)
+    # the K-FAC preconditioner of CG takes them too, and CG still solves the exact system
+    cg = uw.Influence(net, X, t, solver="cg", precondition="kfac", kfac_samples=2, rtol=1e-10)
+    np.testing.assert_allclose(cg.on_loss(X[:3], t[:3]), uw.Influence(net, X, t, solver="direct").on_loss(X[:3], t[:3]), rtol=1e-6)

@@ -35,6 +35,7 @@ __all__ = [
     "top_k_block",
     "top_k_factored",
     "with_curvature",
+    "with_kfac_samples",
 ]
 
 _F64: TypeAlias = npt.NDArray[np.float64]
@@ -187,6 +188,7 @@ class Influence:
 # networks (rust/python/network.rs)
 def mlp(sizes: list[int], activation: str, head: str, curvature: str) -> Model: ...
 def with_curvature(model: Model, curvature: str) -> Model: ...
+def with_kfac_samples(model: Model, samples: int) -> Model: ...
 def last_layer(model: Model, theta: _F64) -> tuple[Model, tuple[int, int]]: ...
 
 @final

@@ -242,6 +242,17 @@ def _groups(groups, n: int) -> list[list[int]]:
     return out
 
 
+def _kfac_samples(samples, curvature: str, precondition) -> int:
+    """The sampled output gradients per row for the K-FAC factors (0: the exact expectation)."""
+    if samples is None:
+        return 0
+    m = as_positive_int(samples, "kfac_samples")
+    if curvature not in KRONECKER and precondition != "kfac":
+        raise InputError(f"kfac_samples: samples the K-FAC factors, used by curvature='kfac' / 'ekfac' or precondition='kfac'; "
+                         f"this influence has curvature={curvature!r}, precondition={precondition!r}")
+    return m
+
+
 def _saved_rank(state: dict | None, solver: str, rank):
     """``rank``, or for Arnoldi from a curvature file, the number of eigenpairs it holds
     (InputError naming ``rank`` if a different one was asked for)."""
@@ -472,6 +483,12 @@ class Influence(_Queries):
         replaced by the diagonal of G's exact layer blocks in them, plus the penalty's diagonal
         there; a second pass over the data). For both, ``solver`` must stay "auto" and
         ``solve_info.residuals`` are the true residuals against the exact damped G.
+    kfac_samples : the K-FAC / EK-FAC factors (``curvature="kfac"``/``"ekfac"``,
+        ``precondition="kfac"``) from m loss gradients per row at targets drawn from the
+        network's predictive distribution (kronfluence's and Grosse et al.'s sampled Fisher; for
+        large k: m backward passes instead of k), each row's draws seeded by a hash of its
+        values (deterministic, independent of order and blocking). None (default): the exact
+        expectation over the outputs. The residuals stay against the exact G.
         A GLM's curvature is its Hessian ("gauss-newton" and "hessian" both give it).
     rtol, atol, max_iter : conjugate-gradient stopping rule.
     precondition : CG's preconditioner. "jacobi": the inverse of the Hessian's diagonal (for
@@ -512,7 +529,7 @@ class Influence(_Queries):
                  curvature: str | None = None, rtol: float = 1e-10, atol: float = 0.0, max_iter: int = 1000,
                  precondition: bool | str = True, on_unconverged: str = "raise", progress=None, copy: bool = True,
                  rank: int | None = None, arnoldi_steps: int | None = None, arnoldi_inverse: str = "projection",
-                 residuals: bool = True, curvature_file=None):
+                 residuals: bool = True, curvature_file=None, kfac_samples: int | None = None):
         self.model: Model = check_model(model)
         # networks choose their curvature (default Gauss-Newton); a GLM's G is its Hessian
         self.is_network = hasattr(model, "default_curvature")
@@ -522,6 +539,9 @@ class Influence(_Queries):
         # K-FAC approximates the Gauss-Newton matrix, which answers every exact product (residuals)
         exact_curvature = "gauss-newton" if self.curvature in KRONECKER else self.curvature
         self._core_model = model.core_model(exact_curvature) if self.is_network else model.core_model()
+        self.kfac_samples = _kfac_samples(kfac_samples, self.curvature, precondition)
+        if self.kfac_samples:
+            self._core_model = _core.with_kfac_samples(self._core_model, self.kfac_samples)
         self._theta = model.get_theta()
         self._d, self._renormalized = model.n_features_in_, bool(model.penalty_renormalized)
         Xc, n, _ = training_features(X, self._d)
@@ -538,6 +558,9 @@ class Influence(_Queries):
                                  f"factors); leave solver='auto', got {solver!r}")
             solver = self.curvature
         state = None if curvature_file is None else load_curvature(curvature_file, self._theta)
+        if state is not None and (saved := int(state.pop("kfac_samples", np.zeros(1))[0])) != self.kfac_samples:
+            raise InputError(f"curvature_file: was computed with kfac_samples = {saved or None}, this influence has "
+                             f"kfac_samples = {self.kfac_samples or None}: recompute it")
         rank = _saved_rank(state, solver, rank)
         self._approx = approximation_args(solver, rank, arnoldi_steps, arnoldi_inverse, residuals) | {"state": state}
         self.on_unconverged = check_on_unconverged(on_unconverged)
@@ -584,6 +607,8 @@ class Influence(_Queries):
         if state is None:
             raise InputError(f"save_curvature: solver {self.solver!r} is exact and prepares no approximate curvature "
                              "(solver='arnoldi', curvature='kfac' or 'ekfac' do)")
+        if self.curvature in KRONECKER:
+            state["kfac_samples"] = np.array([float(self.kfac_samples)])
         save_curvature(state, self._theta, path, force)
 
     def _damping(self, damping, progress) -> float:

@@ -85,7 +85,7 @@ mod _core {
     #[pymodule_export]
     use super::model::PyModel;
     #[pymodule_export]
-    use super::network::{curvature_diag, fit_adam, fit_lbfgs, last_layer, mlp, pbrf, with_curvature};
+    use super::network::{curvature_diag, fit_adam, fit_lbfgs, last_layer, mlp, pbrf, with_curvature, with_kfac_samples};
     #[pymodule_export]
     use super::query_batching::{scores_factored, solve_queries_factored, top_k_factored, PyFactoredQueries};
     #[pymodule_export]

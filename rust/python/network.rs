@@ -49,6 +49,13 @@ pub fn with_curvature(model: &PyModel, curvature: &str) -> PyResult<PyModel> {
     Ok(PyModel::of_network(model.network()?.with_curvature(Curvature::from_name(curvature)?)))
 }
 
+/// The same network with its K-FAC / EK-FAC factors from `samples` output gradients per row at
+/// targets drawn from its predictive distribution (seeded per row; 0: the exact expectation).
+#[pyfunction]
+pub fn with_kfac_samples(model: &PyModel, samples: usize) -> PyResult<PyModel> {
+    Ok(PyModel::of_network(model.network()?.with_kfac_samples(samples)))
+}
+
 /// The network's last layer as a model in its parameters alone, the layers below frozen at
 /// `theta` (the whole network's): the prefilter's stage-1 scorer. Its theta is `theta[range]`.
 /// Returns (model, (start, stop)).

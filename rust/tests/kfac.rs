@@ -216,3 +216,53 @@ fn kfac_on_a_glm_is_refused() {
         Ok(_) => panic!("K-FAC accepted for a GLM"),
     }
 }
+
+/// Sampled factors (`kfac_samples`): for every head, the output-curvature factor S from m
+/// gradients at targets drawn from the model's predictive distribution approaches the exact
+/// expectation as m grows (the input factor A is untouched), and the draws do not depend on
+/// how the rows are cut into blocks.
+#[test]
+fn sampled_factors_estimate_the_exact_expectation() {
+    use upweight::models::{KroneckerFactors, Preconditioning};
+    for head in [Family::Multinomial { n_classes: 3 }, Family::Logistic, Family::Poisson, Family::Squared] {
+        let k = head.n_outputs();
+        let exact_net = gn(vec![3, 4, k], head);
+        let mut rng = Lcg(7);
+        let n = 40;
+        let x = Array2::from_shape_fn((n, 3), |_| rng.normal());
+        let y = Array2::from_shape_fn((n, 1), |_| match head {
+            Family::Multinomial { .. } => ((rng.next() * 3.0) as usize % 3) as f64,
+            Family::Logistic => (rng.next() < 0.5) as u8 as f64,
+            Family::Poisson => (2.0 * rng.next()).floor(),
+            Family::Squared => rng.normal(),
+        });
+        let b = upweight::Batch::with_targets(x.view(), y.view(), None, upweight::Names::TRAIN).unwrap();
+        let t = theta(&exact_net, 3) * 0.5;
+        let factors = |net: &Mlp, rows: &[(usize, usize)]| -> Vec<KroneckerFactors> {
+            let mut out = net.kronecker_factors().unwrap();
+            for &(a, z) in rows {
+                net.kronecker_factors_sum(t.view(), &b.rows(a, z), &mut out);
+            }
+            out
+        };
+        let exact = factors(&exact_net, &[(0, n)]);
+        let mut errs = Vec::new();
+        for m in [4, 64, 2048] {
+            let sampled = factors(&exact_net.with_kfac_samples(m), &[(0, n)]);
+            let (mut num, mut den) = (0.0, 0.0);
+            for (e, s) in exact.iter().zip(&sampled) {
+                assert_eq!(e.a, s.a, "A does not depend on the outputs");
+                num += (&e.s - &s.s).iter().map(|v| v * v).sum::<f64>();
+                den += e.s.iter().map(|v| v * v).sum::<f64>();
+            }
+            errs.push((num / den).sqrt());
+        }
+        assert!(errs[2] < errs[0] && errs[2] < 0.05, "{head:?}: relative error of S {errs:?}");
+        // the same draws whether the rows come in one block or three
+        let one = factors(&exact_net.with_kfac_samples(5), &[(0, n)]);
+        let three = factors(&exact_net.with_kfac_samples(5), &[(0, 9), (9, 30), (30, n)]);
+        for (a, c) in one.iter().zip(&three) {
+            assert!(max_abs((&a.s - &c.s).iter().cloned()) <= 1e-12 * max_abs(a.s.iter().cloned()), "{head:?}: blocks changed the draws");
+        }
+    }
+}

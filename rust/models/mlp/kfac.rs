@@ -37,8 +37,8 @@ impl Mlp {
             }
         }
         // the columns of B carry sqrt(w_i), so each backpropagated s_c does too
-        let b = self.lambda_factors(&fw, data);
-        for c in 0..self.n_outputs_k() {
+        let b = self.kfac_output_factors(&fw, data);
+        for c in 0..b.dim().2 {
             let s = self.backward(theta, &fw, b.index_axis(Axis(2), c).to_owned());
             for (sj, f) in s.iter().zip(out.iter_mut()) {
                 gemm_lower(f.s.view_mut(), true, sj.t(), sj.view(), 1.0);
@@ -67,8 +67,8 @@ impl Mlp {
             })
             .collect();
         // the columns of B carry sqrt(w_i), so (Q_S^T s_ic)^2 carries w_i
-        let b = self.lambda_factors(&fw, data);
-        for c in 0..self.n_outputs_k() {
+        let b = self.kfac_output_factors(&fw, data);
+        for c in 0..b.dim().2 {
             let s = self.backward(theta, &fw, b.index_axis(Axis(2), c).to_owned());
             for (((sj, (qs, _)), pa2j), o) in s.iter().zip(bases).zip(&pa2).zip(out.iter_mut()) {
                 let mut ps = sj.dot(qs);

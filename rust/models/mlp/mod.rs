@@ -19,6 +19,7 @@ mod last_layer;
 mod pass;
 pub mod pbrf;
 mod rop;
+mod sampling;
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -67,6 +68,9 @@ pub struct Mlp {
     /// The output head: a GLM family on h (k = its number of outputs).
     pub head: Family,
     pub curvature: Curvature,
+    /// Output gradients sampled per row for the K-FAC / EK-FAC factors; 0: the exact
+    /// expectation over the outputs (the default).
+    pub kfac_samples: usize,
     /// Offset of each layer's block in theta; the last entry is p.
     offsets: Vec<usize>,
 }
@@ -103,12 +107,18 @@ impl Mlp {
             offsets.push(next);
         }
         crate::memory::bytes_of("the parameters", &[offsets[sizes.len() - 1]], 8)?;
-        Ok(Self { sizes, activation, head, curvature, offsets })
+        Ok(Self { sizes, activation, head, curvature, kfac_samples: 0, offsets })
     }
 
     /// The same network with another curvature.
     pub fn with_curvature(&self, curvature: Curvature) -> Self {
         Self { curvature, ..self.clone() }
+    }
+
+    /// The same network with its K-FAC factors from `samples` sampled output gradients per row
+    /// (0: the exact expectation).
+    pub fn with_kfac_samples(&self, samples: usize) -> Self {
+        Self { kfac_samples: samples, ..self.clone() }
     }
 
     pub fn sizes(&self) -> &[usize] {
