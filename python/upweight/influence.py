@@ -57,8 +57,10 @@ __all__ = ["GradientInfluence", "Influence", "LooTopK", "SolvedQueries", "SolveI
 OPTIMUM_TOL = 1e-6
 # ... or the Newton decrement relative to the objective (scale-invariant; see Influence._at_optimum)
 OPTIMUM_DECREMENT_RTOL = 1e-12
-#: Scores held at once when a prefilter rescores its candidates (queries x candidate rows).
-RESCORE_ENTRIES = 1 << 24
+#: Queries whose candidates a prefilter rescores together: every candidate row of the group is
+#: scored against all of its queries, so a group of g costs about 2 c k (g + 3) row evaluations
+#: per query (3: the row's own forward and backward passes, shared by the group's queries).
+RESCORE_GROUP = 4
 #: damping="auto" is this times the mean of the curvature's diagonal, tr(G) / p (Grosse et al. 2023).
 AUTO_DAMPING = 0.1
 
@@ -817,13 +819,13 @@ class Influence(_Queries):
             kept = min(n, 8 * kept)
 
     def _rescored(self, G, k: int, first: TopK, ck: int, exact: TopK | None, sampled: np.ndarray, got: float | None) -> TopK:
-        """Stage 2: each query's ``ck`` stage-1 candidates of each end scored exactly, queries in
-        groups whose candidate rows' score matrix stays small."""
+        """Stage 2: each query's ``ck`` stage-1 candidates of each end scored exactly, a few
+        queries at a time (RESCORE_GROUP)."""
         solved = self.solve_queries(G)
         out = [np.empty((G.shape[0], k), dtype=dt) for dt in (np.intp, np.float64, np.intp, np.float64)]
-        group = max(1, int(np.sqrt(RESCORE_ENTRIES / (2 * ck))))
-        for j0 in range(0, G.shape[0], group):
-            js = np.arange(j0, min(j0 + group, G.shape[0]))
+        todo = np.setdiff1d(np.arange(G.shape[0]), sampled if exact is not None else [])
+        for j0 in range(0, todo.size, RESCORE_GROUP):
+            js = todo[j0:j0 + RESCORE_GROUP]
             cands = [np.concatenate([first.helpful_idx[j, :ck], first.harmful_idx[j, :ck]]) for j in js]
             rows = np.unique(np.concatenate(cands))
             scores = solved._only(js).scores(rows)
