@@ -152,6 +152,7 @@ def main() -> None:
     ap.add_argument("--only", default="prepare,run")
     ap.add_argument("--quiet-cpu", type=float, default=25.0)
     ap.add_argument("--fixed-candidates", type=int, default=160)
+    ap.add_argument("--jobs", default=",".join(JOBS), help="the jobs to run (the recall needs a saved exhaustive run)")
     ap.add_argument("--one")
     ap.add_argument("--report")
     args = ap.parse_args()
@@ -169,8 +170,9 @@ def main() -> None:
         print(f"prepared: {doc['prepare']}", file=sys.stderr)
     doc["meta"] = json.loads((DATA / f"meta_{args.copies}.json").read_text())
     if "run" in args.only:
+        jobs = tuple(args.jobs.split(","))
         for r in range(args.rounds):
-            for name in (JOBS if r % 2 == 0 else JOBS[::-1]):
+            for name in (jobs if r % 2 == 0 else jobs[::-1]):
                 rec = {"round": r, "job": name, "load_before": load_before()}
                 cmd = [sys.executable, __file__, "--one", name, "--copies", str(args.copies),
                        "--fixed-candidates", str(args.fixed_candidates)]

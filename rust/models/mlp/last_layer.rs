@@ -15,17 +15,18 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMu
 use super::{Curvature, Mlp};
 use crate::data::{Batch, XView};
 use crate::error::{Error, Result};
-use crate::models::glm::Family;
+use crate::models::glm::{Family, Glm};
 use crate::models::{Model, Prediction};
 
 /// A network's last layer, the layers below frozen (see the module docs).
-#[derive(Clone, Debug)]
 pub struct LastLayer {
     /// The whole network and its parameters: the frozen layers' forward pass reads them.
     net: Mlp,
     theta: Array1<f64>,
-    /// The last layer alone: a network without hidden layers on the features abar.
-    head: Mlp,
+    /// The last layer alone on the features abar: the head's GLM (whose kernels use the class
+    /// structure: its Hessian costs k (k + 1) / 2 products of the features, not the k n p^2 of a
+    /// Gauss-Newton factor), or for a multi-output squared head a network without hidden layers.
+    head: Box<dyn Model>,
 }
 
 impl Mlp {
@@ -37,7 +38,12 @@ impl Mlp {
         if n_layers < 2 {
             return Err(Error::Value { arg: "model", msg: "has no hidden layer: its last layer is the whole model".into() });
         }
-        let head = Mlp::new(self.sizes[n_layers - 1..].to_vec(), self.activation, self.head, Curvature::GaussNewton)?;
+        let (h, k) = (self.sizes[n_layers - 1], self.sizes[n_layers]);
+        let head: Box<dyn Model> = if self.n_targets() == 1 && k == self.head.n_outputs() {
+            Box::new(Glm::new(self.head, h))
+        } else {
+            Box::new(Mlp::new(vec![h, k], self.activation, self.head, Curvature::GaussNewton)?)
+        };
         Ok(LastLayer { net: self.clone(), theta: theta.to_owned(), head })
     }
 }
@@ -99,7 +105,7 @@ impl Model for LastLayer {
         self.on_features(data, |b| self.head.output_hessians(theta, b))
     }
     fn output_family(&self) -> Option<Family> {
-        Some(self.head.head)
+        self.head.output_family()
     }
     fn loss_grad_sum(&self, theta: ArrayView1<f64>, data: &Batch) -> (f64, Array1<f64>) {
         self.on_features(data, |b| self.head.loss_grad_sum(theta, b))
