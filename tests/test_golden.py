@@ -97,6 +97,10 @@ ADDED_FIELDS = [
      "issue 14: solve_info reports whether CG applied its preconditioner (tests/test_scale.py::test_auto_preconditioner_*)"),
     (r"/solve_info/(eigenvalues|eigen_residuals)$",
      "issue 15: solve_info reports the eigenpairs solver='arnoldi' kept (None for the exact solvers; tests/test_arnoldi.py)"),
+    (r"/solve_info/query_errors$",
+     "issue 15: solve_info reports query batching's per-query error (None without query_rank; tests/test_query_batching.py)"),
+    (r"/top_k(_on)?/(recall|candidates)$",
+     "issue 15: a top-k reports the prefilter's recall and candidates (None without prefilter; tests/test_prefilter.py)"),
     (r"/leave_(one|k)_out(/.*)?/one_step_(params|loss)$",
      "issue 17: leave_one_out / leave_k_out also report the one-step Newton estimate (tests/test_leave_out.py)"),
 ]
