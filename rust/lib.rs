@@ -26,6 +26,7 @@ pub mod linalg;
 pub mod memory;
 pub mod models;
 pub mod objective;
+pub mod rng;
 pub mod solvers;
 
 #[cfg(feature = "python")]

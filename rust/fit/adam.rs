@@ -12,6 +12,7 @@ use crate::data::{gather, Rows};
 use crate::error::{check_finite, Error, Result};
 use crate::models::Model;
 use crate::objective::Objective;
+use crate::rng::SplitMix64;
 
 #[derive(Clone, Debug)]
 pub struct AdamOptions {
@@ -27,23 +28,6 @@ pub struct AdamOptions {
 impl Default for AdamOptions {
     fn default() -> Self {
         Self { epochs: 10, batch_size: 256, learning_rate: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, seed: 0 }
-    }
-}
-
-/// SplitMix64: a small, well-mixed, seedable generator (Steele et al. 2014).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in 0..n (Lemire's multiply-shift; the bias is below 2^-40 for the n used here).
-    fn below(&mut self, n: usize) -> usize {
-        ((self.next() as u128 * n as u128) >> 64) as usize
     }
 }
 

@@ -13,43 +13,7 @@ use super::pass::Forward;
 use super::{targets, Mlp};
 use crate::data::Batch;
 use crate::models::glm::Family;
-
-/// SplitMix64 (Steele, Lea & Flood 2014): a small, well-mixed generator for per-row streams.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-    /// Standard normal (Box-Muller).
-    fn normal(&mut self) -> f64 {
-        let u = 1.0 - self.uniform(); // (0, 1]
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * self.uniform()).cos()
-    }
-    /// Poisson(mu): inversion by sequential search up to mu = 100, above it the normal
-    /// approximation N(mu, mu) rounded (only the variance mu matters here).
-    fn poisson(&mut self, mu: f64) -> f64 {
-        if mu > 100.0 {
-            return (mu + mu.sqrt() * self.normal()).round().max(0.0);
-        }
-        let (u, mut p, mut k) = (self.uniform(), (-mu).exp(), 0.0);
-        let mut cdf = p;
-        while u > cdf && p > 0.0 {
-            k += 1.0;
-            p *= mu / k;
-            cdf += p;
-        }
-        k
-    }
-}
+use crate::rng::SplitMix64;
 
 /// FNV-1a over 64-bit words: the seed of a row's stream.
 fn hash_words(words: impl Iterator<Item = u64>) -> u64 {
@@ -59,7 +23,7 @@ fn hash_words(words: impl Iterator<Item = u64>) -> u64 {
 impl Family {
     /// A target drawn from the predictive distribution at the linear predictors `eta` into `y`
     /// (k values for a squared head, else one).
-    fn sample_target(&self, eta: &[f64], rng: &mut SplitMix, y: &mut [f64]) {
+    fn sample_target(&self, eta: &[f64], rng: &mut SplitMix64, y: &mut [f64]) {
         match self {
             Family::Squared => y.iter_mut().zip(eta).for_each(|(o, &e)| *o = e + std::f64::consts::FRAC_1_SQRT_2 * rng.normal()),
             Family::Logistic => y[0] = f64::from(rng.uniform() < 1.0 / (1.0 + (-eta[0]).exp())),
@@ -96,7 +60,7 @@ impl Mlp {
         for i in 0..n {
             data.x.row_scaled_into(i, 1.0, row.view_mut());
             let t = targets(&data.y, i);
-            let mut rng = SplitMix(hash_words(row.iter().chain(t.iter()).map(|v| v.to_bits())));
+            let mut rng = SplitMix64(hash_words(row.iter().chain(t.iter()).map(|v| v.to_bits())));
             let scale = (data.weight(i) / samples as f64).sqrt();
             let hi = h.row(i);
             let hi = hi.as_slice().expect("contiguous");
