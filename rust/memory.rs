@@ -75,6 +75,7 @@ fn zeroed_vec<T: Zeroed>(len: usize) -> Option<Vec<T>> {
 /// only on request (THP "madvise", a common default): NumPy asks for them on its own large
 /// arrays, and a 400 MB score matrix first touched in 4 KiB pages took 100 000 page faults,
 /// ~1.3x the cost of the product writing it (bench/RESULTS.md, issue 14).
+#[cfg(target_os = "linux")]
 const HUGE_PAGES_FROM_BYTES: usize = 4 << 20;
 
 /// madvise(MADV_HUGEPAGE) on the 2 MiB-aligned part of a fresh allocation, before its first

@@ -36,6 +36,7 @@ __all__ = [
     "top_k_factored",
     "with_curvature",
     "with_kfac_samples",
+    "__version__",
 ]
 
 _F64: TypeAlias = npt.NDArray[np.float64]
@@ -51,6 +52,7 @@ _Progress: TypeAlias = Callable[[int, int, int], object] | None
 
 BLOCK_ROWS: int
 TILED_HESSIAN_MAX_ROW_BLOCK_P: int
+__version__: str
 
 def merge_top_k(a: _TopKIn, b: _TopKIn, k: int) -> _TopK: ...
 def npy_header(path: str | os.PathLike[str], arg: str = "X") -> tuple[str, int, int, int]: ...

@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
@@ -152,8 +151,7 @@ impl NpyFile {
         let item = if self.dtype == NpyDtype::F64 { 8 } else { 4 };
         let mut bytes = vec![0u8; (end - start) * self.d * item];
         let at = self.offset + (start * self.d * item) as u64;
-        self.file
-            .read_exact_at(&mut bytes, at)
+        read_exact_at(&self.file, &mut bytes, at)
             .map_err(|e| Error::Value { arg: self.arg, msg: format!("{}: read failed at row {start} ({e})", self.path.display()) })?;
         Ok(bytes)
     }
@@ -165,6 +163,34 @@ impl NpyFile {
         }
     }
 }
+
+/// Fill `buf` from `offset` without moving a shared cursor, so that threads read one file at once.
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+/// Windows' positioned read (`ReadFile` with an offset) may return short counts: loop to the end.
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset) {
+            Ok(0) => return Err(Error::new(ErrorKind::UnexpectedEof, "failed to fill whole buffer")),
+            Ok(read) => {
+                buf = &mut buf[read..];
+                offset += read as u64;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(any(unix, windows)))]
+compile_error!("upweight streams .npy files with positioned reads, which it implements for Unix and Windows");
 
 #[cfg(test)]
 mod tests {

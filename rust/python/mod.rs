@@ -91,6 +91,11 @@ mod _core {
     #[pymodule_export]
     use super::{merge_top_k, npy_header, num_threads};
 
+    /// The package's version: Cargo.toml's, its one source (maturin gives it to the wheel too).
+    #[pymodule_export]
+    #[allow(non_upper_case_globals)]
+    const __version__: &str = env!("CARGO_PKG_VERSION");
+
     /// Rows per block of the streaming kernels (rust/blocks.rs): segment boundaries that are
     /// multiples of it give the same bits as one pass.
     #[pymodule_export]
