@@ -132,7 +132,9 @@ impl<'a> Pbrf<'a> {
         })?;
         crate::linalg::symmetrize_from_lower(&mut hm);
         let (w, eps) = (self.total_weight, self.eps);
-        let mut a = (g_data * w + &hm * eps) / (w + eps);
+        // one pass, in place: this p x p combination runs once per point and eps
+        let mut a = g_data.clone();
+        a.zip_mut_with(&hm, |x, &h| *x = (*x * w + h * eps) / (w + eps));
         for j in 0..p {
             a[[j, j]] += 2.0 * self.l2 * self.mask[j] + self.damping;
         }
@@ -218,10 +220,18 @@ impl<'a> Pbrf<'a> {
         // the exact Hessian at theta_s; where eps Hess l_m makes it indefinite (removing a point
         // whose loss is not convex there), the Gauss-Newton part of the point's term: any
         // positive definite matrix gives descent steps to the same minimiser, only more of them
-        let solver = match Prepared::direct(self.hessian_at_s(g_data, Curvature::Hessian)?, 0.0, null.clone()) {
-            Err(Error::Singular { .. }) => Prepared::direct(self.hessian_at_s(g_data, Curvature::GaussNewton)?, 0.0, null)?,
+        // (Ctrl-C is checked between the p x p steps, each well under a second at p ~ 3000)
+        cancel.check()?;
+        let hessian = self.hessian_at_s(g_data, Curvature::Hessian)?;
+        cancel.check()?;
+        let solver = match Prepared::direct(hessian, 0.0, null.clone()) {
+            Err(Error::Singular { .. }) => {
+                cancel.check()?;
+                Prepared::direct(self.hessian_at_s(g_data, Curvature::GaussNewton)?, 0.0, null)?
+            }
             other => other?,
         };
+        cancel.check()?;
         let obj = Objective::validated(self.net, self.data, self.l2, self.total_weight);
         let mut theta = self.theta_s.to_owned();
         let (mut f, mut g) = self.value_grad(theta.view(), cancel)?;
