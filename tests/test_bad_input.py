@@ -372,3 +372,41 @@ def test_weights_too_large_to_sum_blame_sample_weight_not_x(w_big):
     a = uw.LogisticRegression(l2=0.1).fit(X, y, sample_weight=w / w_big)  # the advice works
     b = uw.LogisticRegression(l2=0.1).fit(X, y)
     np.testing.assert_allclose(a.get_theta(), b.get_theta(), rtol=1e-12)
+
+
+def test_missing_files_are_missing_file_errors_naming_the_argument(tmp_path):
+    """Every reader says "missing" the same way: MissingFileError (an InputError and a
+    FileNotFoundError) naming its argument."""
+    with pytest.raises(uw.MissingFileError, match="model: no such file"):
+        uw.load_model(tmp_path / "nope.npz")
+    with pytest.raises(uw.MissingFileError, match="path"):
+        uw.load_idx(tmp_path / "nope-idx3-ubyte")
+    pytest.importorskip("dask")
+    with pytest.raises(uw.MissingFileError, match="source: .* does not exist"):
+        uw.dask.from_npy([tmp_path / "nope.npy"])
+    pytest.importorskip("pyarrow")
+    with pytest.raises(uw.MissingFileError, match="source: .* does not exist"):
+        uw.dask.from_parquet(tmp_path / "nope.parquet", features=["a"])
+
+
+def test_parquet_columns_are_named_by_the_argument_that_asked_for_them(tmp_path):
+    pytest.importorskip("dask")
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table({"a": [1.0, 2.0], "y": [0.0, 1.0]}), tmp_path / "t.parquet")
+    for kwargs, arg in [({"features": ["b"]}, "features"), ({"features": ["a"], "target": "label"}, "target"),
+                        ({"features": ["a"], "target": "y", "weight": "w"}, "weight")]:
+        with pytest.raises(uw.InputError, match=f"^{arg}: column"):
+            uw.dask.from_parquet(tmp_path / "t.parquet", **kwargs)
+
+
+def test_networks_on_dask_arrays_are_refused_by_name():
+    """GLMs fit on Dask; networks do not yet, and must say so rather than load the data on the
+    client (MLP.fit) or complain about a solver (uw.dask.fit)."""
+    da = pytest.importorskip("dask.array")
+    X = np.random.default_rng(0).standard_normal((40, 3))
+    y = (X[:, 0] > 0).astype(float)
+    Xd, yd = da.from_array(X, chunks=(20, 3)), da.from_array(y, chunks=20)
+    with pytest.raises(uw.InputError, match="X: networks are not yet supported on Dask"):
+        uw.MLPClassifier(hidden=(2,)).fit(Xd, yd)
+    with pytest.raises(uw.InputError, match="model: networks are not yet supported on Dask"):
+        uw.dask.fit(uw.MLPClassifier(hidden=(2,)), Xd, yd)

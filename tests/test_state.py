@@ -316,6 +316,26 @@ def test_a_fit_that_raises_leaves_the_estimator_as_it_was(bad):
         assert getattr(fresh, name, None) is None, name
 
 
+@pytest.mark.parametrize("build", [lambda: uw.LogisticRegression(l2=1e-2), lambda: uw.MLPClassifier(hidden=(3,), l2=1e-2, random_state=0)],
+                         ids=["glm", "network"])
+def test_a_set_theta_that_raises_leaves_the_estimator_as_it_was(build):
+    """set_theta declares the width and the outputs before it checks the length: a refusal must
+    not leave a model whose width no longer matches its parameters; NaN is refused, never stored."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((80, 5))
+    y = (X[:, 0] + rng.standard_normal(80) > 0).astype(float)
+    model = build().fit(X, y)
+    theta, proba = model.get_theta().copy(), model.predict_proba(X[:4])
+    bad = [dict(theta=np.zeros(22), n_features=10), dict(theta=np.r_[theta[:-1], np.nan]),
+           dict(theta=theta, n_features=-1), dict(theta=theta, n_features=1.5)]
+    for kwargs in bad:
+        with pytest.raises(uw.InputError, match="theta|n_features"):
+            model.set_theta(**kwargs)
+        assert model.n_features_in_ == 5
+        np.testing.assert_array_equal(model.get_theta(), theta)
+        np.testing.assert_array_equal(model.predict_proba(X[:4]), proba)
+
+
 def test_nan_written_into_a_shared_array_is_named_as_such():
     """With copy=False the caller's X is the core's: NaN written into it later cannot be told
     from an overflow by the finite checks done at construction, so the error says both."""

@@ -8,8 +8,8 @@
 See DESIGN.md (in the repository) for every definition, sign and formula.
 """
 
-from . import datasets, plots, reference  # plots imports matplotlib only when drawing
-from ._core import num_threads
+from . import _core, datasets, plots, reference  # plots imports matplotlib only when drawing
+from ._core import __version__
 from .datasets import load_breast_cancer, load_digits, load_fashion_mnist, load_mnist
 from .diagnostics import Diagnostics, diagnostics
 from .errors import (
@@ -25,14 +25,32 @@ from .errors import (
     SingularHessianError,
     UpweightError,
 )
-from .influence import GradientInfluence, Influence, SolveInfo, TopK
+from .influence import GradientInfluence, Influence, LooTopK, SolvedQueries, SolveInfo, TopK
 from .io import load_idx, load_model, save_model
 from .leave_out import LooCV, approximate_loo_cv
 from .models import LinearRegression, LogisticRegression, Model, PoissonRegression
 from .networks import MLPClassifier, MLPRegressor
 from .validation import Prediction, TestLoss, compare, leave_k_out, leave_one_out, response_curve
 
-__version__ = "0.1.0"
+
+def num_threads() -> int:
+    """The number of threads the core's parallel loops use.
+
+    The core runs its heavy loops (Hessians, solves, scoring) on a rayon thread pool with one
+    thread per core unless ``RAYON_NUM_THREADS`` is set before upweight is first imported.
+    Results are bitwise the same for every thread count.
+
+    Returns
+    -------
+    int
+        The size of the thread pool, at least 1.
+
+    Examples
+    --------
+    >>> uw.num_threads() >= 1
+    True
+    """
+    return _core.num_threads()
 
 
 def __getattr__(name: str):
@@ -65,6 +83,8 @@ __all__ = [
     "PoissonRegression",
     "Prediction",
     "SolveInfo",
+    "SolvedQueries",
+    "LooTopK",
     "TestLoss",
     "TopK",
     "SingularHessianError",
@@ -82,6 +102,7 @@ __all__ = [
     "load_mnist",
     "load_model",
     "num_threads",
+    "__version__",
     "plots",
     "reference",
     "response_curve",

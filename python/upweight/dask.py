@@ -39,7 +39,15 @@ import numpy as np
 
 from . import _core
 from ._validation import as_csr, as_indices, as_matrix, as_nonneg_float, as_positive_int, check_finite, file_stamp, is_dask, is_sparse
-from .errors import ConvergenceError, ConvergenceWarning, InputError, InputTypeError, NotAtOptimumWarning, SingularHessianError
+from .errors import (
+    ConvergenceError,
+    ConvergenceWarning,
+    InputError,
+    InputTypeError,
+    MissingFileError,
+    NotAtOptimumWarning,
+    SingularHessianError,
+)
 from .influence import OPTIMUM_DECREMENT_RTOL, OPTIMUM_TOL, SolveInfo, TopK
 from .solver import check_on_unconverged
 
@@ -411,10 +419,14 @@ def _current_client():
         return None
 
 
-def _spec(model) -> tuple:
+def _refuse_networks(model) -> None:
     if hasattr(model, "default_curvature"):
         raise InputError("model: networks are not yet supported on Dask (GLMs are: LinearRegression, LogisticRegression, "
                          "PoissonRegression); compute on one machine, or pass per-example gradients to GradientInfluence")
+
+
+def _spec(model) -> tuple:
+    _refuse_networks(model)
     family = getattr(model, "family", None)
     if family not in ("squared", "logistic", "multinomial", "poisson"):
         raise InputError(f"model: {type(model).__name__} is not an upweight GLM; on Dask, upweight fits and explains "
@@ -425,13 +437,72 @@ def _spec(model) -> tuple:
 # -- fitting ----------------------------------------------------------------------------------
 
 def fit(model, X, y, sample_weight=None, *, client=None):
-    """Fit an upweight GLM (``model``'s parameters: l2, tol, max_iter, warm_start) on dask
+    """Fit an upweight GLM on dask arrays by Newton's method.
+
+    Fit an upweight GLM (``model``'s parameters: l2, tol, max_iter, warm_start) on dask
     arrays by Newton's method: each step is one pass over the chunks returning the value,
     gradient and Hessian as partial sums (only p x p travels), combined by a fixed tree, then
     solved on the client (Cholesky, augmented along the multinomial's null space as on one
     machine). What ``model.fit(Xd, yd, sample_weight=wd)`` calls; returns the model, with the
-    attributes ``fit`` sets. The stopping rule is the core's: max |gradient| <= tol, or a
-    Newton decrement at rounding level."""
+    attributes ``fit`` sets. The stopping rule is the core's: ``max |gradient| <= tol``, or a
+    Newton decrement at rounding level.
+
+    The result equals fitting the same data in memory (the same iterations, parameters to
+    rounding). If the fit fails, ``model`` is left as it was. Networks are not supported on Dask.
+
+    Parameters
+    ----------
+    model : LinearRegression, LogisticRegression or PoissonRegression
+        The estimator to fit; its ``l2``, ``tol``, ``max_iter``, ``solver`` ("auto", "direct" or
+        "cg": "auto" is direct up to ``DIRECT_MAX_P`` parameters) and ``warm_start`` apply.
+    X : dask.array.Array of shape (n, d)
+        The training features, chunked by rows only (float64, float32 or scipy.sparse chunks).
+    y : dask.array.Array of shape (n,)
+        The training targets, with X's row chunks.
+    sample_weight : dask.array.Array of shape (n,), optional
+        The training weights, with X's row chunks (default: all 1).
+    client : distributed.Client, optional
+        The Dask client to run on; default the current ``distributed`` client, else Dask's
+        default scheduler.
+
+    Returns
+    -------
+    LinearRegression, LogisticRegression or PoissonRegression
+        ``model``, fitted: ``theta_``, ``n_features_in_``, ``n_iter_``, ``grad_norm_``,
+        ``converged_``, ``objective_`` (and ``classes_`` for a classifier) set.
+
+    Raises
+    ------
+    InputError
+        If the arrays are not chunked by whole rows, y's or sample_weight's row chunks differ
+        from X's, a label is not a class id, the weights sum to zero, or a parameter of ``model``
+        is bad (the message names the argument).
+    InputTypeError
+        If X, y or sample_weight is not a dask array, or X is not real numeric.
+    SingularHessianError
+        If the objective has no finite minimiser (separable classes without a penalty); use
+        ``l2 > 0``.
+
+    Warns
+    -----
+    ConvergenceWarning
+        If Newton's method stops after ``max_iter`` iterations above ``tol``.
+
+    Examples
+    --------
+    >>> import dask
+    >>> import dask.array as da
+    >>> X, y, _ = uw.load_breast_cancer()
+    >>> X = (X - X.mean(0)) / X.std(0)
+    >>> Xd, yd = da.from_array(X, chunks=(200, 30)), da.from_array(y, chunks=200)
+    >>> with dask.config.set(scheduler="synchronous"):  # no cluster needed
+    ...     model = uw.dask.fit(uw.LogisticRegression(l2=1e-2), Xd, yd)
+    >>> model.converged_, model.theta_.shape
+    (True, (31,))
+    >>> bool(np.allclose(model.get_theta(), uw.LogisticRegression(l2=1e-2).fit(X, y).get_theta()))
+    True
+    """
+    _refuse_networks(model)  # by name, before its settings are read as a GLM's
     before = dict(model.__dict__)
     try:
         return _fit(model, X, y, sample_weight, client)
@@ -556,8 +627,9 @@ def _declare_classes(model, runner: _Runner) -> None:
 # -- influence ------------------------------------------------------------------------------------
 
 class DaskInfluence:
-    """Influence of the training points of an upweight GLM fitted on a dask training set
-    (what ``uw.Influence(model, Xd, yd, sample_weight=wd)`` returns for dask inputs).
+    """Influence of the training points of an upweight GLM fitted on a dask training set.
+
+    What ``uw.Influence(model, Xd, yd, sample_weight=wd)`` returns for dask inputs.
 
     ``solver="direct"``: H is summed over the chunks once (one pass) and factored on the client;
     ``"cg"``: every query is solved by Jacobi-preconditioned conjugate gradients on the client,
@@ -573,6 +645,97 @@ class DaskInfluence:
 
     The model's parameters and the dask graph of the data are taken as they are now (a dask
     array is immutable; files behind it must not change while in use).
+
+    Answers equal those of :class:`upweight.Influence` on the same data in memory (to rounding),
+    and do not depend on the number of workers: per-chunk results are combined by a fixed tree
+    in chunk order. Only GLMs (``LinearRegression``, ``LogisticRegression``,
+    ``PoissonRegression``) are supported.
+
+    Parameters
+    ----------
+    model : LinearRegression, LogisticRegression or PoissonRegression
+        A fitted GLM (fitted on the dask arrays or in memory), at the optimum of this data.
+    X : dask.array.Array of shape (n, d)
+        The training features, chunked by rows only (float64, float32 or scipy.sparse chunks).
+    y : dask.array.Array of shape (n,)
+        The training targets, with X's row chunks.
+    sample_weight : dask.array.Array of shape (n,), optional
+        The training weights, with X's row chunks (default: all 1).
+    solver : {"auto", "direct", "cg"}, default "auto"
+        How H is solved, as above.
+    damping : float, optional
+        Solve (H + damping I) v = g instead of H v = g (default 0).
+    rtol : float, default 1e-10
+        Conjugate gradients' relative tolerance (``solver="cg"``).
+    atol : float, default 0.0
+        Conjugate gradients' absolute tolerance.
+    max_iter : int, default 1000
+        Conjugate gradients' most iterations (each one pass over the chunks).
+    on_unconverged : {"raise", "warn"}, default "raise"
+        When a CG solve misses its tolerance: a :class:`~upweight.ConvergenceError`, or a
+        ``RuntimeWarning`` and the approximate answer.
+    client : distributed.Client, optional
+        The Dask client to run on; default the current ``distributed`` client, else Dask's
+        default scheduler.
+    **unsupported
+        Other keywords of :class:`upweight.Influence`: ``copy``, ``progress`` and
+        ``precondition`` (always Jacobi here) are accepted and ignored, as is any keyword set to
+        None; any other raises InputError naming it.
+
+    Attributes
+    ----------
+    model : Model
+        The model explained.
+    X, y, sample_weight : dask.array.Array
+        The training set, as given.
+    solver : str
+        ``"direct"`` or ``"cg"``, what ``"auto"`` resolved to.
+    l2 : float
+        The model's penalty.
+    damping : float
+        The damping added to H.
+    objective : float
+        The objective L_w(theta*) on this data.
+    solve_info : SolveInfo or None
+        What the last solve did (None before the first).
+
+    Raises
+    ------
+    InputError
+        If the data are not chunked by whole rows or do not match the model, the weights sum to
+        zero, the model is a network or not an upweight GLM, or an argument is bad or not
+        supported on Dask (the message names the argument).
+    InputTypeError
+        If X, y or sample_weight is not a dask array, or X is not real numeric.
+
+    Warns
+    -----
+    NotAtOptimumWarning
+        If the model's parameters do not minimise the objective on this data.
+
+    See Also
+    --------
+    upweight.Influence : The same queries in memory (and what dispatches here for dask inputs).
+    fit : Fits a model on dask arrays.
+
+    Examples
+    --------
+    >>> import dask
+    >>> import dask.array as da
+    >>> X, y, _ = uw.load_breast_cancer()
+    >>> X = (X - X.mean(0)) / X.std(0)
+    >>> Xd, yd = da.from_array(X, chunks=(200, 30)), da.from_array(y, chunks=200)
+    >>> with dask.config.set(scheduler="synchronous"):  # no cluster needed
+    ...     model = uw.LogisticRegression(l2=1e-2).fit(Xd, yd)
+    ...     inf = uw.Influence(model, Xd, yd)
+    ...     S = inf.on_loss(X[:2], y[:2]).compute()
+    >>> type(inf).__name__, inf.n_samples, inf.n_params, inf.solver
+    ('DaskInfluence', 569, 31, 'direct')
+    >>> S.shape
+    (2, 569)
+    >>> local = uw.Influence(model, X, y)  # the same data in memory
+    >>> bool(np.allclose(S, local.on_loss(X[:2], y[:2])))
+    True
     """
 
     def __init__(self, model, X, y, sample_weight=None, *, solver: str = "auto", damping: float | None = None, rtol: float = 1e-10,
@@ -586,8 +749,9 @@ class DaskInfluence:
         self._spec = _spec(model)
         self._theta = model.get_theta()
         p = self._theta.size
-        #: "direct" (H summed from the chunks, factored on the client) or "cg" (Hessian-vector
-        #: products over the chunks, one pass per CG iteration); "auto": direct up to DIRECT_MAX_P
+        # "direct" (H summed from the chunks, factored on the client) or "cg" (Hessian-vector
+        # products over the chunks, one pass per CG iteration); "auto": direct up to DIRECT_MAX_P
+        # (documented in the class docstring's Attributes)
         self.solver = "direct" if solver == "direct" or (solver == "auto" and p <= DIRECT_MAX_P) else "cg"
         self.l2 = float(model.l2)
         self.damping = as_nonneg_float(0.0 if damping is None else damping, "damping")
@@ -643,20 +807,74 @@ class DaskInfluence:
     # -- facts --------------------------------------------------------------------------------
     @property
     def n_samples(self) -> int:
+        """The number of training points n (rows of X).
+
+        Examples
+        --------
+        >>> import dask
+        >>> import dask.array as da
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+        >>> with dask.config.set(scheduler="synchronous"):
+        ...     inf = uw.Influence(model, da.from_array(X, chunks=(200, 30)), da.from_array(y, chunks=200))
+        >>> inf.n_samples
+        569
+        """
         return self._data.n
 
     @property
     def n_params(self) -> int:
+        """The number of parameters p: d + 1, or k (d + 1) for multinomial.
+
+        Examples
+        --------
+        >>> import dask
+        >>> import dask.array as da
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+        >>> with dask.config.set(scheduler="synchronous"):
+        ...     inf = uw.Influence(model, da.from_array(X, chunks=(200, 30)), da.from_array(y, chunks=200))
+        >>> inf.n_params  # 30 coefficients and the intercept
+        31
+        """
         return self._theta.size
 
     @property
     def total_weight(self) -> float:
-        """W, the sum of the training weights."""
+        """W, the sum of the training weights.
+
+        Examples
+        --------
+        >>> import dask
+        >>> import dask.array as da
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+        >>> with dask.config.set(scheduler="synchronous"):
+        ...     inf = uw.Influence(model, da.from_array(X, chunks=(200, 30)), da.from_array(y, chunks=200))
+        >>> inf.total_weight  # unit weights: n
+        569.0
+        """
         return self._total_weight
 
     @property
     def grad_norm(self) -> float:
-        """max |grad L_w(theta)| on the training data: ~0 at the optimum."""
+        """``max |grad L_w(theta)|`` on the training data: ~0 at the optimum.
+
+        Examples
+        --------
+        >>> import dask
+        >>> import dask.array as da
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+        >>> with dask.config.set(scheduler="synchronous"):
+        ...     inf = uw.Influence(model, da.from_array(X, chunks=(200, 30)), da.from_array(y, chunks=200))
+        >>> inf.grad_norm < 1e-8
+        True
+        """
         return float(np.max(np.abs(self._grad)))
 
     def _at_optimum(self) -> bool:
@@ -673,7 +891,45 @@ class DaskInfluence:
 
     # -- solving queries ------------------------------------------------------------------------
     def inverse_hvp(self, g) -> np.ndarray:
-        """(H + damping I)^{-1} g for a vector (p,) or the columns of a matrix (p, r)."""
+        """(H + damping I)^{-1} g for a vector (p,) or the columns of a matrix (p, r).
+
+        Solved on the client (the factor of H, or CG with one pass over the chunks per
+        iteration); ``solve_info`` reports it.
+
+        Parameters
+        ----------
+        g : array_like of shape (p,) or (p, r)
+            Right-hand side(s), finite.
+
+        Returns
+        -------
+        numpy.ndarray of shape (p,) or (p, r)
+            The solution(s), shaped like ``g``.
+
+        Raises
+        ------
+        InputError
+            If ``g`` does not have p rows or is not finite.
+        ConvergenceError
+            If CG misses its tolerance and ``on_unconverged="raise"``.
+
+        Examples
+        --------
+        >>> import dask
+        >>> import dask.array as da
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> Xd, yd = da.from_array(X, chunks=(200, 30)), da.from_array(y, chunks=200)
+        >>> with dask.config.set(scheduler="synchronous"):  # no cluster needed
+        ...     model = uw.LogisticRegression(l2=1e-2).fit(Xd, yd)
+        ...     inf = uw.Influence(model, Xd, yd)
+        >>> v = inf.inverse_hvp(np.ones(inf.n_params))
+        >>> v.shape
+        (31,)
+        >>> local = uw.Influence(model, X, y)  # the same data in memory
+        >>> bool(np.allclose(v, local.inverse_hvp(np.ones(31))))
+        True
+        """
         single = np.ndim(g) == 1
         G = as_matrix(np.asarray(g)[:, None] if single else g, "g")
         if G.shape[0] != self.n_params:
@@ -692,7 +948,43 @@ class DaskInfluence:
         return np.vstack([V, (self._penalty @ V)[None, :]])
 
     def loss_grads(self, X_test, y_test) -> np.ndarray:
-        """grad l(z_t; theta*) of test points (in memory): (q, p)."""
+        """Gradients of the loss at test points.
+
+        grad l(z_t; theta*) of test points (in memory): (q, p).
+
+        Computed on the client: the test points are not on Dask.
+
+        Parameters
+        ----------
+        X_test : array_like of shape (q, d)
+            Test features (dense or scipy.sparse).
+        y_test : array_like of shape (q,)
+            Test targets.
+
+        Returns
+        -------
+        numpy.ndarray of shape (q, p)
+            One gradient per test point.
+
+        Raises
+        ------
+        InputError
+            If the test points do not match the model (the message names ``X_test`` or
+            ``y_test``).
+
+        Examples
+        --------
+        >>> import dask
+        >>> import dask.array as da
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> Xd, yd = da.from_array(X, chunks=(200, 30)), da.from_array(y, chunks=200)
+        >>> with dask.config.set(scheduler="synchronous"):  # no cluster needed
+        ...     model = uw.LogisticRegression(l2=1e-2).fit(Xd, yd)
+        ...     inf = uw.Influence(model, Xd, yd)
+        >>> inf.loss_grads(X[:3], y[:3]).shape
+        (3, 31)
+        """
         Xt = as_matrix(X_test, "X_test", self.model.n_features_in_)
         yt = self.model.check_targets(y_test, Xt.shape[0], name="y_test")
         return _core_model(self._spec).per_example_grads(self._theta, Xt, yt, names=("X_test", "y_test"))
@@ -712,19 +1004,157 @@ class DaskInfluence:
 
     # -- answers ------------------------------------------------------------------------------------
     def on(self, grad_f, idx=None):
-        """Influence of every training point (or the rows ``idx``) on f given grad f(theta*):
-        (r, n) lazy dask array (NumPy (r, len(idx)) with ``idx``); (p,) gives (n,)."""
+        """Influence of every training point on functions f, given their gradients at theta*.
+
+        Influence of every training point (or the rows ``idx``) on f given grad f(theta*):
+        (r, n) lazy dask array (NumPy (r, len(idx)) with ``idx``); (p,) gives (n,).
+
+        S[j, m] = grad f_j . I(z_m), with the sign of :meth:`upweight.Influence.on`: negative
+        means upweighting training point m lowers f_j. The queries are solved once on the client;
+        the scores are computed on the workers when the result is computed.
+
+        Parameters
+        ----------
+        grad_f : array_like of shape (r, p) or (p,)
+            Gradients of r functions f at theta*.
+        idx : array_like of int, optional
+            Training rows to score (gathered to the client); default all n, lazily.
+
+        Returns
+        -------
+        dask.array.Array or numpy.ndarray
+            A lazy (r, n) dask array chunked like X's rows; with ``idx``, NumPy (r, len(idx)). A
+            1-d ``grad_f`` drops the first axis.
+
+        Raises
+        ------
+        InputError
+            If ``grad_f`` does not have p entries per row or is not finite, or an index is out of
+            range.
+        ConvergenceError
+            If CG misses its tolerance and ``on_unconverged="raise"``.
+
+        Examples
+        --------
+        >>> import dask
+        >>> import dask.array as da
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> Xd, yd = da.from_array(X, chunks=(200, 30)), da.from_array(y, chunks=200)
+        >>> with dask.config.set(scheduler="synchronous"):  # no cluster needed
+        ...     model = uw.LogisticRegression(l2=1e-2).fit(Xd, yd)
+        ...     inf = uw.Influence(model, Xd, yd)
+        ...     s = inf.on(np.ones(inf.n_params)).compute()
+        >>> s.shape
+        (569,)
+        >>> local = uw.Influence(model, X, y)  # the same data in memory
+        >>> bool(np.allclose(s, local.on(np.ones(31))))
+        True
+        """
         single = np.ndim(grad_f) == 1
         out = self._scores(self._solved(grad_f), idx)
         return out[0] if single else out
 
     def on_loss(self, X_test, y_test, idx=None):
-        """S (q, n): S[t, m] = grad l(z_t) . I(z_m), a lazy dask array chunked like X's rows
-        (float32 for float32 X); with ``idx``, NumPy (q, len(idx))."""
+        """Influence of every training point on the loss at each test point.
+
+        S (q, n): S[t, m] = grad l(z_t) . I(z_m), a lazy dask array chunked like X's rows
+        (float32 for float32 X); with ``idx``, NumPy (q, len(idx)).
+
+        S[t, m] < 0: upweighting training point m lowers the loss at test point t (m helps t).
+        Write the full matrix with ``to_zarr`` or :func:`save_npy_stack` rather than computing
+        it whole on the client.
+
+        Parameters
+        ----------
+        X_test : array_like of shape (q, d)
+            Test features (in memory).
+        y_test : array_like of shape (q,)
+            Test targets.
+        idx : array_like of int, optional
+            Training rows to score (gathered to the client); default all n, lazily.
+
+        Returns
+        -------
+        dask.array.Array or numpy.ndarray
+            A lazy (q, n) dask array chunked like X's rows; with ``idx``, NumPy (q, len(idx)).
+
+        Raises
+        ------
+        InputError
+            If the test points do not match the model, or an index is out of range.
+        ConvergenceError
+            If CG misses its tolerance and ``on_unconverged="raise"``.
+
+        Examples
+        --------
+        >>> import dask
+        >>> import dask.array as da
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> Xd, yd = da.from_array(X, chunks=(200, 30)), da.from_array(y, chunks=200)
+        >>> with dask.config.set(scheduler="synchronous"):  # no cluster needed
+        ...     model = uw.LogisticRegression(l2=1e-2).fit(Xd, yd)
+        ...     inf = uw.Influence(model, Xd, yd)
+        ...     S = inf.on_loss(X[:2], y[:2])  # lazy
+        ...     first = S[:, :5].compute()
+        ...     gathered = inf.on_loss(X[:2], y[:2], idx=[0, 1, 2])  # NumPy
+        >>> S.shape, S.chunks[1]
+        ((2, 569), (200, 200, 169))
+        >>> gathered.shape
+        (2, 3)
+        >>> local = uw.Influence(model, X, y)  # the same data in memory
+        >>> bool(np.allclose(first, local.on_loss(X[:2], y[:2], idx=range(5))))
+        True
+        """
         return self._scores(self._solved(self.loss_grads(X_test, y_test), "X_test"), idx)
 
     def on_prediction(self, X_test, kind: str = "mean", idx=None):
-        """Influence on the predictions at ``X_test`` (single-output GLMs; multinomial: (q, k, n))."""
+        """Influence on the predictions at ``X_test`` (single-output GLMs; multinomial: (q, k, n)).
+
+        S[t, m] = grad f_t . I(z_m) for f_t the prediction at test point t, as
+        :meth:`upweight.Influence.on_prediction`.
+
+        Parameters
+        ----------
+        X_test : array_like of shape (q, d)
+            Test features (in memory).
+        kind : {"mean", "linear"}, default "mean"
+            The mean response (value, probability, rate) or the linear predictor.
+        idx : array_like of int, optional
+            Training rows to score (gathered to the client); default all n, lazily.
+
+        Returns
+        -------
+        dask.array.Array or numpy.ndarray
+            A lazy (q, n) dask array ((q, k, n) for a multinomial model); with ``idx``, NumPy
+            (q, len(idx)) or (q, k, len(idx)).
+
+        Raises
+        ------
+        InputError
+            If ``kind`` is not "mean" or "linear", ``X_test`` does not match the model, or an
+            index is out of range.
+        ConvergenceError
+            If CG misses its tolerance and ``on_unconverged="raise"``.
+
+        Examples
+        --------
+        >>> import dask
+        >>> import dask.array as da
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> Xd, yd = da.from_array(X, chunks=(200, 30)), da.from_array(y, chunks=200)
+        >>> with dask.config.set(scheduler="synchronous"):  # no cluster needed
+        ...     model = uw.LogisticRegression(l2=1e-2).fit(Xd, yd)
+        ...     inf = uw.Influence(model, Xd, yd)
+        ...     P = inf.on_prediction(X[:2]).compute()
+        >>> P.shape
+        (2, 569)
+        >>> local = uw.Influence(model, X, y)  # the same data in memory
+        >>> bool(np.allclose(P, local.on_prediction(X[:2])))
+        True
+        """
         if kind not in ("mean", "linear"):
             raise InputError(f"kind: expected 'mean' or 'linear', got {kind!r}")
         Xt = as_matrix(X_test, "X_test", self.model.n_features_in_)
@@ -747,12 +1177,94 @@ class DaskInfluence:
         return da.concatenate(blocks, axis=1)
 
     def top_k(self, X_test, y_test, k: int = 10) -> TopK:
-        """For each test point the ``k`` most helpful and most harmful training points: per-chunk
-        lists merged by a fixed tree (equal to one pass over the whole set)."""
+        """The k most helpful and most harmful training points for each test point.
+
+        For each test point the ``k`` most helpful and most harmful training points: per-chunk
+        lists merged by a fixed tree (equal to one pass over the whole set).
+
+        Helpful: the most negative scores S[t, m] (upweighting m lowers t's loss); harmful: the
+        most positive. Only the k-lists travel to the client, never the score matrix.
+
+        Parameters
+        ----------
+        X_test : array_like of shape (q, d)
+            Test features (in memory).
+        y_test : array_like of shape (q,)
+            Test targets.
+        k : int, default 10
+            How many points per end.
+
+        Returns
+        -------
+        TopK
+            ``helpful_idx`` / ``helpful`` and ``harmful_idx`` / ``harmful``, each (q, k).
+
+        Raises
+        ------
+        InputError
+            If ``k`` is not a positive integer or the test points do not match the model.
+        ConvergenceError
+            If CG misses its tolerance and ``on_unconverged="raise"``.
+
+        Examples
+        --------
+        >>> import dask
+        >>> import dask.array as da
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> Xd, yd = da.from_array(X, chunks=(200, 30)), da.from_array(y, chunks=200)
+        >>> with dask.config.set(scheduler="synchronous"):  # no cluster needed
+        ...     model = uw.LogisticRegression(l2=1e-2).fit(Xd, yd)
+        ...     inf = uw.Influence(model, Xd, yd)
+        ...     top = inf.top_k(X[:2], y[:2], k=3)
+        >>> top.helpful_idx.shape
+        (2, 3)
+        >>> local = uw.Influence(model, X, y)  # the same data in memory
+        >>> bool(np.array_equal(top.helpful_idx, local.top_k(X[:2], y[:2], k=3).helpful_idx))
+        True
+        """
         return self.top_k_on(self.loss_grads(X_test, y_test), k)
 
     def top_k_on(self, grad_f, k: int = 10) -> TopK:
-        """Top-k for functions f given their gradients (r, p) at theta*."""
+        """Top-k for functions f given their gradients (r, p) at theta*.
+
+        As :meth:`top_k`, for any functions f (a prediction, a sum of losses...) instead of the
+        test losses.
+
+        Parameters
+        ----------
+        grad_f : array_like of shape (r, p)
+            Gradients of r functions f at theta* (a (p,) vector is one function).
+        k : int, default 10
+            How many points per end.
+
+        Returns
+        -------
+        TopK
+            ``helpful_idx`` / ``helpful`` and ``harmful_idx`` / ``harmful``, each (r, k).
+
+        Raises
+        ------
+        InputError
+            If ``k`` is not a positive integer, or ``grad_f`` does not have p entries per row or
+            is not finite.
+        ConvergenceError
+            If CG misses its tolerance and ``on_unconverged="raise"``.
+
+        Examples
+        --------
+        >>> import dask
+        >>> import dask.array as da
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> Xd, yd = da.from_array(X, chunks=(200, 30)), da.from_array(y, chunks=200)
+        >>> with dask.config.set(scheduler="synchronous"):  # no cluster needed
+        ...     model = uw.LogisticRegression(l2=1e-2).fit(Xd, yd)
+        ...     inf = uw.Influence(model, Xd, yd)
+        ...     top = inf.top_k_on(inf.loss_grads(X[:2], y[:2]).sum(0), k=4)  # the sum of 2 losses
+        >>> top.harmful_idx.shape
+        (1, 4)
+        """
         k = as_positive_int(k, "k")
         dask, _ = _dask()
         vc = self._solved(grad_f)
@@ -767,16 +1279,89 @@ class DaskInfluence:
         return self._shared_factor
 
     def self_influence(self):
-        """grad l(z_m) . I(z_m) for every training point: a lazy (n,) dask array chunked like
-        X's rows (the factor of H goes to each worker once)."""
+        """Self-influence of every training point.
+
+        grad l(z_m) . I(z_m) for every training point: a lazy (n,) dask array chunked like
+        X's rows (the factor of H goes to each worker once).
+
+        Needs ``solver="direct"`` (one solve per training point, with the factor of H).
+
+        Returns
+        -------
+        dask.array.Array of shape (n,)
+            Lazy, float64, chunked like X's rows.
+
+        Raises
+        ------
+        InputError
+            If the solver is ``"cg"`` (the message names ``solver``).
+
+        Examples
+        --------
+        >>> import dask
+        >>> import dask.array as da
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> Xd, yd = da.from_array(X, chunks=(200, 30)), da.from_array(y, chunks=200)
+        >>> with dask.config.set(scheduler="synchronous"):  # no cluster needed
+        ...     model = uw.LogisticRegression(l2=1e-2).fit(Xd, yd)
+        ...     inf = uw.Influence(model, Xd, yd)
+        ...     s = inf.self_influence().compute()
+        >>> s.shape
+        (569,)
+        >>> local = uw.Influence(model, X, y)  # the same data in memory
+        >>> bool(np.allclose(s, local.self_influence()))
+        True
+        """
         _, da = _dask()
         parts = self._runner.map(_self_influence_chunk, self._theta, self._factor_on_workers(), self._penalty, self._total_weight)
         return da.concatenate([da.from_delayed(p, shape=(int(c),), dtype=np.float64) for p, c in zip(parts, self.X.chunks[0],
                                                                                                     strict=True)])
 
     def params(self, idx=None):
-        """I(z_m) of the training rows ``idx`` (NumPy (len(idx), p)); without ``idx``, a lazy
-        (n, p) dask array."""
+        """Influence of training points on the parameters, I(z_m).
+
+        I(z_m) of the training rows ``idx`` (NumPy (len(idx), p)); without ``idx``, a lazy
+        (n, p) dask array.
+
+        I(z_m) = d theta / d w_m, the change of the parameters per unit of weight added to
+        training point m (DESIGN.md section 1). Without ``idx`` it needs ``solver="direct"``.
+
+        Parameters
+        ----------
+        idx : array_like of int, optional
+            Training rows (gathered to the client); default all n, lazily.
+
+        Returns
+        -------
+        numpy.ndarray or dask.array.Array
+            NumPy (len(idx), p) with ``idx``; else a lazy (n, p) dask array chunked like X's
+            rows.
+
+        Raises
+        ------
+        InputError
+            If an index is out of range, or ``idx`` is None and the solver is ``"cg"``.
+        ConvergenceError
+            If CG misses its tolerance and ``on_unconverged="raise"``.
+
+        Examples
+        --------
+        >>> import dask
+        >>> import dask.array as da
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> Xd, yd = da.from_array(X, chunks=(200, 30)), da.from_array(y, chunks=200)
+        >>> with dask.config.set(scheduler="synchronous"):  # no cluster needed
+        ...     model = uw.LogisticRegression(l2=1e-2).fit(Xd, yd)
+        ...     inf = uw.Influence(model, Xd, yd)
+        ...     I = inf.params([0, 5])  # gathered: NumPy
+        >>> I.shape
+        (2, 31)
+        >>> local = uw.Influence(model, X, y)  # the same data in memory
+        >>> bool(np.allclose(I, local.params([0, 5])))
+        True
+        """
         if idx is not None:
             x, y = self._gather(idx)
             g = _core_model(self._spec).per_example_grads(self._theta, x, y)
@@ -858,10 +1443,67 @@ class _NpyRows:
 
 
 def from_npy(source, chunk_rows: int | None = None):
-    """A dask array over ``.npy`` shards (a directory of them in name order, a path, or a list
+    """Open ``.npy`` shards as one dask array, without loading them.
+
+    A dask array over ``.npy`` shards (a directory of them in name order, a path, or a list
     of paths), concatenated by rows, read lazily on the workers (memory-mapped): nothing is
     loaded on the client. Each shard is one chunk, or chunks of ``chunk_rows`` rows. Shards
-    must agree on dtype and (for 2-d) columns; 1-d shards (targets, weights) give a 1-d array."""
+    must agree on dtype and (for 2-d) columns; 1-d shards (targets, weights) give a 1-d array.
+
+    Only the files' headers are read here. Passes of :func:`fit` and :class:`DaskInfluence` over
+    the untransformed array read each chunk inside the task that uses it; a shard rewritten after
+    it was opened is refused (InputError naming ``source``) rather than mixed in. The paths are
+    made absolute: they must be readable by the workers.
+
+    Parameters
+    ----------
+    source : str, os.PathLike or sequence of them
+        A directory (its ``.npy`` files, in name order), one ``.npy`` file, or a list of them,
+        each C-ordered.
+    chunk_rows : int, optional
+        Rows per chunk (a shard's last chunk may be shorter; chunks never span shards); default
+        one chunk per shard.
+
+    Returns
+    -------
+    dask.array.Array
+        The shards' rows, concatenated: (total rows,) or (total rows, columns), of the shards'
+        dtype, chunked by rows.
+
+    Raises
+    ------
+    InputError
+        Naming ``source``: a file that does not exist or is not a readable ``.npy`` array, a
+        directory without ``.npy`` files, a Fortran-ordered array, shards that disagree on dtype
+        or trailing shape, or no rows at all; naming ``chunk_rows`` if it is not a positive
+        integer.
+
+    See Also
+    --------
+    from_parquet : The same for Parquet files.
+    save_npy_stack : Writes a result as ``.npy`` files.
+
+    Examples
+    --------
+    Two shards of features and one file of targets, chunked alike:
+
+    >>> import os
+    >>> import dask
+    >>> X, y, _ = uw.load_breast_cancer()
+    >>> X = (X - X.mean(0)) / X.std(0)
+    >>> os.mkdir("shards")
+    >>> np.save("shards/X-0.npy", X[:300])
+    >>> np.save("shards/X-1.npy", X[300:])
+    >>> np.save("y.npy", y)
+    >>> Xd = uw.dask.from_npy("shards")
+    >>> yd = uw.dask.from_npy("y.npy", chunk_rows=300)
+    >>> Xd.shape, Xd.chunks[0], yd.chunks[0]
+    ((569, 30), (300, 269), (300, 269))
+    >>> with dask.config.set(scheduler="synchronous"):
+    ...     model = uw.LogisticRegression(l2=1e-2).fit(Xd, yd)
+    >>> bool(np.allclose(model.get_theta(), uw.LogisticRegression(l2=1e-2).fit(X, y).get_theta()))
+    True
+    """
     _, da = _dask()
     paths = [os.path.abspath(p) for p in _npy_paths(source)]
     if chunk_rows is not None:
@@ -871,7 +1513,7 @@ def from_npy(source, chunk_rows: int | None = None):
     first = None
     for path in paths:
         if not os.path.isfile(path):
-            raise InputError(f"source: {path!r} does not exist")
+            raise MissingFileError(f"source: {path!r} does not exist")
         shape, dtype = _npy_shape(path)
         if first is None:
             first = (shape[1:], dtype)
@@ -903,10 +1545,67 @@ def _parquet_part(path: str, group: int, columns: Sequence[str]) -> np.ndarray:
 
 
 def from_parquet(source, features: Sequence[str], target: str | None = None, weight: str | None = None):
-    """(X, y, sample_weight) dask arrays over a Parquet dataset (a file, a directory of
+    """Open a Parquet dataset as (X, y, sample_weight) dask arrays, without loading it.
+
+    (X, y, sample_weight) dask arrays over a Parquet dataset (a file, a directory of
     ``.parquet`` files in name order, or a list of paths): one chunk per row group, row counts
     read from the files' metadata, columns read on the workers (float64). ``target`` and
-    ``weight`` (column names) give y and sample_weight, else None."""
+    ``weight`` (column names) give y and sample_weight, else None.
+
+    Only the files' metadata are read here. Needs ``pyarrow``. The paths are made absolute:
+    they must be readable by the workers.
+
+    Parameters
+    ----------
+    source : str, os.PathLike or sequence of them
+        A Parquet file, a directory (its ``.parquet`` files, in name order), or a list of files.
+    features : sequence of str
+        The columns of X, in order (numeric; read as float64).
+    target : str, optional
+        The column of y.
+    weight : str, optional
+        The column of sample_weight.
+
+    Returns
+    -------
+    X : dask.array.Array of shape (n, len(features))
+        The features, float64, one chunk per row group.
+    y : dask.array.Array of shape (n,) or None
+        The target column, with X's chunks (None without ``target``).
+    sample_weight : dask.array.Array of shape (n,) or None
+        The weight column, with X's chunks (None without ``weight``).
+
+    Raises
+    ------
+    InputError
+        If there are no ``.parquet`` files (naming ``source``), ``features`` is empty, or a
+        column is not in a file (naming ``features``, ``target`` or ``weight``).
+    MissingFileError
+        If a file does not exist (naming ``source``).
+    ImportError
+        If pyarrow is not installed.
+
+    See Also
+    --------
+    from_npy : The same for ``.npy`` shards.
+
+    Examples
+    --------
+    >>> import dask
+    >>> import pyarrow as pa
+    >>> import pyarrow.parquet as pq
+    >>> X, y, names = uw.load_breast_cancer()
+    >>> X = (X - X.mean(0)) / X.std(0)
+    >>> table = pa.table({**{f"x{j}": X[:, j] for j in range(30)}, "label": y})
+    >>> pq.write_table(table, "cancer.parquet", row_group_size=200)
+    >>> Xd, yd, wd = uw.dask.from_parquet("cancer.parquet", [f"x{j}" for j in range(30)], target="label")
+    >>> Xd.shape, Xd.chunks[0], wd is None
+    ((569, 30), (200, 200, 169), True)
+    >>> with dask.config.set(scheduler="synchronous"):
+    ...     model = uw.LogisticRegression(l2=1e-2).fit(Xd, yd)
+    >>> bool(np.allclose(model.get_theta(), uw.LogisticRegression(l2=1e-2).fit(X, y).get_theta()))
+    True
+    """
     dask, da = _dask()
     import pyarrow.parquet as pq
 
@@ -923,11 +1622,14 @@ def from_parquet(source, features: Sequence[str], target: str | None = None, wei
         raise InputError("features: name at least one column")
     out: dict[str, list] = {"X": [], "y": [], "w": []}
     for path in paths:
+        if not os.path.isfile(path):
+            raise MissingFileError(f"source: {path!r} does not exist")
         meta = pq.ParquetFile(path)
         names = set(meta.schema_arrow.names)
-        for col in [*features, *(c for c in (target, weight) if c is not None)]:
+        columns = [("features", c) for c in features] + [(arg, c) for arg, c in (("target", target), ("weight", weight)) if c is not None]
+        for arg, col in columns:
             if col not in names:
-                raise InputError(f"features: column {col!r} is not in {path!r} (columns: {sorted(names)})")
+                raise InputError(f"{arg}: column {col!r} is not in {path!r} (columns: {sorted(names)})")
         for g in range(meta.num_row_groups):
             n = meta.metadata.row_group(g).num_rows
             apath = os.path.abspath(path)
@@ -950,13 +1652,57 @@ def _save_block(path: str, block) -> str:
 
 
 def save_npy_stack(array, path, axis: int | None = None, *, client=None) -> None:
-    """Write a lazy result (a score matrix (q, n) or a vector (n,)) as ``dask.array.to_npy_stack``
+    """Write a lazy result as a directory of ``.npy`` files, all or nothing.
+
+    Write a lazy result (a score matrix (q, n) or a vector (n,)) as ``dask.array.to_npy_stack``
     does (a directory of one ``.npy`` file per chunk along ``axis`` (default: the last) and an
     ``info`` file; read back with ``dask.array.from_npy_stack(path)``), all or nothing: the
     workers write into a temporary sibling directory, renamed to ``path`` once every chunk is
     written; if a chunk fails or the client is interrupted (Ctrl-C), the outstanding tasks are
     cancelled and the temporary directory removed, so ``path`` either holds the whole result or
-    does not exist. ``path`` must be on storage the workers write to, and must not exist yet."""
+    does not exist. ``path`` must be on storage the workers write to, and must not exist yet.
+
+    Parameters
+    ----------
+    array : dask.array.Array
+        The lazy result, e.g. ``inf.on_loss(X_test, y_test)`` (q, n) or ``inf.self_influence()``
+        (n,).
+    path : str or os.PathLike
+        The directory to create.
+    axis : int, optional
+        The axis whose chunks become files (the array is rechunked to whole extents along the
+        others); default the last, the training points.
+    client : distributed.Client, optional
+        The Dask client to run on; default the current ``distributed`` client, else Dask's
+        default scheduler.
+
+    Raises
+    ------
+    InputError
+        If ``path`` already exists.
+
+    See Also
+    --------
+    DaskInfluence.on_loss : A lazy score matrix to write.
+
+    Examples
+    --------
+    >>> import os
+    >>> import dask
+    >>> import dask.array as da
+    >>> X, y, _ = uw.load_breast_cancer()
+    >>> X = (X - X.mean(0)) / X.std(0)
+    >>> Xd, yd = da.from_array(X, chunks=(200, 30)), da.from_array(y, chunks=200)
+    >>> with dask.config.set(scheduler="synchronous"):
+    ...     model = uw.LogisticRegression(l2=1e-2).fit(Xd, yd)
+    ...     S = uw.Influence(model, Xd, yd).on_loss(X[:2], y[:2])
+    ...     uw.dask.save_npy_stack(S, "scores")
+    >>> sorted(os.listdir("scores"))
+    ['0.npy', '1.npy', '2.npy', 'info']
+    >>> back = da.from_npy_stack("scores").compute()
+    >>> back.shape, bool(np.allclose(back, uw.Influence(model, X, y).on_loss(X[:2], y[:2])))
+    ((2, 569), True)
+    """
     import pickle
 
     dask, _ = _dask()

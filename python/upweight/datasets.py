@@ -45,6 +45,32 @@ def load_breast_cancer():
     """Breast Cancer Wisconsin (Diagnostic), CC BY 4.0: 569 x 30 features, y = 1 for benign.
 
     Returns ``(X, y, feature_names)`` with X float64 (569, 30) and y int64 (569,).
+
+    Bundled with the package (UCI; source and licence in ``data/README.md``): nothing is
+    downloaded. The features have very different scales; standardise them before fitting.
+
+    Returns
+    -------
+    X : numpy.ndarray of shape (569, 30)
+        The features, float64.
+    y : numpy.ndarray of shape (569,)
+        The labels, int64: 1 benign, 0 malignant.
+    feature_names : list of str
+        The 30 column names.
+
+    See Also
+    --------
+    load_digits : The other bundled data set.
+
+    Examples
+    --------
+    >>> X, y, names = uw.load_breast_cancer()
+    >>> X.shape, y.shape, len(names)
+    ((569, 30), (569,), 30)
+    >>> int(y.sum())  # benign
+    357
+    >>> X = (X - X.mean(0)) / X.std(0)
+    >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
     """
     ref = resources.files("upweight") / "data" / "breast_cancer.csv.gz"
     with ref.open("rb") as raw, gzip.open(raw, "rt") as f:
@@ -58,6 +84,28 @@ def load_digits():
 
     Returns ``(X, y)`` with X float64 (1797, 64) (reshape a row to (8, 8) to see it) and y
     int64 (1797,) the digit.
+
+    Bundled with the package (source and licence in ``data/README.md``): nothing is downloaded.
+
+    Returns
+    -------
+    X : numpy.ndarray of shape (1797, 64)
+        The pixels, float64 values 0..16, row by row.
+    y : numpy.ndarray of shape (1797,)
+        The digits 0..9, int64.
+
+    See Also
+    --------
+    load_breast_cancer : The other bundled data set.
+    upweight.plots.gallery : Shows images with their most helpful and harmful training images.
+
+    Examples
+    --------
+    >>> X, y = uw.load_digits()
+    >>> X.shape, y.shape
+    ((1797, 64), (1797,))
+    >>> X[0].reshape(8, 8).shape, int(X.max()), int(y[0])
+    ((8, 8), 16, 0)
     """
     ref = resources.files("upweight") / "data" / "digits.csv.gz"
     with ref.open("rb") as raw, gzip.open(raw, "rt") as f:
@@ -67,28 +115,31 @@ def load_digits():
 
 
 def load_fashion_mnist(kind: str = "train", *, path=None, flatten: bool = True, scale: bool = True):
-    """Fashion-MNIST (Zalando Research, MIT licence): 60000 training or 10000 test images of
+    """Load Fashion-MNIST from its IDX files on this machine (nothing is downloaded).
+
+    Fashion-MNIST (Zalando Research, MIT licence): 60000 training or 10000 test images of
     28 x 28 greyscale pixels, each one of 10 kinds of clothing (:data:`FASHION_MNIST_CLASSES`).
 
     Parameters
     ----------
-    kind : "train" or "test"
+    kind : {"train", "test"}, default "train"
         Which part: ``train-*`` (60000 images) or ``t10k-*`` (10000 images).
     path : str or os.PathLike, optional
         A folder holding the IDX files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
         ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each plain or ending in ``.gz``).
         Default :data:`FASHION_MNIST_DIR`, where ``apt-get install dataset-fashion-mnist``
         (Debian) puts them. Nothing is ever downloaded.
-    flatten : bool
+    flatten : bool, default True
         One row of 784 pixels per image (row-major), else the images as (n, 28, 28).
-    scale : bool
+    scale : bool, default True
         Pixels as float64 in [0, 1] (value / 255), else the stored uint8 values 0..255.
 
     Returns
     -------
-    (X, y)
-        X of shape (n, 784) (``flatten``) or (n, 28, 28), float64 (``scale``) or uint8; y int64
-        (n,), labels 0..9.
+    X : numpy.ndarray
+        Of shape (n, 784) (``flatten``) or (n, 28, 28), float64 (``scale``) or uint8.
+    y : numpy.ndarray of shape (n,)
+        The labels 0..9, int64 (names in :data:`FASHION_MNIST_CLASSES`).
 
     Raises
     ------
@@ -97,7 +148,43 @@ def load_fashion_mnist(kind: str = "train", *, path=None, flatten: bool = True, 
         message says how to install them.
     InputError
         naming ``path`` when a file is not a valid IDX file, or images and labels do not match
-        (different counts, labels outside 0..9).
+        (different counts, labels outside 0..9); naming ``kind`` for a part other than "train"
+        or "test".
+    InputTypeError
+        If ``path`` is not a path, or ``flatten`` or ``scale`` is not a bool.
+
+    See Also
+    --------
+    load_mnist : The same for MNIST or any set in its layout.
+    load_idx : One IDX file.
+
+    Examples
+    --------
+    A folder in Fashion-MNIST's layout (here 3 images of 4 x 4 pixels, written by the example;
+    the real files hold 28 x 28 images):
+
+    >>> import os
+    >>> os.mkdir("fashion")
+    >>> images = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4)
+    >>> labels = np.array([0, 7, 9], dtype=np.uint8)
+    >>> with open("fashion/train-images-idx3-ubyte", "wb") as f:
+    ...     _ = f.write(bytes([0, 0, 0x08, 3]) + np.array(images.shape, ">u4").tobytes() + images.tobytes())
+    >>> with open("fashion/train-labels-idx1-ubyte", "wb") as f:
+    ...     _ = f.write(bytes([0, 0, 0x08, 1]) + np.array(labels.shape, ">u4").tobytes() + labels.tobytes())
+    >>> X, y = uw.load_fashion_mnist(path="fashion")
+    >>> X.shape, X.dtype, round(float(X.max()), 4), y
+    ((3, 16), dtype('float64'), 0.1843, array([0, 7, 9]))
+    >>> [uw.datasets.FASHION_MNIST_CLASSES[i] for i in y]
+    ['T-shirt/top', 'Sneaker', 'Ankle boot']
+
+    Where the files are absent, a :class:`~upweight.MissingFileError` (a ``FileNotFoundError``)
+    says what to install:
+
+    >>> try:
+    ...     uw.load_fashion_mnist(path="no-such-folder")
+    ... except FileNotFoundError as exc:
+    ...     print(type(exc).__name__, str(exc).split(";")[0])
+    MissingFileError path: no folder 'no-such-folder'
     """
     folder = FASHION_MNIST_DIR if path is None else path
     if path is None:
@@ -108,7 +195,9 @@ def load_fashion_mnist(kind: str = "train", *, path=None, flatten: bool = True, 
 
 
 def load_mnist(kind: str = "train", *, path, flatten: bool = True, scale: bool = True):
-    """MNIST (or any image set in its layout: KMNIST, EMNIST...) from your own copy in folder
+    """Load MNIST (or a set in its layout) from a folder of IDX files.
+
+    MNIST (or any image set in its layout: KMNIST, EMNIST...) from your own copy in folder
     ``path``, with MNIST's file names (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
     ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each plain or ending in ``.gz``).
     upweight neither ships nor downloads MNIST.
@@ -117,6 +206,63 @@ def load_mnist(kind: str = "train", *, path, flatten: bool = True, scale: bool =
     X (n, rows * cols) (784 for MNIST) or (n, rows, cols), float64 pixels / 255 or uint8; y
     int64 labels 0..9. Errors are InputErrors naming ``path`` (a MissingFileError when a file
     is absent).
+
+    Parameters
+    ----------
+    kind : {"train", "test"}, default "train"
+        Which part: ``train-*`` or ``t10k-*`` files.
+    path : str or os.PathLike
+        The folder holding the IDX files (required, keyword-only).
+    flatten : bool, default True
+        One row of rows * cols pixels per image (row-major), else the images as (n, rows, cols).
+    scale : bool, default True
+        Pixels as float64 in [0, 1] (value / 255), else the stored uint8 values 0..255.
+
+    Returns
+    -------
+    X : numpy.ndarray
+        Of shape (n, rows * cols) (``flatten``) or (n, rows, cols), float64 (``scale``) or
+        uint8.
+    y : numpy.ndarray of shape (n,)
+        The labels 0..9, int64.
+
+    Raises
+    ------
+    MissingFileError
+        (an InputError and a FileNotFoundError) naming ``path`` when the folder or a file of the
+        part is absent.
+    InputError
+        Naming ``path`` when a file is not a valid IDX file, or images and labels do not match
+        (different counts, labels outside 0..9); naming ``kind`` for a part other than "train"
+        or "test".
+    InputTypeError
+        If ``path`` is not a path, or ``flatten`` or ``scale`` is not a bool.
+
+    See Also
+    --------
+    load_fashion_mnist : The same for Fashion-MNIST, with a default folder.
+    load_idx : One IDX file.
+
+    Examples
+    --------
+    A folder in MNIST's layout (2 test images of 3 x 3 pixels and their labels, written here;
+    gzip-compressed files are read the same way):
+
+    >>> import gzip, os
+    >>> os.mkdir("mnist")
+    >>> images = np.array([np.eye(3), 1 - np.eye(3)], dtype=np.uint8) * 255
+    >>> labels = np.array([1, 7], dtype=np.uint8)
+    >>> with gzip.open("mnist/t10k-images-idx3-ubyte.gz", "wb") as f:
+    ...     _ = f.write(bytes([0, 0, 0x08, 3]) + np.array(images.shape, ">u4").tobytes() + images.tobytes())
+    >>> with open("mnist/t10k-labels-idx1-ubyte", "wb") as f:
+    ...     _ = f.write(bytes([0, 0, 0x08, 1]) + np.array(labels.shape, ">u4").tobytes() + labels.tobytes())
+    >>> X, y = uw.load_mnist("test", path="mnist", flatten=False, scale=False)
+    >>> X.shape, X.dtype, y
+    ((2, 3, 3), dtype('uint8'), array([1, 7]))
+    >>> uw.load_mnist("train", path="mnist")
+    Traceback (most recent call last):
+        ...
+    upweight.errors.MissingFileError: path: no file train-images-idx3-ubyte or train-images-idx3-ubyte.gz in 'mnist'; ...
     """
     return _load_idx_pair(kind, path, flatten, scale, f"expected the four IDX files {_FILE_LIST}")
 

@@ -44,6 +44,57 @@ __all__ = ["Diagnostics", "diagnostics"]
 
 @dataclass(frozen=True)
 class Diagnostics:
+    """Regression diagnostics of a fitted single-output model, per training point.
+
+    What :func:`diagnostics` returns (a frozen dataclass): one value (or row) per training point.
+
+    The conventions (statsmodels' ``OLSInfluence`` / ``GLMInfluence``) and formulas are in the
+    module docstring of :mod:`upweight.diagnostics`. Parameters are ordered as
+    ``model.theta_``: [coef_1..coef_d, intercept], so p = d + 1. A point of leverage 1 has NaN
+    studentized residuals, Cook's distance, DFBETA(S) and leave-one-out parameters.
+
+    Parameters
+    ----------
+    leverage : numpy.ndarray of shape (n,)
+        Hat values h_i = (w_i a_i / W) z_i^T H^{-1} z_i (they sum to p for least squares with
+        l2 = 0 and unit weights).
+    resid : numpy.ndarray of shape (n,)
+        Raw residuals y_i - mu_i.
+    resid_pearson : numpy.ndarray of shape (n,)
+        Pearson residuals e_i = sqrt(w_i) (y_i - mu_i) / sqrt(V(mu_i)).
+    scale : float
+        The scale phi = sum e_i^2 / (n - p) for least squares (n: points of positive weight), 1 otherwise.
+    resid_studentized : numpy.ndarray of shape (n,)
+        Internally studentized residuals r_i = e_i / sqrt(phi (1 - h_i)).
+    resid_studentized_external : numpy.ndarray of shape (n,) or None
+        Externally studentized residuals (with phi_(-i)); least squares only, else None.
+    cooks_distance : numpy.ndarray of shape (n,)
+        Cook's distance D_i = r_i^2 h_i / ((1 - h_i) p).
+    dfbeta : numpy.ndarray of shape (n, p)
+        DFBETA, theta* - theta_(-i) = w_i I(z_i) / (1 - h_i): exact for least squares with l2 = 0, the
+        one-step Newton approximation otherwise.
+    dfbetas : numpy.ndarray of shape (n, p) or None
+        DFBETA scaled by sqrt(phi_(-i) [(Z^T W Z)^{-1}]_jj); least squares only, else None.
+    loo_params : numpy.ndarray of shape (n, p) or None
+        The exact leave-one-out parameters theta_(-i), least squares with l2 = 0 only, else
+        None.
+    exact : bool
+        Whether ``dfbeta`` is exact (least squares, l2 = 0) rather than one Newton step.
+
+    Examples
+    --------
+    >>> X, y, _ = uw.load_breast_cancer()
+    >>> X = (X - X.mean(0)) / X.std(0)
+    >>> Z, t = X[:, :5], X[:, 5]  # least squares: one feature from five others
+    >>> d = uw.diagnostics(uw.LinearRegression().fit(Z, t), Z, t)
+    >>> d.leverage.shape, d.dfbeta.shape, d.exact
+    ((569,), (569, 6), True)
+    >>> round(float(d.leverage.sum()), 4)  # p = 6 parameters
+    6.0
+    >>> int(np.argmax(d.cooks_distance))
+    461
+    """
+
     leverage: np.ndarray  # (n,)
     resid: np.ndarray  # (n,) y - mu
     resid_pearson: np.ndarray  # (n,)
@@ -58,8 +109,70 @@ class Diagnostics:
 
 
 def diagnostics(model, X, y, sample_weight=None) -> Diagnostics:
-    """Leverage, residuals, Cook's distance and DFBETA(S) of a fitted single-output model on
-    its training data (same X, y, sample_weight as the fit)."""
+    """Regression diagnostics of a fitted single-output model on its training data.
+
+    Leverage, residuals, Cook's distance and DFBETA(S) of a fitted single-output model on
+    its training data (same X, y, sample_weight as the fit).
+
+    The conventions follow statsmodels' ``OLSInfluence`` / ``GLMInfluence``, with sample weights;
+    the formulas are in the module docstring of :mod:`upweight.diagnostics` (DESIGN.md section
+    2 for the Hessian weights a_i). Solves are direct (H is formed and factored once).
+
+    Parameters
+    ----------
+    model : LinearRegression, LogisticRegression or PoissonRegression
+        A fitted single-output model (binary, not multinomial, for LogisticRegression).
+    X : array_like of shape (n, d)
+        The training features the model was fitted on.
+    y : array_like of shape (n,)
+        The training targets.
+    sample_weight : array_like of shape (n,), optional
+        The training weights the model was fitted with (default: all 1).
+
+    Returns
+    -------
+    Diagnostics
+        Leverage, residuals, scale, Cook's distance (n,) and DFBETA(S) (n, p); the least-squares
+        only fields are None for other families.
+
+    Raises
+    ------
+    InputError
+        If the model is multinomial, a least-squares fit leaves no residual degrees of freedom
+        (points of positive weight <= p + 1), or the data do not match the model (the message
+        names the argument).
+    NotFittedError
+        If ``model`` is not fitted.
+    SingularHessianError
+        If the Hessian is singular (collinear features without a penalty).
+
+    Warns
+    -----
+    HighLeverageWarning
+        If a point has leverage 1; its studentized residuals, Cook's distance, DFBETA(S) and
+        leave-one-out parameters are NaN.
+
+    See Also
+    --------
+    leave_one_out : Exact refits without each point.
+
+    Examples
+    --------
+    >>> X, y, _ = uw.load_breast_cancer()
+    >>> X = (X - X.mean(0)) / X.std(0)
+    >>> Z, t = X[:, :5], X[:, 5]
+    >>> model = uw.LinearRegression().fit(Z, t)
+    >>> d = uw.diagnostics(model, Z, t)
+    >>> loo = uw.leave_one_out(model, Z, t, idx=[0, 1, 2])
+    >>> bool(np.allclose(d.loo_params[:3], loo.theta))  # exact for least squares
+    True
+
+    A logistic regression: one-step DFBETA, no least-squares fields.
+
+    >>> d = uw.diagnostics(uw.LogisticRegression(l2=1e-2).fit(X, y), X, y)
+    >>> d.exact, d.dfbetas is None, d.scale
+    (False, True, 1.0)
+    """
     core = check_model(model).core_model()
     if core.n_outputs != 1:
         raise InputError("model: diagnostics are defined for single-output models (not multinomial)")

@@ -37,6 +37,7 @@ reason for each (pass ``expected_failed_checks(estimator)`` from there to ``chec
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Protocol, runtime_checkable
 
@@ -53,35 +54,23 @@ __all__ = ["LinearRegression", "LogisticRegression", "Model", "PoissonRegression
 
 @runtime_checkable
 class Model(Protocol):
-    """What the rest of upweight needs of a model (DESIGN.md section 5: a model family is one
-    Rust type implementing the core's model trait plus one Python class declaring this protocol).
-    Every estimator here implements it, and so do the models :mod:`upweight.interop` builds from
+    """The protocol of a fitted upweight model: what the rest of upweight needs of a model.
+
+    DESIGN.md section 5: a model family is one Rust type implementing the core's model trait plus
+    one Python class declaring this protocol. Every estimator here implements it, and so do the
+    networks of :mod:`upweight.networks` and the models :mod:`upweight.interop` builds from
     scikit-learn and statsmodels; :class:`~upweight.Influence`, validation, diagnostics,
     persistence and the CLI talk to models only through it.
 
-    Attributes and methods:
+    The methods (each documented on its own):
 
-    ``l2``
-        The ridge penalty: the objective is the weighted *mean* loss plus ``l2 * ||coef||^2``
-        (DESIGN.md section 1; intercepts are not penalised).
-    ``penalty_renormalized``
-        The penalty convention. True (the default, DESIGN.md's objective): the penalty sits
-        outside a weighted *average*, so adding weight to a point renormalises the average and
-        influence carries the term ``2 l2 coef*``. False: the model stands for an estimator that
-        penalises a *sum* of losses (scikit-learn's ``Ridge`` and ``LogisticRegression``,
-        converted with ``l2 = alpha / W``): influence omits that term and exact refits rescale
-        ``l2`` with the refit's own W. Set it with the constructor keyword or ``set_params``.
-    ``n_features_in_``
-        Number of features d (set by fitting).
-    ``n_params``
-        p, the length of the flat parameter vector theta.
     ``get_theta()``
         A flat float64 copy of theta (length ``n_params``); NotFittedError before fitting.
     ``set_theta(theta, *, n_features=None)``
         Set theta from a flat vector; with ``n_features``, first declare the fitted shape (a model
         restored from a file or converted from another library: theta's length then decides the
         number of outputs where the family has several).
-    ``check_targets(y, n, *, fitting=False)``
+    ``check_targets(y, n, *, fitting=False, name="y")``
         ``y`` validated for this family as a float64 vector of length ``n`` (InputError naming
         ``y`` otherwise); ``fitting=True`` when the targets define the fitted shape (classes).
     ``core_model()``
@@ -92,24 +81,201 @@ class Model(Protocol):
 
     Exact refits (:mod:`upweight.validation`) also honour, when present, the estimator's
     ``solver``, ``max_iter`` and ``grad_norm_``.
+
+    ``isinstance(obj, uw.Model)`` checks that every member exists. An estimator's
+    ``n_features_in_`` exists only once it is fitted (or its shape declared by ``set_theta(...,
+    n_features=)``), so it is a ``Model`` only from then on.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Not taken: a protocol is never instantiated (``uw.Model()`` raises TypeError); a class
+        implements it by having its members.
+
+    Attributes
+    ----------
+    l2 : float
+        The ridge penalty: the objective is the weighted *mean* loss plus ``l2 * ||coef||^2``
+        (DESIGN.md section 1; intercepts are not penalised).
+    penalty_renormalized : bool
+        The penalty convention. True (the default, DESIGN.md's objective): the penalty sits
+        outside a weighted *average*, so adding weight to a point renormalises the average and
+        influence carries the term ``2 l2 coef*``. False: the model stands for an estimator that
+        penalises a *sum* of losses (scikit-learn's ``Ridge`` and ``LogisticRegression``,
+        converted with ``l2 = alpha / W``): influence omits that term and exact refits rescale
+        ``l2`` with the refit's own W. Set it with the constructor keyword or ``set_params``.
+    n_features_in_ : int
+        Number of features d (set by fitting).
+    n_params : int
+        p, the length of the flat parameter vector theta.
+
+    See Also
+    --------
+    LinearRegression, LogisticRegression, PoissonRegression : The GLM estimators.
+    MLPClassifier, MLPRegressor : The network estimators.
+    Influence : Influence functions of a model.
+
+    Examples
+    --------
+    >>> X, y, _ = uw.load_breast_cancer()
+    >>> X = (X - X.mean(0)) / X.std(0)
+    >>> model = uw.LogisticRegression(l2=1e-2)
+    >>> isinstance(model, uw.Model)  # not fitted: no n_features_in_ yet
+    False
+    >>> model = model.fit(X, y)
+    >>> isinstance(model, uw.Model)
+    True
+    >>> model.n_features_in_, model.n_params, model.get_theta().shape
+    (30, 31, (31,))
     """
 
     l2: float
     penalty_renormalized: bool
 
     @property
-    def n_features_in_(self) -> int: ...
+    def n_features_in_(self) -> int:
+        """int: Number of features d (set by fitting, or declared by ``set_theta(..., n_features=)``)."""
 
     @property
-    def n_params(self) -> int: ...
+    def n_params(self) -> int:
+        """int: p, the length of the flat parameter vector theta (NotFittedError before fitting)."""
 
-    def get_theta(self) -> np.ndarray: ...
+    def get_theta(self) -> np.ndarray:
+        """A flat float64 copy of the fitted parameters theta.
 
-    def set_theta(self, theta, *, n_features: int | None = None) -> None: ...
+        Returns
+        -------
+        numpy.ndarray of shape (n_params,)
+            theta, float64, a copy: changing it does not change the model (use :meth:`set_theta`).
 
-    def check_targets(self, y, n: int, *, fitting: bool = False, name: str = "y") -> np.ndarray: ...
+        Raises
+        ------
+        NotFittedError
+            Before fitting (or before ``set_theta(..., n_features=)``).
 
-    def core_model(self) -> _core.Model: ...
+        See Also
+        --------
+        set_theta : Set theta from a flat vector.
+
+        Examples
+        --------
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+        >>> theta = model.get_theta()
+        >>> theta.shape, theta.dtype
+        ((31,), dtype('float64'))
+        >>> np.allclose(theta, np.append(model.coef_, model.intercept_))  # [coef..., intercept]
+        True
+        """
+
+    def set_theta(self, theta, *, n_features: int | None = None) -> None:
+        """Set the parameters theta from a flat vector.
+
+        With ``n_features``, first declare the fitted shape (a model restored from a file or
+        converted from another library: theta's length then decides the number of outputs where
+        the family has several).
+
+        Parameters
+        ----------
+        theta : array_like of shape (n_params,)
+            The parameters, in the layout of the model's ``theta_`` flattened.
+        n_features : int or None, default None
+            The number of features d, for a model that is not fitted yet (or to change its shape).
+            None: keep the fitted shape.
+
+        Raises
+        ------
+        InputError
+            If theta's length does not fit the model's shape, or ``n_features`` is not a valid
+            count (the message names the argument).
+        NotFittedError
+            If the model is not fitted and ``n_features`` is None.
+
+        See Also
+        --------
+        get_theta : The parameters as a flat vector.
+
+        Examples
+        --------
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> fitted = uw.LogisticRegression(l2=1e-2).fit(X, y)
+        >>> restored = uw.LogisticRegression(l2=1e-2)
+        >>> restored.set_theta(fitted.get_theta(), n_features=30)
+        >>> np.allclose(restored.predict_proba(X), fitted.predict_proba(X))
+        True
+        """
+
+    def check_targets(self, y, n: int, *, fitting: bool = False, name: str = "y") -> np.ndarray:
+        """Targets validated for this model's family.
+
+        Parameters
+        ----------
+        y : array_like of shape (n,)
+            The targets (values, counts or class ids, as the family takes them; (n, t) for a
+            regression network with t outputs).
+        n : int
+            The number of rows ``y`` must have (one per row of X).
+        fitting : bool, default False
+            True when the targets define the fitted shape (a classifier's classes); False: they
+            must fit the fitted shape.
+        name : str, default "y"
+            The argument's name in error messages.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n,)
+            ``y`` as float64 ((n, t) for t outputs).
+
+        Raises
+        ------
+        InputError
+            If ``y`` has the wrong length or values the family does not take (the message names
+            ``name``).
+        InputTypeError
+            If ``y`` is not real numeric (strings, complex, objects).
+
+        Examples
+        --------
+        >>> model = uw.LinearRegression()
+        >>> model.check_targets([1, 2, 3], 3)
+        array([1., 2., 3.])
+        >>> model.check_targets([1, 2], 3, name="y_test")
+        Traceback (most recent call last):
+        ...
+        upweight.errors.InputError: y_test: has 2 entries, expected 3 (one per row of X)
+        """
+
+    def core_model(self) -> _core.Model:
+        """The model as the Rust core holds it.
+
+        A ``upweight._core.Model`` built from the family's spec (``_core.Model.glm(family,
+        n_classes, n_features)`` for the GLMs), which knows its dimensions (``n_params``,
+        ``n_features``, ``n_outputs``) and computes losses, gradients, predictions, fits and
+        refits. Influence is built on it.
+
+        Returns
+        -------
+        upweight._core.Model
+            The core's model of the fitted shape.
+
+        Raises
+        ------
+        NotFittedError
+            Before fitting.
+
+        Examples
+        --------
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+        >>> core = model.core_model()
+        >>> core.n_params, core.n_features, core.n_outputs
+        (31, 30, 1)
+        >>> np.allclose(core.losses(model.get_theta(), X, y.astype(float)), model.loss(X, y))
+        True
+        """
 
 
 #: The names :class:`Model` declares (for error messages).
@@ -165,6 +331,30 @@ def check_model(model, arg: str = "model") -> Model:
     return model
 
 
+def check_n_features(n_features) -> int:
+    """``n_features`` of ``set_theta``: an integer >= 0."""
+    if isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer)) or n_features < 0:
+        raise InputError(f"n_features: expected an integer >= 0, got {n_features!r}")
+    return int(n_features)
+
+
+def restore_on_error(method):
+    """Run ``method`` so that an exception leaves the estimator's attributes as they were
+    (``set_theta`` declares the outputs and the width before it checks the length)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        state = dict(self.__dict__)
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(state)
+            raise
+
+    return wrapper
+
+
 def set_params(estimator, params: dict):
     """scikit-learn's ``set_params`` for upweight's estimators: each key must be one of
     ``estimator.get_params()`` (InputError naming it otherwise); returns the estimator."""
@@ -187,7 +377,8 @@ def explained_fraction(loss: float, null: float) -> float:
 
 class _GLM:
     """Shared machinery: fitting, parameters, predictions on the linear predictor; implements
-    :class:`Model`.
+    :class:`Model`. Its methods are documented once here for LinearRegression, LogisticRegression
+    and PoissonRegression (their docstrings and examples hold for each).
 
     ``penalty_renormalized`` (keyword): the penalty convention of :class:`Model`; leave it True
     unless the model stands for an estimator that penalises a sum of losses (what
@@ -214,13 +405,74 @@ class _GLM:
     _estimator_type = "regressor"
 
     def get_params(self, deep: bool = True) -> dict:
-        """The constructor arguments by name (``deep`` is accepted for scikit-learn and ignored:
-        no parameter is itself an estimator)."""
+        """The estimator's parameters: the constructor arguments by name.
+
+        What ``sklearn.base.clone``, ``GridSearchCV`` and ``repr`` read.
+
+        Parameters
+        ----------
+        deep : bool, default True
+            Accepted for scikit-learn and ignored: no parameter is itself an estimator.
+
+        Returns
+        -------
+        dict
+            ``l2``, ``tol``, ``max_iter``, ``warm_start``, ``solver``, ``progress`` and
+            ``penalty_renormalized`` (and ``n_classes`` for LogisticRegression), as set.
+
+        See Also
+        --------
+        set_params : Set parameters by name.
+
+        Examples
+        --------
+        >>> model = uw.PoissonRegression(l2=0.5)
+        >>> params = model.get_params()
+        >>> params["l2"], params["max_iter"], params["solver"]
+        (0.5, 100, 'auto')
+        >>> type(model)(**params).get_params() == params  # what sklearn.base.clone does
+        True
+        """
         return {"l2": self.l2, "tol": self.tol, "max_iter": self.max_iter, "warm_start": self.warm_start,
                 "solver": self.solver, "progress": self.progress, "penalty_renormalized": self.penalty_renormalized}
 
     def set_params(self, **params):
-        """Set parameters by name (those of ``get_params``); returns self."""
+        """Set parameters by name (those of ``get_params``); returns self.
+
+        What ``GridSearchCV`` calls. The values are checked when the estimator is next fitted.
+
+        Parameters
+        ----------
+        **params
+            New values by name, each key one of ``get_params()``'s.
+
+        Returns
+        -------
+        self
+            The estimator, so that calls chain (``model.set_params(l2=1.0).fit(X, y)``).
+
+        Raises
+        ------
+        InputError
+            If a name is not a parameter of the estimator (the message names it and lists the
+            valid ones).
+
+        See Also
+        --------
+        get_params : The parameters by name.
+
+        Examples
+        --------
+        >>> model = uw.LinearRegression()
+        >>> model.set_params(l2=0.1, max_iter=50) is model
+        True
+        >>> model.l2, model.max_iter
+        (0.1, 50)
+        >>> model.set_params(alpha=1.0)
+        Traceback (most recent call last):
+        ...
+        upweight.errors.InputError: alpha: not a parameter of LinearRegression (one of l2, ...)
+        """
         return set_params(self, params)
 
     def __repr__(self) -> str:
@@ -243,10 +495,46 @@ class _GLM:
         return getattr(self, "theta_", None) is not None
 
     def score(self, X, y, sample_weight=None) -> float:
-        """R^2, the coefficient of determination of ``predict(X)`` for ``y`` (weighted by
-        ``sample_weight``), as scikit-learn's regressors score: 1 - sum w (y - predict)^2 /
-        sum w (y - mean_w y)^2; 1.0 for a perfect fit, lower (even negative) otherwise, and
-        0.0 (1.0 if the fit is perfect) when y is constant."""
+        """R^2, the coefficient of determination of ``predict(X)`` for ``y``.
+
+        Weighted by ``sample_weight``, as scikit-learn's regressors score: 1 - sum w (y -
+        predict)^2 / sum w (y - mean_w y)^2; 1.0 for a perfect fit, lower (even negative)
+        otherwise, and 0.0 (1.0 if the fit is perfect) when y is constant. (PoissonRegression
+        and LogisticRegression score otherwise: D^2 and accuracy.)
+
+        Parameters
+        ----------
+        X : array_like or scipy.sparse matrix of shape (n, d)
+            Features, with the fitted number of columns d.
+        y : array_like of shape (n,)
+            True targets.
+        sample_weight : array_like of shape (n,), float or None, default None
+            Weights w_i >= 0 (None: all 1).
+
+        Returns
+        -------
+        float
+            R^2.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        InputError
+            If ``X``, ``y`` or ``sample_weight`` has a bad shape or value (the message names it).
+
+        Examples
+        --------
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(100, 3))
+        >>> y = X @ np.array([1.0, -2.0, 0.5]) + rng.normal(size=100)
+        >>> model = uw.LinearRegression().fit(X, y)
+        >>> r2 = model.score(X, y)
+        >>> round(r2, 4)
+        0.8741
+        >>> bool(np.isclose(r2, 1 - np.sum((y - model.predict(X)) ** 2) / np.sum((y - y.mean()) ** 2)))
+        True
+        """
         loss, _, y, w = self._mean_loss(X, y, sample_weight)
         y_mean = np.average(y, weights=w)
         null = np.average((y - y_mean) ** 2, weights=w)
@@ -264,45 +552,180 @@ class _GLM:
     # -- family hooks ----------------------------------------------------------------------
     @property
     def family(self) -> str:
-        """The loss family the core uses: squared, logistic, poisson or multinomial."""
+        """str: The loss family the core uses: "squared", "logistic", "poisson" or "multinomial"."""
         return self._family
 
     @property
     def n_classes(self) -> int:
-        """Number of linear predictors per example (k); 1 except for multinomial."""
+        """int: Number of linear predictors per example (k); 1 except for multinomial."""
         return 1
 
     # -- the Model protocol ----------------------------------------------------------------
     @property
     def n_params(self) -> int:
-        """p = k (d + 1): one row [coef..., intercept] per linear predictor."""
+        """int: p = k (d + 1), one row [coef..., intercept] per linear predictor (NotFittedError before fit)."""
         return self.n_classes * (self._n_features() + 1)
 
     def core_model(self) -> _core.Model:
-        """The fitted model as the Rust core holds it (its family and dimensions)."""
+        """The fitted model as the Rust core holds it (its family and dimensions).
+
+        A new ``upweight._core.Model.glm(family, n_classes, n_features)``: it knows its
+        dimensions (``n_params``, ``n_features``, ``n_outputs``) and computes losses, gradients,
+        predictions, fits and refits at any theta. Influence is built on it.
+
+        Returns
+        -------
+        upweight._core.Model
+            The core's model of the fitted family and shape.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+
+        Examples
+        --------
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+        >>> core = model.core_model()
+        >>> core.family, core.n_params, core.n_features, core.n_outputs
+        ('logistic', 31, 30, 1)
+        >>> np.allclose(core.losses(model.get_theta(), X, y.astype(float)), model.loss(X, y))
+        True
+        """
         return self._core_model(self._n_features())
 
     def _core_model(self, n_features: int) -> _core.Model:
         return _core.Model.glm(self.family, self.n_classes, n_features)
 
     def check_targets(self, y, n: int, *, fitting: bool = False, name: str = "y") -> np.ndarray:
-        """``y`` as a float64 vector of length ``n`` (InputError naming ``name`` otherwise)."""
+        """``y`` as a float64 vector of length ``n`` (InputError naming ``name`` otherwise).
+
+        The check of LinearRegression and PoissonRegression (LogisticRegression checks class
+        ids): shape and numeric type. The family's conditions on the values (finite; counts >= 0
+        for PoissonRegression) are checked by the core where the targets are used (``fit``,
+        ``loss``, ``score``), with an InputError naming ``y``.
+
+        Parameters
+        ----------
+        y : array_like of shape (n,)
+            The targets.
+        n : int
+            The number of entries ``y`` must have (one per row of X).
+        fitting : bool, default False
+            Whether the targets define the fitted shape; a single-output family has none to
+            define, so it is ignored here.
+        name : str, default "y"
+            The argument's name in error messages.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n,)
+            ``y`` as float64.
+
+        Raises
+        ------
+        InputError
+            If ``y`` is not 1-d with ``n`` entries (the message names ``name``).
+        InputTypeError
+            If ``y`` is not real numeric (strings, complex, objects).
+
+        Examples
+        --------
+        >>> model = uw.LinearRegression()
+        >>> model.check_targets([1, 2, 3], 3)
+        array([1., 2., 3.])
+        >>> model.check_targets([1, 2], 3, name="y_test")
+        Traceback (most recent call last):
+        ...
+        upweight.errors.InputError: y_test: has 2 entries, expected 3 (one per row of X)
+        """
         return as_vector(y, name, n)
 
     def get_theta(self) -> np.ndarray:
-        """A flat float64 copy of ``theta_`` (``theta_.reshape(-1)``); NotFittedError before fit."""
+        """A flat float64 copy of ``theta_`` (``theta_.reshape(-1)``); NotFittedError before fit.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_params,)
+            [coef..., intercept], one such row per class for multinomial regression, flattened;
+            a copy (changing it does not change the model: use :meth:`set_theta`).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit`` (or ``set_theta(..., n_features=)``).
+
+        See Also
+        --------
+        set_theta : Set the parameters from a flat vector.
+
+        Examples
+        --------
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(90, 2))
+        >>> y = np.repeat([0, 1, 2], 30)
+        >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)  # 3 classes: multinomial
+        >>> model.theta_.shape, model.get_theta().shape
+        ((3, 3), (9,))
+        >>> np.array_equal(model.get_theta(), model.theta_.reshape(-1))
+        True
+        """
         self._check_fitted()
         return np.array(self.theta_, dtype=np.float64).reshape(-1)
 
+    @restore_on_error
     def set_theta(self, theta, *, n_features: int | None = None) -> None:
-        """Set ``theta_`` (and ``coef_``, ``intercept_``) from a flat vector of length
-        ``n_params``. With ``n_features``, first declare the fitted shape: d features, and the
-        number of outputs that theta's length implies (classes, for LogisticRegression)."""
+        """Set ``theta_`` (and ``coef_``, ``intercept_``) from a flat vector of length ``n_params``.
+
+        With ``n_features``, first declare the fitted shape: d features, and the number of
+        outputs that theta's length implies (classes, for LogisticRegression). That is how a
+        model whose parameters come from elsewhere (a file, another library) is built without
+        fitting.
+
+        Parameters
+        ----------
+        theta : array_like of shape (n_params,)
+            [coef..., intercept], one such row per class for multinomial regression, flattened.
+        n_features : int or None, default None
+            d, to declare (or change) the fitted shape; None keeps the fitted one.
+
+        Raises
+        ------
+        InputError
+            If theta's length is not ``n_params`` (with ``n_features``: not a positive multiple
+            of ``n_features + 1`` that the family takes), or ``n_features`` is not an integer
+            >= 0 (the message names the argument).
+        NotFittedError
+            If the model is not fitted and ``n_features`` is None.
+
+        See Also
+        --------
+        get_theta : The parameters as a flat vector.
+
+        Examples
+        --------
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> fitted = uw.LogisticRegression(l2=1e-2).fit(X, y)
+        >>> restored = uw.LogisticRegression(l2=1e-2)
+        >>> restored.set_theta(fitted.get_theta(), n_features=30)
+        >>> np.allclose(restored.predict_proba(X), fitted.predict_proba(X))
+        True
+
+        theta's length decides the number of classes (k rows of d + 1):
+
+        >>> model = uw.LogisticRegression()
+        >>> model.set_theta(np.zeros(3 * 31), n_features=30)
+        >>> model.n_classes, model.coef_.shape, model.intercept_.shape
+        (3, (3, 30), (3,))
+        """
         theta = np.array(theta, dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(theta)):
+            raise InputError("theta: contains NaN or infinity")
         if n_features is not None:
-            if isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer)) or n_features < 0:
-                raise InputError(f"n_features: expected an integer >= 0, got {n_features!r}")
-            d = int(n_features)
+            d = check_n_features(n_features)
             if theta.size == 0 or theta.size % (d + 1):
                 raise InputError(f"theta: has {theta.size} entries, not a positive multiple of n_features + 1 = {d + 1}")
             self._declare_outputs(theta.size // (d + 1))
@@ -324,8 +747,10 @@ class _GLM:
 
     @property
     def coef_(self) -> np.ndarray:
-        """The coefficients, (d,) or (k, d) for multinomial: a view of ``theta_``, so assigning to
-        it (whole or by entries) changes the model's parameters."""
+        """numpy.ndarray: The coefficients, (d,) or (k, d) for multinomial.
+
+        A view of ``theta_``, so assigning to it (whole or by entries) changes the model's
+        parameters."""
         theta = self._fitted_theta()
         return theta[:-1] if theta.ndim == 1 else theta[:, :-1]
 
@@ -335,7 +760,7 @@ class _GLM:
 
     @property
     def intercept_(self) -> float | np.ndarray:
-        """The intercept: a float, or (k,) for multinomial (a view of ``theta_``)."""
+        """float or numpy.ndarray: The intercept: a float, or (k,) for multinomial (a view of ``theta_``)."""
         theta = self._fitted_theta()
         return float(theta[-1]) if theta.ndim == 1 else theta[:, -1]
 
@@ -365,6 +790,7 @@ class _GLM:
     def fit(self, X, y, sample_weight=None):
         """Fit by weighted Newton's method; returns self.
 
+        Minimises L_w(theta) = (1/W) sum_i w_i l(z_i; theta) + l2 ||coef||^2 (DESIGN.md section 1).
         ``progress(pass, rows_done, rows_total)``, if set, is called during long fits.
         ``solver``: each Newton step solves H s = -g "direct"ly (forms H) or by truncated
         conjugate gradients on Hessian-vector products ("cg", H never formed); "auto" picks the
@@ -376,13 +802,76 @@ class _GLM:
         :func:`upweight.dask.fit` (one pass over the chunks per Newton step).
 
         Sets ``theta_``, ``coef_``, ``intercept_``, ``n_iter_``, ``grad_norm_`` (max absolute
-        gradient entry at the solution), ``converged_`` and ``objective_``. Converged means max
-        |grad L_w| <= ``tol``, or a Newton decrement g^T H^-1 g at rounding level (which, unlike
+        gradient entry at the solution), ``converged_`` and ``objective_``. Converged means
+        ``max |grad L_w| <= tol``, or a Newton decrement g^T H^-1 g at rounding level (which, unlike
         the gradient, does not depend on the features' units); otherwise, after ``max_iter``
         steps, a :class:`ConvergenceWarning`. Raises ``InputError`` for targets with no finite
         optimum (a class without positive weight) and ``SingularHessianError`` when the objective
-        has no unique finite minimiser (README, Reliability). A fit that raises leaves the
+        has no unique finite minimiser (documentation: Reliability). A fit that raises leaves the
         estimator as it was before the call.
+
+        Parameters
+        ----------
+        X : array_like of shape (n, d), scipy.sparse matrix, str or os.PathLike
+            Training features: an array, a sparse matrix, the path of a 2-d ``.npy`` file (or
+            its memmap), or a Dask array (above).
+        y : array_like of shape (n,)
+            Targets: real values (LinearRegression), counts >= 0 (PoissonRegression), or class
+            ids 0..k-1 (LogisticRegression).
+        sample_weight : array_like of shape (n,), float or None, default None
+            Weights w_i >= 0, not all 0 (None: all 1). The objective is a weighted *mean*: a
+            weight of 2 counts a row twice, and scaling every weight changes nothing.
+
+        Returns
+        -------
+        self
+            The fitted estimator.
+
+        Raises
+        ------
+        InputError
+            If ``X``, ``y``, ``sample_weight`` or a parameter (``l2``, ``tol``, ``max_iter``,
+            ``solver``) has a bad shape or value, or the targets have no finite optimum (a
+            class without positive weight; counts all 0): the message names the argument.
+        InputTypeError
+            If an argument has an unusable type (complex or object dtype; ``l2`` not a number;
+            ``progress`` not callable).
+        SingularHessianError
+            If the objective has no unique finite minimiser (with ``l2 = 0``: collinear
+            features, more parameters than points, separable classes). Use ``l2 > 0``.
+
+        Warns
+        -----
+        ConvergenceWarning
+            If Newton's method has not converged after ``max_iter`` steps.
+
+        See Also
+        --------
+        upweight.dask.fit : The same fit on Dask arrays chunked by rows.
+
+        Examples
+        --------
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> model = uw.LogisticRegression(l2=1e-2)
+        >>> model.fit(X, y) is model
+        True
+        >>> model.converged_, model.grad_norm_ <= model.tol
+        (True, True)
+
+        A weight of 2 is the same as the row twice:
+
+        >>> w = np.ones(len(y))
+        >>> w[:10] = 2
+        >>> weighted = uw.LogisticRegression(l2=1e-2).fit(X, y, sample_weight=w)
+        >>> twice = uw.LogisticRegression(l2=1e-2).fit(np.vstack([X, X[:10]]), np.r_[y, y[:10]])
+        >>> np.allclose(weighted.theta_, twice.theta_)
+        True
+
+        ``warm_start`` starts from the current optimum, so refitting the same data takes no step:
+
+        >>> model.set_params(warm_start=True).fit(X, y).n_iter_
+        0
         """
         backend = backend_for(X, y, sample_weight)  # a training set on Dask: upweight.dask.fit
         if backend is not None:
@@ -455,7 +944,38 @@ class _GLM:
             raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit(X, y) first")
 
     def decision_function(self, X) -> np.ndarray:
-        """The linear predictor eta = X coef + intercept: (n,) or (n, k) for multinomial."""
+        """The linear predictor eta = X coef + intercept: (n,) or (n, k) for multinomial.
+
+        Parameters
+        ----------
+        X : array_like or scipy.sparse matrix of shape (n, d)
+            Features, with the fitted number of columns d.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n,) or (n, k)
+            eta per row; one column per class for multinomial regression.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        InputError
+            If ``X`` is not 2-d with ``n_features_in_`` columns (the message names it).
+
+        Examples
+        --------
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+        >>> eta = model.decision_function(X)
+        >>> eta.shape
+        (569,)
+        >>> np.allclose(eta, X @ model.coef_ + model.intercept_)
+        True
+        >>> np.array_equal(model.predict(X), (eta > 0).astype(int))  # positive log-odds: class 1
+        True
+        """
         X = as_points(X, "X", self._n_features())
         eta = self.core_model().predict(self.get_theta(), X, "linear")
         return eta[:, 0] if self.n_classes == 1 else eta
@@ -473,7 +993,46 @@ class _GLM:
         return self.n_features_in_
 
     def loss(self, X, y) -> np.ndarray:
-        """Per-example losses l(z_i; theta_) (DESIGN.md section 2), shape (n,)."""
+        """Per-example losses l(z_i; theta) at ``theta_`` (DESIGN.md section 2), shape (n,).
+
+        Unweighted and without the penalty: (x.coef + b - y)^2 for LinearRegression,
+        exp(eta) - y eta for PoissonRegression, the cross-entropy -log p(y | x) for
+        LogisticRegression.
+
+        Parameters
+        ----------
+        X : array_like or scipy.sparse matrix of shape (n, d)
+            Features, with the fitted number of columns d.
+        y : array_like of shape (n,)
+            Targets, as ``fit`` takes them.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n,)
+            l(z_i; theta) per row.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        InputError
+            If ``X`` or ``y`` has a bad shape, or ``y`` a value the family does not take (the
+            message names it).
+
+        Examples
+        --------
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(50, 2))
+        >>> y = X @ np.array([1.0, -1.0]) + rng.normal(size=50)
+        >>> model = uw.LinearRegression().fit(X, y)
+        >>> losses = model.loss(X, y)
+        >>> losses.shape
+        (50,)
+        >>> np.allclose(losses, (model.predict(X) - y) ** 2)
+        True
+        >>> bool(np.isclose(losses.mean(), model.objective_))  # l2 = 0: the objective is the mean loss
+        True
+        """
         X = as_points(X, "X", self._n_features())
         y = self.check_targets(y, n_rows(X))
         return self.core_model().losses(self.get_theta(), X, y)
@@ -488,11 +1047,109 @@ class LinearRegression(_GLM):
     checks it fails, by contract, those on upweight's own errors, 0-column X and
     ``decision_function``, and with ``l2 = 0`` those fitting more parameters than points
     (``SingularHessianError``); ``tests/test_sklearn_compat.py`` lists them with reasons.
+
+    Parameters
+    ----------
+    l2 : float, default 0.0
+        The ridge penalty: ``l2 * ||coef||^2`` is added to the weighted *mean* loss (DESIGN.md
+        section 1; the intercept is not penalised). With ``l2 = 0`` an objective without a unique
+        finite optimum raises SingularHessianError when fitting.
+    tol : float, default 1e-10
+        Newton's method has converged when ``max |grad L_w| <= tol``, or when the Newton decrement
+        is at rounding level (see ``fit``).
+    max_iter : int, default 100
+        The most Newton steps (then a ConvergenceWarning).
+    warm_start : bool, default False
+        Start ``fit`` from the current ``theta_`` when its shape fits.
+    solver : {"auto", "direct", "cg"}, default "auto"
+        How each Newton step solves H s = -g: "direct" forms H, "cg" runs truncated conjugate
+        gradients on Hessian-vector products (H never formed), "auto" picks the cheaper per
+        step by the cost model of :mod:`upweight.solver`.
+    progress : callable or None, default None
+        ``progress(pass, rows_done, rows_total)``, called during long fits.
+    penalty_renormalized : bool, default True
+        The penalty convention of :class:`Model`; leave it True unless the model stands for an
+        estimator that penalises a sum of losses (what :mod:`upweight.interop` sets for
+        scikit-learn's ``Ridge`` and ``LogisticRegression``).
+
+    Attributes
+    ----------
+    theta_ : numpy.ndarray of shape (d + 1,)
+        The fitted parameters [coef..., intercept]; ``coef_`` and ``intercept_`` are views of it.
+    coef_ : numpy.ndarray of shape (d,)
+        The coefficients.
+    intercept_ : float
+        The intercept.
+    n_features_in_ : int
+        Number of features d seen by ``fit``.
+    n_iter_ : int
+        Newton steps taken.
+    grad_norm_ : float
+        Max absolute gradient entry at the solution.
+    converged_ : bool
+        Whether Newton's method converged (see ``fit``).
+    objective_ : float
+        L_w at ``theta_``, the penalised objective at the solution.
+
+    See Also
+    --------
+    PoissonRegression, LogisticRegression : The other GLMs.
+    MLPRegressor : A network with the same loss (``hidden=()`` is this model).
+    Influence : Influence functions of the fitted model.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(100, 3))
+    >>> y = X @ np.array([1.0, -2.0, 0.5]) + 3.0 + 0.1 * rng.normal(size=100)
+    >>> model = uw.LinearRegression().fit(X, y)
+    >>> np.round(model.coef_, 2), round(model.intercept_, 2)
+    (array([ 1.  , -2.01,  0.48]), 3.0)
+    >>> model.predict(X[:2]).shape
+    (2,)
+
+    The penalty shrinks the coefficients (not the intercept):
+
+    >>> ridge = uw.LinearRegression(l2=1.0).fit(X, y)
+    >>> bool(np.linalg.norm(ridge.coef_) < np.linalg.norm(model.coef_))
+    True
     """
 
     _family = "squared"
 
     def predict(self, X) -> np.ndarray:
+        """Predicted targets: the linear predictor X coef + intercept.
+
+        Parameters
+        ----------
+        X : array_like or scipy.sparse matrix of shape (n, d)
+            Features, with the fitted number of columns d.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n,)
+            The predictions (the same as ``decision_function(X)``).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        InputError
+            If ``X`` is not 2-d with ``n_features_in_`` columns (the message names it).
+
+        Examples
+        --------
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(50, 2))
+        >>> y = X @ np.array([1.0, -1.0]) + 2.0 + rng.normal(size=50)
+        >>> model = uw.LinearRegression().fit(X, y)
+        >>> np.allclose(model.predict(X), X @ model.coef_ + model.intercept_)
+        True
+        >>> model.predict(X[:, :1])
+        Traceback (most recent call last):
+        ...
+        upweight.errors.InputError: X: has 1 columns but the model has 2 features
+        """
         return self.decision_function(X)
 
 
@@ -502,6 +1159,69 @@ class PoissonRegression(_GLM):
     A scikit-learn regressor (module docstring) with nonnegative targets: ``score`` is D^2, the
     fraction of Poisson deviance explained, as for scikit-learn's ``PoissonRegressor``. It fails
     the same scikit-learn checks as LinearRegression, for the same reasons.
+
+    ``predict`` is the rate exp(eta); ``decision_function`` the log-rate eta. Counts that are all
+    0 (with positive weight) have no finite optimum: ``fit`` refuses them (InputError).
+
+    Parameters
+    ----------
+    l2 : float, default 0.0
+        The ridge penalty: ``l2 * ||coef||^2`` is added to the weighted *mean* loss (DESIGN.md
+        section 1; the intercept is not penalised). With ``l2 = 0`` an objective without a unique
+        finite optimum raises SingularHessianError when fitting.
+    tol : float, default 1e-10
+        Newton's method has converged when ``max |grad L_w| <= tol``, or when the Newton decrement
+        is at rounding level (see ``fit``).
+    max_iter : int, default 100
+        The most Newton steps (then a ConvergenceWarning).
+    warm_start : bool, default False
+        Start ``fit`` from the current ``theta_`` when its shape fits.
+    solver : {"auto", "direct", "cg"}, default "auto"
+        How each Newton step solves H s = -g: "direct" forms H, "cg" runs truncated conjugate
+        gradients on Hessian-vector products (H never formed), "auto" picks the cheaper per
+        step by the cost model of :mod:`upweight.solver`.
+    progress : callable or None, default None
+        ``progress(pass, rows_done, rows_total)``, called during long fits.
+    penalty_renormalized : bool, default True
+        The penalty convention of :class:`Model`; leave it True unless the model stands for an
+        estimator that penalises a sum of losses (what :mod:`upweight.interop` sets for
+        scikit-learn's ``Ridge`` and ``LogisticRegression``).
+
+    Attributes
+    ----------
+    theta_ : numpy.ndarray of shape (d + 1,)
+        The fitted parameters [coef..., intercept] of the log-rate; ``coef_`` and ``intercept_``
+        are views of it.
+    coef_ : numpy.ndarray of shape (d,)
+        The coefficients.
+    intercept_ : float
+        The intercept.
+    n_features_in_ : int
+        Number of features d seen by ``fit``.
+    n_iter_ : int
+        Newton steps taken.
+    grad_norm_ : float
+        Max absolute gradient entry at the solution.
+    converged_ : bool
+        Whether Newton's method converged (see ``fit``).
+    objective_ : float
+        L_w at ``theta_``, the penalised objective at the solution.
+
+    See Also
+    --------
+    LinearRegression, LogisticRegression : The other GLMs.
+    Influence : Influence functions of the fitted model.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 3))
+    >>> y = rng.poisson(np.exp(0.5 * X[:, 0] - 0.2 * X[:, 1]))
+    >>> model = uw.PoissonRegression().fit(X, y)
+    >>> np.round(model.coef_, 2)
+    array([ 0.51, -0.22,  0.04])
+    >>> np.allclose(model.predict(X), np.exp(model.decision_function(X)))
+    True
     """
 
     _family = "poisson"
@@ -517,14 +1237,80 @@ class PoissonRegression(_GLM):
             )
 
     def predict(self, X) -> np.ndarray:
-        """Predicted rate exp(eta)."""
+        """Predicted rate exp(eta).
+
+        Parameters
+        ----------
+        X : array_like or scipy.sparse matrix of shape (n, d)
+            Features, with the fitted number of columns d.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n,)
+            The expected counts exp(X coef + intercept), all > 0.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        InputError
+            If ``X`` is not 2-d with ``n_features_in_`` columns (the message names it).
+
+        Examples
+        --------
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(200, 3))
+        >>> y = rng.poisson(np.exp(0.5 * X[:, 0]))
+        >>> model = uw.PoissonRegression().fit(X, y)
+        >>> rate = model.predict(X)
+        >>> rate.shape, bool(np.all(rate > 0))
+        ((200,), True)
+        >>> bool(np.isclose(rate.mean(), y.mean()))  # with an intercept, the fit matches the total count
+        True
+        """
         return self._mean(X)
 
     def score(self, X, y, sample_weight=None) -> float:
         """D^2, the fraction of Poisson deviance explained, as scikit-learn's ``PoissonRegressor``
         scores: 1 - D(y, predict(X)) / D(y, mean_w y), D the (weighted) Poisson deviance and the
         null model predicting the weighted mean of y; 1.0 for a perfect fit, lower (even
-        negative) otherwise."""
+        negative) otherwise.
+
+        Parameters
+        ----------
+        X : array_like or scipy.sparse matrix of shape (n, d)
+            Features, with the fitted number of columns d.
+        y : array_like of shape (n,)
+            True counts (>= 0).
+        sample_weight : array_like of shape (n,), float or None, default None
+            Weights w_i >= 0 (None: all 1).
+
+        Returns
+        -------
+        float
+            D^2.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        InputError
+            If ``X``, ``y`` or ``sample_weight`` has a bad shape or value (a negative count: the
+            message names the argument).
+
+        Examples
+        --------
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(200, 3))
+        >>> y = rng.poisson(np.exp(0.5 * X[:, 0] - 0.2 * X[:, 1]))
+        >>> model = uw.PoissonRegression().fit(X, y)
+        >>> round(model.score(X, y), 4)
+        0.2344
+        >>> def deviance(mu):  # half the Poisson deviance
+        ...     return np.sum(y * np.log(np.where(y > 0, y, 1) / mu) - (y - mu))
+        >>> bool(np.isclose(model.score(X, y), 1 - deviance(model.predict(X)) / deviance(y.mean())))
+        True
+        """
         loss, _, y, w = self._mean_loss(X, y, sample_weight)  # mean of exp(eta) - y eta
         # the half deviance is the loss plus y log y - y, which is zero at the optimum mu = y
         constant = np.average(y * np.log(np.where(y > 0, y, 1.0)) - y, weights=w)
@@ -551,6 +1337,85 @@ class LogisticRegression(_GLM):
     with ``l2 = 0`` (the default) most of those that fit, because the checks' classes are
     separable and an unpenalised fit then refuses (``SingularHessianError``: use ``l2 > 0``);
     ``tests/test_sklearn_compat.py`` lists them with reasons.
+
+    Parameters
+    ----------
+    l2 : float, default 0.0
+        The ridge penalty: ``l2 * ||coef||^2`` is added to the weighted *mean* loss (DESIGN.md
+        section 1; the intercept is not penalised). With ``l2 = 0`` an objective without a unique
+        finite optimum (separable classes) raises SingularHessianError when fitting.
+    n_classes : int or None, default None
+        The number of classes k (at least 2); None: ``max(y) + 1`` when fitting. Every class
+        needs training points of positive weight. Kept as ``n_classes_param`` (the property
+        ``n_classes`` is the fitted number of linear predictors).
+    tol : float, default 1e-10
+        Newton's method has converged when ``max |grad L_w| <= tol``, or when the Newton decrement
+        is at rounding level (see ``fit``).
+    max_iter : int, default 100
+        The most Newton steps (then a ConvergenceWarning).
+    warm_start : bool, default False
+        Start ``fit`` from the current ``theta_`` when its shape fits.
+    solver : {"auto", "direct", "cg"}, default "auto"
+        How each Newton step solves H s = -g: "direct" forms H, "cg" runs truncated conjugate
+        gradients on Hessian-vector products (H never formed), "auto" picks the cheaper per
+        step by the cost model of :mod:`upweight.solver`.
+    progress : callable or None, default None
+        ``progress(pass, rows_done, rows_total)``, called during long fits.
+    penalty_renormalized : bool, default True
+        The penalty convention of :class:`Model`; leave it True unless the model stands for an
+        estimator that penalises a sum of losses (what :mod:`upweight.interop` sets for
+        scikit-learn's ``Ridge`` and ``LogisticRegression``).
+
+    Attributes
+    ----------
+    classes_ : numpy.ndarray of shape (k,)
+        The class ids, ``arange(k)``.
+    theta_ : numpy.ndarray of shape (d + 1,) or (k, d + 1)
+        The fitted parameters [coef..., intercept], one row per class for multinomial
+        regression; ``coef_`` and ``intercept_`` are views of it.
+    coef_ : numpy.ndarray of shape (d,) or (k, d)
+        The coefficients.
+    intercept_ : float or numpy.ndarray of shape (k,)
+        The intercept(s).
+    n_features_in_ : int
+        Number of features d seen by ``fit``.
+    n_iter_ : int
+        Newton steps taken.
+    grad_norm_ : float
+        Max absolute gradient entry at the solution.
+    converged_ : bool
+        Whether Newton's method converged (see ``fit``).
+    objective_ : float
+        L_w at ``theta_``, the penalised objective at the solution.
+
+    See Also
+    --------
+    LinearRegression, PoissonRegression : The other GLMs.
+    MLPClassifier : A network with a softmax head (``hidden=()`` is multinomial regression).
+    Influence : Influence functions of the fitted model.
+
+    Examples
+    --------
+    >>> X, y, _ = uw.load_breast_cancer()
+    >>> X = (X - X.mean(0)) / X.std(0)
+    >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+    >>> model.classes_, model.theta_.shape, model.family
+    (array([0, 1]), (31,), 'logistic')
+    >>> round(model.score(X, y), 4)
+    0.9807
+    >>> uw.Influence(model, X, y).on_loss(X[:2], y[:2]).shape  # (test points, training points)
+    (2, 569)
+
+    Three classes or more: multinomial regression, one row of theta per class:
+
+    >>> rng = np.random.default_rng(0)
+    >>> X3 = rng.normal(size=(90, 2))
+    >>> y3 = np.repeat([0, 1, 2], 30)
+    >>> multi = uw.LogisticRegression(l2=1e-2).fit(X3, y3)
+    >>> multi.family, multi.n_classes, multi.theta_.shape
+    ('multinomial', 3, (3, 3))
+    >>> bool(abs(multi.intercept_.sum()) < 1e-10)  # pinned: the intercepts sum to zero
+    True
     """
 
     def __init__(self, l2: float = 0.0, *, n_classes: int | None = None, tol: float = 1e-10, max_iter: int = 100,
@@ -572,9 +1437,69 @@ class LogisticRegression(_GLM):
         self._n_classes = value
 
     def get_params(self, deep: bool = True) -> dict:
+        """The estimator's parameters: the constructor arguments by name, ``n_classes`` included.
+
+        What ``sklearn.base.clone``, ``GridSearchCV`` and ``repr`` read.
+
+        Parameters
+        ----------
+        deep : bool, default True
+            Accepted for scikit-learn and ignored: no parameter is itself an estimator.
+
+        Returns
+        -------
+        dict
+            ``l2``, ``tol``, ``max_iter``, ``warm_start``, ``solver``, ``progress``,
+            ``penalty_renormalized`` and ``n_classes`` (the constructor's, None by default), as set.
+
+        See Also
+        --------
+        set_params : Set parameters by name.
+
+        Examples
+        --------
+        >>> model = uw.LogisticRegression(l2=1e-2, n_classes=3)
+        >>> params = model.get_params()
+        >>> params["l2"], params["n_classes"]
+        (0.01, 3)
+        >>> type(model)(**params).get_params() == params  # what sklearn.base.clone does
+        True
+        """
         return {**super().get_params(deep), "n_classes": self.n_classes_param}
 
     def set_params(self, **params):
+        """Set parameters by name (those of ``get_params``, ``n_classes`` included); returns self.
+
+        What ``GridSearchCV`` calls. The values are checked when the estimator is next fitted.
+
+        Parameters
+        ----------
+        **params
+            New values by name, each key one of ``get_params()``'s.
+
+        Returns
+        -------
+        self
+            The estimator, so that calls chain (``model.set_params(l2=1.0).fit(X, y)``).
+
+        Raises
+        ------
+        InputError
+            If a name is not a parameter of the estimator (the message names it and lists the
+            valid ones).
+
+        See Also
+        --------
+        get_params : The parameters by name.
+
+        Examples
+        --------
+        >>> model = uw.LogisticRegression()
+        >>> model.set_params(n_classes=4, l2=0.1) is model
+        True
+        >>> model.n_classes_param, model.l2
+        (4, 0.1)
+        """
         if "n_classes" in params:
             self.n_classes_param = params.pop("n_classes")
         return super().set_params(**params)
@@ -590,25 +1515,104 @@ class LogisticRegression(_GLM):
                     input_tags=InputTags(sparse=True))
 
     def score(self, X, y, sample_weight=None) -> float:
-        """Accuracy: the (``sample_weight``-weighted) fraction of ``y`` that ``predict(X)``
-        gets right, as scikit-learn's classifiers score."""
+        """Accuracy: the (``sample_weight``-weighted) fraction of ``y`` that ``predict(X)`` gets right.
+
+        As scikit-learn's classifiers score.
+
+        Parameters
+        ----------
+        X : array_like or scipy.sparse matrix of shape (n, d)
+            Features, with the fitted number of columns d.
+        y : array_like of shape (n,)
+            True class ids 0..k-1.
+        sample_weight : array_like of shape (n,), float or None, default None
+            Weights w_i >= 0 (None: all 1).
+
+        Returns
+        -------
+        float
+            The accuracy, in [0, 1].
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        InputError
+            If ``X``, ``y`` or ``sample_weight`` has a bad shape or value (a label that is not a
+            fitted class id: the message names the argument).
+
+        Examples
+        --------
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> model = uw.LogisticRegression(l2=1e-2).fit(X[:400], y[:400])
+        >>> accuracy = model.score(X[400:], y[400:])
+        >>> bool(accuracy == np.mean(model.predict(X[400:]) == y[400:]))
+        True
+        """
         _, X, y, w = self._mean_loss(X, y, sample_weight)
         return float(np.average(self._predict_of(X) == y, weights=w))
 
     @property
     def family(self) -> str:
+        """str: "logistic" for two classes, "multinomial" for more (NotFittedError before fit)."""
         return "logistic" if self.n_classes == 1 else "multinomial"
 
     @property
     def n_classes(self) -> int:
+        """int: Number of linear predictors per example: 1 for two classes (binary), else k.
+
+        NotFittedError before fit; the constructor's argument is ``n_classes_param``."""
         k = getattr(self, "classes_", None)
         if k is None:
             raise NotFittedError("LogisticRegression is not fitted yet: call fit(X, y) first")
         return 1 if len(k) == 2 else len(k)
 
     def check_targets(self, y, n: int, *, fitting: bool = False, name: str = "y") -> np.ndarray:
-        """``y`` as float64 class ids 0..k-1 (InputError naming ``name`` otherwise). ``fitting``:
-        the labels define ``classes_`` (``n_classes`` if given, else ``max(y) + 1``)."""
+        """``y`` as float64 class ids 0..k-1 (InputError naming ``name`` otherwise).
+
+        ``fitting``: the labels define ``classes_`` (``n_classes`` if given, else ``max(y) + 1``);
+        otherwise they must be below the fitted number of classes.
+
+        Parameters
+        ----------
+        y : array_like of shape (n,)
+            Class ids: integers (or integer-valued floats, or booleans) 0..k-1.
+        n : int
+            The number of entries ``y`` must have (one per row of X).
+        fitting : bool, default False
+            True: the labels define ``classes_`` (set here). False: the model must be fitted and
+            the labels below its number of classes.
+        name : str, default "y"
+            The argument's name in error messages.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n,)
+            ``y`` as float64.
+
+        Raises
+        ------
+        InputError
+            If ``y`` is not 1-d with ``n`` entries, or holds NaN, a negative or non-integer
+            value, or a class id out of range (the message names ``name`` and the index).
+        InputTypeError
+            If ``y`` is not real numeric (strings, complex, objects).
+        NotFittedError
+            With ``fitting=False``, before ``fit``.
+
+        Examples
+        --------
+        >>> model = uw.LogisticRegression()
+        >>> model.check_targets([0, 2, 1, 2], 4, fitting=True)
+        array([0., 2., 1., 2.])
+        >>> model.classes_
+        array([0, 1, 2])
+        >>> model.check_targets([0, 1.5, 1, 2], 4)
+        Traceback (most recent call last):
+        ...
+        upweight.errors.InputError: y: value 1.5 at index 1 is not a class id; ...
+        """
         return check_class_ids(self, y, n, fitting=fitting, name=name)
 
     def _declare_outputs(self, k: int) -> None:
@@ -653,7 +1657,37 @@ class LogisticRegression(_GLM):
             )
 
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities, shape (n, k) (k = 2 for binary)."""
+        """Class probabilities, shape (n, k) (k = 2 for binary).
+
+        Parameters
+        ----------
+        X : array_like or scipy.sparse matrix of shape (n, d)
+            Features, with the fitted number of columns d.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n, k)
+            p(class c | x) in column c; each row sums to 1. For binary regression column 1 is
+            the logistic sigmoid of ``decision_function(X)``.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        InputError
+            If ``X`` is not 2-d with ``n_features_in_`` columns (the message names it).
+
+        Examples
+        --------
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+        >>> proba = model.predict_proba(X)
+        >>> proba.shape, np.allclose(proba.sum(axis=1), 1.0)
+        ((569, 2), True)
+        >>> np.allclose(proba[:, 1], 1 / (1 + np.exp(-model.decision_function(X))))
+        True
+        """
         return self._proba_of(as_points(X, "X", self._n_features()))
 
     def _proba_of(self, points) -> np.ndarray:
@@ -661,7 +1695,35 @@ class LogisticRegression(_GLM):
         return np.column_stack([1.0 - m, m]) if self.n_classes == 1 else m
 
     def predict(self, X) -> np.ndarray:
-        """The most probable class id."""
+        """The most probable class id.
+
+        Parameters
+        ----------
+        X : array_like or scipy.sparse matrix of shape (n, d)
+            Features, with the fitted number of columns d.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n,)
+            Integer class ids, ``argmax`` of ``predict_proba(X)`` per row.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        InputError
+            If ``X`` is not 2-d with ``n_features_in_`` columns (the message names it).
+
+        Examples
+        --------
+        >>> X, y, _ = uw.load_breast_cancer()
+        >>> X = (X - X.mean(0)) / X.std(0)
+        >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+        >>> model.predict(X[:5])
+        array([0, 0, 0, 0, 0])
+        >>> np.array_equal(model.predict(X), model.predict_proba(X).argmax(axis=1))
+        True
+        """
         return self._predict_of(as_points(X, "X", self._n_features()))
 
     def _predict_of(self, points) -> np.ndarray:

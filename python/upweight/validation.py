@@ -36,7 +36,46 @@ REFIT_TOL = 1e-12
 
 
 class TestLoss:
-    """f(theta) = the loss at each test point (q values); ``mean=True``: their mean (1 value)."""
+    """The losses at test points, as a function of the parameters.
+
+    f(theta) = the loss at each test point (q values); ``mean=True``: their mean (1 value).
+
+    A function of the parameters for :func:`response_curve` to follow along its refits (and to
+    differentiate for the influence tangent). Nothing is computed or checked until it is used:
+    the test points are checked against the model then (an InputError naming ``X_test`` or
+    ``y_test``).
+
+    Parameters
+    ----------
+    X_test : array_like of shape (q, d)
+        Test features (dense or scipy.sparse).
+    y_test : array_like of shape (q,)
+        Test targets (class ids for a classifier).
+    mean : bool, default False
+        One value, the mean loss over the q test points, instead of q values.
+
+    Attributes
+    ----------
+    X_test, y_test, mean
+        The arguments, as given.
+
+    See Also
+    --------
+    Prediction : The predictions at test points instead of their losses.
+    response_curve : Follows f along exact refits.
+
+    Examples
+    --------
+    >>> X, y, _ = uw.load_breast_cancer()
+    >>> X = (X - X.mean(0)) / X.std(0)
+    >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+    >>> rc = uw.response_curve(model, X, y, m=0, eps=[-1.0, 0.0, 1.0], f=uw.TestLoss(X[:4], y[:4]))
+    >>> rc.f.shape  # 3 refits x 4 test losses
+    (3, 4)
+    >>> rc = uw.response_curve(model, X, y, m=0, eps=[-1.0, 0.0, 1.0], f=uw.TestLoss(X[:4], y[:4], mean=True))
+    >>> rc.f.shape
+    (3, 1)
+    """
 
     __test__ = False  # not a pytest class
 
@@ -55,8 +94,49 @@ class TestLoss:
 
 
 class Prediction:
-    """f(theta) = the predictions at ``X_test``: ``kind="mean"`` (the mean response: value,
-    probability, rate, or every class probability) or ``"linear"``; (q,) or (q k,) values."""
+    """The predictions at test points, as a function of the parameters.
+
+    f(theta) = the predictions at ``X_test``: ``kind="mean"`` (the mean response: value,
+    probability, rate, or every class probability) or ``"linear"``; (q,) or (q k,) values.
+
+    A function of the parameters for :func:`response_curve` to follow along its refits (and to
+    differentiate for the influence tangent). For a multinomial model the q k values are the
+    class probabilities (or linear predictors) of each test point in turn.
+
+    Parameters
+    ----------
+    X_test : array_like of shape (q, d)
+        Test features (dense or scipy.sparse), checked against the model when used (an
+        InputError naming ``X_test``).
+    kind : {"mean", "linear"}, default "mean"
+        The mean response (value, probability, rate) or the linear predictor eta.
+
+    Attributes
+    ----------
+    X_test, kind
+        The arguments, as given.
+
+    Raises
+    ------
+    InputError
+        If ``kind`` is not ``"mean"`` or ``"linear"``.
+
+    See Also
+    --------
+    TestLoss : The losses at test points instead of their predictions.
+    response_curve : Follows f along exact refits.
+
+    Examples
+    --------
+    >>> X, y, _ = uw.load_breast_cancer()
+    >>> X = (X - X.mean(0)) / X.std(0)
+    >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+    >>> rc = uw.response_curve(model, X, y, m=0, eps=[-1.0, 0.0, 1.0], f=uw.Prediction(X[:4]))
+    >>> rc.f.shape  # 3 refits x 4 probabilities
+    (3, 4)
+    >>> bool(np.allclose(rc.f[1], model.predict_proba(X[:4])[:, 1]))  # eps = 0: the fit itself
+    True
+    """
 
     def __init__(self, X_test, kind: str = "mean"):
         if kind not in ("mean", "linear"):
@@ -179,10 +259,74 @@ def _refit(model: Model, Xc, y, w, theta, points, weights, progress=None):
 
 
 def response_curve(model, X, y, m: int, eps, f=None, sample_weight=None, progress=None) -> ResponseCurve:
-    """The response of theta (or of ``f``: :class:`TestLoss`, :class:`Prediction`) to adding
+    """Exact refits along a change of one training point's weight, with the influence tangent.
+
+    The response of theta (or of ``f``: :class:`TestLoss`, :class:`Prediction`) to adding
     ``eps`` to the weight of training point ``m``, by exact refits, and the influence tangent.
 
-    ``eps`` may be any grid with w_m + eps >= 0 (eps = -w_m removes the point)."""
+    ``eps`` may be any grid with w_m + eps >= 0 (eps = -w_m removes the point). The response
+    R_m(eps) is the refitted theta (DESIGN.md section 1); its slope at eps = 0 is the influence
+    I(z_m) (for f: grad f . I(z_m)), and the tangent theta* + eps I(z_m) is what influence
+    predicts. Refits run in parallel in the core, each warm-started at theta*.
+
+    Parameters
+    ----------
+    model : Model
+        A fitted upweight model (``LinearRegression``, ``LogisticRegression``,
+        ``PoissonRegression``, ...); each refit uses its family, l2, tol and solver.
+    X : array_like of shape (n, d)
+        The training features the model was fitted on (dense, scipy.sparse or a ``.npy`` path).
+    y : array_like of shape (n,)
+        The training targets.
+    m : int
+        The training point whose weight changes (0 <= m < n).
+    eps : float or array_like of shape (e,)
+        The weight changes to refit at: finite, with w_m + eps >= 0.
+    f : TestLoss or Prediction, optional
+        A function of theta to follow; default None follows theta itself.
+    sample_weight : array_like of shape (n,), optional
+        The training weights the model was fitted with (default: all 1).
+    progress : callable, optional
+        ``progress(pass, done, total)``, called from the calling thread at most every 50 ms
+        while the refits run; raising in it cancels them.
+
+    Returns
+    -------
+    ResponseCurve
+        A frozen dataclass (``upweight.validation.ResponseCurve``) with ``m``; ``eps`` (e,);
+        ``theta`` (e, p), the exact refits; ``theta_tangent`` (e, p), theta* + eps I(z_m);
+        ``f`` (e, r), f along the refits (theta itself, r = p, when ``f`` is None);
+        ``f_tangent`` (e, r), f(theta*) + eps grad f . I(z_m); ``influence`` (r,), the
+        tangent's slope. A refit with no finite optimum is NaN (with a ConvergenceWarning).
+
+    Raises
+    ------
+    InputError
+        If ``m`` is out of range, ``eps`` is empty, not finite or makes a weight negative, or
+        the data do not match the model (the message names the argument).
+    NotFittedError
+        If ``model`` is not fitted.
+
+    Warns
+    -----
+    ConvergenceWarning
+        If a refit stops short of its tolerance or has no finite optimum.
+
+    See Also
+    --------
+    upweight.plots.response_curve : Draws the curve and its tangent.
+
+    Examples
+    --------
+    >>> X, y, _ = uw.load_breast_cancer()
+    >>> X = (X - X.mean(0)) / X.std(0)
+    >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+    >>> rc = uw.response_curve(model, X, y, m=0, eps=np.linspace(-1, 1, 5), f=uw.TestLoss(X[:3], y[:3], mean=True))
+    >>> rc.f.shape, rc.influence.shape
+    ((5, 1), (1,))
+    >>> bool(np.allclose(rc.f, rc.f_tangent, rtol=1e-3))  # near eps = 0 the tangent is the curve
+    True
+    """
     theta, Xc, yv, w, n = _setup(model, X, y, sample_weight)
     m = int(as_indices(m, n, "m")[0])
     eps = np.atleast_1d(as_vector(np.atleast_1d(eps), "eps"))
@@ -204,14 +348,80 @@ def response_curve(model, X, y, m: int, eps, f=None, sample_weight=None, progres
 
 
 def leave_one_out(model, X, y, idx=None, X_test=None, y_test=None, sample_weight=None, progress=None) -> LeaveOneOut:
-    """Refit without each training point of ``idx`` (default: all), in parallel, and compare
+    """Exact leave-one-out refits, against influence's first-order and one-step predictions.
+
+    Refit without each training point of ``idx`` (default: all), in parallel, and compare
     the change of theta (and of each test loss, given ``X_test, y_test``) with influence's
     first-order prediction -w_m I(z_m) (and -w_m S[t, m]) and with the one-step Newton estimate
     (``one_step_params``, ``one_step_loss``: :meth:`Influence.loo_params`).
 
     A refit with no finite optimum (with ``l2 = 0``, leaving a point out can separate the classes)
     has NaN rows in ``theta``, ``actual_params`` and ``actual_loss``, with a ConvergenceWarning;
-    :func:`compare` leaves them out."""
+    :func:`compare` leaves them out.
+
+    Parameters
+    ----------
+    model : Model
+        A fitted upweight model (``LinearRegression``, ``LogisticRegression``,
+        ``PoissonRegression``, ...); each refit uses its family, l2, tol and solver.
+    X : array_like of shape (n, d)
+        The training features the model was fitted on (dense, scipy.sparse or a ``.npy`` path).
+    y : array_like of shape (n,)
+        The training targets.
+    idx : array_like of int, optional
+        The training points to leave out, one refit each (any iterable of indices; default: all
+        n).
+    X_test : array_like of shape (q, d), optional
+        Test features: also compare the change of each test loss.
+    y_test : array_like of shape (q,), optional
+        Test targets (with ``X_test``).
+    sample_weight : array_like of shape (n,), optional
+        The training weights the model was fitted with (default: all 1).
+    progress : callable, optional
+        ``progress(pass, done, total)``, called from the calling thread at most every 50 ms
+        while the refits run; raising in it cancels them.
+
+    Returns
+    -------
+    LeaveOneOut
+        A frozen dataclass (``upweight.validation.LeaveOneOut``), for the m = len(idx) points:
+        ``idx`` (m,); ``theta`` (m, p), the refits; ``actual_params`` (m, p), theta_(-m) -
+        theta*; ``predicted_params`` (m, p), -w_m I(z_m); ``actual_loss`` and
+        ``predicted_loss`` (m, q), the change of each test loss and -w_m S[t, m] (None without
+        ``X_test``); ``one_step_params`` (m, p) and ``one_step_loss`` (m, q) (None without
+        ``X_test``), the one-step Newton estimates (NaN where leaving the point out leaves no
+        unique minimiser).
+
+    Raises
+    ------
+    InputError
+        If an index of ``idx`` is out of range, or the data or test points do not match the
+        model (the message names the argument).
+    NotFittedError
+        If ``model`` is not fitted.
+
+    Warns
+    -----
+    ConvergenceWarning
+        If a refit stops short of its tolerance or has no finite optimum.
+
+    See Also
+    --------
+    compare : Correlation and slope of predicted against actual changes.
+    leave_k_out : One refit without a whole group.
+    upweight.plots.loo_scatter : Predicted against actual changes, drawn.
+
+    Examples
+    --------
+    >>> X, y, _ = uw.load_breast_cancer()
+    >>> X = (X - X.mean(0)) / X.std(0)
+    >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+    >>> loo = uw.leave_one_out(model, X, y, idx=range(20), X_test=X[:5], y_test=y[:5])
+    >>> loo.theta.shape, loo.actual_loss.shape
+    ((20, 31), (20, 5))
+    >>> uw.compare(loo.predicted_loss, loo.actual_loss).pearson > 0.99
+    True
+    """
     theta, Xc, yv, w, n = _setup(model, X, y, sample_weight)
     idx = np.arange(n) if idx is None else as_indices(np.asarray(list(idx) if not isinstance(idx, np.ndarray) else idx), n)
     thetas = _refit(model, Xc, yv, w, theta, [[int(i)] for i in idx], [[0.0]] * len(idx), progress)
@@ -247,9 +457,73 @@ def _one_step(inf, idx, X_test, y_test):
 
 
 def leave_k_out(model, X, y, group, X_test=None, y_test=None, sample_weight=None) -> LeaveKOut:
-    """Refit without every point of ``group`` at once; influence predicts the sum of the
+    """An exact refit without a group of training points, against influence's prediction.
+
+    Refit without every point of ``group`` at once; influence predicts the sum of the
     members' effects, -sum_m w_m I(z_m) (first order: interactions inside the group are what
-    the difference shows)."""
+    the difference shows).
+
+    The one-step Newton estimate of the same removal (:meth:`Influence.leave_out_params`) is
+    returned beside it.
+
+    Parameters
+    ----------
+    model : Model
+        A fitted upweight model (``LinearRegression``, ``LogisticRegression``,
+        ``PoissonRegression``, ...); each refit uses its family, l2, tol and solver.
+    X : array_like of shape (n, d)
+        The training features the model was fitted on (dense, scipy.sparse or a ``.npy`` path).
+    y : array_like of shape (n,)
+        The training targets.
+    group : array_like of int
+        The training points to leave out together (distinct indices; not every point of
+        positive weight).
+    X_test : array_like of shape (q, d), optional
+        Test features: also compare the change of each test loss.
+    y_test : array_like of shape (q,), optional
+        Test targets (with ``X_test``).
+    sample_weight : array_like of shape (n,), optional
+        The training weights the model was fitted with (default: all 1).
+
+    Returns
+    -------
+    LeaveKOut
+        A frozen dataclass (``upweight.validation.LeaveKOut``): ``idx`` (k,), the group;
+        ``theta`` (p,), the refit; ``actual_params`` (p,), its difference from theta*;
+        ``predicted_params`` (p,), -sum_m w_m I(z_m); ``actual_loss`` and ``predicted_loss``
+        (q,), the change of each test loss and its prediction (None without ``X_test``);
+        ``one_step_params`` (p,) and ``one_step_loss`` (q,) (None without ``X_test``), the
+        one-step Newton estimates (NaN if the group's removal leaves no unique minimiser).
+
+    Raises
+    ------
+    InputError
+        If ``group`` has repeated or out-of-range indices or holds every point of positive
+        weight, or the data or test points do not match the model (the message names the
+        argument).
+    NotFittedError
+        If ``model`` is not fitted.
+
+    Warns
+    -----
+    ConvergenceWarning
+        If the refit stops short of its tolerance or has no finite optimum.
+
+    See Also
+    --------
+    leave_one_out : One refit per point.
+
+    Examples
+    --------
+    >>> X, y, _ = uw.load_breast_cancer()
+    >>> X = (X - X.mean(0)) / X.std(0)
+    >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+    >>> lko = uw.leave_k_out(model, X, y, group=[0, 1, 2, 3, 4], X_test=X[:3], y_test=y[:3])
+    >>> lko.actual_params.shape, lko.actual_loss.shape
+    ((31,), (3,))
+    >>> bool(np.allclose(lko.predicted_loss, lko.actual_loss, rtol=0.1, atol=1e-6))
+    True
+    """
     theta, Xc, yv, w, n = _setup(model, X, y, sample_weight)
     idx = as_indices(np.asarray(list(group) if not isinstance(group, np.ndarray) else group), n, "group")
     if np.unique(idx).size != idx.size:
@@ -287,10 +561,41 @@ def _ranks(a: np.ndarray) -> np.ndarray:
 
 
 def compare(predicted, actual) -> Comparison:
-    """Pearson and Spearman correlation, and the slope of ``actual`` regressed on ``predicted``
+    """How well predicted changes match actual ones: correlations and slope.
+
+    Pearson and Spearman correlation, and the slope of ``actual`` regressed on ``predicted``
     (with intercept), over all entries (flattened; both must have the same shape). NaN entries
     of ``actual`` (refits with no finite optimum, see :func:`leave_one_out`) are left out; ``n``
-    counts the pairs used."""
+    counts the pairs used.
+
+    Parameters
+    ----------
+    predicted : array_like
+        Predicted changes (e.g. ``loo.predicted_loss``); finite.
+    actual : array_like
+        Actual changes of the same shape (e.g. ``loo.actual_loss``); NaN entries are left out.
+
+    Returns
+    -------
+    Comparison
+        A frozen dataclass (``upweight.validation.Comparison``) with ``pearson``, ``spearman``
+        (ties get average ranks), ``slope`` (1 when influence is exact to first order) and
+        ``n``, the number of pairs used. A correlation or slope is NaN when one side is constant.
+
+    Raises
+    ------
+    InputError
+        If the shapes differ, ``predicted`` has a NaN or either has an infinity, or fewer than
+        2 pairs are left.
+
+    Examples
+    --------
+    >>> c = uw.compare([1.0, 2.0, 3.0, 4.0], [2.1, 3.9, 6.0, 8.1])
+    >>> round(c.pearson, 4), c.spearman, round(c.slope, 2), c.n
+    (0.9993, 1.0, 2.01, 4)
+    >>> uw.compare([1.0, 2.0, 3.0], [1.0, np.nan, 3.5]).n  # a refit with no finite optimum: left out
+    2
+    """
     P, A = np.asarray(predicted, dtype=np.float64), np.asarray(actual, dtype=np.float64)
     if P.shape != A.shape:  # (5, 10) against (10, 5) would pair unrelated entries
         raise InputError(f"actual: has shape {A.shape} but predicted has shape {P.shape}")

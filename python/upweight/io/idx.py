@@ -102,7 +102,7 @@ def load_idx(path, *, mmap: bool = False) -> np.ndarray:
     path : str or os.PathLike
         An IDX file such as MNIST's ``train-images-idx3-ubyte`` or ``train-labels-idx1-ubyte.gz``.
         Compression is detected from the first two bytes (gzip: 1f 8b), not from the name.
-    mmap : bool
+    mmap : bool, default False
         Map an uncompressed file read-only instead of reading it (a ``np.memmap`` of the stored
         shape; nothing is loaded until used). For uint8/int8 data the result is exactly the
         array ``mmap=False`` returns; multi-byte types (int16, int32, float32, float64) keep the
@@ -126,6 +126,37 @@ def load_idx(path, *, mmap: bool = False) -> np.ndarray:
         dimensions whose product no array can hold or that need more memory than is available
         (checked from the header, before anything is allocated), a corrupt gzip stream, or
         ``mmap=True`` on a gzip file.
+    InputTypeError
+        If ``path`` is not a path or ``mmap`` is not a bool.
+
+    See Also
+    --------
+    load_mnist, load_fashion_mnist : Images and labels of an MNIST-layout folder.
+
+    Examples
+    --------
+    A 2 x 3 uint8 array written as IDX (magic 00 00 08 02, the dimensions, the bytes), then
+    gzip-compressed:
+
+    >>> import gzip
+    >>> data = bytes([0, 0, 0x08, 2, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6])
+    >>> with open("tiny-idx2-ubyte", "wb") as f:
+    ...     _ = f.write(data)
+    >>> uw.load_idx("tiny-idx2-ubyte")
+    array([[1, 2, 3],
+           [4, 5, 6]], dtype=uint8)
+    >>> with gzip.open("tiny-idx2-ubyte.gz", "wb") as f:
+    ...     _ = f.write(data)
+    >>> uw.load_idx("tiny-idx2-ubyte.gz").shape
+    (2, 3)
+    >>> int(uw.load_idx("tiny-idx2-ubyte", mmap=True)[1, 2])
+    6
+    >>> with open("short-idx2-ubyte", "wb") as f:
+    ...     _ = f.write(data[:-1])
+    >>> uw.load_idx("short-idx2-ubyte")
+    Traceback (most recent call last):
+        ...
+    upweight.errors.InputError: path: 'short-idx2-ubyte' is truncated: ...
     """
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise InputTypeError(f"path: expected a file path (str or os.PathLike), got {type(path).__name__}")

@@ -16,13 +16,14 @@ FORMAT = "upweight-model-1"
 
 
 @contextmanager
-def atomic_path(path, force: bool = False):
+def atomic_path(path, force: bool = False, *, arg: str = "path", how: str = "force=True"):
     """Yield a temporary path beside ``path``; on success rename it onto ``path`` (atomic on one
     file system), on failure or interrupt delete it, so no partial file ever looks complete.
-    Refuses to overwrite an existing ``path`` unless ``force``."""
+    Refuses to overwrite an existing ``path`` unless ``force`` (the error names ``arg`` and says
+    to pass ``how``: the CLI's are ``output`` and ``--force``)."""
     path = Path(path)
     if path.exists() and not force:
-        raise InputError(f"output: {str(path)!r} exists; pass --force (force=True) to overwrite it")
+        raise InputError(f"{arg}: {str(path)!r} exists; pass {how} to overwrite it")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial" + "".join(path.suffixes), dir=path.parent or ".")
     os.close(fd)
     try:
@@ -39,7 +40,45 @@ ESTIMATORS = {cls.__name__: cls for cls in (models.LinearRegression, models.Logi
 
 
 def save_model(model: models.Model, path, force: bool = False) -> None:
-    """Save a fitted estimator's specification and parameters to ``path`` (.npz), atomically."""
+    """Save a fitted estimator's specification and parameters to ``path`` (.npz), atomically.
+
+    The file holds the estimator's class, l2 (and its penalty convention when not the default),
+    the parameters theta, the number of features and classes and the fit's iteration count and
+    gradient norm, as a NumPy ``.npz`` archive without pickles. It is written to a temporary file
+    beside ``path`` and renamed onto it once complete, so ``path`` never holds a partial file.
+
+    Parameters
+    ----------
+    model : LinearRegression, LogisticRegression or PoissonRegression
+        A fitted estimator (also one converted from scikit-learn or statsmodels).
+    path : str or os.PathLike
+        The file to write (conventionally ending in ``.npz``); its folder must exist.
+    force : bool, default False
+        Overwrite ``path`` if it exists.
+
+    Raises
+    ------
+    InputError
+        If ``path`` exists and ``force`` is False, or ``model`` is of a kind that cannot be saved
+        (networks).
+    NotFittedError
+        If ``model`` is not fitted.
+
+    See Also
+    --------
+    load_model : Reads the file back.
+
+    Examples
+    --------
+    >>> X, y, _ = uw.load_breast_cancer()
+    >>> model = uw.LogisticRegression(l2=1e-2).fit((X - X.mean(0)) / X.std(0), y)
+    >>> uw.save_model(model, "model.npz")
+    >>> uw.save_model(model, "model.npz")
+    Traceback (most recent call last):
+        ...
+    upweight.errors.InputError: path: 'model.npz' exists; pass force=True to overwrite it
+    >>> uw.save_model(model, "model.npz", force=True)
+    """
     model = models.check_model(model)
     if type(model).__name__ not in ESTIMATORS:
         raise InputError(f"model: {type(model).__name__} cannot be saved (one of {', '.join(ESTIMATORS)})")
@@ -55,7 +94,47 @@ def save_model(model: models.Model, path, force: bool = False) -> None:
 
 
 def load_model(path) -> models.Model:
-    """Load an estimator saved by :func:`save_model`, ready for ``Influence``."""
+    """Load an estimator saved by :func:`save_model`, ready for ``Influence``.
+
+    The estimator is rebuilt with the saved l2 and parameters and marked converged; predictions
+    and influence equal the saved model's.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :func:`save_model`.
+
+    Returns
+    -------
+    LinearRegression, LogisticRegression or PoissonRegression
+        The fitted estimator, of the class that was saved.
+
+    Raises
+    ------
+    MissingFileError
+        If ``path`` does not exist (an ``InputError`` and a ``FileNotFoundError``).
+    InputError
+        If ``path`` cannot be read, or is not an upweight model file (the message names
+        ``model``, the CLI's option).
+
+    See Also
+    --------
+    save_model : Writes the file.
+
+    Examples
+    --------
+    >>> X, y, _ = uw.load_breast_cancer()
+    >>> X = (X - X.mean(0)) / X.std(0)
+    >>> model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+    >>> uw.save_model(model, "model.npz")
+    >>> loaded = uw.load_model("model.npz")
+    >>> type(loaded).__name__, loaded.l2
+    ('LogisticRegression', 0.01)
+    >>> bool(np.array_equal(loaded.get_theta(), model.get_theta()))
+    True
+    """
+    if not os.path.isfile(path):
+        raise MissingFileError(f"model: no such file {os.fspath(path)!r}")
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["format"]) != FORMAT:
