@@ -112,3 +112,41 @@ def test_the_cli_refuses_a_forged_npz_with_an_error_not_a_crash(tmp_path, capsys
     assert main(["fit", str(path), "-o", str(tmp_path / "m.npz")]) != 0
     assert "truncated or corrupt" in capsys.readouterr().err
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_text_and_missing_cells_are_named_by_column_and_line_with_the_fix(tmp_path):
+    """A real table has identifiers, text labels and holes (docs/troubleshooting.md): each is
+    named by its column and line, with what to do, and --drop leaves columns out."""
+    text = "id,a,b,y\nP1,1,2,0\nP2,3,4,1\nP3,5,,1\n"
+    path = write(tmp_path / "t.csv", text)
+    with pytest.raises(uw.InputError, match=r"^train: .*column 'id' holds 'P1' on line 2, not a number: .*--drop id"):
+        read_table(path, "train", None)
+    with pytest.raises(uw.InputError, match=r"column 'b' is empty on line 4: upweight needs every value"):
+        read_table(path, "train", None, drop=["id"])
+    X, y = read_table(write(tmp_path / "ok.csv", text.replace(",,", ",6,")), "train", None, drop=["id"])
+    np.testing.assert_array_equal(X, [[1, 2], [3, 4], [5, 6]])
+    np.testing.assert_array_equal(y, [0, 1, 1])
+    labels = write(tmp_path / "labels.csv", "a,y\n1,yes\n2,no\n")
+    with pytest.raises(uw.InputError, match=r"column 'y' holds 'yes' on line 2, not a number: encode the target as numbers"):
+        read_table(labels, "train", None)
+    with pytest.raises(uw.InputError, match=r"^drop: .* has no column 'nope'"):
+        read_table(path, "train", None, drop=["nope"])
+
+
+def test_drop_applies_to_the_training_and_the_query_table_in_the_cli(tmp_path):
+    from upweight.cli import main
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 2))
+    y = (X[:, 0] + rng.standard_normal(60) > 0).astype(float)
+    rows = "".join(f"row{i},{a:.6f},{b:.6f},{t:g}\n" for i, ((a, b), t) in enumerate(zip(X, y)))
+    write(tmp_path / "train.csv", "name,a,b,y\n" + rows)
+    write(tmp_path / "query.csv", "name,a,b,y\n" + rows[: rows.index("row3")])
+    out = tmp_path / "top.npz"
+    assert main(["score", str(tmp_path / "train.csv"), "--query", str(tmp_path / "query.csv"), "--family", "logistic",
+                 "--l2", "1e-2", "--drop", "name", "-k", "3", "-o", str(out), "-q"]) == 0
+    Xr = np.round(X, 6)
+    model = uw.LogisticRegression(l2=1e-2).fit(Xr, y)
+    top = uw.Influence(model, Xr, y).top_k(Xr[:3], y[:3], k=3)
+    with np.load(out) as z:
+        np.testing.assert_array_equal(z["helpful_idx"], top.helpful_idx)

@@ -13,6 +13,7 @@ import os
 import sys
 
 from .._constants import BLOCK_ROWS
+from .._core import __version__
 from ..errors import InputError, UpweightError
 from ..examples import seed_example
 from ..influence import Influence
@@ -50,7 +51,7 @@ ESTIMATORS = {"linear": LinearRegression, "logistic": LogisticRegression, "poiss
 
 
 def _training_data(args):
-    X, y = read_table(args.train, "train", args.target_column, args.y, stream=True)
+    X, y = read_table(args.train, "train", args.target_column, args.y, stream=True, drop=args.drop)
     if y is None:
         raise _input_error("train: no target: pass --y FILE or a table with a target column (--target-column)")
     w = None
@@ -109,6 +110,8 @@ def _score(args: argparse.Namespace) -> int:
     settings = {k: getattr(args, k) for k in ("what", "k", "family", "l2", "solver", "damping", "target_column", "segment_rows")}
     if args.solver == "arnoldi":  # (older checkpoints' fingerprints stay valid for the exact solvers)
         settings |= {"rank": args.rank, "arnoldi_inverse": args.arnoldi_inverse}
+    if args.drop:
+        settings["drop"] = args.drop
     files = [args.train, args.y, args.weights, args.model, args.query, args.query_y]
     fp = resume.fingerprint(settings, [f for f in files if f])
     say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
@@ -117,7 +120,7 @@ def _score(args: argparse.Namespace) -> int:
     else:
         if not args.query:
             raise _input_error(f"query: --what {args.what} needs --query FILE")
-        Xq, yq = read_table(args.query, "query", args.target_column, args.query_y)
+        Xq, yq = read_table(args.query, "query", args.target_column, args.query_y, drop=args.drop)
         if yq is None:
             raise _input_error("query: no target: pass --query-y FILE or a table with a target column")
         if args.what == "top-k":
@@ -136,11 +139,17 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _column_names(value: str) -> list[str]:
+    return [c.strip() for c in value.split(",") if c.strip()]
+
+
 def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("train", help="training features: .npy (streamed block by block, may exceed memory), .npz (arrays X, y; "
                    "or a scipy.sparse.save_npz matrix, used sparse), .csv or .parquet (header row)")
     p.add_argument("--y", metavar="FILE", help="training targets (.npy) when TRAIN holds features only")
     p.add_argument("--target-column", metavar="NAME", help="target column (CSV/Parquet) or array (.npz) name (default: y)")
+    p.add_argument("--drop", metavar="NAME[,NAME...]", action="extend", default=[], type=_column_names,
+                   help="CSV/Parquet columns that are not features (identifiers, text), in training and query tables; repeatable")
     p.add_argument("--weights", metavar="FILE", help="sample weights (.npy), default all 1")
     p.add_argument("--family", choices=sorted(ESTIMATORS),
                    help="model family: linear (squared loss), logistic (binary, or multinomial for k > 2 class ids), poisson")
@@ -170,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="upweight",
         description="Exact influence functions for weighted GLMs: which training points help or hurt a prediction.",
     )
+    parser.add_argument("--version", action="version", version=f"upweight {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser(
         "demo",

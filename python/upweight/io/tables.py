@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -77,9 +78,10 @@ def _check_npz_shapes(z, xkey: str, ykey: str | None, arg: str, path: str) -> No
             )
 
 
-def read_table(path, arg: str, target_column: str | None, target_path=None, stream: bool = False):
+def read_table(path, arg: str, target_column: str | None, target_path=None, stream: bool = False, drop: Sequence[str] = ()):
     """(X, y) from ``path``; y is None when neither a target column nor ``target_path`` is given.
-    With ``stream``, a ``.npy`` X is returned as its path, to be read block by block."""
+    With ``stream``, a ``.npy`` X is returned as its path, to be read block by block. ``drop``:
+    columns of a CSV or Parquet table that are not features (identifiers, text)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputError(f"{arg}: no such file {path!r}")
@@ -107,16 +109,23 @@ def read_table(path, arg: str, target_column: str | None, target_path=None, stre
                 if ykey is not None:
                     y = z[ykey]
         elif ext in (".csv", ".parquet"):
-            header, data = _read_csv(path, arg) if ext == ".csv" else _read_parquet(path, arg)
+            header = _csv_header(path, arg) if ext == ".csv" else _parquet_header(path, arg)
+            for name in drop:
+                if name not in header:
+                    raise InputError(f"drop: {path!r} has no column {name!r} (columns: {header})")
             key = target_column or ("y" if "y" in header else None)
+            if key is not None and key not in header:
+                raise InputError(f"{arg}: {path!r} has no column {key!r} (columns: {header})")
+            keep = [j for j, name in enumerate(header) if name not in drop]
+            data = (_read_csv if ext == ".csv" else _read_parquet)(path, arg, header, keep, key)
             if key is not None:
-                if key not in header:
-                    raise InputError(f"{arg}: {path!r} has no column {key!r} (columns: {header})")
-                j = header.index(key)
+                j = [header[i] for i in keep].index(key)
                 y = data[:, j]
                 data = np.delete(data, j, axis=1)
             X = data
         else:
+            if drop:
+                raise InputError(f"drop: names columns of a .csv or .parquet table; {path!r} is {ext}")
             raise InputError(f"{arg}: unsupported file type {ext!r}; use .npy, .npz, .csv or .parquet")
     except InputError:
         raise
@@ -136,35 +145,85 @@ def read_table(path, arg: str, target_column: str | None, target_path=None, stre
     return X, y
 
 
-def _read_csv(path: str, arg: str) -> tuple[list[str], np.ndarray]:
-    """Header names and data of a CSV file with a header row. The header may be quoted and may
-    start with a UTF-8 byte-order mark (as R and Excel write it); it must name every column."""
+def _csv_header(path: str, arg: str) -> list[str]:
+    """The header row of a CSV file. It may be quoted and may start with a UTF-8 byte-order mark
+    (as R and Excel write it); it must name every column."""
     with open(path, encoding="utf-8-sig", newline="") as f:
         header = [h.strip() for h in next(csv.reader(f, skipinitialspace=True), [])]
-        if not header or header == [""]:
-            raise InputError(f"{arg}: {path!r} is empty (expected a header row, then data rows)")
-        data = np.loadtxt(f, delimiter=",", ndmin=2)
-    if data.shape[0] == 0:
+    if not header or header == [""]:
+        raise InputError(f"{arg}: {path!r} is empty (expected a header row, then data rows)")
+    return header
+
+
+def _read_csv(path: str, arg: str, header: list[str], keep: list[int], target: str | None) -> np.ndarray:
+    """The columns ``keep`` of a CSV file with a header row, as float64. A value that is not a
+    number (text, an empty cell) is named by its column and row, with what to do."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f, skipinitialspace=True)
+        next(rows)
+        first = next(rows, None)
+    if first is None:
         raise InputError(f"{arg}: {path!r} has a header but no data rows")
-    if data.shape[1] != len(header):
-        raise InputError(f"{arg}: {path!r} has {len(header)} header names but {data.shape[1]} columns of data; "
+    if len(first) != len(header):
+        raise InputError(f"{arg}: {path!r} has {len(header)} header names but {len(first)} columns of data; "
                          "the header must name every column")
-    return header, data
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            data = np.loadtxt(f, delimiter=",", ndmin=2, skiprows=1, usecols=keep)
+    except ValueError:
+        _explain_csv(path, arg, header, keep, target)  # raises, naming the cell
+        raise
+    return data
 
 
-def _read_parquet(path: str, arg: str) -> tuple[list[str], np.ndarray]:
-    """Header names and data of a Parquet file whose columns are all numeric (or boolean)."""
-    table = _pyarrow(arg).read_table(path)
-    header = [str(c).strip() for c in table.column_names]
+def _explain_csv(path: str, arg: str, header: list[str], keep: list[int], target: str | None) -> None:
+    """Find the first cell of ``keep``'s columns that NumPy could not read, and say why."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f, skipinitialspace=True)
+        next(rows)
+        for r, row in enumerate(rows, start=2):  # line numbers as an editor shows them
+            if len(row) != len(header):
+                raise InputError(f"{arg}: {path!r} line {r} has {len(row)} values but the header names {len(header)} columns; "
+                                 "the header must name every column")
+            for j in keep:
+                cell = row[j].strip()
+                try:
+                    float(cell)
+                except ValueError:
+                    if not cell:
+                        raise InputError(f"{arg}: {path!r} column {header[j]!r} is empty on line {r}: upweight needs every value; "
+                                         "fill in or drop the rows with missing values") from None
+                    raise InputError(f"{arg}: {path!r} column {header[j]!r} holds {cell!r} on line {r}, not a number: "
+                                     + _not_a_number_hint(header[j], target)) from None
+
+
+def _not_a_number_hint(column: str, target: str | None) -> str:
+    if column == target:
+        return "encode the target as numbers (classes as 0, 1, ..., k - 1 for --family logistic)"
+    return f"encode it as numbers (one column per category), or leave the column out with --drop {column}"
+
+
+def _parquet_header(path: str, arg: str) -> list[str]:
+    return [str(c).strip() for c in _pyarrow(arg).read_schema(path).names]
+
+
+def _read_parquet(path: str, arg: str, header: list[str], keep: list[int], target: str | None) -> np.ndarray:
+    """The columns ``keep`` of a Parquet file, which must be numeric (or boolean), as float64."""
+    table = _pyarrow(arg).read_table(path, columns=[header[j] for j in keep])
     columns = []
     for name in table.column_names:
-        col = table.column(name).to_numpy()
-        if col.dtype.kind not in "biuf":
-            raise InputError(f"{arg}: {path!r} column {name!r} has type {table.schema.field(name).type}, not a number")
-        columns.append(col.astype(np.float64))
+        col = table.column(name)
+        if col.null_count:
+            raise InputError(f"{arg}: {path!r} column {name!r} has {col.null_count} missing values: upweight needs every "
+                             "value; fill in or drop those rows")
+        values = col.to_numpy()
+        if values.dtype.kind not in "biuf":
+            raise InputError(f"{arg}: {path!r} column {name!r} has type {table.schema.field(name).type}, not a number: "
+                             + _not_a_number_hint(name, target))
+        columns.append(values.astype(np.float64))
     if not columns or table.num_rows == 0:
         raise InputError(f"{arg}: {path!r} has no data")
-    return header, np.column_stack(columns)
+    return np.column_stack(columns)
 
 
 def read_vector(path, arg: str) -> np.ndarray:
@@ -225,7 +284,7 @@ def write_scores(path, arrays: dict[str, np.ndarray], force: bool = False) -> No
         raise InputError(f"output: unsupported file type {ext!r}; use .npz, .csv or .parquet")
     if ext == ".parquet":
         _pyarrow("output")
-    with atomic_path(path, force) as tmp:
+    with atomic_path(path, force, arg="output", how="--force") as tmp:
         if ext == ".npz":
             with open(tmp, "wb") as f:
                 np.savez(f, **cast(dict[str, Any], arrays))  # (numpy's stub types **kwds like allow_pickle)
