@@ -1,4 +1,4 @@
-"""Fit and explain a model on a training set chunked by rows, on Dask (README "On a cluster").
+"""Fit and explain a model on a training set chunked by rows, on Dask (docs/large-data.md, "On a cluster").
 
     pip install '.[dask]' && python examples/on_a_cluster.py
 

@@ -1,5 +1,5 @@
 """Which training points help or hurt a misclassified test point? A walkthrough on the bundled
-breast-cancer data, checked against exact leave-one-out refits (the README shows its output).
+breast-cancer data, checked against exact leave-one-out refits (docs/glms.md shows its output).
 
     python examples/walkthrough.py
 """

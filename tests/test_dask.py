@@ -335,7 +335,7 @@ def test_a_worker_killed_mid_run_is_retried_and_the_result_is_equal(client):
 
 
 def test_the_readme_example_runs():
-    """examples/on_a_cluster.py (the README's runnable example), as a user runs it."""
+    """examples/on_a_cluster.py (the documentation's runnable example), as a user runs it."""
     import subprocess
     import sys
     from pathlib import Path

@@ -21,7 +21,7 @@ RNG = np.random.default_rng(3)
 
 
 def bag_of_words(n=120, d=200_000, seed=0):
-    """The README's sparse shape: d = 200000 columns, a few nonzeros per row."""
+    """The sparse shape the documentation quotes: d = 200000 columns, a few nonzeros per row."""
     rng = np.random.default_rng(seed)
     X = sp.random(n, d, density=2e-4, format="csr", random_state=np.random.RandomState(seed))
     X.data = rng.random(X.data.size)
