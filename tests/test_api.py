@@ -280,6 +280,11 @@ def test_fewer_points_than_parameters_needs_ridge():
     X, y = rng.standard_normal((3, 6)), rng.standard_normal(3)
     with pytest.raises(uw.SingularHessianError):
         uw.LinearRegression().fit(X, y)
+    # a start that is already stationary (y = 0: theta = 0) takes no Newton step, yet the
+    # optimum is no more unique
+    for solver in ("direct", "cg"):
+        with pytest.raises(uw.SingularHessianError):
+            uw.LinearRegression(solver=solver).fit(X, np.zeros(3))
     model = uw.LinearRegression(l2=0.1).fit(X, y)
     assert np.isfinite(uw.Influence(model, X, y).params()).all()
 

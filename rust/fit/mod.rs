@@ -163,6 +163,16 @@ pub fn newton<M: Model + ?Sized>(obj: &Objective<M>, theta0: Option<ArrayView1<f
         }
     }
     let converged = inf_norm(&g) <= tol || at_rounding_level;
+    if opts.method == Method::Direct && obj.l2 == 0.0 && n_iter == 0 {
+        // a start that is already stationary took no step, so H was never factored: without a
+        // penalty the optimum may not be unique (more parameters than points, say), and a
+        // fit must refuse then as it does when a step factors H
+        let h = match curv.take() {
+            Curv::Hessian(h) => h,
+            _ => obj.hessian(theta.view(), cancel)?,
+        };
+        Prepared::direct(h, 0.0, null.clone())?;
+    }
     if opts.method == Method::Cg && obj.l2 == 0.0 {
         // Newton-CG converges on a singular Hessian (to one of many optima), where the direct
         // steps' factorisation refuses: refuse the same way
