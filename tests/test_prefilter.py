@@ -65,6 +65,15 @@ def test_last_layer_influence_is_the_formula(digits_net):
     np.testing.assert_allclose(stage1.on(Gq), expected, rtol=1e-9, atol=1e-14 * np.abs(expected).max())
 
 
+def test_last_layer_takes_the_default_damping_from_its_own_curvature(digits_net):
+    """damping "auto" (0.1 tr / p) needs the curvature's diagonal: the last layer gives its own,
+    the diagonal of the network's Theta_L block (it refused "auto" before)."""
+    net, inf, X, y = digits_net
+    last = LastLayer(net)
+    H_last = last.core_model().hessian(last.get_theta(), X, y, None, net.l2)
+    assert uw.Influence(last, X, y).damping == pytest.approx(0.1 * np.mean(np.diag(H_last)), rel=1e-12)
+
+
 def test_all_rows_as_candidates_is_exhaustive(digits_net):
     net, inf, X, y = digits_net
     exact = inf.top_k(X[:9], y[:9], k=6)

@@ -10,13 +10,13 @@
 
 use std::ops::Range;
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3};
 
 use super::{Curvature, Mlp};
 use crate::data::{Batch, XView};
 use crate::error::{Error, Result};
 use crate::models::glm::{Family, Glm};
-use crate::models::{Model, Prediction};
+use crate::models::{Model, Preconditioning, Prediction};
 
 /// A network's last layer, the layers below frozen (see the module docs).
 pub struct LastLayer {
@@ -126,5 +126,23 @@ impl Model for LastLayer {
     }
     fn hvp_sum(&self, theta: ArrayView1<f64>, data: &Batch, v: ArrayView2<f64>, out: ArrayViewMut2<f64>) {
         self.on_features(data, |b| self.head.hvp_sum(theta, b, v, out))
+    }
+    /// The head's diagonal (and class blocks), on the features: damping "auto" and Jacobi.
+    fn preconditioning(&self) -> Option<&dyn Preconditioning> {
+        self.head.preconditioning().map(|_| self as &dyn Preconditioning)
+    }
+}
+
+impl Preconditioning for LastLayer {
+    fn hessian_diag_sum(&self, theta: ArrayView1<f64>, data: &Batch, out: ArrayViewMut1<f64>) {
+        let head = self.head.preconditioning().expect("offered only when the head has it");
+        self.on_features(data, |b| head.hessian_diag_sum(theta, b, out))
+    }
+    fn hessian_groups(&self) -> Option<Array2<usize>> {
+        self.head.preconditioning().and_then(|head| head.hessian_groups())
+    }
+    fn hessian_blocks_sum(&self, theta: ArrayView1<f64>, data: &Batch, out: ArrayViewMut3<f64>) {
+        let head = self.head.preconditioning().expect("offered only when the head has it");
+        self.on_features(data, |b| head.hessian_blocks_sum(theta, b, out))
     }
 }
