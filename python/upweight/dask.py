@@ -32,6 +32,7 @@ import shutil
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -1397,8 +1398,9 @@ def _npy_shape(path: str) -> tuple[tuple[int, ...], np.dtype]:
 
 
 #: from_npy's sources by the name of the dask array made of them: upweight's own passes over such an
-#: array (the same name: no operation applied since) read each chunk inside the task that uses it
-_NPY_SOURCES: dict[str, _NpyRows] = {}
+#: array (the same name: no operation applied since) read each chunk inside the task that uses it.
+#: Weak: an entry lives as long as a dask graph holds its source, so a long session does not grow.
+_NPY_SOURCES: weakref.WeakValueDictionary[str, _NpyRows] = weakref.WeakValueDictionary()
 
 
 class _NpyRows:
