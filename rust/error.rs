@@ -10,6 +10,8 @@ pub enum Error {
     Shape { arg: &'static str, msg: String },
     /// NaN or infinity in an input.
     NonFinite { arg: &'static str, index: usize },
+    /// The same in a matrix: the first NaN or infinity by row and column (row-major order).
+    NonFiniteAt { arg: &'static str, row: usize, col: usize },
     /// Sample weights that are negative or all zero.
     Weights { msg: String },
     /// A target outside the family's support (logistic not 0/1, class id out of range, ...).
@@ -31,7 +33,10 @@ impl fmt::Display for Error {
         match self {
             Error::Shape { arg, msg } => write!(f, "{arg}: {msg}"),
             Error::NonFinite { arg, index } => {
-                write!(f, "{arg}: contains NaN or infinity (first at flat index {index})")
+                write!(f, "{arg}: contains NaN or infinity (first at index {index})")
+            }
+            Error::NonFiniteAt { arg, row, col } => {
+                write!(f, "{arg}: contains NaN or infinity (first at row {row}, column {col})")
             }
             Error::Weights { msg } => write!(f, "sample_weight: {msg}"),
             Error::Label { arg, index, value, expected } => {
@@ -68,7 +73,10 @@ pub(crate) fn check_finite_rows<T: Copy + Into<f64> + Sync>(arg: &'static str, a
     };
     match ok {
         true => Ok(()),
-        false => Err(Error::NonFinite { arg, index: a.iter().position(|&v| !v.into().is_finite()).expect("a value is not finite") }),
+        false => {
+            let index = a.iter().position(|&v| !v.into().is_finite()).expect("a value is not finite");
+            Err(Error::NonFiniteAt { arg, row: index / a.ncols(), col: index % a.ncols() })
+        }
     }
 }
 

@@ -161,7 +161,7 @@ def _put(a, flat_index, value):
 # rows: (id, channels it applies to, transform(array, channel), exception, message ({arg}: the name))
 # ---------------------------------------------------------------------------------------------
 
-NAN_AT = r"{arg}: contains NaN or infinity \(first at (flat )?index {at}\)"
+NAN_AT = r"{arg}: contains NaN or infinity \(first at ({rowcol}|index {at})\)"
 ROWS = [
     ("3-d", MATRICES | VECTORS, lambda a, ch: np.asarray(a)[None, None], uw.InputError, r"{arg}\b"),
     ("1-d matrix", MATRICES - {"g", "G_test"}, lambda a, ch: np.asarray(a)[0], uw.InputError, r"{arg}\b"),
@@ -254,7 +254,11 @@ def test_bad_input_raises_a_clear_error(contexts, kind, row_id, ch, transform, e
     err = info.value
     assert not isinstance(err, uw.InternalError)
     assert isinstance(err, (ValueError, TypeError)) and isinstance(err, uw.UpweightError)
-    pattern = message.replace("{arg}", names[ch]).replace("{at}", "2" if ch == "x" else "4")
+    at = 2 if ch == "x" else 4
+    shape = np.shape(ctx.arrays[ch])
+    # a matrix: where it is (a single point x is one row)
+    rowcol = f"row {at // shape[1]}, column {at % shape[1]}" if len(shape) == 2 else f"row 0, column {at}" if ch == "x" else "-"
+    pattern = message.replace("{arg}", names[ch]).replace("{at}", str(at)).replace("{rowcol}", rowcol)
     assert re.search(pattern, str(err)), f"{ep}: message {str(err)!r} does not match {pattern!r}"
 
 

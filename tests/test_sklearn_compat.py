@@ -257,7 +257,7 @@ def test_tags_and_fitted_state():
     assert issubclass(uw.InputError, ValueError) and issubclass(uw.NotFittedError, (ValueError, AttributeError))
     X = np.ones((5, 2))
     X[3, 1] = np.nan
-    with pytest.raises(uw.InputError, match=r"^X: contains NaN or infinity \(first at flat index 7\)"):
+    with pytest.raises(uw.InputError, match=r"^X: contains NaN or infinity \(first at row 3, column 1\)"):
         lin.fit(X, np.zeros(5))
     assert not any(k.endswith("_") for k in vars(lin))  # a failed fit leaves no fitted attribute
 

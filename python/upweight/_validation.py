@@ -15,10 +15,13 @@ from .errors import InputError, InputTypeError, UpweightError
 
 
 def check_finite(a: np.ndarray, name: str) -> None:
-    """InputError naming ``name`` and the first NaN/inf (flat index) of a small array."""
-    bad = ~np.isfinite(a)
-    if bad.any():
-        raise InputError(f"{name}: contains NaN or infinity (first at flat index {int(np.flatnonzero(bad)[0])})")
+    """InputError naming ``name`` and the first NaN/inf of a small array (its row and column
+    for a matrix, as the core says it)."""
+    bad = np.argwhere(~np.isfinite(a))
+    if bad.size:
+        first = bad[0]
+        where = f"row {first[0]}, column {first[1]}" if a.ndim == 2 else f"index {int(np.flatnonzero(~np.isfinite(a))[0])}"
+        raise InputError(f"{name}: contains NaN or infinity (first at {where})")
 
 
 def _numeric(a, name: str) -> np.ndarray:

@@ -158,7 +158,7 @@ impl NpyFile {
 
     fn finite(&self, start: usize, mut ok: impl Iterator<Item = bool>) -> Result<()> {
         match ok.position(|f| !f) {
-            Some(i) => Err(Error::NonFinite { arg: self.arg, index: start * self.d + i }),
+            Some(i) => Err(Error::NonFiniteAt { arg: self.arg, row: start + i / self.d, col: i % self.d }),
             None => Ok(()),
         }
     }

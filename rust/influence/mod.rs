@@ -29,7 +29,7 @@ pub use top_k::TopK;
 use crate::blocks::{blocks, BLOCK_ROWS};
 use crate::cancel::Cancel;
 use crate::data::{gather, with_block, Rows, Segment, Table};
-use crate::error::{check_finite, check_overflow, Error, Result};
+use crate::error::{check_finite, check_finite_rows, check_overflow, Error, Result};
 use crate::models::Model;
 use crate::objective::Objective;
 use crate::solvers::{Method, Prepared, SolveInfo, SolverOptions};
@@ -345,7 +345,7 @@ pub fn check_hessian(h: &Array2<f64>, p: usize) -> Result<()> {
     if h.dim() != (p, p) {
         return Err(Error::Shape { arg: "hessian", msg: format!("has shape {:?}, expected ({p}, {p})", h.dim()) });
     }
-    check_finite("hessian", h.iter())?;
+    check_finite_rows("hessian", h.view())?;
     let scale = h.iter().fold(0.0_f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
     if let Some(((i, j), _)) = h.indexed_iter().find(|((i, j), v)| (**v - h[[*j, *i]]).abs() > 1e-10 * scale) {
         return Err(Error::Value { arg: "hessian", msg: format!("is not symmetric (entry ({i}, {j}) differs from ({j}, {i}))") });

@@ -11,7 +11,7 @@ use super::{Influence, Points};
 use crate::blocks::BLOCK_ROWS;
 use crate::cancel::Cancel;
 use crate::data::{with_block, Rows, Table};
-use crate::error::{all_finite, check_finite, check_overflow, Error, Result};
+use crate::error::{all_finite, check_finite_rows, check_overflow, Error, Result};
 use crate::models::{scores_f32, Model};
 use crate::solvers::SolveInfo;
 
@@ -21,7 +21,7 @@ impl Influence {
     /// of a long run).
     pub fn solve_queries(&self, grad_f: ArrayView2<f64>, cancel: &Cancel) -> Result<(Array2<f64>, SolveInfo)> {
         self.check_width("grad_f", grad_f.ncols())?;
-        check_finite("grad_f", grad_f.iter())?;
+        check_finite_rows("grad_f", grad_f)?;
         let p = self.n_params();
         let mut vc = Array2::zeros((p + 1, grad_f.nrows()));
         vc.slice_mut(s![..p, ..]).assign(&grad_f.t());
