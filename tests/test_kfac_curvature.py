@@ -169,7 +169,7 @@ def test_curvature_saved_and_reloaded(tmp_path, kw):
     want = first.on_loss(X[:6], y[:6])
     path = tmp_path / "curvature.npz"
     first.save_curvature(path)
-    with pytest.raises(InputError, match="output: .* exists"):
+    with pytest.raises(InputError, match="path: .* exists; pass force=True"):
         first.save_curvature(path)
     kw_again = {k: v for k, v in kw.items() if k != "rank"}  # Arnoldi's rank comes from the file
     again = uw.Influence(net, X, y, damping=0.05, curvature_file=path, **kw_again)
