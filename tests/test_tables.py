@@ -139,7 +139,7 @@ def test_drop_applies_to_the_training_and_the_query_table_in_the_cli(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((60, 2))
     y = (X[:, 0] + rng.standard_normal(60) > 0).astype(float)
-    rows = "".join(f"row{i},{a:.6f},{b:.6f},{t:g}\n" for i, ((a, b), t) in enumerate(zip(X, y)))
+    rows = "".join(f"row{i},{a:.6f},{b:.6f},{t:g}\n" for i, ((a, b), t) in enumerate(zip(X, y, strict=True)))
     write(tmp_path / "train.csv", "name,a,b,y\n" + rows)
     write(tmp_path / "query.csv", "name,a,b,y\n" + rows[: rows.index("row3")])
     out = tmp_path / "top.npz"
