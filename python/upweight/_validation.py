@@ -17,10 +17,10 @@ from .errors import InputError, InputTypeError, UpweightError
 def check_finite(a: np.ndarray, name: str) -> None:
     """InputError naming ``name`` and the first NaN/inf of a small array (its row and column
     for a matrix, as the core says it)."""
-    bad = np.argwhere(~np.isfinite(a))
-    if bad.size:
-        first = bad[0]
-        where = f"row {first[0]}, column {first[1]}" if a.ndim == 2 else f"index {int(np.flatnonzero(~np.isfinite(a))[0])}"
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = int(np.argmax(bad))  # row-major
+        where = f"row {first // a.shape[1]}, column {first % a.shape[1]}" if a.ndim == 2 else f"index {first}"
         raise InputError(f"{name}: contains NaN or infinity (first at {where})")
 
 
@@ -131,10 +131,7 @@ def as_targets(a, name: str, n: int) -> np.ndarray:
     if arr.ndim == 2 and arr.shape[1] == 0:
         raise InputError(f"{name}: has no columns (at least one target per row)")
     y = np.ascontiguousarray(arr, dtype=np.float64)
-    bad = np.argwhere(~np.isfinite(y))
-    if bad.size:
-        where = f"index {bad[0][0]}" if y.ndim == 1 else f"row {bad[0][0]}, column {bad[0][1]}"
-        raise InputError(f"{name}: contains NaN or infinity (first at {where})")
+    check_finite(y, name)
     return y
 
 

@@ -50,6 +50,7 @@ from .errors import (
     SingularHessianError,
 )
 from .influence import OPTIMUM_DECREMENT_RTOL, OPTIMUM_TOL, SolveInfo, TopK
+from .models import restore_on_error
 from .solver import check_on_unconverged
 
 #: Up to this many parameters ``solver="auto"`` forms H (p x p on the client, factored there);
@@ -437,6 +438,7 @@ def _spec(model) -> tuple:
 
 # -- fitting ----------------------------------------------------------------------------------
 
+@restore_on_error
 def fit(model, X, y, sample_weight=None, *, client=None):
     """Fit an upweight GLM on dask arrays by Newton's method.
 
@@ -504,13 +506,7 @@ def fit(model, X, y, sample_weight=None, *, client=None):
     True
     """
     _refuse_networks(model)  # by name, before its settings are read as a GLM's
-    before = dict(model.__dict__)
-    try:
-        return _fit(model, X, y, sample_weight, client)
-    except BaseException:
-        model.__dict__.clear()
-        model.__dict__.update(before)
-        raise
+    return _fit(model, X, y, sample_weight, client)
 
 
 def _fit(model, X, y, sample_weight, client):

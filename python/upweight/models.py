@@ -339,8 +339,9 @@ def check_n_features(n_features) -> int:
 
 
 def restore_on_error(method):
-    """Run ``method`` so that an exception leaves the estimator's attributes as they were
-    (``set_theta`` declares the outputs and the width before it checks the length)."""
+    """All or nothing: an exception in ``method`` leaves its first argument's (the estimator's)
+    attributes as they were, so a failed fit or ``set_theta`` never leaves half-set state (new
+    ``classes_`` beside an old ``theta_``; a declared width that no longer matches the parameters)."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
@@ -787,6 +788,7 @@ class _GLM:
             raise InputError(f"theta: {type(self).__name__} has one output, got parameters for {k}")
 
     # -- fitting ---------------------------------------------------------------------------
+    @restore_on_error
     def fit(self, X, y, sample_weight=None):
         """Fit by weighted Newton's method; returns self.
 
@@ -876,14 +878,7 @@ class _GLM:
         backend = backend_for(X, y, sample_weight)  # a training set on Dask: upweight.dask.fit
         if backend is not None:
             return backend.fit(self, X, y, sample_weight)
-        before = dict(self.__dict__)
-        try:
-            return self._fit(X, y, sample_weight)
-        except BaseException:
-            # all or nothing: no new classes_ beside an old theta_, no half-set attributes
-            self.__dict__.clear()
-            self.__dict__.update(before)
-            raise
+        return self._fit(X, y, sample_weight)
 
     def _fit(self, X, y, sample_weight):
         X, n, d = training_features(X)

@@ -410,6 +410,7 @@ class _MLP:
         return self.n_features_in_
 
     # -- fitting -------------------------------------------------------------------------------
+    @restore_on_error
     def fit(self, X, y, sample_weight=None):
         """Weighted full-batch training; returns self.
 
@@ -475,13 +476,7 @@ class _MLP:
         >>> np.array_equal(again.theta_, net.theta_)
         True
         """
-        before = dict(self.__dict__)
-        try:
-            return self._fit(X, y, sample_weight)
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(before)
-            raise
+        return self._fit(X, y, sample_weight)
 
     def _fit(self, X, y, sample_weight):
         if any(is_dask(a) for a in (X, y, sample_weight)):
