@@ -46,6 +46,25 @@ pub fn clear_upper_ymm() {
     }
 }
 
+/// The float types the kernels run in (f64, and f32 for float32 scoring), with the constants
+/// error bounds need, as f64.
+pub trait Real: Copy + Into<f64> {
+    /// Machine epsilon (twice the unit roundoff).
+    const EPSILON_F64: f64;
+    /// The largest finite value.
+    const MAX_F64: f64;
+}
+
+impl Real for f64 {
+    const EPSILON_F64: f64 = f64::EPSILON;
+    const MAX_F64: f64 = f64::MAX;
+}
+
+impl Real for f32 {
+    const EPSILON_F64: f64 = f32::EPSILON as f64;
+    const MAX_F64: f64 = f32::MAX as f64;
+}
+
 /// `dst = alpha * a @ b` (`accumulate = false`) or `dst += alpha * a @ b`, in float64 or float32.
 pub fn gemm<T: faer::traits::ComplexField + Copy>(mut dst: ArrayViewMut2<T>, accumulate: bool, a: ArrayView2<T>, b: ArrayView2<T>, alpha: T) {
     debug_assert_eq!(dst.nrows(), a.nrows());

@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, CowArray, Ix2, ShapeBuilder, Zip};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, CowArray, Ix2, ShapeBuilder, Zip};
 
 use crate::error::{Error, Result};
 use crate::linalg::{gemm, gemm_lower};
@@ -230,12 +230,19 @@ impl<'a> XView<'a> {
                     }
                     dz
                 } else {
-                    let mut dz = Array2::ones((x.nrows(), cols.len()));
-                    if !cf.is_empty() {
-                        dz.slice_mut(s![.., ..cf.len()]).assign(&x.slice(s![.., cf]));
+                    // row by row, one pass, no zero fill: [a_i x_i[cf], a_i (the intercept's)]
+                    let icpt = cols.end > d;
+                    let mut dz = Vec::with_capacity(x.nrows() * cols.len());
+                    for (xr, &ai) in x.rows().into_iter().zip(&a) {
+                        match xr.slice(s![cf.clone()]).as_slice() {
+                            Some(v) => dz.extend(v.iter().map(|&v| ai * v)),
+                            None => dz.extend(xr.slice(s![cf.clone()]).iter().map(|&v| ai * v)),
+                        }
+                        if icpt {
+                            dz.push(ai);
+                        }
                     }
-                    Zip::from(dz.rows_mut()).and(&a).for_each(|mut row, &ai| row *= ai);
-                    dz
+                    Array2::from_shape_vec((x.nrows(), cols.len()), dz).expect("cols = features in cf, then the intercept's")
                 };
                 let rf = rows.start..rows.end.min(d);
                 if !rf.is_empty() {
@@ -249,7 +256,15 @@ impl<'a> XView<'a> {
                 }
                 if rows.contains(&d) {
                     let mut last = out.row_mut(d - rows.start);
-                    last += &dz.sum_axis(ndarray::Axis(0));
+                    if dz.t().is_standard_layout() {
+                        last += &dz.sum_axis(ndarray::Axis(0));
+                    } else {
+                        // row-major dz: sum_axis's order (zero, then each row in turn) without
+                        // its temporary array per row
+                        let mut sums = Array1::zeros(dz.ncols());
+                        dz.rows().into_iter().for_each(|row| sums += &row);
+                        last += &sums;
+                    }
                 }
             }
             XView::Csr(c) => {

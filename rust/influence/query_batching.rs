@@ -39,7 +39,7 @@ impl Influence {
         let scale = -1.0 / self.total_weight();
         self.with_points(&points, |rows, _| {
             fill_scores(rows.n(), queries.n_queries(), cancel, |range, out| {
-                with_block(rows, range, |blk| kernel.factored_scores(self.theta.view(), blk, queries, scale, out))
+                with_block(rows, range, |blk| kernel.factored_scores(self.theta.view(), blk, queries, scale, out)).map(|()| false)
             })
         })
     }

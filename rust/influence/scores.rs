@@ -110,7 +110,8 @@ impl Scorer<'_> {
 
     /// Scores of the rows `range` of `points` into `out` (B x r), given `vc` = [V; c] and, when
     /// the rows are float32 and the model has a float32 kernel, `vc32`: then in float32.
-    pub(super) fn score_rows(&self, points: &dyn Rows, range: Range<usize>, vc: &Array2<f64>, out: ScoreOut) -> Result<()> {
+    /// Returns whether every score is certainly finite (else the caller checks them).
+    pub(super) fn score_rows(&self, points: &dyn Rows, range: Range<usize>, vc: &Array2<f64>, out: ScoreOut) -> Result<bool> {
         let scale = -1.0 / self.total_weight;
         match out {
             ScoreOut::F64(out) => with_block(points, range, |blk| self.model.scores(self.theta.view(), blk, vc.view(), scale, out)),
@@ -119,8 +120,7 @@ impl Scorer<'_> {
                 // (float32 kernels are GLMs': one target per row)
                 let y = points.y().slice_move(s![range, 0]);
                 let grads = self.model.float32().expect("checked by float32_kernel");
-                scores_f32(grads, self.theta.view(), x.view(), y, vc32.view(), scale as f32, out);
-                Ok(())
+                Ok(scores_f32(grads, self.theta.view(), x.view(), y, vc32.view(), scale as f32, out))
             }
         }
     }
@@ -133,11 +133,12 @@ impl Scorer<'_> {
 
 /// S (r x n) filled block by block with `block(rows, out (B x r))`, in parallel. S is filled
 /// as S^T (n x r, row blocks contiguous), so each block's product writes a column-major
-/// (r x B) destination, the layout faer is fastest with; returned as (r x n).
+/// (r x B) destination, the layout faer is fastest with; returned as (r x n). A block whose
+/// `block` call does not return true (certainly finite) is scanned for overflow.
 pub(super) fn fill_scores<T, F>(n: usize, r: usize, cancel: &Cancel, block: F) -> Result<Array2<T>>
 where
     T: crate::memory::Zeroed + Send + Sync + Into<f64>,
-    F: Fn(Range<usize>, ArrayViewMut2<T>) -> Result<()> + Sync,
+    F: Fn(Range<usize>, ArrayViewMut2<T>) -> Result<bool> + Sync,
 {
     let mut st: Array2<T> = crate::memory::zeros("the score matrix", (n, r))?;
     cancel.begin(n);
@@ -145,9 +146,9 @@ where
         cancel.check()?;
         let (start, len) = (b * BLOCK_ROWS, chunk.nrows());
         let mut chunk = chunk;
-        block(start..start + len, chunk.view_mut())?;
+        let finite = block(start..start + len, chunk.view_mut())?;
         // the block is still in cache
-        if !chunk.as_slice().is_some_and(all_finite) {
+        if !finite && !chunk.as_slice().is_some_and(all_finite) {
             check_overflow("the scores", chunk.iter())?;
         }
         cancel.advance(len);

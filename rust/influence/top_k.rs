@@ -154,7 +154,7 @@ impl Scorer<'_> {
         if self.float32_kernel(points) {
             let vc32 = vc.mapv(|v| v as f32);
             let mut total =
-                select_best::<f32>(points.n(), r, k, BLOCK_ROWS, cancel, |range, out| self.score_rows(points, range, vc, ScoreOut::F32(out, &vc32)))?;
+                select_best::<f32>(points.n(), r, k, BLOCK_ROWS, cancel, |range, out| self.score_rows(points, range, vc, ScoreOut::F32(out, &vc32)).map(drop))?;
             for (j, (help, harm)) in total.iter_mut().enumerate() {
                 for best in [help, harm] {
                     self.rescore(points, vc, j, best)?;
@@ -162,7 +162,7 @@ impl Scorer<'_> {
             }
             Ok(finish(total, k))
         } else {
-            select(points.n(), r, k, BLOCK_ROWS, cancel, |range, out| self.score_rows(points, range, vc, ScoreOut::F64(out)))
+            select(points.n(), r, k, BLOCK_ROWS, cancel, |range, out| self.score_rows(points, range, vc, ScoreOut::F64(out)).map(drop))
         }
     }
 

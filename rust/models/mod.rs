@@ -57,8 +57,9 @@ pub trait Model: Send + Sync {
     fn grads(&self, theta: ArrayView1<f64>, data: &Batch, out: ArrayViewMut2<f64>);
     /// The score kernel: `out (B x q) = scale (G v + 1 c^T)` where the rows of G are the
     /// per-example gradients of the block `data` and `vc = [v; c]` is (p + 1) x q. `out` may
-    /// have any layout.
-    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, out: ArrayViewMut2<f64>) {
+    /// have any layout. Returns true when every entry is certainly finite (a bound on the
+    /// inputs proved it, [`products_finite`]); false leaves the check to the caller.
+    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, out: ArrayViewMut2<f64>) -> bool {
         scores_from_grads(self, theta, data, vc, scale, out)
     }
     /// Predictions at the rows of `x`: (n x k).
@@ -93,6 +94,13 @@ pub trait Model: Send + Sync {
     fn loss_grad_sum(&self, theta: ArrayView1<f64>, data: &Batch) -> (f64, Array1<f64>);
     /// Adds sum_i w_i Hess l_i to the lower triangle of `out` (p x p); the rest is not read.
     fn hessian_sum(&self, theta: ArrayView1<f64>, data: &Batch, out: ArrayViewMut2<f64>);
+    /// [`Model::loss_grad_sum`] and [`Model::hessian_sum`] (added to `out`) from one pass over
+    /// the rows, with the same bits as the two calls (a model that can share the rows' work
+    /// between them overrides this).
+    fn loss_grad_hessian_sum(&self, theta: ArrayView1<f64>, data: &Batch, out: ArrayViewMut2<f64>) -> (f64, Array1<f64>) {
+        self.hessian_sum(theta, data, out);
+        self.loss_grad_sum(theta, data)
+    }
     /// The parameter panels of the tiled Hessian (used for large p, see `Objective::hessian`):
     /// consecutive ranges covering `0..p` in order. One task computes the tile of every pair of
     /// panels (I, J), I >= J, so a panel should be a few hundred parameters or more. Default:
@@ -189,18 +197,53 @@ pub struct KroneckerFactors {
     pub a: Array2<f64>,
 }
 
-/// [`Model::scores`] as one matrix product: the block's gradients are written, scaled, into
-/// [scale G, scale 1] (B x (p + 1)) and multiplied by [v; c], so the output is written once.
-pub fn scores_from_grads<M: Model + ?Sized>(model: &M, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, out: ArrayViewMut2<f64>) {
+/// [`Model::scores`] as one matrix product: the block's gradients are written into [G, 1]
+/// (B x (p + 1)) and multiplied by [v; c] and `scale`, so the output is written once. Returns
+/// whether every entry is certainly finite ([`products_finite`]).
+pub fn scores_from_grads<M: Model + ?Sized>(model: &M, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, out: ArrayViewMut2<f64>) -> bool {
     let p = model.n_params();
     let mut g = Array2::zeros((data.n(), p + 1));
     model.grads(theta, data, g.slice_mut(s![.., ..p]));
     g.column_mut(p).fill(1.0);
     linalg::gemm(out, false, g.view(), vc, scale);
+    products_finite(g.view(), vc, scale)
+}
+
+/// Whether every entry of `scale (a b)` is certainly finite, from the inputs alone (a pass over
+/// `a` and `b`, ~1/q and ~1/B of the product's work), so the caller can skip scanning the
+/// product. By Cauchy-Schwarz each entry, and every partial sum of its dot product, is at most
+/// max(1, |scale|) max_i ||a_i|| max_j ||b_j|| in size, up to a rounding factor (1 + k u) /
+/// (1 - k u) <= 3 for k u <= 1/2; below a quarter of the type's largest value nothing can
+/// overflow, and finite inputs then give no NaN. False (scan) whenever a norm is not finite.
+pub fn products_finite<T: linalg::Real>(a: ArrayView2<T>, b: ArrayView2<T>, scale: f64) -> bool {
+    let k = a.ncols() as f64;
+    if k * T::EPSILON_F64 > 0.5 {
+        return false;
+    }
+    let sq = |v: T| -> f64 {
+        let v: f64 = v.into();
+        v * v
+    };
+    let mut a_max = 0.0f64;
+    for row in a.rows() {
+        let s: f64 = row.iter().map(|&v| sq(v)).sum();
+        if !s.is_finite() {
+            return false;
+        }
+        a_max = a_max.max(s);
+    }
+    let mut cols = vec![0.0f64; b.ncols()];
+    for row in b.rows() {
+        cols.iter_mut().zip(row).for_each(|(c, &v)| *c += sq(v));
+    }
+    let b_max = cols.iter().fold(0.0f64, |m, &c| if c.is_finite() { m.max(c) } else { f64::INFINITY });
+    let bound = scale.abs().max(1.0) * a_max.sqrt() * b_max.sqrt();
+    bound.is_finite() && bound < T::MAX_F64 / 4.0
 }
 
 /// The float32 score kernel, `out = scale (G v + 1 c^T)` with G from [`Float32Grads`] and `vc` =
-/// [v; c] in float32: one float32 product (twice the SIMD lanes of float64).
+/// [v; c] in float32: one float32 product (twice the SIMD lanes of float64). Returns whether
+/// every entry is certainly finite ([`products_finite`]).
 pub fn scores_f32(
     grads: &dyn Float32Grads,
     theta: ArrayView1<f64>,
@@ -209,10 +252,11 @@ pub fn scores_f32(
     vc: ArrayView2<f32>,
     scale: f32,
     out: ArrayViewMut2<f32>,
-) {
+) -> bool {
     let p = vc.nrows() - 1;
     let mut g = Array2::zeros((x.nrows(), p + 1));
     grads.grads_f32(theta, x, y, g.slice_mut(s![.., ..p]));
     g.column_mut(p).fill(1.0);
     linalg::gemm(out, false, g.view(), vc, scale);
+    products_finite(g.view(), vc, scale.into())
 }

@@ -116,8 +116,8 @@ impl<M: Model + ?Sized> Objective<'_, M> {
                     let p = self.n_params();
                     with_block(self.data, r, |b| {
                         let mut h = Array2::zeros((p, p));
-                        self.model.hessian_sum(theta, b, h.view_mut());
-                        (self.model.loss_grad_sum(theta, b), h)
+                        let lg = self.model.loss_grad_hessian_sum(theta, b, h.view_mut());
+                        (lg, h)
                     })
                 },
                 add_loss_grad,

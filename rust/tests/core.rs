@@ -744,3 +744,38 @@ fn lanczos_restarts_on_breakdown_and_finds_the_top_eigenpairs() {
     assert!(top.values.iter().all(|s| (s - 5.0).abs() < 1e-12) && top.residuals.iter().all(|r| r.abs() < 1e-10));
     assert!(lanczos(apply, p, p + 1, p, None, &Cancel::new()).is_err());
 }
+
+/// The score kernel skips its scan for overflow only where a bound on its inputs proves every
+/// score finite: scores that overflow are still refused (float64 and float32 rows), and scores
+/// beyond the bound that cancel to finite values are kept.
+#[test]
+fn scores_that_overflow_are_refused_and_large_finite_ones_kept() {
+    use upweight::influence::Scorer;
+    let (mut x, y, _) = problem(Family::Squared, 600, 4, 7);
+    x *= 10.0;
+    let col0 = x.column(0).to_owned();
+    x.column_mut(1).assign(&col0); // two equal columns: v = (h, -h, ...) cancels exactly
+    let model = Glm::new(Family::Squared, 4);
+    let theta = Array1::zeros(5);
+    let c = Cancel::new();
+    let scorer = Scorer { model: &model, theta: theta.view(), total_weight: 1.0 };
+    for (f32_rows, largest) in [(false, f64::MAX), (true, f32::MAX as f64)] {
+        let features = if f32_rows { upweight::Features::dense_f32(x.mapv(|v| v as f32)) } else { upweight::Features::dense(x.clone()) };
+        let t = Table::new(features, y.clone(), None, Names::TRAIN).unwrap();
+        let err = scorer.scores(&t, &Array2::from_elem((6, 3), largest / 10.0), &c).unwrap_err();
+        assert!(err.to_string().contains("overflowed"), "f32 {f32_rows}: {err}");
+        // h a power of two with max |g_ij| h <= largest / 2: every term is exact and finite, the
+        // two cancel exactly (with or without FMA), yet the bound (>= largest / 2) fails
+        let mut g = Array2::zeros((600, 5));
+        model.grads(theta.view(), &Batch::new(x.view(), y.view(), None, Names::TRAIN).unwrap(), g.view_mut());
+        let g_abs = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let h = 2f64.powi((largest / (2.0 * g_abs)).log2().floor() as i32);
+        let g_max = g.rows().into_iter().map(|r| r.dot(&r).sqrt()).fold(0.0, f64::max);
+        assert!(g_max * h * 2f64.sqrt() > largest / 4.0, "{g_max} {h}");
+        let mut vc = Array2::zeros((6, 3));
+        vc.row_mut(0).fill(h);
+        vc.row_mut(1).fill(-h);
+        let s = scorer.scores(&t, &vc, &c).unwrap().into_f64();
+        assert!(s.iter().all(|&v| v == 0.0), "f32 {f32_rows}: {s:?}");
+    }
+}

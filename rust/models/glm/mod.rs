@@ -23,6 +23,15 @@ pub struct Glm {
     pub d: usize,
 }
 
+/// What [`Glm::row_sums`] gives of a block of rows.
+struct RowSums {
+    loss: f64,
+    /// w_i dl/deta (n x k).
+    wres: Array2<f64>,
+    /// d2l/deta2 (n x k x k), when asked for.
+    hess: Option<Array3<f64>>,
+}
+
 impl Glm {
     pub fn new(family: Family, d: usize) -> Self {
         Self { family, d }
@@ -88,6 +97,77 @@ impl Glm {
             }
         }
         (res, hess)
+    }
+
+    /// One pass over the rows of `data`: the weighted loss sum, the weighted residuals w_i
+    /// dl/deta (n x k) and, if asked, the eta-Hessians (n x k x k), all from one evaluation
+    /// of each row's linear predictors.
+    fn row_sums(&self, theta: ArrayView1<f64>, data: &Batch, with_hessian: bool) -> RowSums {
+        let k = self.k();
+        let eta = self.eta(theta, data.x);
+        let mut wres = Array2::zeros((data.n(), k));
+        let mut hess = with_hessian.then(|| Array3::zeros((data.n(), k, k)));
+        let mut loss = 0.0;
+        for i in 0..data.n() {
+            let w = data.weight(i);
+            let e = eta.row(i);
+            let e = e.as_slice().expect("contiguous");
+            let mut row = wres.row_mut(i);
+            let row = row.as_slice_mut().expect("contiguous");
+            let mut hi = hess.as_mut().map(|h| h.index_axis_mut(Axis(0), i));
+            let hi = hi.as_mut().map(|h| h.as_slice_mut().expect("contiguous"));
+            self.family.residual_and_hessian(e, data.y[[i, 0]], row, hi);
+            if w != 0.0 {
+                loss += w * self.family.loss(e, data.y[[i, 0]]);
+            }
+            row.iter_mut().for_each(|v| *v *= w);
+        }
+        RowSums { loss, wres, hess }
+    }
+
+    /// sum_i w_i grad l_i from the weighted residuals: coef of class c X^T (w res_c), its
+    /// intercept sum(w res_c).
+    fn grad_of(&self, data: &Batch, wres: ArrayView2<f64>) -> Array1<f64> {
+        let (k, r, d) = (self.k(), self.row(), self.d);
+        let mut gx = Array2::zeros((d, k));
+        data.x.t_dot_add(wres, gx.view_mut());
+        let mut g = Array1::zeros(self.n_params());
+        for c in 0..k {
+            g.slice_mut(s![c * r..c * r + d]).assign(&gx.column(c));
+            g[c * r + d] = wres.column(c).sum();
+        }
+        g
+    }
+
+    /// Adds sum_i w_i Hess l_i to the lower triangle of `out` given the rows' eta-Hessians
+    /// `hess` (n x k x k); see [`Model::hessian_sum`] below.
+    fn add_hessian_of(&self, data: &Batch, hess: &Array3<f64>, mut out: ArrayViewMut2<f64>) {
+        let (k, r) = (self.k(), self.row());
+        let weights = |c: usize, c2: usize| Array1::from_shape_fn(data.n(), |i| data.weight(i) * hess[[i, c, c2]]);
+        let derived = self.derived_diagonal();
+        let mut t = Array2::zeros((r, r));
+        for c in 0..k {
+            if !derived {
+                data.x.gram_add(weights(c, c).view(), 0..r, 0..r, true, out.slice_mut(s![c * r..(c + 1) * r, c * r..(c + 1) * r]));
+            }
+            for c2 in 0..c {
+                t.fill(0.0);
+                data.x.gram_add(weights(c, c2).view(), 0..r, 0..r, true, t.view_mut());
+                // block (c, c2) lies below H's diagonal: all of it is kept
+                let mut block = out.slice_mut(s![c * r..(c + 1) * r, c2 * r..(c2 + 1) * r]);
+                Zip::indexed(&mut block).for_each(|(i, j), o| *o += t[[i.max(j), i.min(j)]]);
+                if derived {
+                    for cc in [c, c2] {
+                        let mut diag = out.slice_mut(s![cc * r..(cc + 1) * r, cc * r..(cc + 1) * r]);
+                        Zip::indexed(&mut diag).and(&t).for_each(|(i, j), o, &v| {
+                            if i >= j {
+                                *o -= v
+                            }
+                        });
+                    }
+                }
+            }
+        }
     }
 
     /// Gradients of predictions at the rows of `x`: ((n k) x p), row t*k + c is the gradient in
@@ -227,7 +307,7 @@ impl Model for Glm {
     /// Dense rows: one product of the block's gradients (formed in place, B x p) with [v; c].
     /// Sparse rows: per class, the sparse product X v_c, then the residuals, so a block costs
     /// O(nnz q) and the gradients are never formed.
-    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, mut out: ArrayViewMut2<f64>) {
+    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, mut out: ArrayViewMut2<f64>) -> bool {
         if let XView::Dense(_) = data.x {
             return scores_from_grads(self, theta, data, vc, scale, out);
         }
@@ -244,69 +324,27 @@ impl Model for Glm {
             Zip::from(&mut out).and(&tmp).and_broadcast(&vint).and_broadcast(&rc).for_each(|o, &tv, &b, &ri| *o += (tv + b) * ri);
         }
         out.mapv_inplace(|o| o * scale);
+        false
     }
 
     fn loss_grad_sum(&self, theta: ArrayView1<f64>, data: &Batch) -> (f64, Array1<f64>) {
-        let (k, r, d) = (self.k(), self.row(), self.d);
-        let eta = self.eta(theta, data.x);
-        let mut wres = Array2::zeros((data.n(), k));
-        let mut loss = 0.0;
-        for i in 0..data.n() {
-            let w = data.weight(i);
-            let e = eta.row(i);
-            let e = e.as_slice().expect("contiguous");
-            let mut row = wres.row_mut(i);
-            let row = row.as_slice_mut().expect("contiguous");
-            self.family.residual_and_hessian(e, data.y[[i, 0]], row, None);
-            if w != 0.0 {
-                loss += w * self.family.loss(e, data.y[[i, 0]]);
-            }
-            row.iter_mut().for_each(|v| *v *= w);
-        }
-        // coef gradient of class c: X^T (w * res_c); intercept: sum(w * res_c)
-        let mut gx = Array2::zeros((d, k));
-        data.x.t_dot_add(wres.view(), gx.view_mut());
-        let mut g = Array1::zeros(self.n_params());
-        for c in 0..k {
-            g.slice_mut(s![c * r..c * r + d]).assign(&gx.column(c));
-            g[c * r + d] = wres.column(c).sum();
-        }
-        (loss, g)
+        let rows = self.row_sums(theta, data, false);
+        (rows.loss, self.grad_of(data, rows.wres.view()))
+    }
+
+    fn loss_grad_hessian_sum(&self, theta: ArrayView1<f64>, data: &Batch, out: ArrayViewMut2<f64>) -> (f64, Array1<f64>) {
+        let rows = self.row_sums(theta, data, true);
+        self.add_hessian_of(data, rows.hess.as_ref().expect("requested"), out);
+        (rows.loss, self.grad_of(data, rows.wres.view()))
     }
 
     /// Block (c, c') of the Hessian is Z^T diag(w A_cc') Z with A the eta-Hessians. Each block
     /// is symmetric, so only its lower triangle is multiplied out; with classes that sum to zero
     /// ([`Glm::derived_diagonal`]) the diagonal blocks are minus the sums of the others: k (k - 1) / 2
     /// half products instead of k (k - 1) / 2 full and k half ones (2.2x fewer flops at k = 10).
-    fn hessian_sum(&self, theta: ArrayView1<f64>, data: &Batch, mut out: ArrayViewMut2<f64>) {
-        let (k, r) = (self.k(), self.row());
+    fn hessian_sum(&self, theta: ArrayView1<f64>, data: &Batch, out: ArrayViewMut2<f64>) {
         let (_, hess) = self.residuals(theta, data, true);
-        let hess = hess.expect("requested");
-        let weights = |c: usize, c2: usize| Array1::from_shape_fn(data.n(), |i| data.weight(i) * hess[[i, c, c2]]);
-        let derived = self.derived_diagonal();
-        let mut t = Array2::zeros((r, r));
-        for c in 0..k {
-            if !derived {
-                data.x.gram_add(weights(c, c).view(), 0..r, 0..r, true, out.slice_mut(s![c * r..(c + 1) * r, c * r..(c + 1) * r]));
-            }
-            for c2 in 0..c {
-                t.fill(0.0);
-                data.x.gram_add(weights(c, c2).view(), 0..r, 0..r, true, t.view_mut());
-                // block (c, c2) lies below H's diagonal: all of it is kept
-                let mut block = out.slice_mut(s![c * r..(c + 1) * r, c2 * r..(c2 + 1) * r]);
-                Zip::indexed(&mut block).for_each(|(i, j), o| *o += t[[i.max(j), i.min(j)]]);
-                if derived {
-                    for cc in [c, c2] {
-                        let mut diag = out.slice_mut(s![cc * r..(cc + 1) * r, cc * r..(cc + 1) * r]);
-                        Zip::indexed(&mut diag).and(&t).for_each(|(i, j), o, &v| {
-                            if i >= j {
-                                *o -= v
-                            }
-                        });
-                    }
-                }
-            }
-        }
+        self.add_hessian_of(data, &hess.expect("requested"), out);
     }
 
     /// For each vector v_j: directional eta E = Z V_j^T (n x k), then per row w_i A_i E_i, then back

@@ -92,7 +92,7 @@ impl Model for LastLayer {
     fn grads(&self, theta: ArrayView1<f64>, data: &Batch, out: ArrayViewMut2<f64>) {
         self.on_features(data, |b| self.head.grads(theta, b, out))
     }
-    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, out: ArrayViewMut2<f64>) {
+    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, out: ArrayViewMut2<f64>) -> bool {
         self.on_features(data, |b| self.head.scores(theta, b, vc, scale, out))
     }
     fn predict(&self, theta: ArrayView1<f64>, x: XView, kind: Prediction) -> Result<Array2<f64>> {

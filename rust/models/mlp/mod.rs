@@ -292,7 +292,7 @@ impl Model for Mlp {
 
     /// v_t . g_m = sum_j s_mj^T V_tj abar_mj (DESIGN-networks.md section 1): the block's layer
     /// factors contracted with the queries' layer blocks; the B x p gradients are never formed.
-    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, mut out: ArrayViewMut2<f64>) {
+    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, mut out: ArrayViewMut2<f64>) -> bool {
         let p = self.n_params_p();
         let fw = self.forward(theta, data.x);
         let head = self.head(&fw, data.y, false);
@@ -300,6 +300,7 @@ impl Model for Mlp {
         out.assign(&vc.row(p).insert_axis(Axis(0)));
         self.add_contracted_scores(data.x, &fw, &s, vc.slice(s![..p, ..]), out.view_mut());
         out.mapv_inplace(|o| o * scale);
+        false
     }
 
     fn predict(&self, theta: ArrayView1<f64>, x: XView, kind: Prediction) -> Result<Array2<f64>> {
