@@ -242,6 +242,27 @@ def test_editing_the_training_data_after_building_an_influence_changes_nothing_o
         inf.top_k(X[:2], y[:2], k=3)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_large_training_matrix_is_kept_by_the_cores_parallel_copy(dtype):
+    """Feature matrices of a megabyte or more are copied by the core (on every thread, GIL
+    released): the kept copy is private, equal to the original in value, dtype and layout, and
+    the answers ignore later edits of the caller's array."""
+    from upweight._validation import PARALLEL_COPY_BYTES
+
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((8000, 40)).astype(dtype)
+    assert X.nbytes >= PARALLEL_COPY_BYTES
+    y = (X[:, 0] + rng.standard_normal(len(X)) > 0).astype(float)
+    model = uw.LogisticRegression(l2=0.01).fit(X, y)
+    original = X.copy()
+    inf = uw.Influence(model, X, y)
+    expected = inf.on_loss(original[:5], y[:5])
+    assert not np.shares_memory(inf.X, X) and inf.X.dtype == dtype and inf.X.flags.c_contiguous
+    X[:] = 0.0  # the caller reuses their buffer
+    np.testing.assert_array_equal(inf.X, original)
+    np.testing.assert_array_equal(inf.on_loss(original[:5], y[:5]), expected)
+
+
 def _adapters():
     """(name, build) pairs: each build returns (model, X, y, w) fitted one way or another."""
     rng = np.random.default_rng(5)
