@@ -14,8 +14,10 @@
 //! - [`influence`]: I(z), scores, top-k, self-influence, leverage, for an [`Influence`] that owns
 //!   its model, theta and training data;
 //! - [`blocks`]: deterministic parallel loops over row blocks; [`linalg`]: faer glue;
-//!   [`cancel`]: Ctrl-C and progress; [`memory`]: size checks before large allocations.
+//!   [`cancel`]: Ctrl-C and progress; [`memory`]: size checks before large allocations;
+//!   [`allocator`]: the extension's global allocator (largest blocks from the system).
 
+pub mod allocator;
 pub mod blocks;
 pub mod cancel;
 pub mod data;

@@ -27,13 +27,9 @@ use pyo3::prelude::*;
 use crate::data::{NpyDtype, NpyFile};
 use crate::TopK;
 
-/// The extension allocates with mimalloc, not the host's malloc: the kernels allocate and free
-/// block-sized buffers (hundreds of KiB) at a high rate, and glibc serves those with a fresh
-/// mmap (page faults on every block) whenever a process tunes it, as Dask's workers do
-/// (MALLOC_TRIM_THRESHOLD_). Arrays handed to NumPy are freed by this allocator too (rust-numpy
-/// keeps the Rust allocation and drops it as Rust).
+/// mimalloc, and the system allocator for the largest arrays (see [`crate::allocator`]).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: crate::allocator::SplitAllocator<mimalloc::MiMalloc> = crate::allocator::SplitAllocator(mimalloc::MiMalloc);
 
 type TopKIn<'py> = (PyReadonlyArray2<'py, i64>, PyReadonlyArray2<'py, f64>, PyReadonlyArray2<'py, i64>, PyReadonlyArray2<'py, f64>);
 
