@@ -226,7 +226,10 @@ pub fn products_finite<T: linalg::Real>(a: ArrayView2<T>, b: ArrayView2<T>, scal
     };
     let mut a_max = 0.0f64;
     for row in a.rows() {
-        let s: f64 = row.iter().map(|&v| sq(v)).sum();
+        let s = match row.as_slice() {
+            Some(r) => sum_of_squares(r),
+            None => row.iter().map(|&v| sq(v)).sum(),
+        };
         if !s.is_finite() {
             return false;
         }
@@ -239,6 +242,20 @@ pub fn products_finite<T: linalg::Real>(a: ArrayView2<T>, b: ArrayView2<T>, scal
     let b_max = cols.iter().fold(0.0f64, |m, &c| if c.is_finite() { m.max(c) } else { f64::INFINITY });
     let bound = scale.abs().max(1.0) * a_max.sqrt() * b_max.sqrt();
     bound.is_finite() && bound < T::MAX_F64 / 4.0
+}
+
+/// The sum of squares of `v` in f64, in 8 independent partial sums (so that it vectorises).
+fn sum_of_squares<T: linalg::Real>(v: &[T]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = v.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|&x| x.into() * x.into()).sum();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            let x: f64 = x.into();
+            *a += x * x;
+        }
+    }
+    acc.iter().sum::<f64>() + rest
 }
 
 /// The float32 score kernel, `out = scale (G v + 1 c^T)` with G from [`Float32Grads`] and `vc` =
