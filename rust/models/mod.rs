@@ -220,16 +220,10 @@ pub fn products_finite<T: linalg::Real>(a: ArrayView2<T>, b: ArrayView2<T>, scal
     if k * T::EPSILON_F64 > 0.5 {
         return false;
     }
-    let sq = |v: T| -> f64 {
-        let v: f64 = v.into();
-        v * v
-    };
+    let a = a.as_standard_layout(); // (the kernels' gradient blocks already are: no copy)
     let mut a_max = 0.0f64;
-    for row in a.rows() {
-        let s = match row.as_slice() {
-            Some(r) => sum_of_squares(r),
-            None => row.iter().map(|&v| sq(v)).sum(),
-        };
+    for row in a.as_slice().expect("standard layout").chunks(a.ncols().max(1)) {
+        let s = sum_of_squares(row);
         if !s.is_finite() {
             return false;
         }
@@ -237,7 +231,7 @@ pub fn products_finite<T: linalg::Real>(a: ArrayView2<T>, b: ArrayView2<T>, scal
     }
     let mut cols = vec![0.0f64; b.ncols()];
     for row in b.rows() {
-        cols.iter_mut().zip(row).for_each(|(c, &v)| *c += sq(v));
+        cols.iter_mut().zip(row).for_each(|(c, &v)| *c += v.into() * v.into());
     }
     let b_max = cols.iter().fold(0.0f64, |m, &c| if c.is_finite() { m.max(c) } else { f64::INFINITY });
     let bound = scale.abs().max(1.0) * a_max.sqrt() * b_max.sqrt();

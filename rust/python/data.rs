@@ -99,7 +99,8 @@ where
 {
     use numpy::IntoPyArray;
     use rayon::prelude::*;
-    // fresh pages (no fill), first touched by the threads that copy into them
+    // from 32 MiB on, fresh pages with no zero fill (rust/allocator.rs), first touched by the
+    // threads that copy into them
     let mut out = crate::memory::zeros::<T, _, _>("the private copy of X", src.raw_dim())?;
     match (src.as_slice(), out.as_slice_mut()) {
         (Some(s), Some(o)) => py.detach(|| o.par_chunks_mut(1 << 16).zip(s.par_chunks(1 << 16)).for_each(|(o, s)| o.copy_from_slice(s))),

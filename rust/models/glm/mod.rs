@@ -79,8 +79,12 @@ impl Glm {
 
     /// Residuals dl/deta (n x k) and, if asked, eta-Hessians (n x k x k) of the rows of `data`.
     fn residuals(&self, theta: ArrayView1<f64>, data: &Batch, with_hessian: bool) -> (Array2<f64>, Option<Array3<f64>>) {
+        self.residuals_at(self.eta(theta, data.x).view(), data, with_hessian)
+    }
+
+    /// [`Glm::residuals`] given the rows' linear predictors `eta` (n x k).
+    fn residuals_at(&self, eta: ArrayView2<f64>, data: &Batch, with_hessian: bool) -> (Array2<f64>, Option<Array3<f64>>) {
         let k = self.k();
-        let eta = self.eta(theta, data.x);
         let mut res = Array2::zeros((data.n(), k));
         let mut hess = with_hessian.then(|| Array3::zeros((data.n(), k, k)));
         for i in 0..data.n() {
@@ -99,28 +103,19 @@ impl Glm {
         (res, hess)
     }
 
-    /// One pass over the rows of `data`: the weighted loss sum, the weighted residuals w_i
-    /// dl/deta (n x k) and, if asked, the eta-Hessians (n x k x k), all from one evaluation
-    /// of each row's linear predictors.
+    /// The weighted loss sum, the weighted residuals w_i dl/deta (n x k) and, if asked, the
+    /// eta-Hessians (n x k x k) of the rows of `data`, from one evaluation of their linear
+    /// predictors.
     fn row_sums(&self, theta: ArrayView1<f64>, data: &Batch, with_hessian: bool) -> RowSums {
-        let k = self.k();
         let eta = self.eta(theta, data.x);
-        let mut wres = Array2::zeros((data.n(), k));
-        let mut hess = with_hessian.then(|| Array3::zeros((data.n(), k, k)));
+        let (mut wres, hess) = self.residuals_at(eta.view(), data, with_hessian);
         let mut loss = 0.0;
-        for i in 0..data.n() {
+        for (i, (e, mut row)) in eta.rows().into_iter().zip(wres.rows_mut()).enumerate() {
             let w = data.weight(i);
-            let e = eta.row(i);
-            let e = e.as_slice().expect("contiguous");
-            let mut row = wres.row_mut(i);
-            let row = row.as_slice_mut().expect("contiguous");
-            let mut hi = hess.as_mut().map(|h| h.index_axis_mut(Axis(0), i));
-            let hi = hi.as_mut().map(|h| h.as_slice_mut().expect("contiguous"));
-            self.family.residual_and_hessian(e, data.y[[i, 0]], row, hi);
             if w != 0.0 {
-                loss += w * self.family.loss(e, data.y[[i, 0]]);
+                loss += w * self.family.loss(e.as_slice().expect("owned rows are contiguous"), data.y[[i, 0]]);
             }
-            row.iter_mut().for_each(|v| *v *= w);
+            row *= w;
         }
         RowSums { loss, wres, hess }
     }

@@ -1,0 +1,78 @@
+"""Issue 14, W1: the pieces of construction and query that bench/RESULTS.md's "W1 again" breaks
+down (n = 100000, d = 128, q = 500; bench_core.make_data, the model perf_peers.py fitted and saved
+to bench/out/perf_w1_model.npz: run ``python bench/perf_peers.py --only W1 --jobs w1_gemm --rounds 1``
+once first).
+
+    python bench/w1_breakdown.py copy                  # NumPy's copy vs the core's parallel private copy of X
+    python bench/w1_breakdown.py loop build|full|top32  # a loop of one user call, to profile, e.g.:
+    perf record -F 1999 --call-graph fp python bench/w1_breakdown.py loop full
+
+``loop`` repeats, as a user would: ``Influence(model, X, y)`` (build), plus ``.on_loss(Xt, yt)``
+(full), or float32 X with ``.top_k(Xt, yt, k=10)`` (top32), freeing the previous result each time.
+Call graphs need a frame-pointer build of the extension: ``RUSTFLAGS="-C force-frame-pointers=yes"
+CARGO_PROFILE_RELEASE_DEBUG=1 cargo build --release --features python --lib``.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_core import make_data  # noqa: E402
+
+import upweight as uw  # noqa: E402
+from upweight import _core  # noqa: E402
+
+MODEL = Path(__file__).parent / "out" / "perf_w1_model.npz"
+
+
+def copy_times(rounds: int) -> None:
+    X, _, _, _ = make_data(100000, 128, 10, seed=0)
+    for A in (X, X.astype(np.float32)):
+        numpy_s, core_s = [], []
+        for _ in range(rounds):  # interleaved, each copy a fresh allocation
+            t = time.perf_counter()
+            C = A.copy()
+            numpy_s.append(time.perf_counter() - t)
+            del C
+            t = time.perf_counter()
+            C = _core.private_copy(A)
+            core_s.append(time.perf_counter() - t)
+            assert np.array_equal(C, A)
+            del C
+        print(f"{A.dtype} ({A.nbytes / 1e6:.0f} MB): NumPy copy median {np.median(numpy_s) * 1e3:.1f} ms, "
+              f"private_copy median {np.median(core_s) * 1e3:.1f} ms ({rounds} each)")
+
+
+def loop(kind: str, rounds: int) -> None:
+    X, y, Xt, yt = make_data(100000, 128, 500, seed=0)
+    if kind == "top32":
+        X = X.astype(np.float32)
+    model = uw.load_model(str(MODEL))
+    last: dict = {}
+    t = time.perf_counter()
+    for _ in range(rounds):
+        last.clear()
+        inf = uw.Influence(model, X, y)
+        last["inf"] = inf
+        if kind == "full":
+            last["out"] = inf.on_loss(Xt, yt)
+        elif kind == "top32":
+            last["out"] = inf.top_k(Xt, yt, k=10)
+        del inf
+    print(f"{kind}: {(time.perf_counter() - t) / rounds:.4f} s per call ({rounds} calls)")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["copy", "loop"])
+    ap.add_argument("kind", nargs="?", default="full", choices=["build", "full", "top32"])
+    ap.add_argument("--rounds", type=int, default=None)
+    a = ap.parse_args()
+    if a.what == "copy":
+        copy_times(a.rounds or 9)
+    else:
+        loop(a.kind, a.rounds or 15)
