@@ -3,7 +3,6 @@ down (n = 100000, d = 128, q = 500; bench_core.make_data, the model perf_peers.p
 to bench/out/perf_w1_model.npz: run ``python bench/perf_peers.py --only W1 --jobs w1_gemm --rounds 1``
 once first).
 
-    python bench/w1_breakdown.py copy                  # NumPy's copy vs the core's parallel private copy of X
     python bench/w1_breakdown.py loop build|full|top32  # a loop of one user call, to profile, e.g.:
     perf record -F 1999 --call-graph fp python bench/w1_breakdown.py loop full
 
@@ -24,27 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_core import make_data  # noqa: E402
 
 import upweight as uw  # noqa: E402
-from upweight import _core  # noqa: E402
 
 MODEL = Path(__file__).parent / "out" / "perf_w1_model.npz"
-
-
-def copy_times(rounds: int) -> None:
-    X, _, _, _ = make_data(100000, 128, 10, seed=0)
-    for A in (X, X.astype(np.float32)):
-        numpy_s, core_s = [], []
-        for _ in range(rounds):  # interleaved, each copy a fresh allocation
-            t = time.perf_counter()
-            C = A.copy()
-            numpy_s.append(time.perf_counter() - t)
-            del C
-            t = time.perf_counter()
-            C = _core.private_copy(A)
-            core_s.append(time.perf_counter() - t)
-            assert np.array_equal(C, A)
-            del C
-        print(f"{A.dtype} ({A.nbytes / 1e6:.0f} MB): NumPy copy median {np.median(numpy_s) * 1e3:.1f} ms, "
-              f"private_copy median {np.median(core_s) * 1e3:.1f} ms ({rounds} each)")
 
 
 def loop(kind: str, rounds: int) -> None:
@@ -68,11 +48,8 @@ def loop(kind: str, rounds: int) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["copy", "loop"])
+    ap.add_argument("what", choices=["loop"])
     ap.add_argument("kind", nargs="?", default="full", choices=["build", "full", "top32"])
-    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=15)
     a = ap.parse_args()
-    if a.what == "copy":
-        copy_times(a.rounds or 9)
-    else:
-        loop(a.kind, a.rounds or 15)
+    loop(a.kind, a.rounds)

@@ -305,10 +305,6 @@ def _shares(a, source) -> bool:
     return any(isinstance(p, np.ndarray) and np.shares_memory(a, p) for p in parts)
 
 
-#: Feature matrices from this size on are copied by the core, in parallel.
-PARALLEL_COPY_BYTES = 1 << 20
-
-
 def kept(a, source, copy: bool = True):
     """What an object that keeps data for later queries stores of ``a`` (made from the caller's
     ``source`` by the functions above): with ``copy``, arrays (and CSR arrays) that still share
@@ -321,8 +317,6 @@ def kept(a, source, copy: bool = True):
     if isinstance(a, tuple):  # CSR arrays
         return tuple(np.array(p, copy=True) if isinstance(p, np.ndarray) and _shares(p, source) else p for p in a)
     if isinstance(a, np.ndarray) and _shares(a, source):
-        if a.ndim == 2 and a.dtype in (np.float64, np.float32) and a.flags.c_contiguous and a.nbytes >= PARALLEL_COPY_BYTES:
-            return _core.private_copy(a)  # on every core, GIL released (NumPy's copy uses one)
         return a.copy()
     return a
 

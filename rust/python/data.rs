@@ -80,31 +80,3 @@ pub fn table(x: &XArg<'_>, y: Option<ArrayView2<f64>>, w: Option<ArrayView1<f64>
         None => Table::without_targets(features, w, names)?,
     })
 }
-
-/// A private copy of a C-contiguous float64 or float32 matrix, made on every core with the GIL
-/// released (NumPy's `copy` uses one): what an influence keeps of an in-memory training set so
-/// that later edits of the caller's array cannot reach its answers.
-#[pyfunction]
-pub fn private_copy<'py>(py: Python<'py>, a: XArg<'py>) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match a {
-        XArg::F64(a) => copy_rows(py, a.as_array())?.into_any(),
-        XArg::F32(a) => copy_rows(py, a.as_array())?.into_any(),
-        _ => return Err(pyo3::exceptions::PyTypeError::new_err("private_copy takes a float64 or float32 array")),
-    })
-}
-
-fn copy_rows<'py, T>(py: Python<'py>, src: ArrayView2<'_, T>) -> PyResult<Bound<'py, numpy::PyArray2<T>>>
-where
-    T: Element + crate::memory::Zeroed + Send + Sync,
-{
-    use numpy::IntoPyArray;
-    use rayon::prelude::*;
-    // from 32 MiB on, fresh pages with no zero fill (rust/allocator.rs), first touched by the
-    // threads that copy into them
-    let mut out = crate::memory::zeros::<T, _, _>("the private copy of X", src.raw_dim())?;
-    match (src.as_slice(), out.as_slice_mut()) {
-        (Some(s), Some(o)) => py.detach(|| o.par_chunks_mut(1 << 16).zip(s.par_chunks(1 << 16)).for_each(|(o, s)| o.copy_from_slice(s))),
-        _ => out.assign(&src),
-    }
-    Ok(out.into_pyarray(py))
-}
