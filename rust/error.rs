@@ -89,14 +89,14 @@ pub(crate) fn check_finite<'a>(arg: &'static str, values: impl IntoIterator<Item
 }
 
 /// The error for results that overflowed float64 although every input was finite when it was
-/// validated (or, for arrays the caller shares with the core, was changed since).
+/// validated (arrays the core reads from the caller's memory are checked unchanged as they are
+/// read: [`crate::data::RowPrints`]).
 pub(crate) fn overflow(what: &str) -> Error {
     Error::Value {
         arg: "X",
         msg: format!(
             "{what} overflowed float64 (not finite although every input was when it was given): the features or \
-             targets are too large in magnitude; rescale them (e.g. standardise X) and refit. (Or an array shared \
-             with copy=False was changed to hold NaN or infinity since: do not modify it while it is in use.)"
+             targets are too large in magnitude; rescale them (e.g. standardise X) and refit"
         ),
     }
 }

@@ -209,23 +209,54 @@ def test_editing_the_training_data_after_building_an_influence_changes_nothing_o
     model = uw.LogisticRegression(l2=0.05).fit(X, y, w)
     expected = uw.Influence(model, X.copy(), y.copy(), w.copy(), solver="direct")
     for solver in ("direct", "cg", "auto"):
+        # copy=True: a snapshot; the caller may edit every array in place
         Xe, ye, we = X.copy(), y.copy(), w.copy()
-        inf = uw.Influence(model, Xe, ye, we, solver=solver)
-        Xe *= 10  # the caller edits their arrays in place
+        inf = uw.Influence(model, Xe, ye, we, solver=solver, copy=True)
+        Xe *= 10
         ye[:] = 1 - ye
         we[:] = 1.0
         np.testing.assert_allclose(inf.self_influence(), expected.self_influence(), rtol=1e-7, atol=1e-12)
         np.testing.assert_allclose(inf.on_loss(X[:3], y[:3]), expected.on_loss(X[:3], y[:3]), rtol=1e-7, atol=1e-12)
-    # sparse: editing the matrix's data in place
+        # the default reads X where it is (no copy): y and w are copies, an edit of X is refused
+        Xe, ye, we = X.copy(), y.copy(), w.copy()
+        inf = uw.Influence(model, Xe, ye, we, solver=solver)
+        assert np.shares_memory(inf.X, Xe)
+        ye[:] = 1 - ye
+        we[:] = 1.0
+        np.testing.assert_allclose(inf.self_influence(), expected.self_influence(), rtol=1e-7, atol=1e-12)
+        Xe[299, 3] += 1e-12  # one value of the last row, by a few ulps
+        for query in (inf.self_influence, lambda: inf.on_loss(X[:3], y[:3]), lambda: inf.on_loss(X[:300], y[:300]),
+                      lambda: inf.top_k(X[:2], y[:2], k=3), lambda: inf.params([299])):
+            with pytest.raises(uw.InputError, match="^X: the array was changed after this influence was built"):
+                query()
+        # an answer that reads no changed row is about the old data alone (with CG, every solve reads them all)
+        if solver == "direct":
+            np.testing.assert_allclose(inf.params([5]), expected.params([5]), rtol=1e-7, atol=1e-12)
+        Xe[299, 3] = X[299, 3]  # the same values again: the answers are about them
+        np.testing.assert_allclose(inf.on_loss(X[:3], y[:3]), expected.on_loss(X[:3], y[:3]), rtol=1e-7, atol=1e-12)
+    # float32 X, and a sparse matrix's data (always copied) edited in place
+    X32 = X.astype(np.float32)
+    m32 = uw.LogisticRegression(l2=0.05).fit(X32, y)
+    inf = uw.Influence(m32, X32, y)
+    first = inf.self_influence()
+    X32[0, 0] = np.float32(np.nan)
+    with pytest.raises(uw.InputError, match="^X: the array was changed"):
+        inf.self_influence()
+    X32[0, 0] = np.float32(X[0, 0])
+    np.testing.assert_array_equal(inf.self_influence(), first)
     S = sp.csr_matrix(np.where(np.abs(X) > 0.5, X, 0.0))
     ms = uw.LogisticRegression(l2=0.05).fit(S, y)
     ref = uw.Influence(ms, S.copy(), y).self_influence()
     inf = uw.Influence(ms, S, y)
     S.data *= 3
     np.testing.assert_array_equal(inf.self_influence(), ref)
-    # copy=False shares the caller's arrays, as documented
-    Xs = X.copy()
-    assert np.shares_memory(uw.Influence(model, Xs, y, w, copy=False).X, Xs)
+    # a core built lazily after the edit (solver="auto" forms H on a large query) refuses too
+    Xe = X.copy()
+    inf = uw.Influence(model, Xe, y, w, solver="auto")
+    inf.on_loss(X[:1], y[:1])
+    Xe[0] *= 2
+    with pytest.raises(uw.InputError, match="^X: the array was changed"):
+        inf.on_loss(X, y)
     # a .npy file: rewritten -> every later query refuses; a relative path survives os.chdir
     monkeypatch.chdir(tmp_path)
     np.save("train.npy", X)
@@ -243,20 +274,27 @@ def test_editing_the_training_data_after_building_an_influence_changes_nothing_o
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_a_large_training_matrix_is_kept_as_a_private_copy(dtype):
-    """A training matrix of megabytes is kept as a private copy, equal to the original in
-    value, dtype and layout, and the answers ignore later edits of the caller's array."""
+def test_a_large_training_matrix_is_read_in_place_or_kept_as_a_private_copy(dtype):
+    """By default a training matrix of megabytes is read where it is (no second copy), with the
+    same answers as a private copy; copy=True keeps a copy equal to the original in value,
+    dtype and layout, whose answers ignore later edits of the caller's array; the default's
+    queries refuse them."""
     rng = np.random.default_rng(4)
     X = rng.standard_normal((8000, 40)).astype(dtype)
     y = (X[:, 0] + rng.standard_normal(len(X)) > 0).astype(float)
     model = uw.LogisticRegression(l2=0.01).fit(X, y)
     original = X.copy()
-    inf = uw.Influence(model, X, y)
+    inf = uw.Influence(model, X, y, copy=True)
+    shared = uw.Influence(model, X, y)
     expected = inf.on_loss(original[:5], y[:5])
     assert not np.shares_memory(inf.X, X) and inf.X.dtype == dtype and inf.X.flags.c_contiguous
+    assert shared.X is X
+    np.testing.assert_array_equal(shared.on_loss(original[:5], y[:5]), expected)
     X[:] = 0.0  # the caller reuses their buffer
     np.testing.assert_array_equal(inf.X, original)
     np.testing.assert_array_equal(inf.on_loss(original[:5], y[:5]), expected)
+    with pytest.raises(uw.InputError, match="^X: the array was changed"):
+        shared.on_loss(original[:5], y[:5])
 
 
 def _adapters():
@@ -354,15 +392,36 @@ def test_a_set_theta_that_raises_leaves_the_estimator_as_it_was(build):
 
 
 def test_nan_written_into_a_shared_array_is_named_as_such():
-    """With copy=False the caller's X is the core's: NaN written into it later cannot be told
-    from an overflow by the finite checks done at construction, so the error says both."""
+    """By default the caller's X is read where it is: NaN written into it later is refused as a
+    change of X (not reported as an overflow of the computation), and the same array kept
+    with copy=True is unaffected."""
     rng = np.random.default_rng(8)
     X = rng.standard_normal((50, 3))
     y = (X[:, 0] > 0.3 * rng.standard_normal(50)).astype(float)
-    inf = uw.Influence(uw.LogisticRegression(l2=0.1).fit(X, y), X, y, copy=False)
+    inf = uw.Influence(uw.LogisticRegression(l2=0.1).fit(X, y), X, y)
+    kept = uw.Influence(uw.LogisticRegression(l2=0.1).fit(X[5:], y[5:]), X[5:], y[5:], copy=True)
     X[4, 1] = np.nan
-    with pytest.raises(uw.InputError, match="an array shared with copy=False was changed to hold NaN"):
+    with pytest.raises(uw.InputError, match="^X: the array was changed after this influence was built from it without a copy"):
         inf.self_influence()
-    kept = uw.Influence(uw.LogisticRegression(l2=0.1).fit(X[5:], y[5:]), X[5:], y[5:])  # copy=True: unaffected
     X[6, 0] = np.nan
     assert np.isfinite(kept.self_influence()).all()
+
+
+def test_gradient_influence_reads_train_grads_in_place_and_refuses_them_once_changed(tmp_path):
+    """GradientInfluence keeps the caller's train_grads as Influence keeps X: read in place by
+    default (the same answers as a copy), refused once edited (also when saving a curvature
+    computed from them), snapshotted with copy=True."""
+    rng = np.random.default_rng(9)
+    G = rng.standard_normal((200, 6))
+    Gt = rng.standard_normal((3, 6))
+    snapshot = uw.GradientInfluence(G, damping=0.1, copy=True)
+    shared = uw.GradientInfluence(G, damping=0.1)
+    lanczos = uw.GradientInfluence(G, damping=0.1, solver="arnoldi", rank=3)
+    expected = snapshot.on_loss(Gt)
+    np.testing.assert_array_equal(shared.on_loss(Gt), expected)
+    G[150, 2] = -G[150, 2]
+    with pytest.raises(uw.InputError, match="^train_grads: the array was changed after this influence was built"):
+        shared.on_loss(Gt)
+    with pytest.raises(uw.InputError, match="^train_grads: the array was changed after this influence was built"):
+        lanczos.save_curvature(tmp_path / "c.npz")
+    np.testing.assert_array_equal(snapshot.on_loss(Gt), expected)

@@ -14,6 +14,7 @@ __all__ = [
     "FactoredQueries",
     "Influence",
     "Model",
+    "Watched",
     "curvature_diag",
     "finish_hvp_sums",
     "finish_sums",
@@ -43,7 +44,7 @@ _F64: TypeAlias = npt.NDArray[np.float64]
 _F32: TypeAlias = npt.NDArray[np.float32]
 # a CSR matrix: (data, indices int32, indptr int64, n_columns), see _validation.as_csr
 _Csr: TypeAlias = tuple[_F64, npt.NDArray[np.int32], npt.NDArray[np.int64], int]
-_X: TypeAlias = _F64 | _F32 | str | os.PathLike[str] | _Csr
+_X: TypeAlias = _F64 | _F32 | str | os.PathLike[str] | _Csr | Watched
 _Names: TypeAlias = tuple[str, str] | None
 _Info: TypeAlias = tuple[npt.NDArray[np.uintp], _F64, npt.NDArray[np.bool_]]
 _TopK: TypeAlias = tuple[npt.NDArray[np.uintp], _F64, npt.NDArray[np.uintp], _F64]
@@ -127,6 +128,13 @@ class Model:
         l2s: list[float] | None = None,
         report_move: bool = False,
     ) -> tuple[_F64, npt.NDArray[np.uintp], _F64, npt.NDArray[np.bool_], _F64]: ...
+
+@final
+class Watched:
+    def __new__(cls, x: _F64 | _F32, name: str = "X") -> Watched: ...
+    @property
+    def array(self) -> _F64 | _F32: ...
+    def unchanged(self) -> bool: ...
 
 @final
 class Influence:

@@ -305,20 +305,34 @@ def _shares(a, source) -> bool:
     return any(isinstance(p, np.ndarray) and np.shares_memory(a, p) for p in parts)
 
 
-def kept(a, source, copy: bool = True):
+def kept(a, source):
     """What an object that keeps data for later queries stores of ``a`` (made from the caller's
-    ``source`` by the functions above): with ``copy``, arrays (and CSR arrays) that still share
-    the caller's memory are copied, so editing the caller's arrays later cannot mix new data into
-    old answers; a ``.npy`` path becomes absolute (a later ``os.chdir`` cannot redirect it)."""
+    ``source`` by the functions above): arrays (and CSR arrays) that still share the caller's
+    memory are copied, so editing the caller's arrays later cannot mix new data into old
+    answers; a ``.npy`` path becomes absolute (a later ``os.chdir`` cannot redirect it)."""
     if isinstance(a, str):
         return os.path.abspath(a)
-    if not copy:
-        return a
     if isinstance(a, tuple):  # CSR arrays
         return tuple(np.array(p, copy=True) if isinstance(p, np.ndarray) and _shares(p, source) else p for p in a)
     if isinstance(a, np.ndarray) and _shares(a, source):
         return a.copy()
     return a
+
+
+def kept_features(a, source, copy: bool, name: str):
+    """(features as kept, what the core reads them as) for a training set's features ``a`` made
+    from the caller's ``source`` by :func:`training_features`. A dense array that shares the
+    caller's memory is, without ``copy``, read from there: ``_core.Watched`` fingerprints it
+    once and every core built from it refuses rows changed since (no second copy of a training
+    set that may fill half of memory). Anything else is kept as :func:`kept` keeps it (sparse
+    arrays are copied: their edits are not watched). ``source`` may be a ``_core.Watched``
+    already (an influence built from another's training set): it is shared as it is."""
+    if isinstance(source, _core.Watched):
+        return source.array, source
+    if not copy and isinstance(a, np.ndarray) and _shares(a, source):
+        return a, _core.Watched(a, name)
+    a = kept(a, source)
+    return a, a
 
 
 def file_stamp(path: str) -> tuple[int, int, int]:

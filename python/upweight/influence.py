@@ -38,6 +38,7 @@ from ._validation import (
     check_output_fits,
     file_stamp,
     kept,
+    kept_features,
     n_rows,
     score_itemsize,
     solver_args,
@@ -1063,13 +1064,16 @@ class Influence(_Queries):
         ``progress(pass, rows_done, rows_total)``, called from the calling thread at most
         every 50 ms while a long call runs; raising in it cancels the call. Every long call
         is interruptible with Ctrl-C.
-    copy : bool, default True
-        Keep private copies of in-memory X, y and sample_weight, so that editing the
-        caller's arrays later cannot mix new data into answers about the old fit; with
-        ``copy=False`` they are shared (do not modify them while the influence is in use).
-        A ``.npy`` path is never copied: it is made absolute, and queries raise
-        ``InputError`` once the file has changed. The model's parameters are always taken
-        as they are now.
+    copy : bool, default False
+        Whether to keep a private copy of a dense in-memory X. Editing the caller's arrays
+        later never mixes new data into answers about the old fit. By default X is read
+        where it is (no second copy of a training set that may fill half of memory): it is
+        fingerprinted once (a 64-bit hash of every 8 KiB of rows), every read checks the rows
+        it reads, and a query raises ``InputError`` once X has changed. With ``copy=True``
+        the influence keeps a snapshot and the caller may edit X freely. y, sample_weight and
+        sparse X are always copied. A ``.npy`` path is never copied: it is made absolute, and
+        queries raise ``InputError`` once the file has changed. The model's parameters are
+        always taken as they are now.
     rank, arnoldi_steps : int, optional
         The Arnoldi settings above (only with ``solver="arnoldi"``, which requires
         ``rank``).
@@ -1099,7 +1103,7 @@ class Influence(_Queries):
     model : Model
         The fitted model.
     X, y, sample_weight : array_like or str
-        The training set, as kept (copies unless ``copy=False``; a ``.npy`` path made absolute).
+        The training set, as kept (the caller's dense X itself unless ``copy=True``; a ``.npy`` path made absolute).
     l2 : float
         The model's penalty.
     damping : float
@@ -1180,7 +1184,7 @@ class Influence(_Queries):
 
     def __init__(self, model, X, y, sample_weight=None, *, solver: str = "auto", damping: float | str | None = None,
                  curvature: str | None = None, rtol: float = 1e-10, atol: float = 0.0, max_iter: int = 1000,
-                 precondition: bool | str = True, on_unconverged: str = "raise", progress=None, copy: bool = True,
+                 precondition: bool | str = True, on_unconverged: str = "raise", progress=None, copy: bool = False,
                  rank: int | None = None, arnoldi_steps: int | None = None, arnoldi_inverse: str = "projection",
                  residuals: bool = True, curvature_file=None, kfac_samples: int | None = None):
         self.model: Model = check_model(model)
@@ -1197,11 +1201,12 @@ class Influence(_Queries):
             self._core_model = _core.with_kfac_samples(self._core_model, self.kfac_samples)
         self._theta = model.get_theta()
         self._d, self._renormalized = model.n_features_in_, bool(model.penalty_renormalized)
-        Xc, n, _ = training_features(X, self._d)
-        # the data, kept: later edits of the caller's arrays (or of a .npy file) cannot mix in
-        self.X = kept(Xc, X, copy)
-        self.y = kept(model.check_targets(y, n), y, copy)
-        self.sample_weight = kept(as_weights(sample_weight, n), sample_weight, copy)
+        Xc, n, _ = training_features(X.array if isinstance(X, _core.Watched) else X, self._d)
+        # the data, kept or watched: later edits of the caller's arrays (or of a .npy file)
+        # cannot mix into answers; _x_core is what every core is built from
+        self.X, self._x_core = kept_features(Xc, X, copy, "X")
+        self.y = kept(model.check_targets(y, n), y)
+        self.sample_weight = kept(as_weights(sample_weight, n), sample_weight)
         self._watch(("X", self.X))
         self.l2 = float(model.l2)
         check_influence_solver(solver)
@@ -1384,7 +1389,7 @@ class Influence(_Queries):
         if isinstance(damping, str):
             if damping != "auto":
                 raise InputError(f"damping: expected a number >= 0 or 'auto', got {damping!r}")
-            diag = _core.curvature_diag(self._core_model, self._theta, self.X, self.y, self.sample_weight, self.l2, progress)
+            diag = _core.curvature_diag(self._core_model, self._theta, self._x_core, self.y, self.sample_weight, self.l2, progress)
             if diag is None:
                 raise InputError("damping: 'auto' needs the curvature's diagonal, which this model does not give; pass a number")
             return AUTO_DAMPING * float(np.mean(diag))
@@ -1456,8 +1461,9 @@ class Influence(_Queries):
             raise InputError("eps: contains NaN or infinity")
         points = [int(i) for i in as_indices(np.atleast_1d(m), self.n_samples, "m")]
         core = _core.with_curvature(self._core_model, "gauss-newton")
-        delta, converged = _core.pbrf(core, self._theta, self.X, self.y, self.sample_weight, self.l2, self.damping, self._renormalized,
-                                      points, eps_list, as_nonneg_float(tol, "tol"), as_positive_int(max_iter, "max_iter"), self._args[-1])
+        delta, converged = _core.pbrf(core, self._theta, self._x_core, self.y, self.sample_weight, self.l2, self.damping,
+                                      self._renormalized, points, eps_list, as_nonneg_float(tol, "tol"),
+                                      as_positive_int(max_iter, "max_iter"), self._args[-1])
         if not all(converged):
             bad = sorted({(points[j // len(eps_list)], eps_list[j % len(eps_list)]) for j, c in enumerate(converged) if not c})
             raise ConvergenceError(f"pbrf: max |gradient| <= {tol:g} not reached for (m, eps) = {bad} (raise max_iter or tol)")
@@ -1469,7 +1475,7 @@ class Influence(_Queries):
     def _make_core(self, method: str) -> InfluenceCore:
         # penalty_renormalized=False, sum-of-losses objectives (scikit-learn's Ridge, LogisticRegression): no renormalisation term
         try:
-            return InfluenceCore(self._core_model, self._theta, self.X, self.y, self.sample_weight, self.l2, method, *self._args,
+            return InfluenceCore(self._core_model, self._theta, self._x_core, self.y, self.sample_weight, self.l2, method, *self._args,
                                  self._renormalized, **self._approx)
         except SingularHessianError as exc:
             if not self.is_network:
@@ -2012,7 +2018,7 @@ class Influence(_Queries):
                              "without one, the exact top_k costs the same")
         if getattr(self, "_stage1", None) is None:
             last = LastLayer(self.model, self._theta, l2=self.l2)
-            self._stage1 = (Influence(last, self.X, self.y, self.sample_weight, damping=self.damping, copy=False,
+            self._stage1 = (Influence(last, self._x_core, self.y, self.sample_weight, damping=self.damping,
                                       progress=self._args[-1]), last.range)
         return self._stage1
 
@@ -2475,9 +2481,11 @@ class GradientInfluence(_Queries):
         What to do when a CG solve misses its tolerance.
     progress : callable, optional
         ``progress(pass, rows_done, rows_total)``, as for :class:`upweight.Influence`.
-    copy : bool, default True
-        Keep a private copy of in-memory ``train_grads`` and ``sample_weight`` (a ``.npy`` path
-        is never copied; queries raise ``InputError`` once the file has changed).
+    copy : bool, default False
+        Keep a private copy of in-memory ``train_grads``. By default a dense array is read
+        where it is, and a query raises ``InputError`` once it has changed, as for
+        :class:`upweight.Influence`; ``sample_weight`` is always copied, and a ``.npy`` path is
+        never (queries raise ``InputError`` once the file has changed).
     rank : int, optional
         ``solver="arnoldi"``: the eigenpairs of the curvature to keep (required with it).
     arnoldi_steps : int, optional
@@ -2544,12 +2552,12 @@ class GradientInfluence(_Queries):
     def __init__(self, train_grads, *, hessian=None, curvature: str = "fisher", damping: float = 0.0,
                  sample_weight=None, solver: str = "auto", rtol: float = 1e-10, atol: float = 0.0,
                  max_iter: int = 1000, precondition: bool | str = True, on_unconverged: str = "raise", progress=None,
-                 copy: bool = True, rank: int | None = None, arnoldi_steps: int | None = None, arnoldi_inverse: str = "projection",
+                 copy: bool = False, rank: int | None = None, arnoldi_steps: int | None = None, arnoldi_inverse: str = "projection",
                  residuals: bool = True, curvature_file=None):
         if curvature != "fisher":
             raise InputError(f"curvature: expected 'fisher' (or pass hessian=...), got {curvature!r}")
         G, n, p = training_features(train_grads, name="train_grads")
-        self.train_grads = kept(G, train_grads, copy)
+        self.train_grads, self._x_core = kept_features(G, train_grads, copy, "train_grads")
         self._watch(("train_grads", self.train_grads))
         self.n_params = p
         check_influence_solver(solver)
@@ -2561,7 +2569,7 @@ class GradientInfluence(_Queries):
             if H.shape != (p, p):
                 raise InputError(f"hessian: has shape {H.shape}, expected ({p}, {p}) to match train_grads")
         self.curvature = "explicit" if H is not None else "fisher"
-        self._w, self._H = kept(as_weights(sample_weight, n), sample_weight, copy), H
+        self._w, self._H = kept(as_weights(sample_weight, n), sample_weight), H
         state = None if curvature_file is None else load_curvature(curvature_file, self._fingerprint(), "gradients")
         self._approx = approximation_args(solver, _saved_rank(state, solver, rank), arnoldi_steps, arnoldi_inverse,
                                           residuals) | {"state": state}
@@ -2571,7 +2579,7 @@ class GradientInfluence(_Queries):
 
     def _make_core(self, method: str) -> InfluenceCore:
         p = self.n_params
-        return InfluenceCore(_core.Model.gradients(p), np.zeros(p), self.train_grads, None, self._w, 0.0, method, *self._args,
+        return InfluenceCore(_core.Model.gradients(p), np.zeros(p), self._x_core, None, self._w, 0.0, method, *self._args,
                              True, self._H, names=("train_grads", "y"), **self._approx)
 
     def _fingerprint(self) -> np.ndarray:
@@ -2580,6 +2588,9 @@ class GradientInfluence(_Queries):
         32 numbers."""
         digest = hashlib.sha256()
         G = self.train_grads
+        if isinstance(self._x_core, _core.Watched) and not self._x_core.unchanged():
+            raise InputError("train_grads: the array was changed after this influence was built from it without a copy; "
+                             "its answers would mix old and new data: build a new one, or pass copy=True to keep a snapshot")
         parts = G if isinstance(G, tuple) else (np.load(G, mmap_mode="r") if isinstance(G, str) else G,)
         for part in (*parts, self._w, self._H):
             if isinstance(part, np.ndarray) and part.ndim == 2:

@@ -11,6 +11,7 @@ mod npy;
 mod shared;
 mod table;
 mod views;
+mod watch;
 
 use std::ops::Range;
 
@@ -22,6 +23,7 @@ pub use npy::{NpyDtype, NpyFile, NpyHeader};
 pub use shared::{Shared, Shared1};
 pub use table::{CsrArrays, Features, Names, Table};
 pub use views::{gather, Reweighted, Segment};
+pub use watch::RowPrints;
 
 use crate::error::Result;
 

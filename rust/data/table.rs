@@ -2,6 +2,7 @@
 //! targets and weights, validated once when it is built.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis, CowArray, Ix2};
 
@@ -9,6 +10,7 @@ use super::batch::Batch;
 use super::matrix::Csr;
 use super::npy::{NpyDtype, NpyFile};
 use super::shared::{Shared, Shared1};
+use super::watch::RowPrints;
 use super::{Block, Rows};
 use crate::error::{Error, Result};
 
@@ -113,6 +115,8 @@ pub struct Table {
     y: Array2<f64>,
     w: Option<Array1<f64>>,
     names: Names,
+    /// Fingerprints of in-memory features the caller may still edit: every read is checked.
+    watch: Option<Arc<RowPrints>>,
 }
 
 impl Table {
@@ -133,12 +137,25 @@ impl Table {
             Features::Npy(_) | Features::Csr(_) => {}
         }
         Batch::check_rows(x.nrows(), y.view(), w.as_ref().map(|w| w.view()), names)?;
-        Ok(Self { x, y, w, names })
+        Ok(Self { x, y, w, names, watch: None })
+    }
+
+    /// [`Table::with_targets`] over float64 or float32 features in memory the caller still
+    /// holds, whose values `prints` were recorded of (and checked finite) earlier: the values
+    /// are not checked again here, but every block read is compared with its fingerprints, and
+    /// a block that changed since is an error naming the features' argument.
+    pub fn watched(x: Features, prints: Arc<RowPrints>, y: Array2<f64>, w: Option<Array1<f64>>, names: Names) -> Result<Self> {
+        if !matches!(x, Features::F64(_) | Features::F32(_)) || prints.nrows() != x.nrows() {
+            return Err(Error::Value { arg: names.x, msg: "fingerprints recorded of other rows".into() });
+        }
+        let y = if y.is_standard_layout() { y } else { y.as_standard_layout().into_owned() };
+        Batch::check_rows(x.nrows(), y.view(), w.as_ref().map(|w| w.view()), names)?;
+        Ok(Self { x, y, w, names, watch: Some(prints) })
     }
 
     /// Rows that were already validated as part of another table.
     pub(crate) fn validated(x: Features, y: Array2<f64>, w: Option<Array1<f64>>, names: Names) -> Self {
-        Self { x, y, w, names }
+        Self { x, y, w, names, watch: None }
     }
 
     /// A table for a model without targets (per-example gradients): y is not read.
@@ -154,6 +171,28 @@ impl Table {
 
     pub fn features(&self) -> &Features {
         &self.x
+    }
+
+    /// `Err` naming the features if rows `start..end` changed since their fingerprints were
+    /// recorded (always `Ok` for features the table owns or reads from a file).
+    fn check_unchanged(&self, start: usize, end: usize) -> Result<()> {
+        let unchanged = match (&self.watch, &self.x) {
+            (None, _) => true,
+            (Some(p), Features::F64(a)) => p.unchanged(a.view(), start..end),
+            (Some(p), Features::F32(a)) => p.unchanged(a.view(), start..end),
+            (Some(_), _) => false,
+        };
+        match unchanged {
+            true => Ok(()),
+            false => Err(Error::Value {
+                arg: self.names.x,
+                msg: format!(
+                    "the array was changed after this influence was built from it without a copy (a change near rows \
+                     {start}..{end}); its answers would mix old and new data: build a new one, or pass copy=True to keep a \
+                     snapshot"
+                ),
+            }),
+        }
     }
 }
 
@@ -177,6 +216,7 @@ impl Rows for Table {
         self.x.is_f32()
     }
     fn x_rows(&self, start: usize, end: usize) -> Result<Block<'_>> {
+        self.check_unchanged(start, end)?;
         Ok(match &self.x {
             Features::F64(a) => Block::Dense(CowArray::from(a.view().slice_move(s![start..end, ..]))),
             Features::F32(a) => Block::Dense(CowArray::from(a.view().slice(s![start..end, ..]).mapv(f64::from))),
@@ -185,6 +225,9 @@ impl Rows for Table {
         })
     }
     fn x_rows_f32(&self, start: usize, end: usize) -> Option<Result<CowArray<'_, f32, Ix2>>> {
+        if let Err(e) = self.check_unchanged(start, end) {
+            return self.x.is_f32().then_some(Err(e));
+        }
         match &self.x {
             Features::F32(a) => Some(Ok(CowArray::from(a.view().slice_move(s![start..end, ..])))),
             Features::Npy(f) if f.dtype == NpyDtype::F32 => Some(f.read_rows_f32(start, end).map(CowArray::from)),

@@ -1,16 +1,75 @@
-//! The one conversion of feature arguments: float64 or float32 arrays, a `.npy` path, or CSR
-//! arrays become a core [`Features`] that keeps the NumPy arrays alive without copying them.
+//! The one conversion of feature arguments: float64 or float32 arrays, a `.npy` path, CSR
+//! arrays, or a [`PyWatched`] array become a core [`Features`] that keeps the NumPy arrays alive
+//! without copying them.
 
 use std::any::Any;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use numpy::ndarray::{ArrayView1, ArrayView2, Axis};
+use numpy::ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use numpy::{Element, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 
 use super::errors::intern;
-use crate::data::{CsrArrays, Features, Names, Shared, Shared1, Table};
+use super::run::run;
+use crate::data::{CsrArrays, Features, Names, RowPrints, Shared, Shared1, Table};
+
+/// A dense float64 or float32 array the caller keeps (C-contiguous), checked finite and
+/// fingerprinted once (`RowPrints`): every core built from it reads the caller's memory without
+/// a copy and refuses rows that changed since, naming `name`.
+#[pyclass(frozen, name = "Watched", module = "upweight._core")]
+pub struct PyWatched {
+    x: Py<PyAny>,
+    prints: Arc<RowPrints>,
+}
+
+#[pymethods]
+impl PyWatched {
+    #[new]
+    #[pyo3(signature = (x, name="X"))]
+    fn new(py: Python<'_>, x: XArg<'_>, name: &str) -> PyResult<Self> {
+        let arg = intern(name);
+        let prints = match &x {
+            XArg::F64(a) => {
+                let v = a.as_array();
+                run(py, |_| RowPrints::record(arg, v))?
+            }
+            XArg::F32(a) => {
+                let v = a.as_array();
+                run(py, |_| RowPrints::record(arg, v))?
+            }
+            _ => return Err(crate::Error::Value { arg, msg: "only a dense float64 or float32 array is watched".into() }.into()),
+        };
+        let x = match x {
+            XArg::F64(a) => a.as_any().clone().unbind(),
+            XArg::F32(a) => a.as_any().clone().unbind(),
+            _ => unreachable!("refused above"),
+        };
+        Ok(Self { x, prints: Arc::new(prints) })
+    }
+
+    /// The array watched (the caller's).
+    #[getter]
+    fn array(&self, py: Python<'_>) -> Py<PyAny> {
+        self.x.clone_ref(py)
+    }
+
+    /// Whether every row still holds what was fingerprinted (one pass over the array).
+    fn unchanged(&self, py: Python<'_>) -> PyResult<bool> {
+        let n = self.prints.nrows();
+        Ok(match self.x.bind(py).extract::<XArg<'_>>()? {
+            XArg::F64(a) => {
+                let v = a.as_array();
+                run(py, |_| Ok(self.prints.unchanged(v, 0..n)))?
+            }
+            XArg::F32(a) => {
+                let v = a.as_array();
+                run(py, |_| Ok(self.prints.unchanged(v, 0..n)))?
+            }
+            _ => false,
+        })
+    }
+}
 
 /// Features as the Python layer passes them: float64 or float32 arrays, a `.npy` path, or a
 /// CSR matrix as (data, indices, indptr, n_columns).
@@ -20,6 +79,7 @@ pub enum XArg<'py> {
     F32(PyReadonlyArray2<'py, f32>),
     Path(PathBuf),
     Csr(PyReadonlyArray1<'py, f64>, PyReadonlyArray1<'py, i32>, PyReadonlyArray1<'py, i64>, usize),
+    Watched(Bound<'py, PyWatched>),
 }
 
 /// Targets as the Python layer passes them: one per row (n,), or t per row (n, t) for a
@@ -66,6 +126,7 @@ impl XArg<'_> {
             XArg::F32(a) => Features::F32(unsafe { Shared::borrowed(a.as_array(), owner(a.as_any())) }),
             XArg::Path(p) => Features::npy(p, arg)?,
             XArg::Csr(data, indices, indptr, ncols) => Features::Csr(CsrArrays::new(shared1(indptr), shared1(indices), shared1(data), *ncols, arg)?),
+            XArg::Watched(w) => w.get().x.bind(w.py()).extract::<XArg<'_>>()?.features(arg)?,
         })
     }
 }
@@ -75,6 +136,10 @@ impl XArg<'_> {
 pub fn table(x: &XArg<'_>, y: Option<ArrayView2<f64>>, w: Option<ArrayView1<f64>>, names: Names) -> PyResult<Table> {
     let features = x.features(names.x)?;
     let w = w.map(|w| w.to_owned());
+    if let XArg::Watched(watched) = x {
+        let y = y.map_or_else(|| Array2::zeros((features.nrows(), 1)), |y| y.as_standard_layout().into_owned());
+        return Ok(Table::watched(features, watched.get().prints.clone(), y, w, names)?);
+    }
     Ok(match y {
         Some(y) => Table::with_targets(features, y.as_standard_layout().into_owned(), w, names)?,
         None => Table::without_targets(features, w, names)?,

@@ -75,6 +75,8 @@ fn num_threads() -> usize {
 #[pymodule]
 mod _core {
     #[pymodule_export]
+    use super::data::PyWatched;
+    #[pymodule_export]
     use super::influence::PyInfluence;
     #[pymodule_export]
     use super::kernels::{finish_hvp_sums, finish_sums, null_space, partial_hvp, partial_sums, score_block, self_influence_block, top_k_block, PyFactor};
