@@ -629,6 +629,11 @@ class _Queries:
         self._policy, self._cores = policy, {}
         self.solver = policy.method
         self._cores[self.solver] = self._make_core(self.solver)
+        # building a core reads every training row, which fingerprints the rows of an X read in
+        # place (_core.Watched); rows it did not read are fingerprinted now (one pass)
+        watched = getattr(self, "_x_core", None)
+        if isinstance(watched, _core.Watched) and not watched.complete:
+            watched.check()
 
     _make_core: Callable[[str], InfluenceCore]  # builds a core for "direct" or "cg"
 
@@ -1067,9 +1072,10 @@ class Influence(_Queries):
     copy : bool, default False
         Whether to keep a private copy of a dense in-memory X. Editing the caller's arrays
         later never mixes new data into answers about the old fit. By default X is read
-        where it is (no second copy of a training set that may fill half of memory): it is
-        fingerprinted once (a 64-bit hash of every 8 KiB of rows), every read checks the rows
-        it reads, and a query raises ``InputError`` once X has changed. With ``copy=True``
+        where it is (no second copy of a training set that may fill half of memory): its
+        rows are fingerprinted as construction reads them (a 64-bit hash of every 8 KiB of
+        rows), every later read checks the rows it reads, and a query raises ``InputError``
+        once X has changed. With ``copy=True``
         the influence keeps a snapshot and the caller may edit X freely. y, sample_weight and
         sparse X are always copied. A ``.npy`` path is never copied: it is made absolute, and
         queries raise ``InputError`` once the file has changed. The model's parameters are
@@ -2588,9 +2594,8 @@ class GradientInfluence(_Queries):
         32 numbers."""
         digest = hashlib.sha256()
         G = self.train_grads
-        if isinstance(self._x_core, _core.Watched) and not self._x_core.unchanged():
-            raise InputError("train_grads: the array was changed after this influence was built from it without a copy; "
-                             "its answers would mix old and new data: build a new one, or pass copy=True to keep a snapshot")
+        if isinstance(self._x_core, _core.Watched):
+            self._x_core.check()  # the gradients the saved curvature was computed from
         parts = G if isinstance(G, tuple) else (np.load(G, mmap_mode="r") if isinstance(G, str) else G,)
         for part in (*parts, self._w, self._H):
             if isinstance(part, np.ndarray) and part.ndim == 2:

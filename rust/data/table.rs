@@ -141,9 +141,9 @@ impl Table {
     }
 
     /// [`Table::with_targets`] over float64 or float32 features in memory the caller still
-    /// holds, whose values `prints` were recorded of (and checked finite) earlier: the values
-    /// are not checked again here, but every block read is compared with its fingerprints, and
-    /// a block that changed since is an error naming the features' argument.
+    /// holds, fingerprinted in `prints`: the values are not checked here, but each group of rows
+    /// is checked finite when it is first read and compared with its fingerprint on every later
+    /// read, and a group that changed is an error naming the features' argument.
     pub fn watched(x: Features, prints: Arc<RowPrints>, y: Array2<f64>, w: Option<Array1<f64>>, names: Names) -> Result<Self> {
         if !matches!(x, Features::F64(_) | Features::F32(_)) || prints.nrows() != x.nrows() {
             return Err(Error::Value { arg: names.x, msg: "fingerprints recorded of other rows".into() });
@@ -173,25 +173,14 @@ impl Table {
         &self.x
     }
 
-    /// `Err` naming the features if rows `start..end` changed since their fingerprints were
-    /// recorded (always `Ok` for features the table owns or reads from a file).
+    /// For features read from the caller's memory: rows `start..end` are checked finite and
+    /// recorded when first read, and `Err` naming the features if they changed since.
     fn check_unchanged(&self, start: usize, end: usize) -> Result<()> {
-        let unchanged = match (&self.watch, &self.x) {
-            (None, _) => true,
-            (Some(p), Features::F64(a)) => p.unchanged(a.view(), start..end),
-            (Some(p), Features::F32(a)) => p.unchanged(a.view(), start..end),
-            (Some(_), _) => false,
-        };
-        match unchanged {
-            true => Ok(()),
-            false => Err(Error::Value {
-                arg: self.names.x,
-                msg: format!(
-                    "the array was changed after this influence was built from it without a copy (a change near rows \
-                     {start}..{end}); its answers would mix old and new data: build a new one, or pass copy=True to keep a \
-                     snapshot"
-                ),
-            }),
+        match (&self.watch, &self.x) {
+            (None, _) => Ok(()),
+            (Some(p), Features::F64(a)) => p.check(self.names.x, a.view(), start..end),
+            (Some(p), Features::F32(a)) => p.check(self.names.x, a.view(), start..end),
+            (Some(_), _) => unreachable!("Table::watched takes dense features only"),
         }
     }
 }

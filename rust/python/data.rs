@@ -7,45 +7,35 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use numpy::ndarray::{Array2, ArrayView1, ArrayView2, Axis};
-use numpy::{Element, PyReadonlyArray1, PyReadonlyArray2};
+use numpy::{Element, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
 use super::errors::intern;
 use super::run::run;
 use crate::data::{CsrArrays, Features, Names, RowPrints, Shared, Shared1, Table};
 
-/// A dense float64 or float32 array the caller keeps (C-contiguous), checked finite and
-/// fingerprinted once (`RowPrints`): every core built from it reads the caller's memory without
-/// a copy and refuses rows that changed since, naming `name`.
+/// A dense float64 or float32 array the caller keeps (C-contiguous), fingerprinted by row groups
+/// (`RowPrints`) as the first core built from it reads them: every core built from it reads the
+/// caller's memory without a copy and refuses rows that changed since, naming `name`.
 #[pyclass(frozen, name = "Watched", module = "upweight._core")]
 pub struct PyWatched {
     x: Py<PyAny>,
     prints: Arc<RowPrints>,
+    name: &'static str,
 }
 
 #[pymethods]
 impl PyWatched {
     #[new]
     #[pyo3(signature = (x, name="X"))]
-    fn new(py: Python<'_>, x: XArg<'_>, name: &str) -> PyResult<Self> {
-        let arg = intern(name);
-        let prints = match &x {
-            XArg::F64(a) => {
-                let v = a.as_array();
-                run(py, |_| RowPrints::record(arg, v))?
-            }
-            XArg::F32(a) => {
-                let v = a.as_array();
-                run(py, |_| RowPrints::record(arg, v))?
-            }
-            _ => return Err(crate::Error::Value { arg, msg: "only a dense float64 or float32 array is watched".into() }.into()),
+    fn new(x: XArg<'_>, name: &str) -> PyResult<Self> {
+        let name = intern(name);
+        let (x, prints) = match x {
+            XArg::F64(a) if a.is_c_contiguous() => (a.as_any().clone().unbind(), RowPrints::new(a.shape()[0], a.shape()[1], 8)),
+            XArg::F32(a) if a.is_c_contiguous() => (a.as_any().clone().unbind(), RowPrints::new(a.shape()[0], a.shape()[1], 4)),
+            _ => return Err(crate::Error::Value { arg: name, msg: "only a C-contiguous float64 or float32 array is watched".into() }.into()),
         };
-        let x = match x {
-            XArg::F64(a) => a.as_any().clone().unbind(),
-            XArg::F32(a) => a.as_any().clone().unbind(),
-            _ => unreachable!("refused above"),
-        };
-        Ok(Self { x, prints: Arc::new(prints) })
+        Ok(Self { x, prints: Arc::new(prints), name })
     }
 
     /// The array watched (the caller's).
@@ -54,20 +44,26 @@ impl PyWatched {
         self.x.clone_ref(py)
     }
 
-    /// Whether every row still holds what was fingerprinted (one pass over the array).
-    fn unchanged(&self, py: Python<'_>) -> PyResult<bool> {
-        let n = self.prints.nrows();
-        Ok(match self.x.bind(py).extract::<XArg<'_>>()? {
+    /// Whether every row group has been fingerprinted (a core built from it read them all).
+    #[getter]
+    fn complete(&self) -> bool {
+        self.prints.complete()
+    }
+
+    /// Fingerprint the groups not read yet and check the others unchanged (one pass): raises
+    /// `InputError` naming the array if a value is not finite or a row changed.
+    fn check(&self, py: Python<'_>) -> PyResult<()> {
+        match self.x.bind(py).extract::<XArg<'_>>()? {
             XArg::F64(a) => {
                 let v = a.as_array();
-                run(py, |_| Ok(self.prints.unchanged(v, 0..n)))?
+                run(py, |_| self.prints.check_all(self.name, v))
             }
             XArg::F32(a) => {
                 let v = a.as_array();
-                run(py, |_| Ok(self.prints.unchanged(v, 0..n)))?
+                run(py, |_| self.prints.check_all(self.name, v))
             }
-            _ => false,
-        })
+            _ => unreachable!("a Watched holds a dense array"),
+        }
     }
 }
 
