@@ -42,6 +42,6 @@ pub use influence::{Influence, LeaveOutTarget, Points, Scores, TopK};
 pub use models::glm::{Family, Glm};
 pub use models::gradients::GradientModel;
 pub use models::mlp::{Activation, Mlp};
-pub use models::{Model, Prediction};
+pub use models::{Model, Prediction, QueryNorm};
 pub use objective::Objective;
 pub use solvers::{Method, Prepared, SolverOptions};

@@ -12,7 +12,7 @@ use crate::blocks::BLOCK_ROWS;
 use crate::cancel::Cancel;
 use crate::data::{with_block, Rows, Table};
 use crate::error::{all_finite, check_finite_rows, check_overflow, Error, Result};
-use crate::models::{scores_f32, Model};
+use crate::models::{scores_f32, Model, QueryNorm};
 use crate::solvers::SolveInfo;
 
 impl Influence {
@@ -87,11 +87,14 @@ impl Scorer<'_> {
     pub fn scores(&self, points: &dyn Rows, vc: &Array2<f64>, cancel: &Cancel) -> Result<Scores> {
         let (n, r) = (points.n(), vc.ncols());
         self.check(points, vc)?;
+        // the queries' part of the overflow bound, once for every block
         Ok(if self.float32_kernel(points) {
             let vc32 = vc.mapv(|v| v as f32);
-            Scores::F32(fill_scores(n, r, cancel, |range, out| self.score_rows(points, range, vc, ScoreOut::F32(out, &vc32)))?)
+            let bound = Some(QueryNorm::of(vc32.view()));
+            Scores::F32(fill_scores(n, r, cancel, |range, out| self.score_rows(points, range, vc, bound, ScoreOut::F32(out, &vc32)))?)
         } else {
-            Scores::F64(fill_scores(n, r, cancel, |range, out| self.score_rows(points, range, vc, ScoreOut::F64(out)))?)
+            let bound = Some(QueryNorm::of(vc.view()));
+            Scores::F64(fill_scores(n, r, cancel, |range, out| self.score_rows(points, range, vc, bound, ScoreOut::F64(out)))?)
         })
     }
 
@@ -110,17 +113,19 @@ impl Scorer<'_> {
 
     /// Scores of the rows `range` of `points` into `out` (B x r), given `vc` = [V; c] and, when
     /// the rows are float32 and the model has a float32 kernel, `vc32`: then in float32.
-    /// Returns whether every score is certainly finite (else the caller checks them).
-    pub(super) fn score_rows(&self, points: &dyn Rows, range: Range<usize>, vc: &Array2<f64>, out: ScoreOut) -> Result<bool> {
+    /// With `bound` (the queries' norm in the precision scored) returns whether every score is
+    /// certainly finite (else the caller checks them); callers that check every score anyway
+    /// pass None.
+    pub(super) fn score_rows(&self, points: &dyn Rows, range: Range<usize>, vc: &Array2<f64>, bound: Option<QueryNorm>, out: ScoreOut) -> Result<bool> {
         let scale = -1.0 / self.total_weight;
         match out {
-            ScoreOut::F64(out) => with_block(points, range, |blk| self.model.scores(self.theta.view(), blk, vc.view(), scale, out)),
+            ScoreOut::F64(out) => with_block(points, range, |blk| self.model.scores(self.theta.view(), blk, vc.view(), bound, scale, out)),
             ScoreOut::F32(out, vc32) => {
                 let x = points.x_rows_f32(range.start, range.end).expect("checked by float32_kernel")?;
                 // (float32 kernels are GLMs': one target per row)
                 let y = points.y().slice_move(s![range, 0]);
                 let grads = self.model.float32().expect("checked by float32_kernel");
-                Ok(scores_f32(grads, self.theta.view(), x.view(), y, vc32.view(), scale as f32, out))
+                Ok(scores_f32(grads, self.theta.view(), x.view(), y, vc32.view(), bound, scale as f32, out))
             }
         }
     }

@@ -147,14 +147,16 @@ impl Influence {
 impl Scorer<'_> {
     /// The `k` most helpful and most harmful rows of `points` for solved queries `vc`, indices
     /// relative to `points` (see [`Influence::top_k`]).
+    /// The selection scan refuses NaN and infinity itself: the scores need no overflow bound.
     pub fn top_k(&self, points: &dyn Rows, vc: &Array2<f64>, k: usize, cancel: &Cancel) -> Result<TopK> {
         self.check(points, vc)?;
         let r = vc.ncols();
         let k = k.min(points.n());
         if self.float32_kernel(points) {
             let vc32 = vc.mapv(|v| v as f32);
-            let mut total =
-                select_best::<f32>(points.n(), r, k, BLOCK_ROWS, cancel, |range, out| self.score_rows(points, range, vc, ScoreOut::F32(out, &vc32)).map(drop))?;
+            let mut total = select_best::<f32>(points.n(), r, k, BLOCK_ROWS, cancel, |range, out| {
+                self.score_rows(points, range, vc, None, ScoreOut::F32(out, &vc32)).map(drop)
+            })?;
             for (j, (help, harm)) in total.iter_mut().enumerate() {
                 for best in [help, harm] {
                     self.rescore(points, vc, j, best)?;
@@ -162,7 +164,7 @@ impl Scorer<'_> {
             }
             Ok(finish(total, k))
         } else {
-            select(points.n(), r, k, BLOCK_ROWS, cancel, |range, out| self.score_rows(points, range, vc, ScoreOut::F64(out)).map(drop))
+            select(points.n(), r, k, BLOCK_ROWS, cancel, |range, out| self.score_rows(points, range, vc, None, ScoreOut::F64(out)).map(drop))
         }
     }
 
@@ -174,7 +176,9 @@ impl Scorer<'_> {
         }
         let rows = gather(points, &idx)?;
         let mut out = Array2::zeros((idx.len(), 1));
-        with_block(&rows, 0..idx.len(), |b| self.model.scores(self.theta.view(), b, vc.slice(s![.., j..j + 1]), -1.0 / self.total_weight, out.view_mut()))?;
+        with_block(&rows, 0..idx.len(), |b| {
+            self.model.scores(self.theta.view(), b, vc.slice(s![.., j..j + 1]), None, -1.0 / self.total_weight, out.view_mut())
+        })?;
         let mut exact = Best::new(best.k, best.sign);
         for (i, &m) in idx.iter().enumerate() {
             exact.push((out[[i, 0]], m));

@@ -57,10 +57,11 @@ pub trait Model: Send + Sync {
     fn grads(&self, theta: ArrayView1<f64>, data: &Batch, out: ArrayViewMut2<f64>);
     /// The score kernel: `out (B x q) = scale (G v + 1 c^T)` where the rows of G are the
     /// per-example gradients of the block `data` and `vc = [v; c]` is (p + 1) x q. `out` may
-    /// have any layout. Returns true when every entry is certainly finite (a bound on the
-    /// inputs proved it, [`products_finite`]); false leaves the check to the caller.
-    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, out: ArrayViewMut2<f64>) -> bool {
-        scores_from_grads(self, theta, data, vc, scale, out)
+    /// have any layout. With `bound` (the queries' norm, computed once per call) returns true
+    /// when every entry is certainly finite (a bound on the inputs proved it,
+    /// [`products_finite`]); false (always, without `bound`) leaves the check to the caller.
+    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, bound: Option<QueryNorm>, scale: f64, out: ArrayViewMut2<f64>) -> bool {
+        scores_from_grads(self, theta, data, vc, bound, scale, out)
     }
     /// Predictions at the rows of `x`: (n x k).
     fn predict(&self, theta: ArrayView1<f64>, x: XView, kind: Prediction) -> Result<Array2<f64>>;
@@ -199,23 +200,47 @@ pub struct KroneckerFactors {
 
 /// [`Model::scores`] as one matrix product: the block's gradients are written into [G, 1]
 /// (B x (p + 1)) and multiplied by [v; c] and `scale`, so the output is written once. Returns
-/// whether every entry is certainly finite ([`products_finite`]).
-pub fn scores_from_grads<M: Model + ?Sized>(model: &M, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, out: ArrayViewMut2<f64>) -> bool {
+/// whether every entry is certainly finite ([`products_finite`], with `bound`).
+pub fn scores_from_grads<M: Model + ?Sized>(
+    model: &M,
+    theta: ArrayView1<f64>,
+    data: &Batch,
+    vc: ArrayView2<f64>,
+    bound: Option<QueryNorm>,
+    scale: f64,
+    out: ArrayViewMut2<f64>,
+) -> bool {
     let p = model.n_params();
     let mut g = Array2::zeros((data.n(), p + 1));
     model.grads(theta, data, g.slice_mut(s![.., ..p]));
     g.column_mut(p).fill(1.0);
     linalg::gemm(out, false, g.view(), vc, scale);
-    products_finite(g.view(), vc, scale)
+    bound.is_some_and(|b| products_finite(g.view(), b, scale))
+}
+
+/// max_j ||[v_j; c_j]||^2 over the columns of solved queries (infinite if a value is not
+/// finite): what the score kernels' overflow bound ([`products_finite`]) needs of the queries,
+/// computed once per call rather than once per block.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QueryNorm(f64);
+
+impl QueryNorm {
+    pub fn of<T: linalg::Real>(vc: ArrayView2<T>) -> Self {
+        let mut cols = vec![0.0f64; vc.ncols()];
+        for row in vc.rows() {
+            cols.iter_mut().zip(row).for_each(|(c, &v)| *c += v.into() * v.into());
+        }
+        Self(cols.iter().fold(0.0f64, |m, &c| if c.is_finite() { m.max(c) } else { f64::INFINITY }))
+    }
 }
 
 /// Whether every entry of `scale (a b)` is certainly finite, from the inputs alone (a pass over
-/// `a` and `b`, ~1/q and ~1/B of the product's work), so the caller can skip scanning the
-/// product. By Cauchy-Schwarz each entry, and every partial sum of its dot product, is at most
+/// `a`, ~1/q of the product's work, and `b`'s largest column norm, [`QueryNorm::of`] it, taken
+/// once per call), so the caller can skip scanning the product. By Cauchy-Schwarz each entry, and every partial sum of its dot product, is at most
 /// max(1, |scale|) max_i ||a_i|| max_j ||b_j|| in size, up to a rounding factor (1 + k u) /
 /// (1 - k u) <= 3 for k u <= 1/2; below a quarter of the type's largest value nothing can
 /// overflow, and finite inputs then give no NaN. False (scan) whenever a norm is not finite.
-pub fn products_finite<T: linalg::Real>(a: ArrayView2<T>, b: ArrayView2<T>, scale: f64) -> bool {
+pub fn products_finite<T: linalg::Real>(a: ArrayView2<T>, b: QueryNorm, scale: f64) -> bool {
     let k = a.ncols() as f64;
     if k * T::EPSILON_F64 > 0.5 {
         return false;
@@ -229,12 +254,7 @@ pub fn products_finite<T: linalg::Real>(a: ArrayView2<T>, b: ArrayView2<T>, scal
         }
         a_max = a_max.max(s);
     }
-    let mut cols = vec![0.0f64; b.ncols()];
-    for row in b.rows() {
-        cols.iter_mut().zip(row).for_each(|(c, &v)| *c += v.into() * v.into());
-    }
-    let b_max = cols.iter().fold(0.0f64, |m, &c| if c.is_finite() { m.max(c) } else { f64::INFINITY });
-    let bound = scale.abs().max(1.0) * a_max.sqrt() * b_max.sqrt();
+    let bound = scale.abs().max(1.0) * a_max.sqrt() * b.0.sqrt();
     bound.is_finite() && bound < T::MAX_F64 / 4.0
 }
 
@@ -255,12 +275,14 @@ fn sum_of_squares<T: linalg::Real>(v: &[T]) -> f64 {
 /// The float32 score kernel, `out = scale (G v + 1 c^T)` with G from [`Float32Grads`] and `vc` =
 /// [v; c] in float32: one float32 product (twice the SIMD lanes of float64). Returns whether
 /// every entry is certainly finite ([`products_finite`]).
+#[allow(clippy::too_many_arguments)]
 pub fn scores_f32(
     grads: &dyn Float32Grads,
     theta: ArrayView1<f64>,
     x: ArrayView2<f32>,
     y: ArrayView1<f64>,
     vc: ArrayView2<f32>,
+    bound: Option<QueryNorm>,
     scale: f32,
     out: ArrayViewMut2<f32>,
 ) -> bool {
@@ -269,5 +291,5 @@ pub fn scores_f32(
     grads.grads_f32(theta, x, y, g.slice_mut(s![.., ..p]));
     g.column_mut(p).fill(1.0);
     linalg::gemm(out, false, g.view(), vc, scale);
-    products_finite(g.view(), vc, scale.into())
+    bound.is_some_and(|b| products_finite(g.view(), b, scale.into()))
 }

@@ -205,7 +205,7 @@ fn contracted_scores_equal_gradient_products() {
         net.grads(t.view(), &b, g.view_mut());
         let expected = (g.dot(&vc.slice(ndarray::s![..p, ..])) + vc.row(p)) * -0.3;
         let mut out = Array2::zeros((b.n(), q));
-        net.scores(t.view(), &b, vc.view(), -0.3, out.view_mut());
+        net.scores(t.view(), &b, vc.view(), None, -0.3, out.view_mut());
         close(&out, &expected, 1e-13, "scores");
     }
 }
@@ -429,7 +429,7 @@ fn last_layer_is_the_networks_block() {
         let v = Array2::from_shape_fn((last.n_params() + 1, 2), |(i, j)| ((i * 5 + j) % 7) as f64 - 3.0);
         close(&obj.hvp(tl, v.slice(ndarray::s![..-1, ..]), &cancel).unwrap(), &h_last.dot(&v.slice(ndarray::s![..-1, ..])), 1e-12, "Hv");
         let mut sc = Array2::zeros((11, 2));
-        last.scores(tl, &b, v.view(), 0.5, sc.view_mut());
+        last.scores(tl, &b, v.view(), None, 0.5, sc.view_mut());
         let want = (g_last.dot(&v.slice(ndarray::s![..-1, ..])) + v.row(last.n_params())) * 0.5;
         close(&sc, &want, 1e-12, "scores");
     }
@@ -452,7 +452,7 @@ fn factored_scores_are_the_truncated_queries() {
         let kernel = net.factored_scores().expect("networks have it");
         let blocks = kernel.query_blocks();
         let mut want = Array2::zeros((13, 3));
-        net.scores(t.view(), &b, vc.view(), 0.5, want.view_mut());
+        net.scores(t.view(), &b, vc.view(), None, 0.5, want.view_mut());
         let full = blocks.iter().map(|q| q.rows.min(q.cols)).max().unwrap();
         let fq = FactoredQueries::compress(vc.view(), &blocks, full).unwrap();
         let mut got = Array2::zeros((13, 3));
@@ -474,7 +474,7 @@ fn factored_scores_are_the_truncated_queries() {
             assert!(((lost[j] / total[j]).sqrt() - one.errors[j]).abs() < 1e-10, "reported error");
         }
         let (mut got, mut want) = (Array2::zeros((13, 3)), Array2::zeros((13, 3)));
-        net.scores(t.view(), &b, cut.view(), 0.5, want.view_mut());
+        net.scores(t.view(), &b, cut.view(), None, 0.5, want.view_mut());
         kernel.factored_scores(t.view(), &b, &one, 0.5, got.view_mut());
         close(&got, &want, 1e-12, "rank 1");
     }

@@ -12,7 +12,7 @@ pub use family::{sigmoid, softplus, Family};
 use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3, Axis, ShapeBuilder, Zip};
 use rayon::prelude::*;
 
-use super::{check_one_target, scores_from_grads, Float32Grads, Model, Preconditioning, Prediction};
+use super::{check_one_target, scores_from_grads, Float32Grads, Model, Preconditioning, Prediction, QueryNorm};
 use crate::data::{Batch, XView};
 use crate::error::{Error, Result};
 
@@ -302,9 +302,9 @@ impl Model for Glm {
     /// Dense rows: one product of the block's gradients (formed in place, B x p) with [v; c].
     /// Sparse rows: per class, the sparse product X v_c, then the residuals, so a block costs
     /// O(nnz q) and the gradients are never formed.
-    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, mut out: ArrayViewMut2<f64>) -> bool {
+    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, bound: Option<QueryNorm>, scale: f64, mut out: ArrayViewMut2<f64>) -> bool {
         if let XView::Dense(_) = data.x {
-            return scores_from_grads(self, theta, data, vc, scale, out);
+            return scores_from_grads(self, theta, data, vc, bound, scale, out);
         }
         let (k, r, d) = (self.k(), self.row(), self.d);
         let (res, _) = self.residuals(theta, data, false);

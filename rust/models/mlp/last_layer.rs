@@ -16,7 +16,7 @@ use super::{Curvature, Mlp};
 use crate::data::{Batch, XView};
 use crate::error::{Error, Result};
 use crate::models::glm::{Family, Glm};
-use crate::models::{Model, Preconditioning, Prediction};
+use crate::models::{Model, Preconditioning, Prediction, QueryNorm};
 
 /// A network's last layer, the layers below frozen (see the module docs).
 pub struct LastLayer {
@@ -92,8 +92,8 @@ impl Model for LastLayer {
     fn grads(&self, theta: ArrayView1<f64>, data: &Batch, out: ArrayViewMut2<f64>) {
         self.on_features(data, |b| self.head.grads(theta, b, out))
     }
-    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, out: ArrayViewMut2<f64>) -> bool {
-        self.on_features(data, |b| self.head.scores(theta, b, vc, scale, out))
+    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, bound: Option<QueryNorm>, scale: f64, out: ArrayViewMut2<f64>) -> bool {
+        self.on_features(data, |b| self.head.scores(theta, b, vc, bound, scale, out))
     }
     fn predict(&self, theta: ArrayView1<f64>, x: XView, kind: Prediction) -> Result<Array2<f64>> {
         self.head.predict(theta, XView::Dense(self.features(x).view()), kind)

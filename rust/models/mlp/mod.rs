@@ -29,7 +29,7 @@ use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayVie
 pub use activation::Activation;
 pub use last_layer::LastLayer;
 
-use super::{KroneckerFactors, Model, Preconditioning, Prediction};
+use super::{KroneckerFactors, Model, Preconditioning, Prediction, QueryNorm};
 use crate::data::{Batch, XView};
 use crate::error::{Error, Result};
 use crate::linalg::{gemm, gemm_lower};
@@ -292,7 +292,7 @@ impl Model for Mlp {
 
     /// v_t . g_m = sum_j s_mj^T V_tj abar_mj (DESIGN-networks.md section 1): the block's layer
     /// factors contracted with the queries' layer blocks; the B x p gradients are never formed.
-    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, scale: f64, mut out: ArrayViewMut2<f64>) -> bool {
+    fn scores(&self, theta: ArrayView1<f64>, data: &Batch, vc: ArrayView2<f64>, _bound: Option<QueryNorm>, scale: f64, mut out: ArrayViewMut2<f64>) -> bool {
         let p = self.n_params_p();
         let fw = self.forward(theta, data.x);
         let head = self.head(&fw, data.y, false);
