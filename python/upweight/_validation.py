@@ -324,9 +324,10 @@ def kept_features(a, source, copy: bool, name: str):
     from the caller's ``source`` by :func:`training_features`. A dense array that shares the
     caller's memory is, without ``copy``, read from there: ``_core.Watched`` fingerprints its
     rows as the first core reads them, and every core built from it refuses rows changed since
-    (no second copy of a training set that may fill half of memory). Anything else is kept as :func:`kept` keeps it (sparse
-    arrays are copied: their edits are not watched). ``source`` may be a ``_core.Watched``
-    already (an influence built from another's training set): it is shared as it is."""
+    (no second copy of a training set that may fill half of memory). Anything else is kept as
+    :func:`kept` keeps it (sparse arrays are copied: their edits are not watched). ``source``
+    may be a ``_core.Watched`` already (an influence built from another's training set): it is
+    shared as it is."""
     if isinstance(source, _core.Watched):
         return source.array, source
     if not copy and isinstance(a, np.ndarray) and _shares(a, source):

@@ -1075,9 +1075,8 @@ class Influence(_Queries):
         where it is (no second copy of a training set that may fill half of memory): its
         rows are fingerprinted as construction reads them (a 64-bit hash of every 8 KiB of
         rows), every later read checks the rows it reads, and a query raises ``InputError``
-        once X has changed. With ``copy=True``
-        the influence keeps a snapshot and the caller may edit X freely. y, sample_weight and
-        sparse X are always copied. A ``.npy`` path is never copied: it is made absolute, and
+        once X has changed. With ``copy=True`` the influence keeps a snapshot and the caller
+        may edit X freely. y, sample_weight and sparse X are always copied. A ``.npy`` path is never copied: it is made absolute, and
         queries raise ``InputError`` once the file has changed. The model's parameters are
         always taken as they are now.
     rank, arnoldi_steps : int, optional
@@ -1109,7 +1108,8 @@ class Influence(_Queries):
     model : Model
         The fitted model.
     X, y, sample_weight : array_like or str
-        The training set, as kept (the caller's dense X itself unless ``copy=True``; a ``.npy`` path made absolute).
+        The training set, as kept (the caller's dense X itself unless ``copy=True``; a
+        ``.npy`` path made absolute).
     l2 : float
         The model's penalty.
     damping : float

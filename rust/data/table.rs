@@ -129,15 +129,7 @@ impl Table {
 
     /// [`Table::new`] with t targets per row (y: n x t, a multi-output regression's).
     pub fn with_targets(x: Features, y: Array2<f64>, w: Option<Array1<f64>>, names: Names) -> Result<Self> {
-        // row-major, so that each row's targets are one slice
-        let y = if y.is_standard_layout() { y } else { y.as_standard_layout().into_owned() };
-        match &x {
-            Features::F64(a) => crate::error::check_finite_rows(names.x, a.view())?,
-            Features::F32(a) => crate::error::check_finite_rows(names.x, a.view())?,
-            Features::Npy(_) | Features::Csr(_) => {}
-        }
-        Batch::check_rows(x.nrows(), y.view(), w.as_ref().map(|w| w.view()), names)?;
-        Ok(Self { x, y, w, names, watch: None })
+        Self::checked(x, y, w, names, None)
     }
 
     /// [`Table::with_targets`] over float64 or float32 features in memory the caller still
@@ -148,9 +140,20 @@ impl Table {
         if !matches!(x, Features::F64(_) | Features::F32(_)) || prints.nrows() != x.nrows() {
             return Err(Error::Value { arg: names.x, msg: "fingerprints recorded of other rows".into() });
         }
+        Self::checked(x, y, w, names, Some(prints))
+    }
+
+    /// The checks of [`Table::with_targets`]; watched features are checked as they are read.
+    fn checked(x: Features, y: Array2<f64>, w: Option<Array1<f64>>, names: Names, watch: Option<Arc<RowPrints>>) -> Result<Self> {
+        // row-major, so that each row's targets are one slice
         let y = if y.is_standard_layout() { y } else { y.as_standard_layout().into_owned() };
+        match (&x, &watch) {
+            (Features::F64(a), None) => crate::error::check_finite_rows(names.x, a.view())?,
+            (Features::F32(a), None) => crate::error::check_finite_rows(names.x, a.view())?,
+            _ => {}
+        }
         Batch::check_rows(x.nrows(), y.view(), w.as_ref().map(|w| w.view()), names)?;
-        Ok(Self { x, y, w, names, watch: Some(prints) })
+        Ok(Self { x, y, w, names, watch })
     }
 
     /// Rows that were already validated as part of another table.

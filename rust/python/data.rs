@@ -132,12 +132,10 @@ impl XArg<'_> {
 pub fn table(x: &XArg<'_>, y: Option<ArrayView2<f64>>, w: Option<ArrayView1<f64>>, names: Names) -> PyResult<Table> {
     let features = x.features(names.x)?;
     let w = w.map(|w| w.to_owned());
-    if let XArg::Watched(watched) = x {
-        let y = y.map_or_else(|| Array2::zeros((features.nrows(), 1)), |y| y.as_standard_layout().into_owned());
-        return Ok(Table::watched(features, watched.get().prints.clone(), y, w, names)?);
-    }
-    Ok(match y {
-        Some(y) => Table::with_targets(features, y.as_standard_layout().into_owned(), w, names)?,
-        None => Table::without_targets(features, w, names)?,
+    // without targets (y is then not read): one column of zeros
+    let y = y.map_or_else(|| Array2::zeros((features.nrows(), 1)), |y| y.as_standard_layout().into_owned());
+    Ok(match x {
+        XArg::Watched(watched) => Table::watched(features, watched.get().prints.clone(), y, w, names)?,
+        _ => Table::with_targets(features, y, w, names)?,
     })
 }
