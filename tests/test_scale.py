@@ -4,6 +4,7 @@ float32 and .npy training data, and a training file larger than the process's me
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -148,6 +149,48 @@ def test_top_k_equals_sorting_the_score_matrix(family):
     assert (top.helpful <= 0).any() and (np.diff(top.helpful, axis=1) >= 0).all()
     big = inf.top_k(X[:2], y[:2], k=5000)  # k > n is clipped to n
     assert big.helpful_idx.shape == (2, 1700)
+
+
+TIED_TOP_K = """
+import sys, numpy as np, upweight as uw
+rng = np.random.default_rng(3)
+base = rng.standard_normal((700, 6))
+yb = (rng.random(700) < 1 / (1 + np.exp(-base[:, 0]))).astype(float)
+# every row four times, the copies 700 rows apart: tied scores in blocks that different
+# threads select in, in any order
+X, y = np.vstack([base] * 4), np.tile(yb, 4)
+model = uw.LogisticRegression(l2=1e-2).fit(X, y)
+out = {}
+for name, Xs in [("f64", X), ("f32", X.astype(np.float32))]:
+    inf = uw.Influence(model, Xs, y)
+    top = inf.top_k(X[:15], y[:15], k=7)
+    out[name] = np.stack([top.helpful_idx, top.harmful_idx])
+    out[name + "_S"] = np.asarray(inf.on_loss(X[:15], y[:15]))
+np.savez(sys.argv[1], threads=uw.num_threads(), **out)
+"""
+
+
+def test_top_k_with_tied_scores_is_exact_for_every_thread_count(tmp_path):
+    """Duplicated training rows give tied scores: the top-k keeps the lowest row indices among
+    them, whichever thread meets which copy first, in float64 and in float32."""
+    runs = {}
+    for threads in ("1", "2", "3"):
+        env = {**os.environ, "RAYON_NUM_THREADS": threads}
+        path = tmp_path / f"t{threads}.npz"
+        subprocess.run([sys.executable, "-c", TIED_TOP_K, str(path)], env=env, check=True)
+        runs[threads] = np.load(path)
+        assert int(runs[threads]["threads"]) == int(threads)
+    for name in ["f64", "f32"]:
+        S = runs["1"][name + "_S"]
+        for t in range(15):
+            for side, s in [(0, S[t]), (1, -S[t])]:
+                order = np.lexsort((np.arange(S.shape[1]), s))[:7]  # by score, ties by index
+                assert len(np.unique(s[order])) < 7  # ties inside the top 7 (copies of a row)
+                for threads, run in runs.items():
+                    if name == "f64":
+                        np.testing.assert_array_equal(run[name][side, t], order, err_msg=threads)
+                    else:  # selected in float32, reordered by the float64 rescores
+                        np.testing.assert_array_equal(np.sort(run[name][side, t]), np.sort(order), err_msg=threads)
 
 
 def test_column_subsets_equal_the_full_matrix_columns():
