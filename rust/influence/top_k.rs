@@ -15,7 +15,7 @@ use super::scores::{ScoreOut, Scorer};
 use super::{Influence, Points};
 use crate::blocks::{blocks, BLOCK_ROWS};
 use crate::cancel::Cancel;
-use crate::data::{gather, with_block, Rows};
+use crate::data::{gather, with_block, Rows, Table};
 use crate::error::{overflow, Error, Result};
 use crate::solvers::SolveInfo;
 
@@ -167,24 +167,30 @@ impl Scorer<'_> {
             let mut total = select_best::<f32>(points.n(), r, k, BLOCK_ROWS, cancel, |range, out| {
                 self.score_rows(points, range, vc, None, ScoreOut::F32(out, &vc32)).map(drop)
             })?;
-            for (j, (help, harm)) in total.iter_mut().enumerate() {
-                for best in [help, harm] {
-                    self.rescore(points, vc, j, best)?;
-                }
-            }
+            // the selected rows, read (and checked) once however many lists hold them
+            let mut union: Vec<usize> = total.iter().flat_map(|(help, harm)| help.heap.iter().chain(&harm.heap).map(|e| e.idx)).collect();
+            union.sort_unstable();
+            union.dedup();
+            let rows = gather(points, &union)?;
+            total.par_iter_mut().enumerate().try_for_each(|(j, (help, harm))| {
+                self.rescore(&rows, &union, vc, j, help)?;
+                self.rescore(&rows, &union, vc, j, harm)
+            })?;
             Ok(finish(total, k))
         } else {
             select(points.n(), r, k, BLOCK_ROWS, cancel, |range, out| self.score_rows(points, range, vc, None, ScoreOut::F64(out)).map(drop))
         }
     }
 
-    /// Recompute the scores of `best`'s items for query `j` in float64 and restore the order.
-    fn rescore(&self, points: &dyn Rows, vc: &Array2<f64>, j: usize, best: &mut Best) -> Result<()> {
+    /// Recompute the scores of `best`'s items for query `j` in float64 and restore the order;
+    /// `rows` holds the training rows `union` (sorted), which include them.
+    fn rescore(&self, rows: &Table, union: &[usize], vc: &Array2<f64>, j: usize, best: &mut Best) -> Result<()> {
         let idx: Vec<usize> = best.sorted().iter().map(|it| it.1).collect();
         if idx.is_empty() {
             return Ok(());
         }
-        let rows = gather(points, &idx)?;
+        let at: Vec<usize> = idx.iter().map(|i| union.binary_search(i).expect("the union holds every list's rows")).collect();
+        let rows = gather(rows, &at)?;
         let mut out = Array2::zeros((idx.len(), 1));
         with_block(&rows, 0..idx.len(), |b| {
             self.model.scores(self.theta.view(), b, vc.slice(s![.., j..j + 1]), None, -1.0 / self.total_weight, out.view_mut())
