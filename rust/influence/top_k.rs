@@ -92,6 +92,10 @@ impl Best {
             }
         }
     }
+    /// The kept (score, index) pairs, in no particular order.
+    fn entries(&self) -> impl Iterator<Item = (f64, usize)> + '_ {
+        self.heap.iter().map(|e| (self.sign * e.key, e.idx))
+    }
     /// The best k (fewer if fewer were offered), best first.
     fn sorted(&self) -> Vec<(f64, usize)> {
         self.heap.clone().into_sorted_vec().into_iter().map(|e| (self.sign * e.key, e.idx)).collect()
@@ -168,7 +172,7 @@ impl Scorer<'_> {
                 self.score_rows(points, range, vc, None, ScoreOut::F32(out, &vc32)).map(drop)
             })?;
             // the selected rows, read (and checked) once however many lists hold them
-            let mut union: Vec<usize> = total.iter().flat_map(|(help, harm)| help.heap.iter().chain(&harm.heap).map(|e| e.idx)).collect();
+            let mut union: Vec<usize> = total.iter().flat_map(|(help, harm)| help.entries().chain(harm.entries()).map(|e| e.1)).collect();
             union.sort_unstable();
             union.dedup();
             let rows = gather(points, &union)?;
@@ -257,8 +261,8 @@ where
     let mut total = vec![(Best::new(k, 1.0), Best::new(k, -1.0)); r];
     for part in partials {
         for (t, p) in total.iter_mut().zip(part.best) {
-            p.0.sorted().into_iter().for_each(|it| t.0.push(it));
-            p.1.sorted().into_iter().for_each(|it| t.1.push(it));
+            p.0.entries().for_each(|it| t.0.push(it));
+            p.1.entries().for_each(|it| t.1.push(it));
         }
     }
     Ok(total)
@@ -282,13 +286,11 @@ fn finish(total: Vec<(Best, Best)>, k: usize) -> TopK {
 }
 
 /// Per query, the (helpful, harmful) lists and their entry bounds, kept side by side so a block
-/// row of scores is checked against all queries' bounds in one pass. The bounds are kept twice:
-/// exactly (`lo`, `hi`, float64) and in the scores' own precision, rounded outwards (`lo_t`,
-/// `hi_t`), for the vector test; a flagged score is then checked against the exact bound.
+/// row of scores is checked against all queries' bounds in one pass. The vector test uses the
+/// bounds in the scores' own precision, rounded outwards (`lo_t`, `hi_t`); a flagged score is
+/// then checked against the lists' exact float64 bounds.
 struct Selection<T> {
     best: Vec<(Best, Best)>,
-    lo: Vec<f64>,
-    hi: Vec<f64>,
     lo_t: Vec<T>,
     hi_t: Vec<T>,
     /// A bit per query of the row being scanned, [`WORD`] to a word.
@@ -298,11 +300,9 @@ struct Selection<T> {
 impl<T: ScanScore> Selection<T> {
     fn new(k: usize, r: usize) -> Self {
         let best = vec![(Best::new(k, 1.0), Best::new(k, -1.0)); r];
-        let lo: Vec<f64> = best.iter().map(|b| b.0.bound()).collect();
-        let hi: Vec<f64> = best.iter().map(|b| b.1.bound()).collect();
-        let lo_t = lo.iter().map(|&b| T::at_least(b)).collect();
-        let hi_t = hi.iter().map(|&b| T::at_most(b)).collect();
-        Self { best, lo, hi, lo_t, hi_t, flags: vec![0; r.div_ceil(WORD)] }
+        let lo_t = best.iter().map(|b| T::at_least(b.0.bound())).collect();
+        let hi_t = best.iter().map(|b| T::at_most(b.1.bound())).collect();
+        Self { best, lo_t, hi_t, flags: vec![0; r.div_ceil(WORD)] }
     }
 
     /// Offer the scores of rows `start..` (a B x r block). Only a score at or past a list's
@@ -331,7 +331,7 @@ impl<T: ScanScore> Selection<T> {
     /// The scan; `AVX2` = true only when called from [`Selection::scan_avx2`].
     #[inline(always)]
     fn scan_rows<const AVX2: bool>(&mut self, block: ArrayView2<T>, start: usize) -> Result<()> {
-        let r = self.lo.len();
+        let r = self.lo_t.len();
         let whole = r / LANES * LANES;
         let mut finite = true;
         for (i, row) in block.rows().into_iter().enumerate() {
@@ -388,15 +388,14 @@ impl<T: ScanScore> Selection<T> {
             bits &= bits - 1;
             let v: f64 = row[j].into();
             finite &= v.is_finite();
-            if v <= self.lo[j] {
-                self.best[j].0.push((v, idx));
-                self.lo[j] = self.best[j].0.bound();
-                self.lo_t[j] = T::at_least(self.lo[j]);
+            let (help, harm) = &mut self.best[j];
+            if v <= help.bound() {
+                help.push((v, idx));
+                self.lo_t[j] = T::at_least(help.bound());
             }
-            if v >= self.hi[j] {
-                self.best[j].1.push((v, idx));
-                self.hi[j] = self.best[j].1.bound();
-                self.hi_t[j] = T::at_most(self.hi[j]);
+            if v >= harm.bound() {
+                harm.push((v, idx));
+                self.hi_t[j] = T::at_most(harm.bound());
             }
         }
         finite
