@@ -220,7 +220,9 @@ impl<'a> XView<'a> {
                 // tiled Hessian's chunks) gives a column-major dz, built from contiguous columns,
                 // which faer's product is fastest with
                 let cf = cols.start..cols.end.min(d);
-                let dz = if x.t().is_standard_layout() {
+                // the intercept's row of the tile: the column sums of dz
+                let with_sums = rows.contains(&d);
+                let (dz, row_sums) = if x.t().is_standard_layout() {
                     let mut dz = Array2::zeros((x.nrows(), cols.len()).f());
                     for (j, mut col) in dz.columns_mut().into_iter().enumerate() {
                         match cf.start + j {
@@ -228,12 +230,16 @@ impl<'a> XView<'a> {
                             _ => col.assign(&a),
                         }
                     }
-                    dz
+                    let sums = with_sums.then(|| dz.sum_axis(ndarray::Axis(0)));
+                    (dz, sums)
                 } else {
-                    // row by row, one pass, no zero fill: [a_i x_i[cf], a_i (the intercept's)]
+                    // row by row, one pass, no zero fill: [a_i x_i[cf], a_i (the intercept's)],
+                    // and the column sums added row after row while each row is in registers
                     let icpt = cols.end > d;
                     let mut dz = Vec::with_capacity(x.nrows() * cols.len());
+                    let mut sums = vec![0.0; if with_sums { cols.len() } else { 0 }];
                     for (xr, &ai) in x.rows().into_iter().zip(&a) {
+                        let start = dz.len();
                         match xr.slice(s![cf.clone()]).as_slice() {
                             Some(v) => dz.extend(v.iter().map(|&v| ai * v)),
                             None => dz.extend(xr.slice(s![cf.clone()]).iter().map(|&v| ai * v)),
@@ -241,8 +247,10 @@ impl<'a> XView<'a> {
                         if icpt {
                             dz.push(ai);
                         }
+                        sums.iter_mut().zip(&dz[start..]).for_each(|(s, &v)| *s += v);
                     }
-                    Array2::from_shape_vec((x.nrows(), cols.len()), dz).expect("cols = features in cf, then the intercept's")
+                    let dz = Array2::from_shape_vec((x.nrows(), cols.len()), dz).expect("cols = features in cf, then the intercept's");
+                    (dz, with_sums.then(|| Array1::from(sums)))
                 };
                 let rf = rows.start..rows.end.min(d);
                 if !rf.is_empty() {
@@ -254,17 +262,9 @@ impl<'a> XView<'a> {
                         gemm(out.slice_mut(s![..rf.len(), ..]), true, xr.t(), dz.view(), 1.0);
                     }
                 }
-                if rows.contains(&d) {
+                if let Some(sums) = row_sums {
                     let mut last = out.row_mut(d - rows.start);
-                    if dz.t().is_standard_layout() {
-                        last += &dz.sum_axis(ndarray::Axis(0));
-                    } else {
-                        // row-major dz: sum_axis's order (zero, then each row in turn) without
-                        // its temporary array per row
-                        let mut sums = Array1::zeros(dz.ncols());
-                        dz.rows().into_iter().for_each(|row| sums += &row);
-                        last += &sums;
-                    }
+                    last += &sums;
                 }
             }
             XView::Csr(c) => {

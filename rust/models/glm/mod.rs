@@ -140,12 +140,14 @@ impl Glm {
         let (k, r) = (self.k(), self.row());
         let weights = |c: usize, c2: usize| Array1::from_shape_fn(data.n(), |i| data.weight(i) * hess[[i, c, c2]]);
         let derived = self.derived_diagonal();
-        let mut t = Array2::zeros((r, r));
+        // the product of a class pair (only with k > 1)
+        let mut t = (k > 1).then(|| Array2::zeros((r, r)));
         for c in 0..k {
             if !derived {
                 data.x.gram_add(weights(c, c).view(), 0..r, 0..r, true, out.slice_mut(s![c * r..(c + 1) * r, c * r..(c + 1) * r]));
             }
             for c2 in 0..c {
+                let t = t.as_mut().expect("allocated for k > 1");
                 t.fill(0.0);
                 data.x.gram_add(weights(c, c2).view(), 0..r, 0..r, true, t.view_mut());
                 // block (c, c2) lies below H's diagonal: all of it is kept
@@ -154,7 +156,7 @@ impl Glm {
                 if derived {
                     for cc in [c, c2] {
                         let mut diag = out.slice_mut(s![cc * r..(cc + 1) * r, cc * r..(cc + 1) * r]);
-                        Zip::indexed(&mut diag).and(&t).for_each(|(i, j), o, &v| {
+                        Zip::indexed(&mut diag).and(&*t).for_each(|(i, j), o, &v| {
                             if i >= j {
                                 *o -= v
                             }
