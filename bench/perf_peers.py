@@ -9,7 +9,9 @@ W1  binary logistic regression, n = 100000, d = 128, q = 500, l2 = 1e-3 (bench_s
       w1_gemm          the floor, NumPy only, four numbers from one process: ``Z @ V`` with Z = [X, 1]
                        (n x 129) and V (129 x 500), a fresh output each time, in float64 (gemm64, THE
                        floor of the table) and float32 (gemm32); the Hessian build ``Z.T @ (Z * h[:, None])``
-                       with h = p (1 - p) at the fitted theta, float64 (hess64) and float32 (hess32).
+                       with h = p (1 - p) at the fitted theta, float64 (hess64) and float32 (hess32); and
+                       NumPy's cheapest float64 Hessian (hess64_syrk): ``Zs.T @ Zs`` with Zs = Z * sqrt(h)[:, None]
+                       (the scaling timed), which NumPy hands to BLAS syrk (one triangle: half the flops).
       w1_full          upweight's full matrix: ``uw.Influence(model, X, y)`` (construction) + ``.on_loss(Xt, yt)``
                        (query).
       w1_top10_f64     ``uw.Influence(model, X, y).top_k(Xt, yt, k=10)``.
@@ -335,6 +337,8 @@ def job_w1_gemm(c):
     for a, b, w in ((Z, V, h), (Z32, V32, h32)):  # warm-up (untimed)
         a[:512] @ b
         a[:512].T @ (a[:512] * w[:512, None])
+        zs = a[:512] * np.sqrt(w[:512])[:, None]
+        zs.T @ zs
 
     def once():
         ph = {}
@@ -347,6 +351,12 @@ def job_w1_gemm(c):
             H = a.T @ (a * w[:, None])
             ph["hess" + name] = now() - t0
             del H
+            if name == "64":
+                t0 = now()
+                zs = a * np.sqrt(w)[:, None]
+                H = zs.T @ zs
+                ph["hess64_syrk"] = now() - t0
+                del H, zs
         return ph | {"total": ph["gemm64"]}, {"shape_Z": [n, d + 1], "q": q}
     return once, None
 
@@ -993,7 +1003,10 @@ def render_group(doc: dict, g: str, summ: dict) -> list[str]:
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         if gm:
             for ph, name in (("gemm64", "floor: NumPy `Z @ V`, float64 (fresh output)"), ("gemm32", "NumPy `Z @ V`, float32"),
-                             ("hess64", "NumPy Hessian `Z.T @ (Z * h)`, float64"), ("hess32", "NumPy Hessian, float32")):
+                             ("hess64", "NumPy Hessian `Z.T @ (Z * h)`, float64"), ("hess32", "NumPy Hessian, float32"),
+                             ("hess64_syrk", "NumPy Hessian by syrk, `Zs.T @ Zs` with `Zs = Z * sqrt(h)`, float64")):
+                if ph not in gm["phases"]:
+                    continue
                 p = gm["phases"][ph]
                 L.append(f"| w1_gemm | {name} | {fmt_s(p['quiet'])} | {fmt_s(p['all'])} | {gm['n_quiet']}/{gm['n_all']} | "
                          f"{_ratio(_med(gm, ph), floor)} | | | | | | |")
