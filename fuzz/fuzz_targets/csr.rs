@@ -131,7 +131,9 @@ fn run(u: &mut Unstructured) -> Result<()> {
     let r0 = u.int_in_range(0..=d)?;
     let r1 = u.int_in_range(r0 + 1..=d + 1)?;
     let lower = u.arbitrary()?;
-    let (c0, c1) = if lower { (r0, r1) } else {
+    let (c0, c1) = if lower {
+        (r0, r1)
+    } else {
         let c0 = u.int_in_range(0..=d)?;
         (c0, u.int_in_range(c0 + 1..=d + 1)?)
     };

@@ -187,7 +187,8 @@ fn run(u: &mut Unstructured) -> Result<()> {
                 assert!(moved.is_finite() && moved >= 0.0 && row < n, "moved: row {row}, {moved}");
             }
             if chance(u, 1, 4) {
-                Array1::from_shape_vec(model.n_params(), values(u, model.n_params())?).expect("p") // anywhere, not only at an optimum
+                // anywhere, not only at an optimum
+                Array1::from_shape_vec(model.n_params(), values(u, model.n_params())?).expect("p")
             } else {
                 res.theta
             }
@@ -209,7 +210,9 @@ fn run(u: &mut Unstructured) -> Result<()> {
     if chance(u, 1, 3) && theta.iter().all(|t| t.is_finite()) {
         let m = u.int_in_range(0..=n)?; // n: out of range
         let change = Change { points: vec![m], weights: vec![value(u)?], l2: if u.arbitrary()? { Some(value(u)?) } else { None } };
-        if let Ok(fits) = refits(&model, &train, l2, theta.view(), &[change.clone()], &FitOptions { tol: 1e-9, max_iter: 20, method, report_move: true }, &c) {
+        if let Ok(fits) =
+            refits(&model, &train, l2, theta.view(), std::slice::from_ref(&change), &FitOptions { tol: 1e-9, max_iter: 20, method, report_move: true }, &c)
+        {
             for f in fits {
                 let ok = f.theta.iter().all(|t| t.is_finite()) && f.objective.is_finite() && f.grad_norm.is_finite();
                 assert!(ok, "refit: {f:?}\nfamily {family:?} l2 {l2} method {method:?} change {change:?}\nx {x}\ny {y}\nw {w:?}\ntheta0 {theta}");
