@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -96,9 +97,15 @@ def test_unconverged_cg_raises_or_warns_never_silent():
         inf.on_loss(X[:4], y[:4])
     assert not inf.solve_info.converged.all()
     warn = uw.Influence(model, X, y, solver="cg", max_iter=2, on_unconverged="warn")
-    with pytest.warns(RuntimeWarning, match="did not converge"):
+    with pytest.warns(uw.ConvergenceWarning, match="did not converge") as caught:
         S = warn.on_loss(X[:4], y[:4])
     assert S.shape == (4, 800)
+    # the library's own class (filterable with the fit's), still a RuntimeWarning as it was
+    assert all(issubclass(w.category, RuntimeWarning) for w in caught if w.category is uw.ConvergenceWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", uw.ConvergenceWarning)
+        with pytest.raises(uw.ConvergenceWarning, match="did not converge"):
+            warn.on_loss(X[:4], y[:4])
 
 
 @pytest.mark.parametrize("scaled", [False, True])

@@ -670,7 +670,7 @@ class DaskInfluence:
         Conjugate gradients' most iterations (each one pass over the chunks).
     on_unconverged : {"raise", "warn"}, default "raise"
         When a CG solve misses its tolerance: a :class:`~upweight.ConvergenceError`, or a
-        ``RuntimeWarning`` and the approximate answer.
+        :class:`~upweight.ConvergenceWarning` (also a ``RuntimeWarning``) and the approximate answer.
     client : distributed.Client, optional
         The Dask client to run on; default the current ``distributed`` client, else Dask's
         default scheduler.
@@ -792,7 +792,7 @@ class DaskInfluence:
                    f"relative residual {residuals[bad]:.2e} after {iterations[bad]} iterations); raise max_iter or add damping")
             if self.on_unconverged == "raise":
                 raise ConvergenceError(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            warnings.warn(msg, ConvergenceWarning, stacklevel=3)
         return x
 
     def _direct_only(self, what: str):

@@ -149,14 +149,17 @@ class InternalError(UpweightError, RuntimeError):
     """
 
 
-class ConvergenceWarning(UserWarning):
-    """Newton's method stopped before the gradient norm reached ``tol``.
+class ConvergenceWarning(UserWarning, RuntimeWarning):
+    """An iterative method stopped short of its tolerance, and its answer is returned anyway.
 
-    Warned by a fit that ran out of ``max_iter``, and by the exact refits of
-    :func:`~upweight.leave_one_out`, :func:`~upweight.leave_k_out` and
-    :func:`~upweight.response_curve` (a refit short of its tolerance, or one with no finite
-    optimum). A ``UserWarning``; ``warnings.simplefilter("error", uw.ConvergenceWarning)`` turns
-    it into an exception.
+    Warned by a fit whose Newton's method ran out of ``max_iter`` before the gradient norm
+    reached ``tol``; by the exact refits of :func:`~upweight.leave_one_out`,
+    :func:`~upweight.leave_k_out` and :func:`~upweight.response_curve` (a refit short of its
+    tolerance, or one with no finite optimum); and by a conjugate-gradient solve that missed its
+    tolerance under ``on_unconverged="warn"`` (with the default ``"raise"`` that is a
+    :class:`ConvergenceError`). A ``UserWarning`` and a ``RuntimeWarning`` (what the
+    conjugate-gradient warning was before it had its own class);
+    ``warnings.simplefilter("error", uw.ConvergenceWarning)`` turns every one into an exception.
 
     Examples
     --------

@@ -44,7 +44,7 @@ from ._validation import (
     solver_args,
     training_features,
 )
-from .errors import ConvergenceError, InputError, NotAtOptimumWarning, SingularHessianError
+from .errors import ConvergenceError, ConvergenceWarning, InputError, NotAtOptimumWarning, SingularHessianError
 from .interop import from_sklearn, from_statsmodels
 from .io.persist import load_curvature, save_curvature
 from .models import Model, check_model
@@ -688,7 +688,7 @@ class _Queries:
                    f"{iterations[bad]} iterations); raise max_iter, add damping, or use solver='direct'")
             if self.on_unconverged == "raise":
                 raise ConvergenceError(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            warnings.warn(msg, ConvergenceWarning, stacklevel=3)
         return out
 
     def _grad_matrix(self, grad_f, name: str = "grad_f"):
@@ -1064,7 +1064,8 @@ class Influence(_Queries):
         same solution; only the iterations differ.
     on_unconverged : {"raise", "warn"}, default "raise"
         What to do when a CG solve misses its tolerance: raise ``ConvergenceError``, or
-        warn (``RuntimeWarning``) and return the approximate answer.
+        warn (:class:`~upweight.ConvergenceWarning`, also a ``RuntimeWarning``) and return the
+        approximate answer.
     progress : callable, optional
         ``progress(pass, rows_done, rows_total)``, called from the calling thread at most
         every 50 ms while a long call runs; raising in it cancels the call. Every long call
