@@ -42,6 +42,25 @@ def workflow():
     return {("on" if k is True else k): v for k, v in yaml.safe_load((ROOT / ".github/workflows/release.yml").read_text()).items()}
 
 
+def test_the_release_workflow_is_valid_for_github_actions(tmp_path):
+    """The workflow cannot run here (no GitHub): it is checked against GitHub Actions' workflow
+    schema (vendored by check-jsonschema, so no network), which refuses misspelt keys, wrong
+    types and unknown events; a copy with one misspelt key must be refused."""
+    pytest.importorskip("check_jsonschema")
+    source = (ROOT / ".github/workflows/release.yml").read_text()
+
+    def check(text: str) -> subprocess.CompletedProcess:
+        path = tmp_path / "release.yml"
+        path.write_text(text)
+        return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(path)],
+                              capture_output=True, text=True)
+
+    ok = check(source)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "runs-on:" in source
+    assert check(source.replace("runs-on:", "run-on:", 1)).returncode != 0
+
+
 def test_the_release_workflow_builds_every_platform(workflow):
     wheels = workflow["jobs"]["wheels"]
     platforms = {(m["os"], m["target"]) for m in wheels["strategy"]["matrix"]["include"]}
