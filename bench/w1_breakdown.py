@@ -3,12 +3,13 @@ down (n = 100000, d = 128, q = 500; bench_core.make_data, the model perf_peers.p
 to bench/out/perf_w1_model.npz: run ``python bench/perf_peers.py --only W1 --jobs w1_gemm --rounds 1``
 once first).
 
-    python bench/w1_breakdown.py loop build|full|top32|query32  # a loop of one user call, to profile, e.g.:
+    python bench/w1_breakdown.py loop build|full|top32|query32|query64  # a loop of one user call, to profile, e.g.:
     perf record -F 1999 --call-graph fp python bench/w1_breakdown.py loop full
 
 ``loop`` repeats, as a user would: ``Influence(model, X, y)`` (build), plus ``.on_loss(Xt, yt)``
 (full), or float32 X with ``.top_k(Xt, yt, k=10)`` (top32), freeing the previous result each time;
-``query32`` builds one ``Influence`` on float32 X and repeats only ``.top_k(Xt, yt, k=10)``.
+``query32`` builds one ``Influence`` on float32 X and repeats only ``.top_k(Xt, yt, k=10)``;
+``query64`` one on float64 X, repeating only ``.on_loss(Xt, yt)`` (the full matrix).
 
     python bench/w1_breakdown.py hessian [--rounds 5]  # per core: upweight's Hessian against NumPy's
 
@@ -47,11 +48,12 @@ def loop(kind: str, rounds: int) -> None:
         X = X.astype(np.float32)
     model = uw.load_model(str(MODEL))
     last: dict = {}
-    if kind == "query32":
+    if kind in ("query32", "query64"):
         inf = uw.Influence(model, X, y)
         t = time.perf_counter()
         for _ in range(rounds):
-            last["out"] = inf.top_k(Xt, yt, k=10)
+            last.clear()  # (the previous full matrix is freed first, as in the user loops)
+            last["out"] = inf.top_k(Xt, yt, k=10) if kind == "query32" else inf.on_loss(Xt, yt)
         print(f"{kind}: {(time.perf_counter() - t) / rounds:.4f} s per call ({rounds} calls)")
         return
     t = time.perf_counter()
@@ -119,7 +121,7 @@ def hessians(rounds: int) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["loop", "hessian", "hessian-once"])
-    ap.add_argument("kind", nargs="?", default="full", choices=["build", "full", "top32", "query32", *HESSIANS])
+    ap.add_argument("kind", nargs="?", default="full", choices=["build", "full", "top32", "query32", "query64", *HESSIANS])
     ap.add_argument("--rounds", type=int, default=None, help="loop: calls (15); hessian: rounds (5)")
     a = ap.parse_args()
     if a.what == "loop":
