@@ -6,7 +6,7 @@ W1  binary logistic regression, n = 100000, d = 128, q = 500, l2 = 1e-3 (bench_s
     bench_core.make_data). The model is fitted once (``uw.LogisticRegression(l2=1e-3).fit``, untimed,
     in a setup process) and saved to bench/out/perf_w1_model.npz and perf_w1_theta.npy; every job
     loads it.
-      w1_gemm          the floor, NumPy only, four numbers from one process: ``Z @ V`` with Z = [X, 1]
+      w1_gemm          the floor, NumPy only, five numbers from one process: ``Z @ V`` with Z = [X, 1]
                        (n x 129) and V (129 x 500), a fresh output each time, in float64 (gemm64, THE
                        floor of the table) and float32 (gemm32); the Hessian build ``Z.T @ (Z * h[:, None])``
                        with h = p (1 - p) at the fitted theta, float64 (hess64) and float32 (hess32); and

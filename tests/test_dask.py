@@ -130,6 +130,10 @@ def test_conjugate_gradients_on_dask(client, family):
         inf.self_influence()
     with pytest.raises(uw.ConvergenceError, match="did not converge"):
         uw.Influence(local, *data, solver="cg", max_iter=2).on_loss(Xt, yt)
+    # or, asked to warn, the class an unconverged in-memory solve or fit warns, and the approximate answer
+    with pytest.warns(uw.ConvergenceWarning, match="did not converge"):
+        S = uw.Influence(local, *data, solver="cg", max_iter=2, on_unconverged="warn").on_loss(Xt, yt).compute()
+    assert S.shape == (8, X.shape[0]) and np.isfinite(S).all()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
