@@ -23,6 +23,9 @@ Tolerance knobs (all default 0.0 = bit-identical):
   (gradient norms at the optimum, relative residuals of solves): numbers at rounding level
   (~1e-16) that a reordered sum changes by O(1) relative, so RTOL cannot cover them. At most
   ``MAX_ATOL_ROUNDING_LEVEL = 1e-12`` (enforced).
+* ``PLATFORM_DEPENDENT``: keys whose arithmetic runs in NumPy / OpenBLAS / SciPy / scikit-learn /
+  statsmodels kernels chosen for the CPU at run time; compared at ``PLATFORM_RTOL`` (at most 1e-12,
+  enforced) when the exact comparison fails. Every other key stays exact on every machine.
 * ``MASK_ROUNDING_LEVEL_IN_STDOUT``: the CLI prints those rounding-level numbers ("gradient
   norm 3.2e-13", "max relative residual 2.3e-16"); True replaces them by "<r>" in both texts
   before the (otherwise exact) comparison.
@@ -78,6 +81,26 @@ MAX_ATOL_ROUNDING_LEVEL = 1e-12
 ATOL_ROUNDING_LEVEL = 0.0
 ROUNDING_LEVEL_KEYS = ("grad_norm", "/solve_info/residuals")
 MASK_ROUNDING_LEVEL_IN_STDOUT = False
+
+#: Outputs whose arithmetic (or whose inputs' arithmetic) runs in NumPy, OpenBLAS, SciPy,
+#: scikit-learn or statsmodels, which pick their kernels for the CPU at run time (OpenBLAS's
+#: SkylakeX or Haswell GEMM and dot, NumPy's AVX-512 or AVX2 exp and log): their last bits
+#: depend on the machine, not on upweight. They are compared at ``PLATFORM_RTOL`` (normwise
+#: relative), and those among them at rounding level at the optimum (gradients) at
+#: ``PLATFORM_ATOL``. upweight's own kernels (the Rust core) pick nothing by CPU for these sizes
+#: and every other key stays bit-exact. On an AVX-512 Xeon the largest differences were 7.6e-15
+#: normwise (interop on_loss) and 4.2e-17 absolute (the reference gradients at the optimum).
+PLATFORM_DEPENDENT = [
+    (r"^reference/", "uw.reference is plain NumPy: its products, exp and log"),
+    (r"^interop/", "the models come from scikit-learn's and statsmodels' own fits (SciPy / NumPy / OpenBLAS); "
+     "upweight's answers from them move with their theta"),
+    (r"/compare/(pearson|slope)$", "uw.compare's correlation and slope are NumPy reductions"),
+    (r"^diagnostics/linear/l2=0/(scale|resid_studentized(_external)?|cooks_distance|dfbetas)$",
+     "the least-squares scale is a BLAS dot product (pearson @ pearson), and these divide by it"),
+]
+PLATFORM_RTOL = 1e-12
+PLATFORM_ATOL = 1e-15
+PLATFORM_ATOL_KEYS = r"/gradient$"
 
 #: What df097f3 did wrong and was changed on purpose, by key prefix: the golden keys under the
 #: prefix are not compared; instead the case must now give ``value`` under ``prefix + key``.
@@ -341,9 +364,17 @@ def compare_all(area: str, got: dict, want: dict, keys=None) -> list[str]:
             msg = _compare_redesigned(key, got[key], want[key], *changed)
         else:
             msg = compare(key, got[key], want[key], RTOL[area], atol)
+        if msg and platform_dependent(key):
+            # the exact comparison (or the redesigned one) failed: allow the CPU's kernels their bits
+            msg = compare(key, got[key], want[key], PLATFORM_RTOL, PLATFORM_ATOL if re.search(PLATFORM_ATOL_KEYS, key) else 0.0)
         if msg:
             failures.append(msg)
     return failures
+
+
+def platform_dependent(key: str) -> bool:
+    """Whether ``key``'s last bits depend on the CPU's NumPy / BLAS kernels (PLATFORM_DEPENDENT)."""
+    return any(re.search(pattern, key) for pattern, _reason in PLATFORM_DEPENDENT)
 
 
 def _report(area: str, failures: list[str], n_keys: int) -> str:
@@ -398,3 +429,4 @@ def test_golden_files_and_knobs():
     for area, rtol in RTOL.items():
         assert 0.0 <= rtol <= MAX_RTOL, f"RTOL[{area!r}] = {rtol:g} exceeds MAX_RTOL = {MAX_RTOL:g}"
     assert 0.0 <= ATOL_ROUNDING_LEVEL <= MAX_ATOL_ROUNDING_LEVEL
+    assert PLATFORM_RTOL <= 1e-12 and PLATFORM_ATOL <= 1e-15, "platform slack is rounding level only"
