@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, CowArray, Ix2, ShapeBuilder, Zip};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, CowArray, Ix2, ShapeBuilder};
 
 use crate::error::{Error, Result};
 use crate::linalg::{gemm, gemm_lower};
@@ -223,15 +223,31 @@ impl<'a> XView<'a> {
                 // the intercept's row of the tile: the column sums of dz
                 let with_sums = rows.contains(&d);
                 let (dz, row_sums) = if x.t().is_standard_layout() {
-                    let mut dz = Array2::zeros((x.nrows(), cols.len()).f());
-                    for (j, mut col) in dz.columns_mut().into_iter().enumerate() {
+                    // column by column, no zero fill (the tiled Hessian's copies are tens of MB
+                    // each); each column's sum is taken while it is in cache, as `sum_axis` would
+                    // (ndarray's unrolled fold over the contiguous column: the same bits)
+                    let a = a.as_standard_layout();
+                    let a = a.as_slice().expect("standard layout");
+                    let mut dz = Vec::with_capacity(x.nrows() * cols.len());
+                    let mut sums = Vec::with_capacity(if with_sums { cols.len() } else { 0 });
+                    for j in 0..cols.len() {
+                        let start = dz.len();
                         match cf.start + j {
-                            c if c < cf.end => Zip::from(&mut col).and(x.column(c)).and(&a).for_each(|o, &v, &ai| *o = ai * v),
-                            _ => col.assign(&a),
+                            c if c < cf.end => {
+                                let col = x.column(c);
+                                match col.as_slice() {
+                                    Some(v) => dz.extend(v.iter().zip(a).map(|(&v, &ai)| ai * v)),
+                                    None => dz.extend(col.iter().zip(a).map(|(&v, &ai)| ai * v)),
+                                }
+                            }
+                            _ => dz.extend_from_slice(a),
+                        }
+                        if with_sums {
+                            sums.push(ArrayView1::from(&dz[start..]).sum());
                         }
                     }
-                    let sums = with_sums.then(|| dz.sum_axis(ndarray::Axis(0)));
-                    (dz, sums)
+                    let dz = Array2::from_shape_vec((x.nrows(), cols.len()).f(), dz).expect("one column per entry of cols");
+                    (dz, with_sums.then(|| Array1::from(sums)))
                 } else {
                     // row by row, one pass, no zero fill: [a_i x_i[cf], a_i (the intercept's)],
                     // and the column sums added row after row while each row is in registers
