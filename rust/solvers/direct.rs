@@ -96,7 +96,7 @@ impl Direct {
                 hx
             }
             None => {
-                // L (L^T x) by the solve's column chunks, in parallel
+                // L (L^T x) by chunks of at most RESIDUAL_CHUNK columns, in parallel
                 let mut hx = Array2::zeros(b.raw_dim().f());
                 let pieces = x.ncols().div_ceil(RESIDUAL_CHUNK).max(1);
                 let xs: Vec<_> = chunk_ranges(x.ncols(), pieces).into_iter().map(|r| x.slice(ndarray::s![.., r])).collect();
