@@ -51,6 +51,30 @@ def test_last_layer_is_the_networks_block(digits_net, curvature):
     np.testing.assert_allclose(H_last, H_net[a:b, a:b], rtol=1e-12, atol=1e-15)
 
 
+def test_a_wide_last_layer_has_its_whole_curvature():
+    """Above p = 2048 the core builds the Hessian by tiles, and a multinomial head leaves the
+    class blocks above its diagonal to a finishing step by symmetry: the last layer must pass
+    that step on (it did not, and a 10-class head on 220 hidden units, p = 2210, was refused as
+    not positive definite). H equals its Hessian-vector products with the identity, and the
+    direct solve is the NumPy one."""
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:400] / 16.0, y[:400].astype(np.float64)
+    net = uw.MLPClassifier(hidden=(220,), l2=1e-3, max_iter=5, newton_iter=0, random_state=0)
+    with pytest.warns(uw.ConvergenceWarning):
+        net.fit(X, y)
+    last = LastLayer(net)
+    core, theta, p = last.core_model(), last.get_theta(), last.n_params
+    assert p == 221 * 10 > 2048
+    H = core.hessian(theta, X, y, None, net.l2)
+    HV = core.hvp(theta, X, y, None, net.l2, np.eye(p))
+    np.testing.assert_allclose(H, HV, rtol=0, atol=1e-12 * np.abs(H).max())
+    g = np.random.default_rng(0).standard_normal((p, 3)).reshape(10, 221, 3)
+    g[:, -1] -= g[:, -1].mean(0)  # off the softmax's flat direction (every class's bias alike)
+    g = g.reshape(p, 3)
+    got = uw.Influence(last, X, y, damping=1e-4, solver="direct").inverse_hvp(g)
+    np.testing.assert_allclose(got, np.linalg.solve(HV + 1e-4 * np.eye(p), g), rtol=1e-8, atol=1e-10 * np.abs(got).max())
+
+
 def test_last_layer_influence_is_the_formula(digits_net):
     net, inf, X, y = digits_net
     last = LastLayer(net)

@@ -116,6 +116,19 @@ pub trait Model: Send + Sync {
     /// A model may leave parts of the lower triangle of H to [`Model::hessian_tiles_finish`]
     /// (parts it can derive from others, e.g. by symmetry).
     fn hessian_tile_sum(&self, theta: ArrayView1<f64>, data: &Batch, rows: Range<usize>, cols: Range<usize>, out: ArrayViewMut2<f64>);
+    /// Rows per sub-block of [`Model::hessian_factor`], for a model whose curvature is a
+    /// Gauss-Newton sum with a factor, sum_i w_i Hess l_i = M^T M (a few rows of M per point):
+    /// the tiled Hessian then forms each sub-block's M once and every tile multiplies two of its
+    /// column panels, where [`Model::hessian_tile_sum`] would form M again for each tile.
+    /// Default: no factor.
+    fn hessian_factor_rows(&self) -> Option<usize> {
+        None
+    }
+    /// The factor M of `data` (at most [`Model::hessian_factor_rows`] rows): sum_i w_i Hess l_i
+    /// over them is M^T M. `None` without a factor.
+    fn hessian_factor(&self, _theta: ArrayView1<f64>, _data: &Batch) -> Option<Array2<f64>> {
+        None
+    }
     /// Called once on H (p x p) after every tile of [`Model::hessian_tile_sum`] was summed over all
     /// rows: fills the parts of the lower triangle the tiles left out. Default: nothing left out.
     fn hessian_tiles_finish(&self, _h: ArrayViewMut2<f64>) {}

@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayViewMut2, Axis, ShapeBuilder};
+use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
 use rayon::prelude::*;
 
 use super::{add_loss_grad, add_partial, LossGrad, Objective, GRAD_PARTIALS};
@@ -18,7 +18,7 @@ use crate::blocks::{blocks, map_reduce, map_reduce2, Fold, BLOCK_ROWS};
 use crate::cancel::Cancel;
 use crate::data::{with_block, Batch, XView};
 use crate::error::Result;
-use crate::linalg::{symmetrize_from_lower, to_column_major};
+use crate::linalg::{gemm, gemm_lower, symmetrize_from_lower, to_column_major};
 use crate::models::Model;
 
 /// Partial Hessians held at once stay under this many bytes (it fixes the chunking from p alone,
@@ -36,6 +36,16 @@ const TILE_CHUNK_BYTES: usize = 64 << 20;
 fn tile_chunk_rows(d: usize) -> usize {
     let fit = TILE_CHUNK_BYTES / (8 * d.max(1));
     (fit / BLOCK_ROWS * BLOCK_ROWS).clamp(BLOCK_ROWS, TILE_CHUNK_ROWS)
+}
+
+/// Adds the tile `rows` x `cols` of M^T M to `tile` (only its lower triangle on the diagonal).
+fn factor_tile_add(m: ArrayView2<f64>, rows: Range<usize>, cols: Range<usize>, tile: ArrayViewMut2<f64>) {
+    let (mr, mc) = (m.slice(s![.., rows.clone()]), m.slice(s![.., cols.clone()]));
+    if rows == cols {
+        gemm_lower(tile, true, mr.t(), mc, 1.0);
+    } else {
+        gemm(tile, true, mr.t(), mc, 1.0);
+    }
 }
 
 /// Disjoint mutable views of the tiles (rows panel I, cols panel J), I >= J, of `h` (p x p), in
@@ -199,13 +209,25 @@ impl<M: Model + ?Sized> Objective<'_, M> {
                     (None, XView::Csr(c)) => XView::Csr(c),
                 };
                 let tile_chunk = &Batch { x, y: chunk.y.reborrow(), w: chunk.w.map(|w| w.reborrow()) };
-                let add_tiles = || {
-                    tiles.par_iter_mut().for_each(|(ri, cj, tile)| {
-                        // after a cancel the remaining tiles are skipped (the result is discarded)
+                // after a cancel the remaining tiles are skipped (the result is discarded)
+                let add_tiles = || match self.model.hessian_factor_rows() {
+                    // M^T M: each sub-block's factor once, then every tile from two of its panels
+                    Some(step) => {
+                        for a in (0..tile_chunk.n()).step_by(step.max(1)) {
+                            let sub = tile_chunk.rows(a, (a + step).min(tile_chunk.n()));
+                            let Some(m) = self.model.hessian_factor(theta, &sub).filter(|_| !cancel.is_cancelled()) else { return };
+                            tiles.par_iter_mut().for_each(|(ri, cj, tile)| {
+                                if !cancel.is_cancelled() {
+                                    factor_tile_add(m.view(), ri.clone(), cj.clone(), tile.view_mut());
+                                }
+                            })
+                        }
+                    }
+                    None => tiles.par_iter_mut().for_each(|(ri, cj, tile)| {
                         if !cancel.is_cancelled() {
                             self.model.hessian_tile_sum(theta, tile_chunk, ri.clone(), cj.clone(), tile.view_mut());
                         }
-                    })
+                    }),
                 };
                 let block_grads = || {
                     with_grad.then(|| {

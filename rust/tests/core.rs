@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ndarray::{array, s, Array1, Array2, Axis, ShapeBuilder};
 use upweight::influence::InfluenceOptions;
 use upweight::objective::Curvature;
-use upweight::{newton, Batch, Cancel, Family, FitOptions, Glm, Influence, Method, Model, Names, Objective, Points, SolverOptions, Table};
+use upweight::{newton, Activation, Batch, Cancel, Family, FitOptions, Glm, Influence, Method, Mlp, Model, Names, Objective, Points, SolverOptions, Table};
 
 /// Small deterministic pseudo-random numbers (no dev-dependency needed).
 mod common;
@@ -348,7 +348,8 @@ fn same_bits(a: &Array2<f64>, b: &Array2<f64>) -> bool {
 }
 
 /// Above p = 2048 the Hessian is built by tiles: it equals the row-block sum to rounding, and the
-/// same bits come out of 1, 2 and 3 threads.
+/// same bits come out of 1, 2 and 3 threads, for every model family (GLMs, per-example
+/// gradients, networks and a network's last layer).
 #[test]
 fn tiled_hessian_matches_row_blocks_and_not_the_thread_count() {
     use upweight::GradientModel;
@@ -363,6 +364,16 @@ fn tiled_hessian_matches_row_blocks_and_not_the_thread_count() {
     }
     let (x, _, w) = problem(Family::Squared, 2600, 2300, 22);
     cases.push((Box::new(GradientModel { p: 2300 }), x.mapv(|v| v * 0.1), Array1::zeros(2600), w));
+    // a network's Gauss-Newton matrix (p = 100 x 21 + 4 x 101 = 2504, tiles from a shared factor)
+    // and the last layer of one with a 6-class head (p = 6 x 401 = 2406, one panel, its class
+    // blocks above the diagonal left to the head's finish)
+    let (x, y, w) = problem(Family::Multinomial { n_classes: 4 }, 1100, 20, 24);
+    let net = Mlp::new(vec![20, 100, 4], Activation::Tanh, Family::Multinomial { n_classes: 4 }, upweight::models::mlp::Curvature::GaussNewton).unwrap();
+    cases.push((Box::new(net), x, y, w));
+    let (x, y, w) = problem(Family::Multinomial { n_classes: 6 }, 900, 10, 25);
+    let net = Mlp::new(vec![10, 400, 6], Activation::Tanh, Family::Multinomial { n_classes: 6 }, upweight::models::mlp::Curvature::GaussNewton).unwrap();
+    let t = Array1::from_shape_fn(net.n_params(), |j| 0.05 * ((j % 13) as f64 - 6.0));
+    cases.push((Box::new(net.last_layer(t.view()).unwrap()), x, y, w));
     for (model, x, y, w) in &cases {
         let data = Batch::new(x.view(), y.view(), Some(w.view()), Names::TRAIN).unwrap();
         let p = model.n_params();

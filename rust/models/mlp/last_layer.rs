@@ -124,6 +124,17 @@ impl Model for LastLayer {
     fn hessian_tile_sum(&self, theta: ArrayView1<f64>, data: &Batch, rows: Range<usize>, cols: Range<usize>, out: ArrayViewMut2<f64>) {
         self.on_features(data, |b| self.head.hessian_tile_sum(theta, b, rows, cols, out))
     }
+    /// The head's tiles leave parts to its finish (a multinomial head: the class blocks above
+    /// the diagonal, by symmetry), on one panel as on its own.
+    fn hessian_tiles_finish(&self, h: ArrayViewMut2<f64>) {
+        self.head.hessian_tiles_finish(h)
+    }
+    fn hessian_factor_rows(&self) -> Option<usize> {
+        self.head.hessian_factor_rows()
+    }
+    fn hessian_factor(&self, theta: ArrayView1<f64>, data: &Batch) -> Option<Array2<f64>> {
+        self.on_features(data, |b| self.head.hessian_factor(theta, b))
+    }
     fn hvp_sum(&self, theta: ArrayView1<f64>, data: &Batch, v: ArrayView2<f64>, out: ArrayViewMut2<f64>) {
         self.on_features(data, |b| self.head.hvp_sum(theta, b, v, out))
     }

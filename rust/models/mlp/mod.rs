@@ -381,6 +381,15 @@ impl Model for Mlp {
         }
     }
 
+    /// G's factor, in the sub-blocks `add_gauss_newton_tile` uses (so the tiles have its bits).
+    fn hessian_factor_rows(&self) -> Option<usize> {
+        (self.curvature == Curvature::GaussNewton).then(|| self.factor_rows())
+    }
+
+    fn hessian_factor(&self, theta: ArrayView1<f64>, data: &Batch) -> Option<Array2<f64>> {
+        (self.curvature == Curvature::GaussNewton).then(|| self.gauss_newton_factor(theta, data, &self.forward(theta, data.x)))
+    }
+
     fn hvp_sum(&self, theta: ArrayView1<f64>, data: &Batch, v: ArrayView2<f64>, out: ArrayViewMut2<f64>) {
         self.curvature_sum(theta, data, v, out)
     }

@@ -12,6 +12,7 @@ use super::{targets, Mlp};
 use crate::data::{Batch, XView};
 use crate::linalg::gemm;
 use crate::models::glm::Family;
+use rayon::prelude::*;
 
 /// The forward pass of a block: pre-activations of every layer and inputs of the hidden ones.
 pub(super) struct Forward {
@@ -178,10 +179,11 @@ impl Mlp {
         let b = self.lambda_factors(fw, data);
         let (n, k) = (data.n(), self.n_outputs_k());
         let mut m = Array2::zeros((n * k, self.n_params_p()));
-        for c in 0..k {
+        // one backward pass per output, each writing its own rows: in parallel
+        m.axis_chunks_iter_mut(Axis(0), n.max(1)).into_par_iter().enumerate().for_each(|(c, rows)| {
             let s = self.backward(theta, fw, b.index_axis(Axis(2), c).to_owned());
-            self.write_example_grads(data.x, fw, &s, m.slice_mut(s![c * n..(c + 1) * n, ..]));
-        }
+            self.write_example_grads(data.x, fw, &s, rows);
+        });
         m
     }
 
