@@ -1,9 +1,10 @@
-"""Time a network's Gauss-Newton matrix above p = 2048 (built by tiles) in the core.
+"""Time a network's Gauss-Newton matrix in the core.
 
-    python bench/net_hessian.py [--rounds 3] [--out H.npy]
+    python bench/net_hessian.py [--rounds 3] [--hidden 40] [--out H.npy]
 
-The net is 60-40-5 (p = 2645, tanh, softmax head), n = 6000 Gaussian rows, the theta of 3 Adam
-epochs on 500 of them (seeded); the call is ``net.core_model("gauss-newton").hessian``. Prints
+The net is 60-40-5 (p = 2645 > 2048: built by tiles) or, with ``--hidden 20``, 60-20-5 (p = 1325:
+summed by row blocks); tanh, softmax head; n = 6000 Gaussian rows, the theta of 3 Adam epochs on
+500 of them (seeded); the call is ``net.core_model("gauss-newton").hessian``. Prints
 each round's time and the rate on the n k p^2 flops of the lower triangle of M^T M (M the
 factor: k rows of p per point). ``--out`` saves the matrix, to compare two builds' bits.
 
@@ -25,12 +26,13 @@ import upweight as uw
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--hidden", type=int, default=40, help="hidden units (40: p = 2645; 20: p = 1325)")
     ap.add_argument("--out", help="save the matrix here (.npy)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     n, k = 6000, 5
     X, y = rng.standard_normal((n, 60)), rng.integers(0, k, n)
-    net = uw.MLPClassifier(hidden=(40,), max_iter=3, newton_iter=0, random_state=0)
+    net = uw.MLPClassifier(hidden=(args.hidden,), max_iter=3, newton_iter=0, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 3 epochs do not converge: the theta only needs to be seeded
         net.fit(X[:500], y[:500])
