@@ -78,6 +78,17 @@ pub fn gemm<T: faer::traits::ComplexField + Copy>(mut dst: ArrayViewMut2<T>, acc
     clear_upper_ymm();
 }
 
+/// Adds the tile `rows` x `cols` of M^T M to `tile` (only its lower triangle when `rows ==
+/// cols`): a Gauss-Newton factor's part of the Hessian. A column-major `m` is read fastest.
+pub fn add_gram_tile(m: ArrayView2<f64>, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, tile: ArrayViewMut2<f64>) {
+    let (mr, mc) = (m.slice(ndarray::s![.., rows.clone()]), m.slice(ndarray::s![.., cols.clone()]));
+    if rows == cols {
+        gemm_lower(tile, true, mr.t(), mc, 1.0);
+    } else {
+        gemm(tile, true, mr.t(), mc, 1.0);
+    }
+}
+
 /// Lower triangle of `dst (+)= alpha * a @ b`, for products known to be symmetric (Z^T D Z):
 /// half the flops of `gemm`. The strict upper triangle of `dst` is left untouched.
 pub fn gemm_lower(mut dst: ArrayViewMut2<f64>, accumulate: bool, a: ArrayView2<f64>, b: ArrayView2<f64>, alpha: f64) {

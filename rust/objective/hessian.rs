@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
+use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayViewMut2, Axis, ShapeBuilder};
 use rayon::prelude::*;
 
 use super::{add_loss_grad, add_partial, LossGrad, Objective, GRAD_PARTIALS};
@@ -18,7 +18,7 @@ use crate::blocks::{blocks, map_reduce, map_reduce2, Fold, BLOCK_ROWS};
 use crate::cancel::Cancel;
 use crate::data::{with_block, Batch, XView};
 use crate::error::Result;
-use crate::linalg::{gemm, gemm_lower, symmetrize_from_lower, to_column_major};
+use crate::linalg::{add_gram_tile, symmetrize_from_lower, to_column_major};
 use crate::models::Model;
 
 /// Partial Hessians held at once stay under this many bytes (it fixes the chunking from p alone,
@@ -36,16 +36,6 @@ const TILE_CHUNK_BYTES: usize = 64 << 20;
 fn tile_chunk_rows(d: usize) -> usize {
     let fit = TILE_CHUNK_BYTES / (8 * d.max(1));
     (fit / BLOCK_ROWS * BLOCK_ROWS).clamp(BLOCK_ROWS, TILE_CHUNK_ROWS)
-}
-
-/// Adds the tile `rows` x `cols` of M^T M to `tile` (only its lower triangle on the diagonal).
-fn factor_tile_add(m: ArrayView2<f64>, rows: Range<usize>, cols: Range<usize>, tile: ArrayViewMut2<f64>) {
-    let (mr, mc) = (m.slice(s![.., rows.clone()]), m.slice(s![.., cols.clone()]));
-    if rows == cols {
-        gemm_lower(tile, true, mr.t(), mc, 1.0);
-    } else {
-        gemm(tile, true, mr.t(), mc, 1.0);
-    }
 }
 
 /// Disjoint mutable views of the tiles (rows panel I, cols panel J), I >= J, of `h` (p x p), in
@@ -220,7 +210,7 @@ impl<M: Model + ?Sized> Objective<'_, M> {
                             let m = if m.t().is_standard_layout() { m } else { to_column_major(m.view()) };
                             tiles.par_iter_mut().for_each(|(ri, cj, tile)| {
                                 if !cancel.is_cancelled() {
-                                    factor_tile_add(m.view(), ri.clone(), cj.clone(), tile.view_mut());
+                                    add_gram_tile(m.view(), ri.clone(), cj.clone(), tile.view_mut());
                                 }
                             })
                         }
