@@ -6,6 +6,7 @@
 //! (n floats) are always in memory.
 
 mod batch;
+mod fingerprint;
 mod matrix;
 mod npy;
 mod shared;
@@ -18,6 +19,7 @@ use std::ops::Range;
 use ndarray::{s, ArrayView1, ArrayView2, CowArray, Ix2};
 
 pub use batch::Batch;
+pub use fingerprint::Fingerprinted;
 pub use matrix::{Csr, XView};
 pub use npy::{NpyDtype, NpyFile, NpyHeader};
 pub use shared::{Shared, Shared1};

@@ -1,11 +1,11 @@
 //! Change detection for features the core reads from the caller's memory without a copy. Every
 //! group of about 8 KiB of rows gets a fingerprint (xxh3, 64 bits) the first time it is read,
-//! when its values are also checked finite; every later read of the group hashes it again (the
-//! rows are in cache for the kernel that reads them: about 3 ms per 100 MB on two cores) and
-//! refuses it if the fingerprint differs. An array edited after an influence was built is then
-//! an error naming it, instead of new rows mixed into answers about old ones, without a second
-//! copy of a training set that may fill half of memory, and without a pass of its own: the
-//! construction's first pass over the rows records them.
+//! when its values are also checked finite (one sweep gives both: [`super::fingerprint`]); every
+//! later read of the group hashes it again (the rows are then in cache for the kernel that reads
+//! them) and refuses it if the fingerprint differs. An array edited after an influence was built
+//! is then an error naming it, instead of new rows mixed into answers about old ones, without a
+//! second copy of a training set that may fill half of memory, and without a pass of its own:
+//! the construction's first pass over the rows records them.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
-use crate::error::{all_finite, Error, Result};
+use super::fingerprint::{hash_and_finite, Fingerprinted};
+use crate::error::{Error, Result};
 
 /// Bytes per fingerprinted group of rows (whole rows: a group holds at least one).
 const GROUP_BYTES: usize = 8 << 10;
@@ -28,12 +29,6 @@ pub struct RowPrints {
     d: usize,
     rows_per_group: usize,
     prints: Vec<AtomicU64>,
-}
-
-/// The bytes of a float slice (f32 and f64 have no padding and every bit pattern is a value).
-fn bytes<T: Copy>(v: &[T]) -> &[u8] {
-    // SAFETY: a slice of plain floats is also a slice of size_of_val(v) initialised bytes
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
 impl RowPrints {
@@ -58,7 +53,7 @@ impl RowPrints {
     /// group they touch (with the rows of the edge groups outside `rows`) is recorded if it is
     /// read for the first time, after its values are checked finite (`NonFiniteAt` naming
     /// `arg` otherwise), or else must hash as it did when it was recorded.
-    pub fn check<T: Copy + Into<f64>>(&self, arg: &'static str, a: ArrayView2<T>, rows: Range<usize>) -> Result<()> {
+    pub fn check<T: Fingerprinted>(&self, arg: &'static str, a: ArrayView2<T>, rows: Range<usize>) -> Result<()> {
         if rows.is_empty() || self.d == 0 {
             return Ok(());
         }
@@ -69,9 +64,11 @@ impl RowPrints {
         for g in rows.start / self.rows_per_group..rows.end.div_ceil(self.rows_per_group) {
             let r = g * self.rows_per_group..((g + 1) * self.rows_per_group).min(self.n);
             let values = &v[r.start * self.d..r.end * self.d];
-            let h = xxhash_rust::xxh3::xxh3_64(bytes(values)).max(1);
+            // one sweep: the hash, and the finiteness a first read must check
+            let (h, finite) = hash_and_finite(values);
+            let h = h.max(1);
             let recorded = match self.prints[g].load(Ordering::Acquire) {
-                UNRECORDED if !all_finite(values) => return Err(non_finite_at(arg, values, r.start, self.d)),
+                UNRECORDED if !finite => return Err(non_finite_at(arg, values, r.start, self.d)),
                 // another thread may record it first: then it must have seen the same values
                 UNRECORDED => self.prints[g].compare_exchange(UNRECORDED, h, Ordering::AcqRel, Ordering::Acquire).map_or_else(|p| p, |_| h),
                 p => p,
@@ -91,7 +88,7 @@ impl RowPrints {
     }
 
     /// [`RowPrints::check`] of every row, in parallel.
-    pub fn check_all<T: Copy + Into<f64> + Sync>(&self, arg: &'static str, a: ArrayView2<T>) -> Result<()> {
+    pub fn check_all<T: Fingerprinted + Sync>(&self, arg: &'static str, a: ArrayView2<T>) -> Result<()> {
         let step = self.rows_per_group * 64;
         (0..self.n.div_ceil(step)).into_par_iter().try_for_each(|b| self.check(arg, a, b * step..((b + 1) * step).min(self.n)))
     }
