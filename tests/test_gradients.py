@@ -76,6 +76,21 @@ def test_float32_and_npy_gradients(logistic, tmp_path):
         np.testing.assert_allclose(top.helpful, top64.helpful, rtol=1e-12)
 
 
+def test_an_asymmetric_hessian_is_refused_wherever_it_differs():
+    """The symmetry check reads H by 64 x 64 tiles: an asymmetry in any tile (the last, partial
+    one too) is found, and the message names its first entry in row-major order."""
+    rng = np.random.default_rng(3)
+    G = rng.standard_normal((40, 150))
+    H = G.T @ G + np.eye(150)
+    uw.GradientInfluence(G, hessian=H)  # symmetric: accepted
+    for i, j in [(149, 3), (3, 149), (70, 65), (64, 63), (149, 148), (0, 1)]:
+        asym = H.copy()
+        asym[i, j] += 1e-6 * np.abs(H).max()
+        a, b = min((i, j), (j, i))
+        with pytest.raises(uw.InputError, match=rf"hessian: is not symmetric \(entry \({a}, {b}\) differs from \({b}, {a}\)\)"):
+            uw.GradientInfluence(G, hessian=asym)
+
+
 def test_bad_gradient_inputs(logistic):
     *_, G, H = logistic
     with pytest.raises(uw.SingularHessianError, match="damping"):
