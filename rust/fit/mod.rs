@@ -171,7 +171,7 @@ pub fn newton<M: Model + ?Sized>(obj: &Objective<M>, theta0: Option<ArrayView1<f
             Curv::Hessian(h) => h,
             _ => obj.hessian(theta.view(), cancel)?,
         };
-        Prepared::direct(h, 0.0, null.clone())?;
+        Prepared::direct(h, 0.0, null.clone(), cancel)?;
     }
     if opts.method == Method::Cg && obj.l2 == 0.0 {
         // Newton-CG converges on a singular Hessian (to one of many optima), where the direct
@@ -233,8 +233,8 @@ fn newton_step<M: Model + ?Sized>(
 ) -> Result<Array1<f64>> {
     let mut x = g.clone().insert_axis(Axis(1));
     let solver = match (method, curv) {
-        (Method::Direct, Curv::Hessian(h)) => Prepared::direct(h, 0.0, null.cloned())?,
-        (Method::Direct, _) => Prepared::direct(obj.hessian(theta, cancel)?, 0.0, null.cloned())?,
+        (Method::Direct, Curv::Hessian(h)) => Prepared::direct(h, 0.0, null.cloned(), cancel)?,
+        (Method::Direct, _) => Prepared::direct(obj.hessian(theta, cancel)?, 0.0, null.cloned(), cancel)?,
         (Method::Cg, Curv::Diagonal(diag)) => Prepared::cg(obj, theta, diag, None, 0.0, Precondition::Jacobi, cancel)?,
         (_, _) => Prepared::cg(obj, theta, obj.hessian_diag(theta, cancel)?, None, 0.0, Precondition::Jacobi, cancel)?,
     };

@@ -162,7 +162,7 @@ impl PyFactor {
         }
         let mut damped = hessian.clone();
         damped.diag_mut().mapv_inplace(|v| v + damping);
-        let direct = run(py, |_| Direct::new(damped, null.as_ref().map(|n| n.view())))?;
+        let direct = run(py, |cancel| Direct::interruptible(damped, null.as_ref().map(|n| n.view()), Some(cancel)))?;
         Ok(Self { direct, hessian, damping, null })
     }
 

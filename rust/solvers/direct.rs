@@ -4,6 +4,7 @@
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
 use rayon::prelude::*;
 
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::linalg::Cholesky;
 
@@ -34,7 +35,13 @@ impl Direct {
     /// scale direction by direction, whatever the features' units. The update goes
     /// through the nonzeros of N (the multinomial's basis vectors have k each). For p above
     /// [`DIRECT_KEEP_H_MAX_P`] only the lower triangle is updated and read, and `h` becomes the factor.
-    pub fn new(mut h: Array2<f64>, null: Option<ArrayView2<f64>>) -> Result<Self> {
+    pub fn new(h: Array2<f64>, null: Option<ArrayView2<f64>>) -> Result<Self> {
+        Self::interruptible(h, null, None)
+    }
+
+    /// [`Direct::new`] whose factorisation stops with `Interrupted` at its next panel boundary
+    /// once `cancel` is set ([`Cholesky::factor_interruptible`]).
+    pub fn interruptible(mut h: Array2<f64>, null: Option<ArrayView2<f64>>, cancel: Option<&Cancel>) -> Result<Self> {
         let p = h.nrows();
         if h.ncols() != p {
             return Err(Error::Shape { arg: "hessian", msg: format!("must be square, got {:?}", h.dim()) });
@@ -47,7 +54,7 @@ impl Direct {
             let null = NullSpace::scaled_by(nb.to_owned(), h.diag());
             add_low_rank(&mut h, &null, keep);
         }
-        let (factored, h) = if keep { (Cholesky::factor(h.view()), Some(h)) } else { (Cholesky::factor_in_place(h), None) };
+        let (factored, h) = if keep { (Cholesky::factor_interruptible(h.view(), cancel), Some(h)) } else { (Cholesky::factor_in_place(h, cancel), None) };
         let chol = factored.map_err(|e| match e {
             Error::Singular { msg } => Error::Singular {
                 msg: format!(

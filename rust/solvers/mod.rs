@@ -206,9 +206,10 @@ const PROBE_RTOL: f64 = 1e-8;
 impl Prepared {
     /// Factor H + damping I (`h` the Hessian, penalty included), augmented along the null-space
     /// `basis` (see [`Direct::new`]).
-    pub fn direct(mut h: Array2<f64>, damping: f64, basis: Option<Array2<f64>>) -> Result<Self> {
+    /// The factorisation stops with `Interrupted` once `cancel` is set.
+    pub fn direct(mut h: Array2<f64>, damping: f64, basis: Option<Array2<f64>>, cancel: &Cancel) -> Result<Self> {
         h.diag_mut().mapv_inplace(|v| v + damping);
-        Ok(Self { kind: Kind::Direct(Direct::new(h, basis.as_ref().map(|b| b.view()))?), damping, residuals: true })
+        Ok(Self { kind: Kind::Direct(Direct::interruptible(h, basis.as_ref().map(|b| b.view()), Some(cancel))?), damping, residuals: true })
     }
 
     /// Conjugate gradients on the Hessian of `obj` at `theta` (or `explicit`), given its
@@ -365,7 +366,7 @@ impl Prepared {
                         ((e.value, e.grad), h)
                     }
                 };
-                (Self::direct(h, opts.damping, obj.model.null_space(obj.l2))?, value, grad)
+                (Self::direct(h, opts.damping, obj.model.null_space(obj.l2), cancel)?, value, grad)
             }
             Method::Cg | Method::Arnoldi | Method::Kfac | Method::Ekfac => {
                 let ((value, grad), diag) = match &explicit {

@@ -224,10 +224,10 @@ impl<'a> Pbrf<'a> {
         cancel.check()?;
         let hessian = self.hessian_at_s(g_data, Curvature::Hessian)?;
         cancel.check()?;
-        let solver = match Prepared::direct(hessian, 0.0, null.clone()) {
+        let solver = match Prepared::direct(hessian, 0.0, null.clone(), cancel) {
             Err(Error::Singular { .. }) => {
                 cancel.check()?;
-                Prepared::direct(self.hessian_at_s(g_data, Curvature::GaussNewton)?, 0.0, null)?
+                Prepared::direct(self.hessian_at_s(g_data, Curvature::GaussNewton)?, 0.0, null, cancel)?
             }
             other => other?,
         };
