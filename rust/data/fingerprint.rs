@@ -25,10 +25,15 @@ impl Fingerprinted for f32 {
     const EXPONENTS: [u64; 2] = [0x7F80_0000, 0x7F80_0000 << 32];
 }
 
+/// The bytes of a float slice (f32 and f64 have no padding and every bit pattern is a value).
+fn bytes<T: Fingerprinted>(values: &[T]) -> &[u8] {
+    // SAFETY: a slice of plain floats is also a slice of size_of_val(values) initialised bytes
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
+}
+
 /// XXH3-64 of the bytes of `values` and whether every value is finite.
 pub fn hash_and_finite<T: Fingerprinted>(values: &[T]) -> (u64, bool) {
-    // SAFETY: f32 and f64 slices are initialised bytes with no padding
-    let bytes = unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) };
+    let bytes = bytes(values);
     if bytes.len() <= MID_SIZE_MAX || cfg!(target_endian = "big") {
         return (xxhash_rust::xxh3::xxh3_64(bytes), crate::error::all_finite(values));
     }
@@ -211,7 +216,7 @@ mod tests {
     }
 
     fn paths<T: Fingerprinted>(v: &[T]) -> Vec<(u64, bool)> {
-        let bytes = unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) };
+        let bytes = bytes(v);
         let mut out = vec![hash_and_finite(v)];
         if bytes.len() > MID_SIZE_MAX {
             out.push(scalar::long::<T>(bytes));
@@ -228,12 +233,12 @@ mod tests {
         // lengths across the short/long switch, block edges (1024 bytes) and the last stripe
         let v = values(3000, 7);
         for n in (0..3000).filter(|n| n % 61 == 0 || (n * 8) % 1024 <= 16 || (25..40).contains(n)) {
-            let want = xxhash_rust::xxh3::xxh3_64(unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), n * 8) });
+            let want = xxhash_rust::xxh3::xxh3_64(bytes(&v[..n]));
             for got in paths(&v[..n]) {
                 assert_eq!(got, (want, true), "{n} f64");
             }
             let w: Vec<f32> = v[..n].iter().map(|&x| x as f32).collect();
-            let want = xxhash_rust::xxh3::xxh3_64(unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<u8>(), n * 4) });
+            let want = xxhash_rust::xxh3::xxh3_64(bytes(&w));
             for got in paths(&w) {
                 assert_eq!(got, (want, true), "{n} f32");
             }

@@ -349,7 +349,8 @@ pub fn check_hessian(h: &Array2<f64>, p: usize) -> Result<()> {
     let scale = h.iter().fold(0.0_f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
     let differs = |i: usize, j: usize| (h[[i, j]] - h[[j, i]]).abs() > 1e-10 * scale;
     // by 64 x 64 tiles on and above the diagonal, in parallel, so that the transposed side is
-    // read from cache (entry by entry it was a cache miss each: 1.3 s at p = 8000, one thread)
+    // read from cache (entry by entry it was a cache miss each: at p = 8000 the tiles took
+    // GradientInfluence(hessian=H) from 5.7-5.9 s to 5.05 s, bench/RESULTS.md)
     const T: usize = 64;
     let tiles = p.div_ceil(T);
     let asymmetric =
